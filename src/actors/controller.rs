@@ -1,0 +1,341 @@
+//! The Controller owns time and shutdown (SPEC §3, §9): each tick it asks
+//! the StateKeeper for the entries, decides LOAD / SYNC / up to date, and
+//! starts a ListSync per due entry while fewer than the maximum run. It
+//! watches the quit file every second, and on a stop request lets running
+//! syncs finish within a grace period before abandoning them.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use slog::{error, info, warn, Logger};
+use tokio::sync::oneshot;
+
+use super::list_sync::{ListSync, SyncDeps, SyncJob};
+use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, StateView, SyncFinished, Tick, FLUSH_TIMEOUT};
+use crate::state::{format_for_log, EntryKey};
+use crate::sync::{decide, refresh_of, Backoff, Decision};
+
+/// The quit file is looked for this often.
+pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
+pub const QUIT_FILE_NAME: &str = "controller.quit";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Tick until stopped.
+    Go,
+    /// One pass: sync what is due now, then stop.
+    Once,
+}
+
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    pub mode: RunMode,
+    pub tick: Duration,
+    pub refresh: Duration,
+    pub max_concurrent_lists: usize,
+    pub grace: Duration,
+    pub quit_file: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Syncs still running when the grace period ended.
+    pub abandoned: usize,
+}
+
+struct RunningSync {
+    sync: Addr<ListSync>,
+    /// The entry's refresh interval: its backoff's cap if it fails.
+    refresh: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopping,
+    Finishing,
+}
+
+pub struct Controller {
+    settings: ControllerSettings,
+    deps: SyncDeps,
+    log: Logger,
+    running: HashMap<EntryKey, RunningSync>,
+    backoff: HashMap<EntryKey, Backoff>,
+    /// Due entries waiting for a free slot, in file order.
+    waiting: VecDeque<SyncJob>,
+    phase: Phase,
+    summary: RunSummary,
+    done: Option<oneshot::Sender<RunSummary>>,
+}
+
+impl Controller {
+    pub fn new(settings: ControllerSettings, deps: SyncDeps, done: oneshot::Sender<RunSummary>) -> Controller {
+        let log = deps.log.clone();
+        Controller {
+            settings,
+            deps,
+            log,
+            running: HashMap::new(),
+            backoff: HashMap::new(),
+            waiting: VecDeque::new(),
+            phase: Phase::Running,
+            summary: RunSummary::default(),
+            done: Some(done),
+        }
+    }
+
+    /// Asks the StateKeeper for the entries, then plans; `verbose` logs a
+    /// line per entry, as a tick does.
+    fn load_and_plan(&mut self, verbose: bool, ctx: &mut Context<Self>) {
+        let load = self
+            .deps
+            .state_keeper
+            .send(LoadEntries)
+            .into_actor(self)
+            .map(move |view, controller, ctx| {
+                match view {
+                    Ok(view) => controller.plan(view, verbose, ctx),
+                    Err(e) => error!(controller.log, "controller: the state keeper is gone ({e})."),
+                }
+                if verbose && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
+                    info!(
+                        controller.log,
+                        "controller: sleeping for {} seconds.",
+                        controller.settings.tick.as_secs()
+                    );
+                }
+            });
+        ctx.spawn(load);
+    }
+
+    fn plan(&mut self, view: StateView, verbose: bool, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = Utc::now();
+        self.waiting.clear();
+        for entry in view.entries {
+            let running = self.running.contains_key(&entry.key);
+            match decide(
+                &entry,
+                now,
+                self.settings.refresh,
+                running,
+                self.backoff.get(&entry.key),
+            ) {
+                Decision::Due(kind) => self.waiting.push_back(SyncJob { entry, kind }),
+                _ if !verbose => {}
+                Decision::UpToDate { last, .. } => info!(
+                    self.log,
+                    "controller: list {} up to date, last updated on \"{}\".",
+                    entry.key,
+                    format_for_log(last)
+                ),
+                Decision::Running => info!(self.log, "controller: list {} is still syncing.", entry.key),
+                Decision::BackingOff { failures, retry_at } => info!(
+                    self.log,
+                    "controller: list {} failed {failures} time(s) in a row; next attempt after \"{}\".",
+                    entry.key,
+                    format_for_log(retry_at)
+                ),
+            }
+        }
+        self.start_waiting(ctx);
+        if verbose {
+            for job in &self.waiting {
+                info!(
+                    self.log,
+                    "controller: list {} requires \"{}\", waiting for a free slot ({} syncs running).",
+                    job.entry.key,
+                    job.kind.name(),
+                    self.running.len()
+                );
+            }
+        }
+        self.finish_once_if_idle(ctx);
+    }
+
+    fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        while self.running.len() < self.settings.max_concurrent_lists {
+            let Some(job) = self.waiting.pop_front() else { break };
+            info!(
+                self.log,
+                "controller: list {} requires \"{}\", firing...",
+                job.entry.key,
+                job.kind.name()
+            );
+            let key = job.entry.key.clone();
+            let refresh = refresh_of(&job.entry, self.settings.refresh);
+            let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
+            self.running.insert(key, RunningSync { sync, refresh });
+        }
+    }
+
+    fn finish_once_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.settings.mode == RunMode::Once && self.running.is_empty() && self.waiting.is_empty() {
+            self.finish(ctx);
+        }
+    }
+
+    fn abandon_running(&mut self, ctx: &mut Context<Self>) {
+        for (key, running) in self.running.drain() {
+            warn!(
+                self.log,
+                "controller: abandoning the sync of list {key}; its latest_timestamp is unchanged."
+            );
+            running.sync.do_send(CancelSync);
+            self.summary.abandoned += 1;
+        }
+        self.finish(ctx);
+    }
+
+    /// Lets the StateKeeper write what it can, removes the quit file, and ends the run.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Finishing {
+            return;
+        }
+        self.phase = Phase::Finishing;
+        let flush = self.deps.state_keeper.send(Flush).timeout(FLUSH_TIMEOUT).into_actor(self).map(
+            |unwritten, controller, ctx| {
+                match unwritten {
+                    Ok(0) => {}
+                    Ok(n) => error!(controller.log,
+                        "controller: {n} sync result(s) could not be written to the state file; those lists will sync again."),
+                    Err(e) => error!(controller.log, "controller: the state keeper did not confirm its last writes ({e})."),
+                }
+                match std::fs::remove_file(&controller.settings.quit_file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => warn!(controller.log, "controller: cannot remove {}: {e}", controller.settings.quit_file.display()),
+                }
+                info!(controller.log, "controller: done.");
+                if let Some(done) = controller.done.take() {
+                    let _ = done.send(controller.summary);
+                }
+                ctx.stop();
+            },
+        );
+        ctx.spawn(flush);
+    }
+}
+
+impl Actor for Controller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(self.log, "controller: starting...");
+        match std::fs::remove_file(&self.settings.quit_file) {
+            Ok(()) => warn!(self.log, "controller: removed a quit file left from an earlier run."),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(self.log, "controller: cannot remove the old quit file: {e}"),
+        }
+        ctx.run_interval(QUIT_FILE_INTERVAL, |controller, ctx| {
+            if controller.settings.quit_file.exists() {
+                ctx.notify(Shutdown {
+                    reason: "quit file found".into(),
+                    immediate: false,
+                });
+            }
+        });
+        ctx.notify(Tick);
+        if self.settings.mode == RunMode::Go {
+            ctx.run_interval(self.settings.tick, |_, ctx| ctx.notify(Tick));
+        }
+    }
+}
+
+impl Handler<Tick> for Controller {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        info!(self.log, "controller: checking all lists.");
+        self.load_and_plan(true, ctx);
+    }
+}
+
+impl Handler<SyncFinished> for Controller {
+    type Result = ();
+
+    fn handle(&mut self, finished: SyncFinished, ctx: &mut Context<Self>) {
+        let Some(running) = self.running.remove(&finished.key) else {
+            return;
+        };
+        match &finished.result {
+            Ok(_) => {
+                self.summary.succeeded += 1;
+                self.backoff.remove(&finished.key);
+            }
+            Err(_) => {
+                self.summary.failed += 1;
+                let next = Backoff::after_failure(self.backoff.get(&finished.key), Utc::now(), running.refresh);
+                info!(
+                    self.log,
+                    "controller: list {} failed; next attempt after \"{}\".",
+                    finished.key,
+                    format_for_log(next.retry_at)
+                );
+                self.backoff.insert(finished.key.clone(), next);
+            }
+        }
+        match (self.phase, self.settings.mode) {
+            (Phase::Finishing, _) => {}
+            (Phase::Stopping, _) if self.running.is_empty() => self.finish(ctx),
+            (Phase::Stopping, _) => {}
+            (Phase::Running, RunMode::Once) => {
+                self.start_waiting(ctx);
+                self.finish_once_if_idle(ctx);
+            }
+            // A slot is free: see what is due now, without a line per entry.
+            (Phase::Running, RunMode::Go) => self.load_and_plan(false, ctx),
+        }
+    }
+}
+
+impl Handler<Shutdown> for Controller {
+    type Result = ();
+
+    fn handle(&mut self, shutdown: Shutdown, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Finishing => return,
+            Phase::Stopping if !shutdown.immediate => return,
+            Phase::Stopping => {
+                info!(self.log, "controller: {}; not waiting any longer.", shutdown.reason);
+                return self.abandon_running(ctx);
+            }
+            Phase::Running => {}
+        }
+        self.phase = Phase::Stopping;
+        self.waiting.clear();
+        if self.running.is_empty() {
+            info!(self.log, "controller: stopping ({}).", shutdown.reason);
+            return self.finish(ctx);
+        }
+        let grace = if shutdown.immediate {
+            Duration::ZERO
+        } else {
+            self.settings.grace
+        };
+        info!(
+            self.log,
+            "controller: stopping ({}); waiting up to {} s for {} running sync(s).",
+            shutdown.reason,
+            grace.as_secs(),
+            self.running.len()
+        );
+        ctx.run_later(grace, |controller, ctx| {
+            if controller.phase == Phase::Stopping {
+                controller.abandon_running(ctx);
+            }
+        });
+    }
+}

@@ -1,0 +1,337 @@
+//! A ListSync is one sync of one entry, start to finish (SPEC §4).
+//!
+//! It owns the paging plan, hands page offsets to idle Fetchers, gathers
+//! the mapped contacts into batches of 100, and hands batches to idle
+//! Writers. Fetchers only get work while the queue of ready batches is
+//! short, so a slow Ometria slows the reading instead of filling memory.
+//! The sync succeeds when every page was read and every batch accounted
+//! for; then it sends one `SyncFinished` with the new cursor `T0`.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use slog::{error, info, o, warn, Logger};
+
+use super::fetcher::Fetcher;
+use super::messages::{
+    CancelSync, FetchPage, FetchedPage, PushBatch, StopWorker, SyncCounts, SyncFinished, SyncReport,
+};
+use super::state_keeper::StateKeeper;
+use super::writer::Writer;
+use crate::limits::Limits;
+use crate::mailchimp::MailchimpClient;
+use crate::ometria::{Contact, OmetriaClient, PushOutcome, MAX_BATCH};
+use crate::retry::RetryPolicy;
+use crate::state::{format_for_log, Entry, SyncRecord};
+use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
+
+/// Long syncs log their progress this often.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Ready batches per Writer before Fetchers wait.
+const QUEUE_BATCHES_PER_WRITER: usize = 2;
+
+/// What every sync needs, shared by all of them.
+#[derive(Clone)]
+pub struct SyncDeps {
+    pub mailchimp: MailchimpClient,
+    pub ometria: OmetriaClient,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub overlap: Duration,
+    pub state_keeper: Addr<StateKeeper>,
+    pub log: Logger,
+}
+
+/// The entry to sync and how.
+#[derive(Clone, Debug)]
+pub struct SyncJob {
+    pub entry: Entry,
+    pub kind: SyncKind,
+}
+
+pub struct ListSync {
+    job: SyncJob,
+    deps: SyncDeps,
+    controller: Recipient<SyncFinished>,
+    log: Logger,
+    t0: DateTime<Utc>,
+    started: Instant,
+    window: Window,
+    plan: SweepPlan,
+    fetchers: Vec<Addr<Fetcher>>,
+    idle_fetchers: Vec<usize>,
+    writers: Vec<Addr<Writer>>,
+    idle_writers: Vec<usize>,
+    /// Contacts not yet making up a full batch.
+    open_batch: Vec<Contact>,
+    /// Full batches waiting for a Writer.
+    ready: VecDeque<Vec<Contact>>,
+    counts: SyncCounts,
+    finished: bool,
+}
+
+impl ListSync {
+    pub fn new(job: SyncJob, deps: SyncDeps, controller: Recipient<SyncFinished>) -> ListSync {
+        let t0 = start_time(Utc::now());
+        let window = Window::new(job.kind, t0, deps.overlap);
+        let plan = SweepPlan::new(
+            job.entry.start_offset,
+            job.entry.items_per_request,
+            &[Pass::Members, Pass::Archived],
+        );
+        let log = deps.log.new(o!("list_id" => job.entry.key.list_id.clone()));
+        ListSync {
+            job,
+            deps,
+            controller,
+            log,
+            t0,
+            started: Instant::now(),
+            window,
+            plan,
+            fetchers: vec![],
+            idle_fetchers: vec![],
+            writers: vec![],
+            idle_writers: vec![],
+            open_batch: Vec::with_capacity(MAX_BATCH),
+            ready: VecDeque::new(),
+            counts: SyncCounts::default(),
+            finished: false,
+        }
+    }
+
+    fn queue_capacity(&self) -> usize {
+        self.writers.len() * QUEUE_BATCHES_PER_WRITER
+    }
+
+    /// Gives work to every idle worker that can have some, and finishes
+    /// the sync when nothing is left.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        while self.ready.len() < self.queue_capacity() && !self.idle_fetchers.is_empty() {
+            let Some(request) = self.plan.next_request() else { break };
+            let worker = self.idle_fetchers.pop().expect("checked non-empty");
+            self.fetch(worker, FetchPage(request), ctx);
+        }
+        let reading = self.idle_fetchers.len() < self.fetchers.len();
+        if !reading && self.plan.is_complete() && !self.open_batch.is_empty() {
+            self.ready.push_back(std::mem::take(&mut self.open_batch));
+        }
+        while !self.ready.is_empty() && !self.idle_writers.is_empty() {
+            let batch = self.ready.pop_front().expect("checked non-empty");
+            let worker = self.idle_writers.pop().expect("checked non-empty");
+            self.push(worker, PushBatch(batch), ctx);
+        }
+        let writing = self.idle_writers.len() < self.writers.len();
+        if !reading && !writing && self.plan.is_complete() && self.ready.is_empty() {
+            self.succeed(ctx);
+        }
+    }
+
+    fn fetch(&mut self, worker: usize, message: FetchPage, ctx: &mut Context<Self>) {
+        let answer = self.fetchers[worker]
+            .send(message)
+            .into_actor(self)
+            .map(move |answer, sync, ctx| {
+                sync.idle_fetchers.push(worker);
+                match answer {
+                    Ok(Ok(page)) => sync.on_page(page, ctx),
+                    Ok(Err(e)) => sync.fail(e.to_string(), ctx),
+                    Err(e) => sync.fail(format!("a Fetcher stopped unexpectedly ({e})"), ctx),
+                }
+            });
+        ctx.spawn(answer);
+    }
+
+    fn push(&mut self, worker: usize, message: PushBatch, ctx: &mut Context<Self>) {
+        let answer = self.writers[worker]
+            .send(message)
+            .into_actor(self)
+            .map(move |answer, sync, ctx| {
+                sync.idle_writers.push(worker);
+                match answer {
+                    Ok(Ok(outcome)) => sync.on_pushed(outcome, ctx),
+                    Ok(Err(e)) => sync.fail(e.to_string(), ctx),
+                    Err(e) => sync.fail(format!("a Writer stopped unexpectedly ({e})"), ctx),
+                }
+            });
+        ctx.spawn(answer);
+    }
+
+    fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
+        self.counts.pages += 1;
+        self.counts.read += page.returned;
+        self.counts.skipped += page.skipped;
+        match self.plan.page_read(page.request, page.total_items, page.returned) {
+            PageVerdict::Continue => {}
+            PageVerdict::Resweep { pass, sweep } => warn!(
+                self.log,
+                "sync: list {} changed while its {} were read (total_items moved); reading them again (sweep {}).",
+                self.job.entry.key,
+                pass.name(),
+                sweep + 1
+            ),
+            PageVerdict::Unstable { pass } => {
+                return self.fail(
+                    format!(
+                        "its {} kept changing during {} sweeps; the next attempt will read them again",
+                        pass.name(),
+                        crate::sync::MAX_SWEEPS
+                    ),
+                    ctx,
+                );
+            }
+        }
+        for contact in page.contacts {
+            self.open_batch.push(contact);
+            if self.open_batch.len() == MAX_BATCH {
+                let full = std::mem::replace(&mut self.open_batch, Vec::with_capacity(MAX_BATCH));
+                self.ready.push_back(full);
+            }
+        }
+        self.dispatch(ctx);
+    }
+
+    fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {
+        self.counts.accepted += outcome.accepted;
+        self.counts.rejected += outcome.rejected;
+        self.dispatch(ctx);
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn succeed(&mut self, ctx: &mut Context<Self>) {
+        self.finished = true;
+        let elapsed = self.elapsed();
+        let c = self.counts;
+        info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
+            "records" => c.accepted + c.rejected, "rejected" => c.rejected, "skipped" => c.skipped, "pages" => c.pages);
+        let record = SyncRecord {
+            key: self.job.entry.key.clone(),
+            cursor_at_start: self.job.entry.cursor_raw.clone(),
+            t0: self.t0,
+            elapsed,
+            total_updates: c.accepted + c.rejected,
+        };
+        self.report(Ok(SyncReport { record, counts: c }));
+        ctx.stop();
+    }
+
+    fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let cursor = self
+            .job
+            .entry
+            .cursor
+            .map_or("null (full LOAD)".into(), |c| format!("\"{}\"", format_for_log(c)));
+        error!(
+            self.log,
+            "sync: failed after {:.1} (s) for list {}: {reason}; latest_timestamp stays {cursor}.",
+            self.elapsed().as_secs_f64(),
+            self.job.entry.key
+        );
+        self.report(Err(reason));
+        ctx.stop();
+    }
+
+    fn report(&self, result: Result<SyncReport, String>) {
+        let finished = SyncFinished {
+            key: self.job.entry.key.clone(),
+            result,
+        };
+        // The StateKeeper first: the Controller's next read must see the result.
+        self.deps.state_keeper.do_send(finished.clone());
+        self.controller.do_send(finished);
+    }
+
+    fn log_progress(&self) {
+        let written = self.counts.accepted + self.counts.rejected;
+        let seconds = self.elapsed().as_secs_f64().max(0.001);
+        let rate = written as f64 / seconds;
+        let (total, eta) = match self.plan.expected_members() {
+            Some(total) => {
+                let left = total.saturating_sub(written + self.counts.skipped);
+                let eta = if rate > 0.0 {
+                    format!("{:.0} s", left as f64 / rate)
+                } else {
+                    "unknown".into()
+                };
+                (total.to_string(), eta)
+            }
+            None => ("?".into(), "unknown".into()),
+        };
+        info!(self.log, "sync: list {} progress: {written}/{total} records written, {rate:.0} records/s, ETA {eta}.",
+            self.job.entry.key; "records" => written);
+    }
+}
+
+impl Actor for ListSync {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let entry = &self.job.entry;
+        let workers = entry.worker_count as usize;
+        let since = self
+            .window
+            .since
+            .map_or(String::new(), |s| format!(", changed since \"{}\"", format_for_log(s)));
+        info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
+            "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
+        let list_id: Rc<str> = entry.key.list_id.as_str().into();
+        for i in 0..workers {
+            self.fetchers.push(
+                Fetcher {
+                    client: self.deps.mailchimp.clone(),
+                    limit: self.deps.limits.mailchimp.clone(),
+                    retry: self.deps.retry,
+                    list_id: list_id.clone(),
+                    window: self.window,
+                    log: self.log.clone(),
+                }
+                .start(),
+            );
+            self.writers.push(
+                Writer {
+                    client: self.deps.ometria.clone(),
+                    pacer: self.deps.limits.ometria.clone(),
+                    retry: self.deps.retry,
+                    list_id: list_id.clone(),
+                    log: self.log.clone(),
+                }
+                .start(),
+            );
+            self.idle_fetchers.push(i);
+            self.idle_writers.push(i);
+        }
+        ctx.run_interval(PROGRESS_INTERVAL, |sync, _| sync.log_progress());
+        self.dispatch(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for f in &self.fetchers {
+            f.do_send(StopWorker);
+        }
+        for w in &self.writers {
+            w.do_send(StopWorker);
+        }
+    }
+}
+
+impl Handler<CancelSync> for ListSync {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelSync, ctx: &mut Context<Self>) {
+        self.finished = true;
+        ctx.stop();
+    }
+}

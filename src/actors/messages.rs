@@ -1,0 +1,106 @@
+//! Every message the actors exchange, with its result type.
+
+use std::time::Duration;
+
+use actix::Message;
+
+use crate::api::ApiError;
+use crate::ometria::{Contact, PushOutcome};
+use crate::state::{Entry, EntryKey, SyncRecord};
+use crate::sync::PageRequest;
+
+/// Controller → itself, every tick: re-read the state file, start what is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// Signal, quit file or caller → Controller: start no more syncs and stop.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// What asked for it, for the log.
+    pub reason: String,
+    /// Skip the grace period (a second signal).
+    pub immediate: bool,
+}
+
+/// Controller → StateKeeper: re-read `state.json` and answer its entries.
+#[derive(Message)]
+#[rtype(result = "StateView")]
+pub struct LoadEntries;
+
+/// The entries as the StateKeeper sees them.
+#[derive(Clone, Debug, Default)]
+pub struct StateView {
+    pub entries: Vec<Entry>,
+    /// False when the file could not be read just now and this is the last
+    /// good view (with results not yet written applied to it).
+    pub fresh: bool,
+}
+
+/// ListSync → StateKeeper and Controller: one sync of one entry ended.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct SyncFinished {
+    pub key: EntryKey,
+    pub result: Result<SyncReport, String>,
+}
+
+/// What a successful sync did.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    /// What the StateKeeper writes.
+    pub record: SyncRecord,
+    pub counts: SyncCounts,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    pub pages: u64,
+    /// Members read from Mailchimp.
+    pub read: u64,
+    /// Members the mapping could not send.
+    pub skipped: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// Controller → StateKeeper before exit: write what can be written; the
+/// answer is the number of results that could not be.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Flush;
+
+/// Controller → ListSync: abandon the sync; nothing is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelSync;
+
+/// ListSync → Fetcher: read one page and map its members.
+#[derive(Message)]
+#[rtype(result = "Result<FetchedPage, ApiError>")]
+pub struct FetchPage(pub PageRequest);
+
+/// One page, read and mapped.
+#[derive(Debug)]
+pub struct FetchedPage {
+    pub request: PageRequest,
+    pub total_items: u64,
+    /// Members on the page, sent or skipped.
+    pub returned: u64,
+    pub contacts: Vec<Contact>,
+    pub skipped: u64,
+}
+
+/// ListSync → Writer: push one batch of at most 100 contacts.
+#[derive(Message)]
+#[rtype(result = "Result<PushOutcome, ApiError>")]
+pub struct PushBatch(pub Vec<Contact>);
+
+/// ListSync → Fetcher or Writer: stop now, dropping any request in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopWorker;
+
+/// How long a run waits for the StateKeeper's last writes at exit.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,14 @@
+//! The actors (see ARCHITECTURE): one per file, messages in `messages`.
+//!
+//! - [`Controller`](controller::Controller): ticks, decides, starts syncs, stops.
+//! - [`ListSync`](list_sync::ListSync): one sync of one entry; supervises the pools.
+//! - [`Fetcher`](fetcher::Fetcher): reads and maps one Mailchimp page at a time.
+//! - [`Writer`](writer::Writer): pushes one batch to Ometria at a time.
+//! - [`StateKeeper`](state_keeper::StateKeeper): the only writer of `state.json`.
+
+pub mod controller;
+pub mod fetcher;
+pub mod list_sync;
+pub mod messages;
+pub mod state_keeper;
+pub mod writer;

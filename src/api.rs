@@ -1,0 +1,272 @@
+//! What the two HTTP APIs have in common: the client, problem+json error
+//! bodies, and the error type of a request, whose message names the API
+//! and says what to fix.
+
+use std::fmt;
+use std::time::Duration;
+
+use awc::error::{PayloadError, SendRequestError};
+use awc::http::StatusCode;
+use serde::Deserialize;
+
+/// Largest answer body read; a page of 1000 unprojected members is ~10 MB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// A `Retry-After` longer than this is not waited for inside a sync.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Mailchimp,
+    Ometria,
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Api::Mailchimp => "Mailchimp",
+            Api::Ometria => "Ometria",
+        })
+    }
+}
+
+/// The HTTP client both APIs use: HTTPS with certificate verification
+/// against the Mozilla roots, and a timeout on every request.
+pub fn http_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .timeout(timeout)
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("ometria-importer/", env!("CARGO_PKG_VERSION")),
+        ))
+        .finish()
+}
+
+/// An RFC 7807 problem document, as both APIs send with their errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Problem {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    /// Reads an error body: a problem document, or else its first bytes as text.
+    pub fn from_body(body: &[u8]) -> Option<Problem> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        if let Ok(p) = serde_json::from_slice::<Problem>(body) {
+            if p.title.is_some() || p.detail.is_some() {
+                return Some(p);
+            }
+        }
+        let text = String::from_utf8_lossy(body);
+        let snippet: String = text.trim().chars().take(200).collect();
+        Some(Problem {
+            title: None,
+            detail: Some(snippet),
+        })
+    }
+}
+
+/// `: title — detail`, or nothing when the body said nothing.
+struct Summary<'a>(&'a Option<Problem>);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(p) = self.0 else { return Ok(()) };
+        match (&p.title, &p.detail) {
+            (Some(t), Some(d)) => write!(f, " ({t}: {d})"),
+            (Some(t), None) => write!(f, " ({t})"),
+            (None, Some(d)) => write!(f, " ({d})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// One failed request. Messages never contain a key.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A refusal retrying cannot fix (bad key, unknown list, bad request).
+    #[error("{api} refused the request with HTTP {status}{}: {hint}", Summary(.problem))]
+    Refused {
+        api: Api,
+        status: u16,
+        problem: Option<Problem>,
+        hint: &'static str,
+    },
+    /// 429, or Mailchimp's body-less 403.
+    #[error("{api} is throttling requests (HTTP {status})")]
+    Throttled {
+        api: Api,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// 5xx.
+    #[error("{api} failed with HTTP {status}{}", Summary(.problem))]
+    Unavailable {
+        api: Api,
+        status: u16,
+        problem: Option<Problem>,
+    },
+    #[error("{api} did not answer within {} s", .after.as_secs())]
+    Timeout { api: Api, after: Duration },
+    #[error("{api} connection failed: {message}")]
+    Connection { api: Api, message: String },
+    /// A body that is cut short or is not the JSON expected.
+    #[error("{api} sent an unreadable answer: {message}")]
+    Malformed { api: Api, message: String },
+    /// A push answer whose counts do not add up to the batch sent.
+    #[error("Ometria accounted for {accepted} accepted and {rejected} rejected records of {sent} sent")]
+    Unaccounted { sent: u64, accepted: u64, rejected: u64 },
+}
+
+impl ApiError {
+    /// The error for a non-success answer. `hint` says what to fix when
+    /// retrying will not help.
+    pub fn from_status(
+        api: Api,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        hint: impl Fn(u16) -> &'static str,
+    ) -> ApiError {
+        let code = status.as_u16();
+        let problem = Problem::from_body(body);
+        let mailchimp_throttle = api == Api::Mailchimp && code == 403 && problem.is_none();
+        if code == 429 || mailchimp_throttle {
+            ApiError::Throttled {
+                api,
+                status: code,
+                retry_after,
+            }
+        } else if status.is_server_error() {
+            ApiError::Unavailable {
+                api,
+                status: code,
+                problem,
+            }
+        } else {
+            ApiError::Refused {
+                api,
+                status: code,
+                problem,
+                hint: hint(code),
+            }
+        }
+    }
+
+    pub fn from_send(api: Api, timeout: Duration, e: SendRequestError) -> ApiError {
+        match e {
+            SendRequestError::Timeout => ApiError::Timeout { api, after: timeout },
+            other => ApiError::Connection {
+                api,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    pub fn from_payload(api: Api, e: PayloadError) -> ApiError {
+        ApiError::Malformed {
+            api,
+            message: format!("the answer was cut short ({e})"),
+        }
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(awc::http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(_: u16) -> &'static str {
+        "check the key"
+    }
+
+    #[test]
+    fn problem_bodies_are_surfaced() {
+        let body = br#"{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"API Key Invalid","status":401,"detail":"Your API key may be invalid, or you've attempted to access the wrong datacenter.","instance":"x"}"#;
+        let e = ApiError::from_status(Api::Mailchimp, StatusCode::UNAUTHORIZED, None, body, hint);
+        assert_eq!(
+            e.to_string(),
+            "Mailchimp refused the request with HTTP 401 (API Key Invalid: Your API key may be invalid, or you've attempted to access the wrong datacenter.): check the key"
+        );
+    }
+
+    #[test]
+    fn throttling_is_recognised() {
+        let e = ApiError::from_status(
+            Api::Mailchimp,
+            StatusCode::FORBIDDEN,
+            Some(Duration::from_secs(3)),
+            b"",
+            hint,
+        );
+        assert!(matches!(
+            e,
+            ApiError::Throttled {
+                status: 403,
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        // A 403 with a body is a real refusal.
+        let e = ApiError::from_status(
+            Api::Mailchimp,
+            StatusCode::FORBIDDEN,
+            None,
+            br#"{"title":"Forbidden"}"#,
+            hint,
+        );
+        assert!(matches!(e, ApiError::Refused { status: 403, .. }));
+        // Ometria's 403 is never throttling.
+        let e = ApiError::from_status(Api::Ometria, StatusCode::FORBIDDEN, None, b"", hint);
+        assert!(matches!(
+            e,
+            ApiError::Refused {
+                status: 403,
+                problem: None,
+                ..
+            }
+        ));
+        let e = ApiError::from_status(Api::Ometria, StatusCode::TOO_MANY_REQUESTS, None, b"slow down", hint);
+        assert_eq!(e.to_string(), "Ometria is throttling requests (HTTP 429)");
+    }
+
+    #[test]
+    fn server_errors_keep_plain_text_bodies() {
+        let e = ApiError::from_status(
+            Api::Ometria,
+            StatusCode::BAD_GATEWAY,
+            None,
+            b"<html>upstream</html>",
+            hint,
+        );
+        assert_eq!(e.to_string(), "Ometria failed with HTTP 502 (<html>upstream</html>)");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let mut headers = awc::http::header::HeaderMap::new();
+        headers.insert(awc::http::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            awc::http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(awc::http::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! Settings from the environment and flags (SPEC §7). Every variable is
+//! also a flag; API keys are redacted wherever they could be printed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::mailchimp;
+
+/// An API key. Its `Debug` never shows the key, and it has no `Display`,
+/// so it cannot end up in a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for the one place that needs it: an HTTP header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl FromStr for ApiKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key = s.trim();
+        if key.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OmetriaApi {
+    /// Data API v2: `POST /v2/push`.
+    Push,
+    /// The legacy endpoint the original importer used: `POST /record`.
+    Record,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, as the original importer wrote them.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ometria-importer",
+    version,
+    about = "Keeps Ometria contacts in sync with Mailchimp audience members.",
+    after_help = "Every option can also be set through the environment variable named in [env: …]."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon: every tick, sync the lists that are due, until stopped.
+    Go,
+    /// One controller pass: sync every due list, wait; exit 0 if all succeeded, 1 if not.
+    Once,
+    /// Validate the environment and the state file; print what the next tick would do.
+    Check,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Mailchimp API key; its data centre is the part after the last '-'.
+    #[arg(long, env = "MAILCHIMP_APIKEY", hide_env_values = true, global = true)]
+    pub mailchimp_apikey: Option<ApiKey>,
+    /// Ometria API key.
+    #[arg(long, env = "OMETRIA_APIKEY", hide_env_values = true, global = true)]
+    pub ometria_apikey: Option<ApiKey>,
+    /// Mailchimp API root [default: https://<dc>.api.mailchimp.com/3.0].
+    #[arg(long, env = "MAILCHIMP_BASE_URL", global = true)]
+    pub mailchimp_base_url: Option<String>,
+    /// Ometria API root.
+    #[arg(long, env = "OMETRIA_BASE_URL", default_value = DEFAULT_OMETRIA_BASE_URL, global = true)]
+    pub ometria_base_url: String,
+    /// Which Ometria endpoint to write to.
+    #[arg(long, env = "OMETRIA_API", value_enum, default_value_t = OmetriaApi::Push, global = true)]
+    pub ometria_api: OmetriaApi,
+    /// Folder holding state.json (and the quit file).
+    #[arg(long, env = "IMPORTER_STATE_DIR", default_value = "./state", global = true)]
+    pub state_dir: PathBuf,
+    /// Seconds between two checks of the state file.
+    #[arg(long, env = "IMPORTER_TICK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub tick_seconds: u64,
+    /// Default refresh interval of an entry, in seconds.
+    #[arg(long, env = "IMPORTER_REFRESH_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_622_400), global = true)]
+    pub refresh_seconds: u64,
+    /// Syncs running at once, across all lists.
+    #[arg(long, env = "IMPORTER_MAX_CONCURRENT_LISTS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
+    pub max_concurrent_lists: u64,
+    /// Mailchimp requests in flight at once, across all lists (Mailchimp allows 10 per key).
+    #[arg(long, env = "MAILCHIMP_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000), global = true)]
+    pub mailchimp_max_connections: u64,
+    /// Ometria requests per second, across all lists; 0 = unlimited.
+    #[arg(long, env = "OMETRIA_MAX_REQUESTS_PER_SECOND", default_value_t = 8.0, value_parser = parse_rate, global = true)]
+    pub ometria_max_requests_per_second: f64,
+    /// Log format.
+    #[arg(long, env = "IMPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// A SYNC re-reads this many seconds before the cursor (clock skew).
+    #[arg(long, env = "IMPORTER_OVERLAP_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400), global = true)]
+    pub overlap_seconds: u64,
+    /// On stop, seconds running syncs get to finish before they are abandoned.
+    #[arg(long, env = "IMPORTER_GRACE_SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
+    pub grace_seconds: u64,
+    /// Client timeout of every HTTP request (Mailchimp itself gives up after 120 s).
+    #[arg(long, env = "IMPORTER_HTTP_TIMEOUT_SECONDS", default_value_t = 130, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
+    pub http_timeout_seconds: u64,
+}
+
+pub const DEFAULT_OMETRIA_BASE_URL: &str = "https://api.ometria.com";
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "\"{text}\" is not a rate: give requests per second, e.g. 8 or 0.5 (0 = unlimited)"
+        )),
+    }
+}
+
+/// A setting that cannot work, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: export it (or pass --{flag}) with your {what} API key")]
+    MissingKey {
+        var: &'static str,
+        flag: &'static str,
+        what: &'static str,
+    },
+    #[error(
+        "MAILCHIMP_APIKEY does not end in a data centre such as \"-us9\": \
+         check the key, or set MAILCHIMP_BASE_URL"
+    )]
+    NoDataCentre,
+    #[error("{var}=\"{value}\" is not usable: {reason}")]
+    BadUrl {
+        var: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// Validated settings of a run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mailchimp_base_url: String,
+    pub mailchimp_key: ApiKey,
+    pub ometria_base_url: String,
+    pub ometria_key: ApiKey,
+    pub ometria_api: OmetriaApi,
+    pub state_dir: PathBuf,
+    pub tick: Duration,
+    pub refresh: Duration,
+    pub max_concurrent_lists: usize,
+    pub mailchimp_max_connections: usize,
+    /// `None` = unlimited.
+    pub ometria_max_requests_per_second: Option<f64>,
+    pub log_format: LogFormat,
+    pub overlap: Duration,
+    pub grace: Duration,
+    pub http_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for the given endpoints.
+    pub fn new(
+        mailchimp_base_url: &str,
+        mailchimp_key: ApiKey,
+        ometria_base_url: &str,
+        ometria_key: ApiKey,
+        state_dir: impl Into<PathBuf>,
+    ) -> Config {
+        Config {
+            mailchimp_base_url: trim_url(mailchimp_base_url),
+            mailchimp_key,
+            ometria_base_url: trim_url(ometria_base_url),
+            ometria_key,
+            ometria_api: OmetriaApi::Push,
+            state_dir: state_dir.into(),
+            tick: Duration::from_secs(60),
+            refresh: Duration::from_secs(3600),
+            max_concurrent_lists: 4,
+            mailchimp_max_connections: 10,
+            ometria_max_requests_per_second: Some(8.0),
+            log_format: LogFormat::Text,
+            overlap: crate::sync::DEFAULT_OVERLAP,
+            grace: Duration::from_secs(8),
+            http_timeout: Duration::from_secs(130),
+        }
+    }
+}
+
+impl Settings {
+    /// Every problem with these settings for a run that talks to the APIs.
+    pub fn resolve(&self) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = vec![];
+        let mailchimp_key = self.mailchimp_apikey.clone();
+        let ometria_key = self.ometria_apikey.clone();
+        if mailchimp_key.is_none() {
+            errors.push(ConfigError::MissingKey {
+                var: "MAILCHIMP_APIKEY",
+                flag: "mailchimp-apikey",
+                what: "Mailchimp",
+            });
+        }
+        if ometria_key.is_none() {
+            errors.push(ConfigError::MissingKey {
+                var: "OMETRIA_APIKEY",
+                flag: "ometria-apikey",
+                what: "Ometria",
+            });
+        }
+        let mailchimp_base_url = match (&self.mailchimp_base_url, &mailchimp_key) {
+            (Some(url), _) => check_url("MAILCHIMP_BASE_URL", url).map_err(|e| errors.push(e)).ok(),
+            (None, Some(key)) => mailchimp::base_url_for_key(key)
+                .ok_or(ConfigError::NoDataCentre)
+                .map_err(|e| errors.push(e))
+                .ok(),
+            (None, None) => None,
+        };
+        let ometria_base_url = check_url("OMETRIA_BASE_URL", &self.ometria_base_url)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let (Some(mailchimp_key), Some(ometria_key), Some(mailchimp_base_url), Some(ometria_base_url)) =
+            (mailchimp_key, ometria_key, mailchimp_base_url, ometria_base_url)
+        else {
+            return Err(errors);
+        };
+        let rate = self.ometria_max_requests_per_second;
+        Ok(Config {
+            ometria_api: self.ometria_api,
+            tick: Duration::from_secs(self.tick_seconds),
+            refresh: Duration::from_secs(self.refresh_seconds),
+            max_concurrent_lists: self.max_concurrent_lists as usize,
+            mailchimp_max_connections: self.mailchimp_max_connections as usize,
+            ometria_max_requests_per_second: (rate > 0.0).then_some(rate),
+            log_format: self.log_format,
+            overlap: Duration::from_secs(self.overlap_seconds),
+            grace: Duration::from_secs(self.grace_seconds),
+            http_timeout: Duration::from_secs(self.http_timeout_seconds),
+            ..Config::new(
+                &mailchimp_base_url,
+                mailchimp_key,
+                &ometria_base_url,
+                ometria_key,
+                &self.state_dir,
+            )
+        })
+    }
+}
+
+fn trim_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_owned()
+}
+
+/// An API root must be an absolute http(s) URL without query or fragment.
+fn check_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let bad = |reason| ConfigError::BadUrl {
+        var,
+        value: value.to_owned(),
+        reason,
+    };
+    let url = trim_url(value);
+    let uri: awc::http::Uri = url.parse().map_err(|_| bad("it is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https") | Some("http") => {}
+        _ => return Err(bad("it must start with https:// (or http:// for a local test server)")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("it must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["ometria-importer", "go"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().settings
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let key: ApiKey = "0123456789abcdef-us9".parse().unwrap();
+        let s = settings(&[
+            "--mailchimp-apikey",
+            "0123456789abcdef-us9",
+            "--ometria-apikey",
+            "om-secret-key",
+        ]);
+        let config = s.resolve().unwrap();
+        for text in [format!("{key:?}"), format!("{s:?}"), format!("{config:?}")] {
+            assert!(!text.contains("0123456789abcdef"), "{text}");
+            assert!(!text.contains("om-secret-key"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_data_centre_comes_from_the_key() {
+        let s = settings(&["--mailchimp-apikey", "abc-def-us9", "--ometria-apikey", "k"]);
+        let config = s.resolve().unwrap();
+        assert_eq!(config.mailchimp_base_url, "https://us9.api.mailchimp.com/3.0");
+        assert_eq!(config.ometria_base_url, "https://api.ometria.com");
+    }
+
+    #[test]
+    fn base_urls_override_and_lose_their_trailing_slash() {
+        let s = settings(&[
+            "--mailchimp-apikey",
+            "nodc",
+            "--ometria-apikey",
+            "k",
+            "--mailchimp-base-url",
+            "http://127.0.0.1:9/3.0/",
+            "--ometria-base-url",
+            "http://127.0.0.1:8/",
+        ]);
+        let config = s.resolve().unwrap();
+        assert_eq!(config.mailchimp_base_url, "http://127.0.0.1:9/3.0");
+        assert_eq!(config.ometria_base_url, "http://127.0.0.1:8");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = settings(&["--ometria-base-url", "ftp://x"]).resolve().unwrap_err();
+        let messages: Vec<_> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages, [
+            "MAILCHIMP_APIKEY is not set: export it (or pass --mailchimp-apikey) with your Mailchimp API key",
+            "OMETRIA_APIKEY is not set: export it (or pass --ometria-apikey) with your Ometria API key",
+            "OMETRIA_BASE_URL=\"ftp://x\" is not usable: it must start with https:// (or http:// for a local test server)",
+        ]);
+        let errors = settings(&["--mailchimp-apikey", "nodc", "--ometria-apikey", "k"])
+            .resolve()
+            .unwrap_err();
+        assert_eq!(errors, [ConfigError::NoDataCentre]);
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let config = settings(&["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"])
+            .resolve()
+            .unwrap();
+        assert_eq!(config.tick, Duration::from_secs(60));
+        assert_eq!(config.refresh, Duration::from_secs(3600));
+        assert_eq!(config.max_concurrent_lists, 4);
+        assert_eq!(config.mailchimp_max_connections, 10);
+        assert_eq!(config.ometria_max_requests_per_second, Some(8.0));
+        assert_eq!(config.ometria_api, OmetriaApi::Push);
+        assert_eq!(config.state_dir, PathBuf::from("./state"));
+        assert_eq!(config.grace, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn zero_rate_means_unlimited_and_nonsense_is_refused() {
+        let config = settings(&[
+            "--mailchimp-apikey",
+            "a-us1",
+            "--ometria-apikey",
+            "k",
+            "--ometria-max-requests-per-second",
+            "0",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(config.ometria_max_requests_per_second, None);
+        let err = Cli::try_parse_from(["x", "go", "--ometria-max-requests-per-second", "fast"]).unwrap_err();
+        assert!(err.to_string().contains("is not a rate"), "{err}");
+        let err = Cli::try_parse_from(["x", "go", "--tick-seconds", "0"]).unwrap_err();
+        assert!(err.to_string().contains("tick-seconds"), "{err}");
+    }
+}

@@ -1,0 +1,102 @@
+//! One run of the importer: read the state file, start the actors, wire
+//! the stop signals, and wait until the Controller says it is done.
+
+use actix::prelude::*;
+use slog::{warn, Logger};
+use tokio::sync::oneshot;
+
+use crate::actors::controller::{Controller, ControllerSettings, RunMode, RunSummary, QUIT_FILE_NAME};
+use crate::actors::list_sync::SyncDeps;
+use crate::actors::messages::Shutdown;
+use crate::actors::state_keeper::StateKeeper;
+use crate::api::http_client;
+use crate::config::Config;
+use crate::limits::Limits;
+use crate::mailchimp::MailchimpClient;
+use crate::ometria::OmetriaClient;
+use crate::retry::RetryPolicy;
+use crate::state::{StateFile, StateFileError};
+
+/// Whether the run listens to SIGINT and SIGTERM itself (the binary does;
+/// tests running in-process do not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signals {
+    Handle,
+    Ignore,
+}
+
+/// Runs the importer until it stops. Must be called inside an actix
+/// system. Fails only when the state file is unusable at start-up.
+pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StateFileError> {
+    let file = StateFile::in_dir(&config.state_dir);
+    let document = file.load()?;
+    let http = http_client(config.http_timeout);
+    let state_keeper = StateKeeper::new(file, document, log.clone()).start();
+    let deps = SyncDeps {
+        mailchimp: MailchimpClient::new(
+            http.clone(),
+            &config.mailchimp_base_url,
+            config.mailchimp_key.clone(),
+            config.http_timeout,
+        ),
+        ometria: OmetriaClient::new(
+            http,
+            &config.ometria_base_url,
+            config.ometria_key.clone(),
+            config.ometria_api,
+            config.http_timeout,
+        ),
+        limits: Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second),
+        retry: RetryPolicy::default(),
+        overlap: config.overlap,
+        state_keeper,
+        log: log.clone(),
+    };
+    let settings = ControllerSettings {
+        mode,
+        tick: config.tick,
+        refresh: config.refresh,
+        max_concurrent_lists: config.max_concurrent_lists,
+        grace: config.grace,
+        quit_file: config.state_dir.join(QUIT_FILE_NAME),
+    };
+    let (done, finished) = oneshot::channel();
+    let controller = Controller::new(settings, deps, done).start();
+    if signals == Signals::Handle {
+        forward_signals(controller.recipient(), log);
+    }
+    Ok(finished.await.unwrap_or_default())
+}
+
+/// SIGINT and SIGTERM ask the Controller to stop; a second one asks it
+/// not to wait for running syncs.
+fn forward_signals(controller: Recipient<Shutdown>, log: Logger) {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let received = Rc::new(Cell::new(0u32));
+    for (kind, name) in [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+    ] {
+        let mut stream = match signal(kind) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(log, "controller: cannot listen to {name}: {e}");
+                continue;
+            }
+        };
+        let (controller, received) = (controller.clone(), received.clone());
+        actix_rt::spawn(async move {
+            while stream.recv().await.is_some() {
+                received.set(received.get() + 1);
+                let immediate = received.get() > 1;
+                controller.do_send(Shutdown {
+                    reason: format!("{name} received"),
+                    immediate,
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! ometria-importer keeps Ometria contacts in sync with Mailchimp audience
+//! ("list") members, driven by a hand-editable JSON state file.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from environment and flags; keys redacted.
+//! - [`state`]: the state file: entries, validation, patching, atomic writes.
+//! - [`sync`]: when an entry syncs, the window it reads, the paging plan.
+//! - [`mailchimp`]: Mailchimp members client and types.
+//! - [`ometria`]: Ometria push client and the contact record.
+//! - [`transform`]: member → contact.
+//! - [`api`]: what both APIs share: HTTP client, problem bodies, errors.
+//! - [`limits`]: global Mailchimp connection and Ometria rate limits.
+//! - [`retry`]: which failures are retried, backoff with full jitter.
+//! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
+//! - [`importer`]: one run: start the actors, wire signals, wait.
+//! - [`check`]: the `check` command.
+//! - [`telemetry`]: log formats.
+
+pub mod actors;
+pub mod api;
+pub mod check;
+pub mod config;
+pub mod importer;
+pub mod limits;
+pub mod mailchimp;
+pub mod ometria;
+pub mod retry;
+pub mod state;
+pub mod sync;
+pub mod telemetry;
+pub mod transform;
+
+pub use actors::controller::{RunMode, RunSummary};

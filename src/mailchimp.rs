@@ -1,0 +1,309 @@
+//! Mailchimp Marketing API 3.0: list members, read page by page (SPEC §6).
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::api::{self, Api, ApiError};
+use crate::config::ApiKey;
+use crate::state::format_for_mailchimp;
+use crate::sync::{PageRequest, Pass, Window};
+
+/// Only what the mapping needs, plus `last_changed` and `total_items`.
+pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
+members.merge_fields.FNAME,members.merge_fields.LNAME,members.timestamp_opt,members.last_changed,total_items";
+
+/// `https://<dc>.api.mailchimp.com/3.0` for a key ending in `-<dc>`.
+pub fn base_url_for_key(key: &ApiKey) -> Option<String> {
+    let (_, dc) = key.expose().rsplit_once('-')?;
+    let valid = !dc.is_empty() && dc.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then(|| format!("https://{}.api.mailchimp.com/3.0", dc.to_ascii_lowercase()))
+}
+
+/// One page of `GET /lists/{list_id}/members`.
+#[derive(Debug, Default, Deserialize)]
+pub struct MemberPage {
+    #[serde(default)]
+    pub members: Vec<Member>,
+    pub total_items: u64,
+}
+
+/// A list member, as far as the mapping cares. Every field is optional and
+/// lenient, so that one odd member never fails a whole page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Member {
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub unique_email_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub email_address: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient_merge_fields")]
+    pub merge_fields: MergeFields,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub timestamp_opt: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub last_changed: Option<String>,
+}
+
+#[allow(non_snake_case)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct MergeFields {
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub FNAME: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub LNAME: Option<String>,
+}
+
+/// A string (a number is taken as its text), or `None` for anything else.
+fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // Objects (and, from a `Value`, arbitrary-precision numbers).
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+/// Merge fields as an object; anything else (null, `[]`) reads as empty.
+fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields, D::Error> {
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = MergeFields;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            MergeFields::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(MergeFields::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(MergeFields::default())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(MergeFields::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(MergeFields::default())
+        }
+    }
+    d.deserialize_any(Fields)
+}
+
+/// The URL of one page of one pass over `window`.
+pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageRequest) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("fields", MEMBER_FIELDS)
+        .append_pair("count", &page.count.to_string())
+        .append_pair("offset", &page.offset.to_string())
+        .append_pair("sort_field", "last_changed")
+        .append_pair("sort_dir", "ASC")
+        .append_pair("before_last_changed", &format_for_mailchimp(window.before));
+    if let Some(since) = window.since {
+        query.append_pair("since_last_changed", &format_for_mailchimp(since));
+    }
+    if page.pass == Pass::Archived {
+        query.append_pair("status", "archived");
+    }
+    format!(
+        "{base_url}/lists/{}/members?{}",
+        utf8_percent_encode(list_id, NON_ALPHANUMERIC),
+        query.finish()
+    )
+}
+
+/// What to fix when Mailchimp refuses a request.
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => "check MAILCHIMP_APIKEY (and MAILCHIMP_BASE_URL, whose data centre must match the key)",
+        403 => "this key may not read the list: check MAILCHIMP_APIKEY and the entry's list_id",
+        404 => "check the entry's list_id in state.json: Mailchimp has no such list for this key",
+        _ => "the request was refused; the detail above says why",
+    }
+}
+
+#[derive(Clone)]
+pub struct MailchimpClient {
+    http: awc::Client,
+    base_url: Rc<str>,
+    key: ApiKey,
+    timeout: Duration,
+}
+
+impl MailchimpClient {
+    pub fn new(http: awc::Client, base_url: &str, key: ApiKey, timeout: Duration) -> Self {
+        MailchimpClient {
+            http,
+            base_url: base_url.trim_end_matches('/').into(),
+            key,
+            timeout,
+        }
+    }
+
+    /// Reads one page. One attempt: retries are the caller's.
+    pub async fn members_page(
+        &self,
+        list_id: &str,
+        window: &Window,
+        page: PageRequest,
+    ) -> Result<MemberPage, ApiError> {
+        let url = members_url(&self.base_url, list_id, window, page);
+        let request = self
+            .http
+            .get(url)
+            .basic_auth("ometria-importer", self.key.expose())
+            .timeout(self.timeout);
+        let read = async {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| ApiError::from_send(Api::Mailchimp, self.timeout, e))?;
+            let body = response
+                .body()
+                .limit(api::MAX_BODY_BYTES)
+                .await
+                .map_err(|e| ApiError::from_payload(Api::Mailchimp, e))?;
+            if !response.status().is_success() {
+                let after = api::retry_after(response.headers());
+                return Err(ApiError::from_status(
+                    Api::Mailchimp,
+                    response.status(),
+                    after,
+                    &body,
+                    hint,
+                ));
+            }
+            serde_json::from_slice::<MemberPage>(&body).map_err(|e| ApiError::Malformed {
+                api: Api::Mailchimp,
+                message: format!("members page: {e}"),
+            })
+        };
+        // The request timeout covers the answer's head; this covers its body too.
+        actix_rt::time::timeout(self.timeout, read)
+            .await
+            .unwrap_or(Err(ApiError::Timeout {
+                api: Api::Mailchimp,
+                after: self.timeout,
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn data_centre_is_the_part_after_the_last_dash() {
+        let key = |k: &str| k.parse::<ApiKey>().unwrap();
+        assert_eq!(
+            base_url_for_key(&key("abc123-us9")).as_deref(),
+            Some("https://us9.api.mailchimp.com/3.0")
+        );
+        assert_eq!(
+            base_url_for_key(&key("a-b-US19")).as_deref(),
+            Some("https://us19.api.mailchimp.com/3.0")
+        );
+        assert_eq!(base_url_for_key(&key("abc123")), None);
+        assert_eq!(base_url_for_key(&key("abc123-")), None);
+        assert_eq!(base_url_for_key(&key("abc-evil.com/x")), None);
+    }
+
+    #[test]
+    fn the_url_carries_projection_sort_window_and_pass() {
+        let window = Window {
+            since: Some(Utc.with_ymd_and_hms(2019, 10, 18, 22, 15, 23).unwrap()),
+            before: Utc.with_ymd_and_hms(2019, 10, 21, 10, 51, 16).unwrap(),
+        };
+        let url = members_url(
+            "https://us9.api.mailchimp.com/3.0",
+            "1a2d7ebf82",
+            &window,
+            PageRequest {
+                pass: Pass::Archived,
+                offset: 200,
+                count: 100,
+            },
+        );
+        assert_eq!(
+            url,
+            "https://us9.api.mailchimp.com/3.0/lists/1a2d7ebf82/members?fields=members.unique_email_id%2Cmembers.email_address%2Cmembers.status%2Cmembers.merge_fields.FNAME%2Cmembers.merge_fields.LNAME%2Cmembers.timestamp_opt%2Cmembers.last_changed%2Ctotal_items&count=100&offset=200&sort_field=last_changed&sort_dir=ASC&before_last_changed=2019-10-21T10%3A51%3A16%2B00%3A00&since_last_changed=2019-10-18T22%3A15%3A23%2B00%3A00&status=archived"
+        );
+        let load = Window { since: None, ..window };
+        let url = members_url(
+            "http://h/3.0",
+            "a/b?",
+            &load,
+            PageRequest {
+                pass: Pass::Members,
+                offset: 0,
+                count: 1000,
+            },
+        );
+        assert!(url.starts_with("http://h/3.0/lists/a%2Fb%3F/members?"), "{url}");
+        assert!(!url.contains("since_last_changed") && !url.contains("status="), "{url}");
+    }
+
+    #[test]
+    fn odd_members_do_not_fail_the_page() {
+        let page: MemberPage = serde_json::from_str(
+            r#"{"members": [
+                {"unique_email_id": "u1", "email_address": "a@x.io", "status": "subscribed",
+                 "merge_fields": {"FNAME": "Zoë", "LNAME": 42, "EXTRA": {"x": 1}}, "stats": {"avg_open_rate": 0.5}},
+                {"unique_email_id": null, "email_address": ["x"], "merge_fields": []},
+                {}
+            ], "total_items": 3, "_links": []}"#,
+        )
+        .unwrap();
+        assert_eq!(page.total_items, 3);
+        assert_eq!(page.members[0].merge_fields.FNAME.as_deref(), Some("Zoë"));
+        assert_eq!(page.members[0].merge_fields.LNAME.as_deref(), Some("42"));
+        assert_eq!(page.members[1], Member::default());
+        assert_eq!(page.members[2], Member::default());
+    }
+
+    #[test]
+    fn a_page_without_total_items_is_an_error() {
+        assert!(serde_json::from_str::<MemberPage>(r#"{"members": []}"#).is_err());
+    }
+}

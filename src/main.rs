@@ -1,0 +1,52 @@
+//! The command line: `go`, `once`, `check`, `version`.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slog::error;
+
+use ometria_importer::config::{Cli, Command};
+use ometria_importer::importer::{self, Signals};
+use ometria_importer::telemetry::log::logger;
+use ometria_importer::{check, RunMode};
+
+/// Exit code for a setting or state file that must be fixed first.
+const EXIT_FIX_FIRST: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = logger(cli.settings.log_format, io::stderr());
+    let mode = match cli.command {
+        Command::Version => {
+            println!("ometria-importer {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Check => {
+            return match check::run(&cli.settings, chrono::Utc::now(), &mut io::stdout()) {
+                Ok(code) => ExitCode::from(code),
+                Err(_) => ExitCode::from(EXIT_FIX_FIRST),
+            };
+        }
+        Command::Go => RunMode::Go,
+        Command::Once => RunMode::Once,
+    };
+    let config = match cli.settings.resolve() {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors {
+                error!(log, "controller: {e}");
+            }
+            return ExitCode::from(EXIT_FIX_FIRST);
+        }
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(importer::run(&config, mode, Signals::Handle, log.clone())) {
+        Ok(summary) if mode == RunMode::Once && (summary.failed > 0 || summary.abandoned > 0) => ExitCode::FAILURE,
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(log, "controller: {e}");
+            ExitCode::from(EXIT_FIX_FIRST)
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! One entry of `state.json` as the importer understands it, and the
+//! validation that turns raw JSON into entries plus warnings.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::timestamp::parse_timestamp;
+
+pub const DEFAULT_START_OFFSET: u64 = 0;
+pub const DEFAULT_ITEMS_PER_REQUEST: u32 = 100;
+/// Mailchimp's own maximum for `count`.
+pub const MAX_ITEMS_PER_REQUEST: u32 = 1000;
+pub const DEFAULT_WORKER_COUNT: u32 = 8;
+/// More workers than this per entry only queue behind the global limits.
+pub const MAX_WORKER_COUNT: u32 = 64;
+
+pub const FIELD_LIST_ID: &str = "list_id";
+pub const FIELD_LATEST_TIMESTAMP: &str = "latest_timestamp";
+pub const FIELD_START_OFFSET: &str = "start_offset";
+pub const FIELD_ITEMS_PER_REQUEST: &str = "items_per_request";
+pub const FIELD_WORKER_COUNT: &str = "worker_count";
+pub const FIELD_ELAPSED_SECONDS: &str = "elapsed_seconds";
+pub const FIELD_TOTAL_UPDATES: &str = "total_updates";
+pub const FIELD_REFRESH_SECONDS: &str = "refresh_seconds";
+
+/// Identifies an entry across re-reads of a hand-edited file: its list id
+/// and its rank among the entries that share that list id (SPEC §2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryKey {
+    pub list_id: String,
+    pub rank: usize,
+}
+
+impl fmt::Display for EntryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rank == 0 {
+            write!(f, "\"{}\"", self.list_id)
+        } else {
+            write!(f, "\"{}\" (#{})", self.list_id, self.rank + 1)
+        }
+    }
+}
+
+/// A valid entry with every default filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: EntryKey,
+    /// Position in the file when it was read (0-based).
+    pub index: usize,
+    /// The parsed cursor; `None` means "never synced": a full LOAD.
+    pub cursor: Option<DateTime<Utc>>,
+    /// `latest_timestamp` exactly as read (`Null` when absent), so that a
+    /// hand edit made while the entry syncs can be recognised at write time.
+    pub cursor_raw: Value,
+    pub start_offset: u64,
+    pub items_per_request: u32,
+    pub worker_count: u32,
+    pub refresh: Option<Duration>,
+}
+
+/// Something wrong with one entry, naming its position and field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryWarning {
+    pub index: usize,
+    pub list_id: Option<String>,
+    pub field: Option<&'static str>,
+    pub problem: String,
+    /// What the importer does about it.
+    pub consequence: Consequence,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consequence {
+    /// The entry is not synced until it is fixed.
+    Skipped,
+    /// `latest_timestamp` is ignored: the entry gets a full LOAD.
+    FullLoad,
+    /// Informational field only; it is overwritten after the next sync.
+    Overwritten,
+}
+
+impl fmt::Display for EntryWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "entry at index {}", self.index)?;
+        if let Some(list_id) = &self.list_id {
+            write!(f, " (list_id \"{list_id}\")")?;
+        }
+        if let Some(field) = self.field {
+            write!(f, ", field \"{field}\"")?;
+        }
+        write!(f, ": {}; ", self.problem)?;
+        f.write_str(match self.consequence {
+            Consequence::Skipped => "entry skipped until it is fixed",
+            Consequence::FullLoad => "treated as null (full LOAD)",
+            Consequence::Overwritten => "it will be overwritten by the next successful sync",
+        })
+    }
+}
+
+/// The outcome of reading every entry of a document.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EntryScan {
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<EntryWarning>,
+}
+
+/// Validates every entry. Ranks count every entry carrying a given list id,
+/// valid or not, so fixing one entry does not change the identity of the
+/// others.
+pub fn scan_entries(values: &[Value]) -> EntryScan {
+    let mut scan = EntryScan::default();
+    let mut ranks: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (index, value) in values.iter().enumerate() {
+        let rank = list_id_of(value).map(|id| {
+            let next = ranks.entry(id).or_insert(0);
+            *next += 1;
+            *next - 1
+        });
+        match read_entry(index, value, rank, &mut scan.warnings) {
+            Ok(entry) => scan.entries.push(entry),
+            Err(warning) => scan.warnings.push(warning),
+        }
+    }
+    scan
+}
+
+/// The string under `list_id`, if there is one: what entry identity uses.
+pub fn list_id_of(value: &Value) -> Option<&str> {
+    value.get(FIELD_LIST_ID).and_then(Value::as_str)
+}
+
+fn read_entry(
+    index: usize,
+    value: &Value,
+    rank: Option<usize>,
+    warnings: &mut Vec<EntryWarning>,
+) -> Result<Entry, EntryWarning> {
+    let skip = |list_id: Option<&str>, field: Option<&'static str>, problem: String| EntryWarning {
+        index,
+        list_id: list_id.map(str::to_owned),
+        field,
+        problem,
+        consequence: Consequence::Skipped,
+    };
+    let Some(object) = value.as_object() else {
+        return Err(skip(
+            None,
+            None,
+            format!(
+                "must be an object like {{\"list_id\": \"…\"}}, found {}",
+                describe(value)
+            ),
+        ));
+    };
+    let list_id = match object.get(FIELD_LIST_ID) {
+        None => {
+            return Err(skip(None, Some(FIELD_LIST_ID), "is missing (it is required)".into()));
+        }
+        Some(Value::String(id)) if id.trim().is_empty() => {
+            return Err(skip(None, Some(FIELD_LIST_ID), "must not be empty".into()));
+        }
+        Some(Value::String(id)) if id.trim() != id => {
+            return Err(skip(
+                Some(id),
+                Some(FIELD_LIST_ID),
+                "has spaces around it; remove them".into(),
+            ));
+        }
+        Some(Value::String(id)) => id.as_str(),
+        Some(other) => {
+            return Err(skip(
+                None,
+                Some(FIELD_LIST_ID),
+                format!("must be a string, found {}", describe(other)),
+            ));
+        }
+    };
+    let field = |name: &'static str, lo: u64, hi: u64| -> Result<Option<u64>, EntryWarning> {
+        bounded_integer(object, name, lo, hi).map_err(|problem| skip(Some(list_id), Some(name), problem))
+    };
+    let start_offset = field(FIELD_START_OFFSET, 0, u64::MAX)?.unwrap_or(DEFAULT_START_OFFSET);
+    let items_per_request = field(FIELD_ITEMS_PER_REQUEST, 1, MAX_ITEMS_PER_REQUEST.into())?
+        .map_or(DEFAULT_ITEMS_PER_REQUEST, |n| n as u32);
+    let worker_count =
+        field(FIELD_WORKER_COUNT, 1, MAX_WORKER_COUNT.into())?.map_or(DEFAULT_WORKER_COUNT, |n| n as u32);
+    // One second at least; a year at most keeps date arithmetic far from overflow.
+    let refresh = field(FIELD_REFRESH_SECONDS, 1, 366 * 24 * 3600)?.map(Duration::from_secs);
+
+    let warn = |field: &'static str, problem: String, consequence| EntryWarning {
+        index,
+        list_id: Some(list_id.to_owned()),
+        field: Some(field),
+        problem,
+        consequence,
+    };
+    let cursor_raw = object.get(FIELD_LATEST_TIMESTAMP).cloned().unwrap_or(Value::Null);
+    let cursor = match &cursor_raw {
+        Value::Null => None,
+        Value::String(text) => {
+            let parsed = parse_timestamp(text);
+            if parsed.is_none() {
+                warnings.push(warn(
+                    FIELD_LATEST_TIMESTAMP,
+                    format!("\"{text}\" is not a timestamp like \"2019-10-18T22:20:23\""),
+                    Consequence::FullLoad,
+                ));
+            }
+            parsed
+        }
+        other => {
+            warnings.push(warn(
+                FIELD_LATEST_TIMESTAMP,
+                format!(
+                    "must be a timestamp string like \"2019-10-18T22:20:23\" or null, found {}",
+                    describe(other)
+                ),
+                Consequence::FullLoad,
+            ));
+            None
+        }
+    };
+    for name in [FIELD_ELAPSED_SECONDS, FIELD_TOTAL_UPDATES] {
+        match object.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|x| x >= 0.0) => {}
+            Some(other) => warnings.push(warn(
+                name,
+                format!("must be a non-negative number, found {}", describe(other)),
+                Consequence::Overwritten,
+            )),
+        }
+    }
+
+    Ok(Entry {
+        key: EntryKey {
+            list_id: list_id.to_owned(),
+            rank: rank.unwrap_or(0),
+        },
+        index,
+        cursor,
+        cursor_raw,
+        start_offset,
+        items_per_request,
+        worker_count,
+        refresh,
+    })
+}
+
+/// `Ok(None)` when absent or null (the default applies).
+fn bounded_integer(object: &Map<String, Value>, name: &str, lo: u64, hi: u64) -> Result<Option<u64>, String> {
+    let range = if hi == u64::MAX {
+        format!("a whole number ≥ {lo}")
+    } else {
+        format!("a whole number from {lo} to {hi}")
+    };
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+            _ => Err(format!("must be {range}, found {n}")),
+        },
+        Some(other) => Err(format!("must be {range}, found {}", describe(other))),
+    }
+}
+
+/// A short description of a JSON value for error messages.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("the text \"{}…\"", s.chars().take(40).collect::<String>())
+        }
+        Value::String(s) => format!("the text \"{s}\""),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scan(value: Value) -> EntryScan {
+        scan_entries(value.as_array().unwrap())
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_entry() {
+        let s = scan(json!([{"list_id": "a1"}]));
+        assert!(s.warnings.is_empty());
+        let e = &s.entries[0];
+        assert_eq!(
+            e.key,
+            EntryKey {
+                list_id: "a1".into(),
+                rank: 0
+            }
+        );
+        assert_eq!((e.start_offset, e.items_per_request, e.worker_count), (0, 100, 8));
+        assert_eq!((e.cursor, &e.cursor_raw, e.refresh), (None, &Value::Null, None));
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let s = scan(json!([{
+            "list_id": "a1", "latest_timestamp": "2019-10-18T22:20:23", "start_offset": 10000,
+            "items_per_request": 250, "worker_count": 4, "elapsed_seconds": 1.6,
+            "total_updates": 10133, "refresh_seconds": 600, "note": "kept"
+        }]));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let e = &s.entries[0];
+        assert_eq!(e.cursor.unwrap().to_rfc3339(), "2019-10-18T22:20:23+00:00");
+        assert_eq!((e.start_offset, e.items_per_request, e.worker_count), (10000, 250, 4));
+        assert_eq!(e.refresh, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn ranks_count_entries_sharing_a_list_id() {
+        let s = scan(json!([
+            {"list_id": "a"}, {"list_id": "b"}, {"list_id": "a", "worker_count": 0},
+            {"list_id": "a"}
+        ]));
+        let keys: Vec<_> = s.entries.iter().map(|e| (e.key.to_string(), e.index)).collect();
+        // The invalid third entry keeps rank 1, so the fourth is rank 2.
+        assert_eq!(
+            keys,
+            [("\"a\"".to_string(), 0), ("\"b\"".into(), 1), ("\"a\" (#3)".into(), 3)]
+        );
+    }
+
+    /// Every validation case with its exact message.
+    #[test]
+    fn every_invalid_entry_is_named_with_its_field() {
+        let cases: Vec<(Value, &str)> = vec![
+            (json!("a1"), "entry at index 0: must be an object like {\"list_id\": \"…\"}, found the text \"a1\"; entry skipped until it is fixed"),
+            (json!({}), "entry at index 0, field \"list_id\": is missing (it is required); entry skipped until it is fixed"),
+            (json!({"list_id": ""}), "entry at index 0, field \"list_id\": must not be empty; entry skipped until it is fixed"),
+            (json!({"list_id": "  "}), "entry at index 0, field \"list_id\": must not be empty; entry skipped until it is fixed"),
+            (json!({"list_id": " a1"}), "entry at index 0 (list_id \" a1\"), field \"list_id\": has spaces around it; remove them; entry skipped until it is fixed"),
+            (json!({"list_id": 12}), "entry at index 0, field \"list_id\": must be a string, found 12; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "start_offset": -1}), "entry at index 0 (list_id \"a1\"), field \"start_offset\": must be a whole number ≥ 0, found -1; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "items_per_request": 0}), "entry at index 0 (list_id \"a1\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 0; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "items_per_request": 1001}), "entry at index 0 (list_id \"a1\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 1001; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "items_per_request": 2.5}), "entry at index 0 (list_id \"a1\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 2.5; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "worker_count": "8"}), "entry at index 0 (list_id \"a1\"), field \"worker_count\": must be a whole number from 1 to 64, found the text \"8\"; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "worker_count": 65}), "entry at index 0 (list_id \"a1\"), field \"worker_count\": must be a whole number from 1 to 64, found 65; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "refresh_seconds": 0}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found 0; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "refresh_seconds": true}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found true; entry skipped until it is fixed"),
+        ];
+        for (entry, message) in cases {
+            let s = scan(json!([entry]));
+            assert!(s.entries.is_empty(), "{entry} should be skipped");
+            assert_eq!(s.warnings.len(), 1);
+            assert_eq!(s.warnings[0].to_string(), message);
+        }
+    }
+
+    #[test]
+    fn bad_timestamps_mean_full_load_with_a_warning() {
+        let cases = [
+            (json!("last tuesday"), "entry at index 0 (list_id \"a1\"), field \"latest_timestamp\": \"last tuesday\" is not a timestamp like \"2019-10-18T22:20:23\"; treated as null (full LOAD)"),
+            (json!(1571437223), "entry at index 0 (list_id \"a1\"), field \"latest_timestamp\": must be a timestamp string like \"2019-10-18T22:20:23\" or null, found 1571437223; treated as null (full LOAD)"),
+        ];
+        for (ts, message) in cases {
+            let s = scan(json!([{"list_id": "a1", "latest_timestamp": ts}]));
+            assert_eq!(s.entries.len(), 1);
+            assert_eq!(s.entries[0].cursor, None);
+            assert_eq!(s.entries[0].cursor_raw, ts);
+            assert_eq!(s.warnings[0].to_string(), message);
+        }
+    }
+
+    #[test]
+    fn bad_informational_fields_only_warn() {
+        let s = scan(json!([{"list_id": "a1", "elapsed_seconds": "slow", "total_updates": -3}]));
+        assert_eq!(s.entries.len(), 1);
+        let messages: Vec<_> = s.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(messages, [
+            "entry at index 0 (list_id \"a1\"), field \"elapsed_seconds\": must be a non-negative number, found the text \"slow\"; it will be overwritten by the next successful sync",
+            "entry at index 0 (list_id \"a1\"), field \"total_updates\": must be a non-negative number, found -3; it will be overwritten by the next successful sync",
+        ]);
+    }
+
+    #[test]
+    fn one_bad_entry_leaves_the_others_alone() {
+        let s = scan(json!([{"list_id": "a"}, {"worker_count": 2}, {"list_id": "c"}]));
+        let ids: Vec<_> = s.entries.iter().map(|e| e.key.list_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(s.warnings[0].index, 1);
+    }
+}

@@ -1,0 +1,267 @@
+//! `state.json` on disk: read, and patch-then-replace atomically.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::document::{DocumentError, StateDocument};
+
+pub const STATE_FILE_NAME: &str = "state.json";
+
+/// How often a write re-reads and re-patches when the file changes under it.
+const WRITE_ATTEMPTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error(
+        "state file {path} does not exist: create it with a JSON array of entries, \
+         e.g. [{{\"list_id\": \"<your Mailchimp list id>\"}}]"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read state file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("state file {path} is {source}")]
+    Invalid { path: PathBuf, source: DocumentError },
+    #[error("cannot write state file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("state file {path} kept changing while it was being written; the write will be retried")]
+    Busy { path: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StateFile { path: path.into() }
+    }
+
+    pub fn in_dir(dir: &Path) -> Self {
+        StateFile::new(dir.join(STATE_FILE_NAME))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<StateDocument, StateFileError> {
+        let bytes = self.read_bytes()?;
+        self.parse(&bytes)
+    }
+
+    /// Re-reads the file, applies `patch`, and replaces the file atomically
+    /// if the document changed. If the file changes between the read and
+    /// the rename (someone saved it meanwhile), the write starts over from
+    /// the new content, so a hand edit is never overwritten by a stale view.
+    pub fn patch<R>(&self, mut patch: impl FnMut(&mut StateDocument) -> R) -> Result<R, StateFileError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let before = self.read_bytes()?;
+            let original = self.parse(&before)?;
+            let mut doc = original.clone();
+            let result = patch(&mut doc);
+            if doc == original {
+                return Ok(result);
+            }
+            if self.replace_if_unchanged(doc.render().as_bytes(), &before)? {
+                return Ok(result);
+            }
+        }
+        Err(StateFileError::Busy {
+            path: self.path.clone(),
+        })
+    }
+
+    fn read_bytes(&self) -> Result<Vec<u8>, StateFileError> {
+        fs::read(&self.path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => StateFileError::Missing {
+                path: self.path.clone(),
+            },
+            _ => StateFileError::Read {
+                path: self.path.clone(),
+                source,
+            },
+        })
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<StateDocument, StateFileError> {
+        let invalid = |source| StateFileError::Invalid {
+            path: self.path.clone(),
+            source,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let (line, column) = position_of(bytes, e.valid_up_to());
+            invalid(DocumentError::Json {
+                line,
+                column,
+                message: "invalid UTF-8".into(),
+            })
+        })?;
+        StateDocument::parse(text).map_err(invalid)
+    }
+
+    /// Temp file in the same folder, flushed to disk, then renamed over the
+    /// state file — unless the file no longer holds `expected`.
+    fn replace_if_unchanged(&self, content: &[u8], expected: &[u8]) -> Result<bool, StateFileError> {
+        let write_err = |source| StateFileError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(".state.json.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(write_err)?;
+        temp.write_all(content).map_err(write_err)?;
+        if let Ok(meta) = fs::metadata(&self.path) {
+            // Keep the user's permissions; a failure here is not worth failing the write.
+            let _ = temp.as_file().set_permissions(meta.permissions());
+        }
+        temp.as_file().sync_all().map_err(write_err)?;
+        if self.read_bytes()? != expected {
+            return Ok(false); // the temp file is removed on drop
+        }
+        temp.persist(&self.path).map_err(|e| write_err(e.error))?;
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
+    }
+}
+
+/// 1-based line and column of a byte offset, as serde_json reports them.
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::document::{PatchOutcome, SyncRecord};
+    use crate::state::entry::EntryKey;
+    use chrono::{TimeZone, Utc};
+    use serde_json::Value;
+    use std::time::Duration;
+
+    fn record(list_id: &str) -> SyncRecord {
+        SyncRecord {
+            key: EntryKey {
+                list_id: list_id.into(),
+                rank: 0,
+            },
+            cursor_at_start: Value::Null,
+            t0: Utc.with_ymd_and_hms(2019, 10, 21, 10, 51, 16).unwrap(),
+            elapsed: Duration::from_secs(2),
+            total_updates: 5,
+        }
+    }
+
+    #[test]
+    fn patch_replaces_the_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[{\"list_id\": \"a1\"}]").unwrap();
+        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::Applied);
+        assert_eq!(
+            fs::read_to_string(file.path()).unwrap(),
+            "[\n  {\n    \"list_id\": \"a1\",\n    \"latest_timestamp\": \"2019-10-21T10:51:16\",\n    \"elapsed_seconds\": 2.0,\n    \"total_updates\": 5\n  }\n]\n"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn a_patch_that_changes_nothing_does_not_rewrite_the_users_formatting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        let text = "[ {\"list_id\":\"b\"} ]";
+        fs::write(file.path(), text).unwrap();
+        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::EntryGone);
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
+    }
+
+    #[test]
+    fn an_unparseable_file_is_reported_with_position_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        let text = "[\n  {\"list_id\": \"a1\",\n";
+        fs::write(file.path(), text).unwrap();
+        let err = file.patch(|d| d.apply(&record("a1"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state file {} is not valid JSON at line 3, column 0: EOF while parsing a value",
+                file.path().display()
+            )
+        );
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), b"[\n {\"list_id\": \"a\xff\"}]").unwrap();
+        assert!(file
+            .load()
+            .unwrap_err()
+            .to_string()
+            .ends_with("line 2, column 16: invalid UTF-8"));
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_create_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        let err = file.load().unwrap_err().to_string();
+        assert!(err.contains("does not exist: create it with a JSON array"), "{err}");
+        assert!(err.contains(&file.path().display().to_string()));
+    }
+
+    #[test]
+    fn a_save_between_read_and_rename_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[{\"list_id\": \"a1\"}]").unwrap();
+        let mut calls = 0;
+        let outcome = file
+            .patch(|d| {
+                calls += 1;
+                if calls == 1 {
+                    // An editor saves while the first attempt is in flight.
+                    fs::write(file.path(), "[{\"list_id\": \"a1\", \"note\": \"mine\"}]").unwrap();
+                }
+                d.apply(&record("a1"))
+            })
+            .unwrap();
+        assert_eq!((outcome, calls), (PatchOutcome::Applied, 2));
+        let v: Value = serde_json::from_str(&fs::read_to_string(file.path()).unwrap()).unwrap();
+        assert_eq!(v[0]["note"], "mine");
+        assert_eq!(v[0]["total_updates"], 5);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn permissions_survive_a_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[{\"list_id\": \"a1\"}]").unwrap();
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o640)).unwrap();
+        file.patch(|d| d.apply(&record("a1"))).unwrap();
+        let mode = fs::metadata(file.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
+//! a sync reads, and the paging plan with its consistency checks.
+
+mod plan;
+mod schedule;
+mod window;
+
+pub use plan::{PageRequest, PageVerdict, Pass, SweepPlan, MAX_SWEEPS};
+pub use schedule::{decide, delta, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY};
+pub use window::{start_time, Window, DEFAULT_OVERLAP};

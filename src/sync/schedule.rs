@@ -1,0 +1,226 @@
+//! When an entry syncs (SPEC §3): LOAD, SYNC, up to date, or waiting out
+//! the backoff of an earlier failure.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::state::Entry;
+
+/// The first retry of a failed entry waits this long; each further failure
+/// doubles it, up to the entry's refresh interval.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// No cursor: read the whole list.
+    Load,
+    /// Read what changed since the cursor (minus the overlap).
+    Sync { cursor: DateTime<Utc> },
+}
+
+impl SyncKind {
+    /// The word the log lines use, as the original importer did.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SyncKind::Load => "LOAD",
+            SyncKind::Sync { .. } => "SYNC",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Due(SyncKind),
+    UpToDate {
+        last: DateTime<Utc>,
+        next_due: DateTime<Utc>,
+    },
+    Running,
+    BackingOff {
+        failures: u32,
+        retry_at: DateTime<Utc>,
+    },
+}
+
+/// Failures of one entry in a row, and when it may be tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub failures: u32,
+    pub retry_at: DateTime<Utc>,
+}
+
+impl Backoff {
+    /// The backoff after one more failure at `failed_at`: 1, 2, 4 … minutes,
+    /// capped at the refresh interval.
+    pub fn after_failure(previous: Option<&Backoff>, failed_at: DateTime<Utc>, refresh: Duration) -> Backoff {
+        let failures = previous.map_or(1, |b| b.failures.saturating_add(1));
+        let doubled = FIRST_RETRY_DELAY.saturating_mul(1u32 << (failures - 1).min(20));
+        let delay = doubled.min(refresh);
+        Backoff {
+            failures,
+            retry_at: failed_at + delta(delay),
+        }
+    }
+}
+
+/// The refresh interval that applies to `entry`.
+pub fn refresh_of(entry: &Entry, default_refresh: Duration) -> Duration {
+    entry.refresh.unwrap_or(default_refresh)
+}
+
+pub fn decide(
+    entry: &Entry,
+    now: DateTime<Utc>,
+    default_refresh: Duration,
+    running: bool,
+    backoff: Option<&Backoff>,
+) -> Decision {
+    if running {
+        return Decision::Running;
+    }
+    if let Some(b) = backoff {
+        if now < b.retry_at {
+            return Decision::BackingOff {
+                failures: b.failures,
+                retry_at: b.retry_at,
+            };
+        }
+    }
+    match entry.cursor {
+        None => Decision::Due(SyncKind::Load),
+        Some(cursor) => {
+            let next_due = cursor + delta(refresh_of(entry, default_refresh));
+            if now >= next_due {
+                Decision::Due(SyncKind::Sync { cursor })
+            } else {
+                Decision::UpToDate { last: cursor, next_due }
+            }
+        }
+    }
+}
+
+/// std → chrono; every duration here is far below chrono's range.
+pub fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{EntryKey, DEFAULT_ITEMS_PER_REQUEST, DEFAULT_WORKER_COUNT};
+    use chrono::TimeZone;
+    use serde_json::Value;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2019, 10, 21, h, m, s).unwrap()
+    }
+
+    fn entry(cursor: Option<DateTime<Utc>>, refresh: Option<u64>) -> Entry {
+        Entry {
+            key: EntryKey {
+                list_id: "a1".into(),
+                rank: 0,
+            },
+            index: 0,
+            cursor,
+            cursor_raw: Value::Null,
+            start_offset: 0,
+            items_per_request: DEFAULT_ITEMS_PER_REQUEST,
+            worker_count: DEFAULT_WORKER_COUNT,
+            refresh: refresh.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn no_cursor_means_load() {
+        assert_eq!(
+            decide(&entry(None, None), at(10, 0, 0), HOUR, false, None),
+            Decision::Due(SyncKind::Load)
+        );
+    }
+
+    #[test]
+    fn sync_is_due_exactly_at_the_refresh_interval() {
+        let e = entry(Some(at(9, 0, 0)), None);
+        assert_eq!(
+            decide(&e, at(9, 59, 59), HOUR, false, None),
+            Decision::UpToDate {
+                last: at(9, 0, 0),
+                next_due: at(10, 0, 0)
+            }
+        );
+        assert_eq!(
+            decide(&e, at(10, 0, 0), HOUR, false, None),
+            Decision::Due(SyncKind::Sync { cursor: at(9, 0, 0) })
+        );
+    }
+
+    #[test]
+    fn a_per_entry_refresh_overrides_the_default() {
+        let e = entry(Some(at(9, 0, 0)), Some(300));
+        assert_eq!(
+            decide(&e, at(9, 5, 0), HOUR, false, None),
+            Decision::Due(SyncKind::Sync { cursor: at(9, 0, 0) })
+        );
+    }
+
+    #[test]
+    fn a_cursor_in_the_future_is_up_to_date() {
+        let e = entry(Some(at(12, 0, 0)), None);
+        assert!(matches!(
+            decide(&e, at(10, 0, 0), HOUR, false, None),
+            Decision::UpToDate { .. }
+        ));
+    }
+
+    #[test]
+    fn a_running_entry_is_never_started_twice() {
+        assert_eq!(
+            decide(&entry(None, None), at(10, 0, 0), HOUR, true, None),
+            Decision::Running
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_minute_up_to_the_refresh_interval() {
+        let mut b = None;
+        let mut delays = vec![];
+        for _ in 0..9 {
+            let next = Backoff::after_failure(b.as_ref(), at(10, 0, 0), Duration::from_secs(600));
+            delays.push((next.retry_at - at(10, 0, 0)).num_seconds());
+            b = Some(next);
+        }
+        assert_eq!(delays, [60, 120, 240, 480, 600, 600, 600, 600, 600]);
+        assert_eq!(b.unwrap().failures, 9);
+    }
+
+    #[test]
+    fn a_failed_entry_waits_for_its_backoff_then_is_due() {
+        let b = Backoff::after_failure(None, at(10, 0, 0), HOUR);
+        let e = entry(None, None);
+        assert_eq!(
+            decide(&e, at(10, 0, 59), HOUR, false, Some(&b)),
+            Decision::BackingOff {
+                failures: 1,
+                retry_at: at(10, 1, 0)
+            }
+        );
+        assert_eq!(
+            decide(&e, at(10, 1, 0), HOUR, false, Some(&b)),
+            Decision::Due(SyncKind::Load)
+        );
+    }
+
+    #[test]
+    fn many_failures_do_not_overflow() {
+        let b = Backoff {
+            failures: u32::MAX - 1,
+            retry_at: at(10, 0, 0),
+        };
+        let next = Backoff::after_failure(Some(&b), at(10, 0, 0), HOUR);
+        assert_eq!(next.retry_at, at(11, 0, 0));
+    }
+}

@@ -1,0 +1,3 @@
+//! What the importer tells its operator: log lines (metrics and health come later).
+
+pub mod log;
