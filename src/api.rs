@@ -110,7 +110,7 @@ pub enum ApiError {
         status: u16,
         problem: Option<Problem>,
     },
-    #[error("{api} did not answer within {} s", .after.as_secs())]
+    #[error("{api} did not answer within {} s", .after.as_secs_f64())]
     Timeout { api: Api, after: Duration },
     #[error("{api} connection failed: {message}")]
     Connection { api: Api, message: String },

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::mailchimp;
+use crate::retry::RetryPolicy;
 
 /// An API key. Its `Debug` never shows the key, and it has no `Display`,
 /// so it cannot end up in a log line or an error message by accident.
@@ -182,6 +183,10 @@ pub struct Config {
     pub overlap: Duration,
     pub grace: Duration,
     pub http_timeout: Duration,
+    /// Retries of each request (not a setting: tests shorten it).
+    pub retry: RetryPolicy,
+    /// How often a long sync logs its progress (not a setting either).
+    pub progress_interval: Duration,
 }
 
 impl Config {
@@ -209,6 +214,8 @@ impl Config {
             overlap: crate::sync::DEFAULT_OVERLAP,
             grace: Duration::from_secs(8),
             http_timeout: Duration::from_secs(130),
+            retry: RetryPolicy::default(),
+            progress_interval: Duration::from_secs(10),
         }
     }
 }

@@ -14,7 +14,6 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::OmetriaClient;
-use crate::retry::RetryPolicy;
 use crate::state::{StateFile, StateFileError};
 
 /// Whether the run listens to SIGINT and SIGTERM itself (the binary does;
@@ -47,7 +46,8 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
             config.http_timeout,
         ),
         limits: Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second),
-        retry: RetryPolicy::default(),
+        retry: config.retry,
+        progress_interval: config.progress_interval,
         overlap: config.overlap,
         state_keeper,
         log: log.clone(),

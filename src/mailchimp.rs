@@ -4,7 +4,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -16,6 +16,9 @@ use crate::sync::{PageRequest, Pass, Window};
 /// Only what the mapping needs, plus `last_changed` and `total_items`.
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
 members.merge_fields.FNAME,members.merge_fields.LNAME,members.timestamp_opt,members.last_changed,total_items";
+
+/// Everything but RFC 3986 unreserved characters is escaped in the list id.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// `https://<dc>.api.mailchimp.com/3.0` for a key ending in `-<dc>`.
 pub fn base_url_for_key(key: &ApiKey) -> Option<String> {
@@ -147,7 +150,7 @@ pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageReq
     }
     format!(
         "{base_url}/lists/{}/members?{}",
-        utf8_percent_encode(list_id, NON_ALPHANUMERIC),
+        utf8_percent_encode(list_id, PATH_SEGMENT),
         query.finish()
     )
 }
@@ -272,7 +275,7 @@ mod tests {
         let load = Window { since: None, ..window };
         let url = members_url(
             "http://h/3.0",
-            "a/b?",
+            "a/b?-_.~",
             &load,
             PageRequest {
                 pass: Pass::Members,
@@ -280,7 +283,7 @@ mod tests {
                 count: 1000,
             },
         );
-        assert!(url.starts_with("http://h/3.0/lists/a%2Fb%3F/members?"), "{url}");
+        assert!(url.starts_with("http://h/3.0/lists/a%2Fb%3F-_.~/members?"), "{url}");
         assert!(!url.contains("since_last_changed") && !url.contains("status="), "{url}");
     }
 

@@ -329,7 +329,7 @@ impl Handler<Shutdown> for Controller {
             self.log,
             "controller: stopping ({}); waiting up to {} s for {} running sync(s).",
             shutdown.reason,
-            grace.as_secs(),
+            grace.as_secs_f64(),
             self.running.len()
         );
         ctx.run_later(grace, |controller, ctx| {

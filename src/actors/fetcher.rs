@@ -65,7 +65,7 @@ impl Handler<FetchPage> for Fetcher {
                 if request.pass == Pass::Archived && member.status.is_none() {
                     member.status = Some("archived".into());
                 }
-                let id = member.unique_email_id.clone();
+                let id = member.unique_email_id.clone().filter(|id| !id.is_empty());
                 match member_to_contact(member, &list_id) {
                     Ok(contact) => contacts.push(contact),
                     Err(reason) => {

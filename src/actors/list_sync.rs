@@ -28,8 +28,6 @@ use crate::retry::RetryPolicy;
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
 
-/// Long syncs log their progress this often.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Ready batches per Writer before Fetchers wait.
 const QUEUE_BATCHES_PER_WRITER: usize = 2;
 
@@ -41,6 +39,8 @@ pub struct SyncDeps {
     pub limits: Limits,
     pub retry: RetryPolicy,
     pub overlap: Duration,
+    /// Long syncs log their progress this often.
+    pub progress_interval: Duration,
     pub state_keeper: Addr<StateKeeper>,
     pub log: Logger,
 }
@@ -313,7 +313,7 @@ impl Actor for ListSync {
             self.idle_fetchers.push(i);
             self.idle_writers.push(i);
         }
-        ctx.run_interval(PROGRESS_INTERVAL, |sync, _| sync.log_progress());
+        ctx.run_interval(self.deps.progress_interval, |sync, _| sync.log_progress());
         self.dispatch(ctx);
     }
 

@@ -1,0 +1,237 @@
+//! The binary as an operator runs it: exit codes, output, signals, the quit file.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use support::*;
+
+fn importer(state_dir: &Path, apis: Option<&Apis>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
+    cmd.env_clear()
+        .env("IMPORTER_STATE_DIR", state_dir)
+        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", OMETRIA_KEY)
+        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(apis) = apis {
+        cmd.env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
+            .env("OMETRIA_BASE_URL", apis.ometria.uri());
+    }
+    cmd
+}
+
+/// Waits for the child to exit, polling; kills it after `limit`.
+async fn exit_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the importer did not stop within {limit:?}: {:?}",
+                child.wait_with_output().unwrap()
+            );
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn apis_with_list(n: usize) -> Apis {
+    Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(n, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await
+}
+
+#[actix_rt::test]
+async fn once_syncs_writes_the_state_and_exits_0() {
+    let apis = apis_with_list(250).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let child = importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
+    let out = exit_within(child, Duration::from_secs(20)).await;
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(apis.pushed().len(), 250);
+    let state = read_json(&file);
+    assert_eq!(state[0]["total_updates"], 250);
+    assert!(state[0]["latest_timestamp"].is_string());
+    assert!(log.contains("INFO |controller| controller: starting..."), "{log}");
+    assert!(log.trim_end().ends_with("INFO |controller| controller: done."), "{log}");
+    for secret in [MAILCHIMP_KEY, OMETRIA_KEY] {
+        assert!(!log.contains(secret) && !std::fs::read_to_string(&file).unwrap().contains(secret));
+    }
+}
+
+#[actix_rt::test]
+async fn once_exits_1_when_a_sync_fails() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(5, Utc::now())),
+        FakeOmetria {
+            fail_with: Some(401),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let out = exit_within(
+        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("Ometria refused the request with HTTP 401"), "{log}");
+    assert!(log.contains("check OMETRIA_APIKEY"), "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
+}
+
+async fn go_until_stopped(stop: impl FnOnce(&Child, &Path)) {
+    let apis = apis_with_list(30).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let child = importer(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
+    wait_until(Duration::from_secs(20), "the first sync", || {
+        std::fs::read_to_string(&file).unwrap().contains("latest_timestamp")
+    })
+    .await;
+    stop(&child, dir.path());
+    let out = exit_within(child, Duration::from_secs(10)).await;
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.trim_end().ends_with("INFO |controller| controller: done."), "{log}");
+    assert!(!dir.path().join("controller.quit").exists());
+    assert_eq!(read_json(&file)[0]["total_updates"], 30);
+}
+
+#[actix_rt::test]
+async fn go_stops_on_the_quit_file() {
+    go_until_stopped(|_, dir| std::fs::write(dir.join("controller.quit"), "").unwrap()).await;
+}
+
+#[actix_rt::test]
+async fn go_stops_on_sigterm() {
+    go_until_stopped(|child, _| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn go_stops_on_sigint() {
+    go_until_stopped(|child, _| {
+        assert!(Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_broken_state_file_stops_the_start_with_exit_2_and_its_position() {
+    let (dir, file) = state_dir("[\n  {\"list_id\": \"L\"},\n  {\"list_id\" \"M\"}\n]\n");
+    for command in ["go", "once"] {
+        let out = importer(dir.path(), None).arg(command).output().unwrap();
+        let log = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{log}");
+        assert!(
+            log.contains(&format!(
+                "state file {} is not valid JSON at line 3, column 14: expected `:`",
+                file.display()
+            )),
+            "{log}"
+        );
+    }
+    let missing = tempfile::tempdir().unwrap();
+    let out = importer(missing.path(), None).arg("go").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("state.json does not exist: create it with a JSON array of entries"));
+}
+
+#[actix_rt::test]
+async fn check_reports_a_broken_state_file() {
+    let (dir, file) = state_dir("[{\"list_id\": \"L\",}]");
+    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains(&format!(
+        "error: state file {} is not valid JSON at line 1, column 18",
+        file.display()
+    )));
+}
+
+#[actix_rt::test]
+async fn check_prints_what_the_next_tick_would_do() {
+    let recent = (Utc::now() - chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%S");
+    let (dir, _) = state_dir(&format!(
+        r#"[{{"list_id": "a"}}, {{"list_id": "b", "latest_timestamp": "2001-01-01T00:00:00"}}, {{"list_id": "c", "latest_timestamp": "{recent}"}}, {{"list_id": "d", "worker_count": 0}}]"#
+    ));
+    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok: Mailchimp at https://us9.api.mailchimp.com/3.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("list \"a\": LOAD"), "{stdout}");
+    assert!(
+        stdout.contains("list \"b\": SYNC (members changed since \"2000-12-31 23:55:00\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("list \"c\": up to date (last updated on"), "{stdout}");
+    assert!(stdout.contains("error: entry at index 3 (list_id \"d\"), field \"worker_count\": must be a whole number from 1 to 64, found 0"), "{stdout}");
+    assert!(!stdout.contains(MAILCHIMP_KEY));
+
+    let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
+    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[actix_rt::test]
+async fn missing_keys_are_named_with_exit_2() {
+    let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
+    let out = importer(dir.path(), None)
+        .env_remove("MAILCHIMP_APIKEY")
+        .env_remove("OMETRIA_APIKEY")
+        .arg("go")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("MAILCHIMP_APIKEY is not set: export it (or pass --mailchimp-apikey)"),
+        "{log}"
+    );
+    assert!(log.contains("OMETRIA_APIKEY is not set"), "{log}");
+}
+
+#[actix_rt::test]
+async fn version_and_help() {
+    let (dir, _) = state_dir("[]");
+    let out = importer(dir.path(), None).arg("version").output().unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("ometria-importer {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = importer(dir.path(), None).arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("MAILCHIMP_APIKEY") && help.contains("IMPORTER_MAX_CONCURRENT_LISTS"),
+        "{help}"
+    );
+    assert!(!help.contains(MAILCHIMP_KEY), "the help must not show the key: {help}");
+}

@@ -1,0 +1,216 @@
+//! The state file while the importer runs (SPEC §2): hand edits during a
+//! sync, entries sharing a list id, invalid entries, an unparseable file.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use ometria_importer::importer::{run, Signals};
+use ometria_importer::RunMode;
+use support::*;
+
+/// A list whose pages take `delay` to answer, so a test can act mid-sync.
+async fn slow_apis(delay: Duration) -> Apis {
+    let fake = FakeMailchimp {
+        delay,
+        ..Default::default()
+    }
+    .with_list("L", generate_members(40, Utc::now()));
+    Apis::start(fake, FakeOmetria::default()).await
+}
+
+async fn first_request(apis: &Apis) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while apis.mailchimp.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no request reached Mailchimp");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_cursor_edited_by_hand_during_the_sync_wins() {
+    let apis = slow_apis(Duration::from_millis(400)).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let config = apis.config(dir.path());
+    let (log, buffer) = capture_log();
+    let once = actix_rt::spawn(async move { run(&config, RunMode::Once, Signals::Ignore, log).await });
+    first_request(&apis).await;
+    std::fs::write(
+        &file,
+        r#"[{"list_id": "L", "latest_timestamp": "2001-02-03T04:05:06", "mine": 1}]"#,
+    )
+    .unwrap();
+    let summary = once.await.unwrap().unwrap();
+    assert_eq!(summary.succeeded, 1);
+    let state = read_json(&file);
+    assert_eq!(state[0]["latest_timestamp"], "2001-02-03T04:05:06");
+    assert_eq!(state[0]["mine"], 1);
+    assert_eq!(state[0]["total_updates"], 40, "the other results are still written");
+    let log = buffer.contents();
+    assert!(
+        log.contains("state: latest_timestamp of list \"L\" was edited by hand during its sync; keeping \"2001-02-03T04:05:06\" instead of"),
+        "{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_entry_removed_during_its_sync_is_not_resurrected() {
+    let apis = slow_apis(Duration::from_millis(400)).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M", "latest_timestamp": "2999-01-01T00:00:00"}]"#);
+    let config = apis.config(dir.path());
+    let (log, buffer) = capture_log();
+    let once = actix_rt::spawn(async move { run(&config, RunMode::Once, Signals::Ignore, log).await });
+    first_request(&apis).await;
+    let edited = "[\n    {\"list_id\": \"M\", \"latest_timestamp\": \"2999-01-01T00:00:00\"}\n]";
+    std::fs::write(&file, edited).unwrap();
+    let summary = once.await.unwrap().unwrap();
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        edited,
+        "the file must be left byte for byte"
+    );
+    assert!(buffer
+        .contents()
+        .contains("state: list \"L\" was removed from the state file during its sync; its result is dropped."));
+}
+
+#[actix_rt::test]
+async fn entries_sharing_a_list_id_are_synced_and_tracked_separately() {
+    let apis = slow_apis(Duration::ZERO).await;
+    let recent = (Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let (dir, file) = state_dir(&format!(
+        r#"[{{"list_id": "L", "latest_timestamp": "{recent}"}}, {{"list_id": "L", "items_per_request": 7, "worker_count": 2}}]"#
+    ));
+    let (log, buffer) = capture_log();
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    // Only the second entry was due, and its own parameters were used.
+    assert!(apis.mailchimp_queries().await.iter().all(|q| q["count"] == "7"));
+    let state = read_json(&file);
+    assert_eq!(state[0], json!({"list_id": "L", "latest_timestamp": recent}));
+    assert_eq!(state[1]["total_updates"], 40);
+    assert!(state[1]["latest_timestamp"].is_string());
+    let log = buffer.contents();
+    assert!(
+        log.contains("controller: list \"L\" up to date, last updated on"),
+        "{log}"
+    );
+    assert!(
+        log.contains("controller: list \"L\" (#2) requires \"LOAD\", firing..."),
+        "{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn invalid_entries_are_skipped_with_a_warning_and_kept_in_the_file() {
+    let apis = slow_apis(Duration::ZERO).await;
+    let (dir, file) = state_dir(
+        r#"[{"worker_count": 2}, {"list_id": "L", "items_per_request": 5000}, {"list_id": "L", "when": "x"}]"#,
+    );
+    let (log, buffer) = capture_log();
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    let state = read_json(&file);
+    assert_eq!(state[0], json!({"worker_count": 2}));
+    assert_eq!(state[1], json!({"list_id": "L", "items_per_request": 5000}));
+    assert_eq!(state[2]["total_updates"], 40);
+    let log = buffer.contents();
+    assert!(log.contains("WARNING |state_keeper| state: entry at index 0, field \"list_id\": is missing (it is required); entry skipped until it is fixed"), "{log}");
+    assert!(log.contains("state: entry at index 1 (list_id \"L\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 5000; entry skipped until it is fixed"), "{log}");
+}
+
+#[actix_rt::test]
+async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses() {
+    let apis = slow_apis(Duration::from_millis(300)).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    first_request(&apis).await;
+    // An editor is half-way through saving.
+    let half_saved = "[\n  {\"list_id\": \"L\",\n";
+    std::fs::write(&file, half_saved).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the sync to end and its write to be refused",
+        || {
+            let log = buffer.contents();
+            log.contains("sync: completed") && log.contains("is not valid JSON at line 3, column 0")
+        },
+    )
+    .await;
+    // Ticks keep coming; nothing is written, and the list is not synced again.
+    wait_until(Duration::from_secs(10), "two more ticks", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= 3
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), half_saved);
+    assert!(buffer
+        .contents()
+        .contains("1 sync result(s) wait in memory until it can be written."));
+
+    std::fs::write(&file, "[{\"list_id\": \"L\", \"saved\": true}, {\"list_id\": \"new\", \"latest_timestamp\": \"2999-01-01T00:00:00\"}]").unwrap();
+    wait_until(Duration::from_secs(5), "the pending result to be written", || {
+        read_json(&file)[0].get("latest_timestamp").is_some()
+    })
+    .await;
+    let state = read_json(&file);
+    assert_eq!(state[0]["saved"], true);
+    assert_eq!(state[0]["total_updates"], 40);
+    assert_eq!(
+        state[1],
+        json!({"list_id": "new", "latest_timestamp": "2999-01-01T00:00:00"})
+    );
+
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.succeeded, 1, "synced once only");
+    assert!(buffer.contents().contains("is readable again."));
+}
+
+#[actix_rt::test]
+async fn a_stop_abandons_a_sync_after_the_grace_period_without_touching_its_cursor() {
+    let apis = slow_apis(Duration::from_secs(30)).await;
+    let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+    let (dir, file) = state_dir(text);
+    let mut config = apis.config(dir.path());
+    config.grace = Duration::from_millis(300);
+    let (log, buffer) = capture_log();
+    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    first_request(&apis).await;
+    let quit = dir.path().join("controller.quit");
+    std::fs::write(&quit, "").unwrap();
+    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.abandoned, 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(!quit.exists(), "the quit file must be removed");
+    let log = buffer.contents();
+    assert!(
+        log.contains("controller: stopping (quit file found); waiting up to 0.3 s for 1 running sync(s)."),
+        "{log}"
+    );
+    assert!(
+        log.contains("controller: abandoning the sync of list \"L\"; its latest_timestamp is unchanged."),
+        "{log}"
+    );
+    assert!(log.trim_end().ends_with("controller: done."), "{log}");
+}

@@ -1,0 +1,292 @@
+//! Test doubles of both APIs on wiremock (127.0.0.1 only), generated
+//! members, and helpers to run the importer in-process or as a binary.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+use wiremock::matchers::{basic_auth, header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::retry::RetryPolicy;
+use ometria_importer::telemetry::log::{logger, SharedBuffer};
+
+pub const MAILCHIMP_KEY: &str = "mc0123456789secret-us9";
+pub const OMETRIA_KEY: &str = "om-9876543210-secret";
+
+/// A Mailchimp member as the real API sends it (more than we ask for).
+#[derive(Clone, Debug)]
+pub struct FakeMember {
+    pub id: String,
+    pub email: String,
+    pub status: &'static str,
+    pub fname: String,
+    pub lname: String,
+    pub timestamp_opt: String,
+    pub last_changed: DateTime<Utc>,
+}
+
+impl FakeMember {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": format!("hash-{}", self.id),
+            "email_address": self.email,
+            "unique_email_id": self.id,
+            "status": self.status,
+            "merge_fields": {"FNAME": self.fname, "LNAME": self.lname, "ADDRESS": "", "PHONE": ""},
+            "stats": {"avg_open_rate": 0.25, "avg_click_rate": 0.1},
+            "timestamp_opt": self.timestamp_opt,
+            "last_changed": self.last_changed.to_rfc3339(),
+            "list_id": "ignored",
+            "tags": [],
+        })
+    }
+
+    /// The contact the importer must push for this member.
+    pub fn expected_contact(&self, list_id: &str) -> Value {
+        let optin = match self.status {
+            "subscribed" => "EXPLICITLY_OPTEDIN",
+            "unsubscribed" | "cleaned" | "archived" => "EXPLICITLY_OPTEDOUT",
+            _ => "NOT_SPECIFIED",
+        };
+        let mut c = json!({"@type": "contact", "id": self.id, "email": self.email, "marketing_optin": optin,
+            "properties": {"mailchimp_status": self.status, "mailchimp_list_id": list_id}});
+        if !self.fname.is_empty() {
+            c["firstname"] = json!(self.fname);
+        }
+        if !self.lname.is_empty() {
+            c["lastname"] = json!(self.lname);
+        }
+        if self.status == "subscribed" {
+            c["timestamp_subscribed"] = json!(self.timestamp_opt);
+        }
+        c
+    }
+}
+
+/// `n` members changed over the hours before `until`, some sharing a
+/// second, with every status, Unicode and empty names.
+pub fn generate_members(n: usize, until: DateTime<Utc>) -> Vec<FakeMember> {
+    const STATUSES: [&str; 6] = [
+        "subscribed",
+        "subscribed",
+        "unsubscribed",
+        "cleaned",
+        "pending",
+        "archived",
+    ];
+    const FIRST: [&str; 5] = ["Zoë", "", "李", "Ana María", "Urist"];
+    const LAST: [&str; 4] = ["Ñúñez", "O'Brien", "", "Müller 🚀"];
+    (0..n)
+        .map(|i| FakeMember {
+            id: format!("u{i:06}"),
+            email: format!("member{i}@example.com"),
+            status: STATUSES[i % STATUSES.len()],
+            fname: FIRST[i % FIRST.len()].to_string(),
+            lname: LAST[i % LAST.len()].to_string(),
+            timestamp_opt: "2019-01-02T03:04:05+00:00".into(),
+            // Two members per second, ending an hour before `until`.
+            last_changed: until - chrono::Duration::seconds(3600 + (n - i) as i64 / 2),
+        })
+        .collect()
+}
+
+/// `GET /3.0/lists/{id}/members` over shared member lists, with the
+/// filters, sort and paging the importer relies on.
+#[derive(Clone, Default)]
+pub struct FakeMailchimp {
+    pub lists: Arc<Mutex<HashMap<String, Vec<FakeMember>>>>,
+    /// Arrival time of every request, to see concurrency.
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
+    pub delay: Duration,
+}
+
+impl FakeMailchimp {
+    pub fn with_list(self, list_id: &str, members: Vec<FakeMember>) -> Self {
+        self.lists.lock().unwrap().insert(list_id.into(), members);
+        self
+    }
+}
+
+fn query(request: &Request) -> HashMap<String, String> {
+    request
+        .url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn problem(status: u16, title: &str, detail: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/problem+json")
+        .set_body_json(
+            json!({"type": "https://mailchimp.com/developer/marketing/docs/errors/", "title": title,
+               "status": status, "detail": detail, "instance": "x"}),
+        )
+}
+
+impl Respond for FakeMailchimp {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        let list_id = request.url.path_segments().unwrap().nth(2).unwrap().to_string();
+        let q = query(request);
+        let lists = self.lists.lock().unwrap();
+        let Some(members) = lists.get(&list_id) else {
+            return problem(404, "Resource Not Found", "The requested resource could not be found.");
+        };
+        let time = |name: &str| {
+            q.get(name)
+                .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
+        };
+        let (since, before) = (time("since_last_changed"), time("before_last_changed"));
+        let archived = q.get("status").map(String::as_str) == Some("archived");
+        let mut selected: Vec<&FakeMember> = members
+            .iter()
+            .filter(|m| (m.status == "archived") == archived)
+            .filter(|m| since.is_none_or(|s| m.last_changed > s))
+            .filter(|m| before.is_none_or(|b| m.last_changed < b))
+            .collect();
+        assert_eq!(q.get("sort_field").map(String::as_str), Some("last_changed"));
+        selected.sort_by_key(|m| (m.last_changed, m.id.clone()));
+        let offset: usize = q.get("offset").map_or(0, |o| o.parse().unwrap());
+        let count: usize = q.get("count").map_or(10, |c| c.parse().unwrap());
+        let page: Vec<Value> = selected.iter().skip(offset).take(count).map(|m| m.to_json()).collect();
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"members": page, "list_id": list_id, "total_items": selected.len(), "_links": []}))
+            .set_delay(self.delay)
+    }
+}
+
+/// `POST /v2/push`, keeping every record received, in order.
+#[derive(Clone, Default)]
+pub struct FakeOmetria {
+    pub records: Arc<Mutex<Vec<Value>>>,
+    pub batch_sizes: Arc<Mutex<Vec<usize>>>,
+    /// Answer this status instead of accepting.
+    pub fail_with: Option<u16>,
+    /// Report this many records of each batch as rejected.
+    pub reject: u64,
+}
+
+impl Respond for FakeOmetria {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if let Some(status) = self.fail_with {
+            return problem(status, "Internal Server Error", "try later");
+        }
+        let batch: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
+        let n = batch.len();
+        self.batch_sizes.lock().unwrap().push(n);
+        self.records.lock().unwrap().extend(batch);
+        let rejected = self.reject.min(n as u64);
+        ResponseTemplate::new(200).set_body_json(
+            json!({"status": "OK", "request_id": "req-1", "accepted": n as u64 - rejected, "rejected": rejected}),
+        )
+    }
+}
+
+pub struct Apis {
+    pub mailchimp: MockServer,
+    pub ometria: MockServer,
+    pub fake_mailchimp: FakeMailchimp,
+    pub fake_ometria: FakeOmetria,
+}
+
+impl Apis {
+    pub async fn start(fake_mailchimp: FakeMailchimp, fake_ometria: FakeOmetria) -> Apis {
+        let mailchimp = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/3\.0/lists/[^/]+/members$"))
+            .and(basic_auth("ometria-importer", MAILCHIMP_KEY))
+            .respond_with(fake_mailchimp.clone())
+            .mount(&mailchimp)
+            .await;
+        let ometria = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v2/push"))
+            .and(header("x-ometria-auth", OMETRIA_KEY))
+            .and(header("content-type", "application/json"))
+            .respond_with(fake_ometria.clone())
+            .mount(&ometria)
+            .await;
+        Apis {
+            mailchimp,
+            ometria,
+            fake_mailchimp,
+            fake_ometria,
+        }
+    }
+
+    pub fn mailchimp_url(&self) -> String {
+        format!("{}/3.0", self.mailchimp.uri())
+    }
+
+    pub fn config(&self, state_dir: &Path) -> Config {
+        let mut config = Config::new(
+            &self.mailchimp_url(),
+            MAILCHIMP_KEY.parse::<ApiKey>().unwrap(),
+            &self.ometria.uri(),
+            OMETRIA_KEY.parse::<ApiKey>().unwrap(),
+            state_dir,
+        );
+        config.ometria_max_requests_per_second = None;
+        config.retry = RetryPolicy {
+            attempts: 2,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        };
+        config
+    }
+
+    pub fn pushed(&self) -> Vec<Value> {
+        self.fake_ometria.records.lock().unwrap().clone()
+    }
+
+    /// Query strings of every members request, in arrival order.
+    pub async fn mailchimp_queries(&self) -> Vec<HashMap<String, String>> {
+        self.mailchimp
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(query)
+            .collect()
+    }
+}
+
+/// A state folder holding `state.json` with `content`.
+pub fn state_dir(content: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    std::fs::write(&file, content).unwrap();
+    (dir, file)
+}
+
+pub fn read_json(file: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+pub fn capture_log() -> (slog::Logger, SharedBuffer) {
+    let buffer = SharedBuffer::default();
+    (
+        logger(ometria_importer::config::LogFormat::Text, buffer.clone()),
+        buffer,
+    )
+}
+
+/// Polls `condition` every 20 ms until it holds, or panics after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn utc(text: &str) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").unwrap())
+}

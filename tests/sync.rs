@@ -1,0 +1,521 @@
+//! One sync end to end, in-process, against wiremock doubles of both APIs.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use ometria_importer::config::OmetriaApi;
+use ometria_importer::importer::{run, Signals};
+use ometria_importer::mailchimp::MEMBER_FIELDS;
+use ometria_importer::{RunMode, RunSummary};
+use support::*;
+
+fn by_id(records: &[Value]) -> HashMap<String, Value> {
+    let mut map = HashMap::new();
+    for r in records {
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(map.insert(id.clone(), r.clone()).is_none(), "{id} was pushed twice");
+    }
+    map
+}
+
+fn ok_once() -> RunSummary {
+    RunSummary {
+        succeeded: 1,
+        failed: 0,
+        abandoned: 0,
+    }
+}
+
+#[actix_rt::test]
+async fn a_load_pushes_every_member_exactly_once_mapped_exactly() {
+    let t_start = Utc::now();
+    let members = generate_members(537, t_start);
+    let archived = members.iter().filter(|m| m.status == "archived").count();
+    let fake = FakeMailchimp {
+        delay: Duration::from_millis(100),
+        ..Default::default()
+    }
+    .with_list("list-a", members.clone());
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_dir(
+        r#"[{"note": "mine", "list_id": "list-a", "items_per_request": 50, "worker_count": 4, "x": [1.50]}]"#,
+    );
+    let (log, buffer) = capture_log();
+
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+
+    // Every member arrived once, mapped exactly.
+    let expected: HashMap<String, Value> = members
+        .iter()
+        .map(|m| (m.id.clone(), m.expected_contact("list-a")))
+        .collect();
+    assert_eq!(by_id(&apis.pushed()), expected);
+    // In pushes of at most 100, filled up across pages.
+    let mut sizes = apis.fake_ometria.batch_sizes.lock().unwrap().clone();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [37, 100, 100, 100, 100, 100]);
+
+    // Pages: ceil(447 / 50) = 9 of members, ceil(90 / 50) = 2 archived; each offset read once.
+    let queries = apis.mailchimp_queries().await;
+    let mut pages: Vec<(bool, u64)> = queries
+        .iter()
+        .map(|q| (q.contains_key("status"), q["offset"].parse().unwrap()))
+        .collect();
+    pages.sort_unstable();
+    let members_pages = (537 - archived).div_ceil(50) as u64;
+    let archived_pages = archived.div_ceil(50) as u64;
+    let want: Vec<(bool, u64)> = (0..members_pages)
+        .map(|p| (false, p * 50))
+        .chain((0..archived_pages).map(|p| (true, p * 50)))
+        .collect();
+    assert_eq!(pages, want);
+    let before = queries[0]["before_last_changed"].clone();
+    for q in &queries {
+        assert_eq!(q["fields"], MEMBER_FIELDS);
+        assert_eq!(
+            (q["sort_field"].as_str(), q["sort_dir"].as_str()),
+            ("last_changed", "ASC")
+        );
+        assert_eq!(q["count"], "50");
+        assert_eq!(q["before_last_changed"], before, "one window for the whole sync");
+        assert!(!q.contains_key("since_last_changed"), "a LOAD has no lower bound");
+        if let Some(status) = q.get("status") {
+            assert_eq!(status, "archived");
+        }
+    }
+    // Pages were read concurrently: some arrived while another was still being answered.
+    let arrivals = apis.fake_mailchimp.arrivals.lock().unwrap().clone();
+    let overlapping = arrivals
+        .windows(2)
+        .filter(|w| w[1] - w[0] < Duration::from_millis(100))
+        .count();
+    assert!(overlapping >= 3, "pages were read one by one: {arrivals:?}");
+
+    // T0 became the cursor; defaults not written; unknown keys, order and numbers kept.
+    let t0 = before.trim_end_matches("+00:00").to_string();
+    let t0_time = utc(&t0);
+    assert!(t0_time <= Utc::now() && t0_time >= t_start - chrono::Duration::seconds(1));
+    let state: Value = read_json(&file);
+    let elapsed = state[0]["elapsed_seconds"].to_string();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!(
+            "[\n  {{\n    \"note\": \"mine\",\n    \"list_id\": \"list-a\",\n    \"items_per_request\": 50,\n    \"worker_count\": 4,\n    \"x\": [\n      1.50\n    ],\n    \"latest_timestamp\": \"{t0}\",\n    \"elapsed_seconds\": {elapsed},\n    \"total_updates\": 537\n  }}\n]\n"
+        )
+    );
+    let log = buffer.contents();
+    assert!(
+        log.contains("INFO |controller| controller: list \"list-a\" requires \"LOAD\", firing..."),
+        "{log}"
+    );
+    assert!(
+        log.contains("INFO |list_sync| sync: starting for list \"list-a\" with 4 read/write workers..."),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("sync: completed in {elapsed} (s) for list \"list-a\".")),
+        "{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_sync_reads_since_the_cursor_minus_the_overlap_and_moves_it_to_t0() {
+    let base = Utc::now() - chrono::Duration::hours(2);
+    let base = base - chrono::Duration::nanoseconds(base.timestamp_subsec_nanos().into());
+    let members: Vec<FakeMember> = generate_members(300, base)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.last_changed = base + chrono::Duration::seconds(i as i64);
+            m
+        })
+        .collect();
+    let cursor = base + chrono::Duration::seconds(500);
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let cursor_text = cursor.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let (dir, file) = state_dir(&format!(
+        r#"[{{"list_id": "L", "latest_timestamp": "{cursor_text}Z"}}]"#
+    ));
+    let (log, buffer) = capture_log();
+
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+
+    let since = (cursor - chrono::Duration::seconds(300))
+        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string();
+    let queries = apis.mailchimp_queries().await;
+    assert!(!queries.is_empty());
+    let before = queries[0]["before_last_changed"].clone();
+    for q in &queries {
+        assert_eq!(q["since_last_changed"], since);
+        assert_eq!(q["before_last_changed"], before);
+    }
+    // Only members changed after `since` (i > 200) were sent.
+    let pushed: HashSet<String> = by_id(&apis.pushed()).into_keys().collect();
+    let want: HashSet<String> = members[201..].iter().map(|m| m.id.clone()).collect();
+    assert_eq!(pushed, want);
+    let state = read_json(&file);
+    assert_eq!(state[0]["latest_timestamp"], before.trim_end_matches("+00:00"));
+    assert_eq!(state[0]["total_updates"], 99);
+    assert!(buffer
+        .contents()
+        .contains("controller: list \"L\" requires \"SYNC\", firing..."));
+}
+
+#[actix_rt::test]
+async fn members_without_id_or_email_are_skipped_and_counted() {
+    let mut members = generate_members(10, Utc::now());
+    members[2].id = String::new();
+    members[7].email = String::new();
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary, ok_once());
+    assert_eq!(apis.pushed().len(), 8);
+    assert_eq!(read_json(&file)[0]["total_updates"], 8);
+    let log = buffer.contents();
+    assert!(
+        log.contains("(no unique_email_id) skipped: it has no unique_email_id."),
+        "{log}"
+    );
+    assert!(
+        log.contains("(unique_email_id \"u000007\") skipped: its email address is empty."),
+        "{log}"
+    );
+    assert!(log.contains("skipped=2"), "{log}");
+}
+
+#[actix_rt::test]
+async fn rejected_records_are_counted_and_do_not_fail_the_sync() {
+    let members = generate_members(150, Utc::now());
+    let ometria = FakeOmetria {
+        reject: 1,
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), ometria).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary, ok_once());
+    assert_eq!(read_json(&file)[0]["total_updates"], 150);
+    let log = buffer.contents();
+    assert!(
+        log.contains("sync: Ometria rejected 1 of 100 records of list \"L\"; the batch held ids u0"),
+        "{log}"
+    );
+    assert!(log.contains("rejected=2"), "{log}");
+}
+
+#[actix_rt::test]
+async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(30, Utc::now())),
+        FakeOmetria {
+            fail_with: Some(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+    let (dir, file) = state_dir(text);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+
+    wait_until(Duration::from_secs(10), "the sync to fail", || {
+        buffer.contents().contains("sync: failed")
+    })
+    .await;
+    // Ticks go on; the failed entry waits for its backoff instead of retrying every tick.
+    wait_until(Duration::from_secs(10), "two more ticks", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= 3
+    })
+    .await;
+    assert!(!daemon.is_finished(), "the daemon stopped");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let log = buffer.contents();
+    assert!(
+        log.contains("Ometria failed with HTTP 500 (Internal Server Error: try later)"),
+        "{log}"
+    );
+    assert!(log.contains("latest_timestamp stays \"2001-01-01 00:00:00\""), "{log}");
+    assert!(
+        log.contains("controller: list \"L\" failed 1 time(s) in a row; next attempt after"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("controller: list \"L\" requires \"SYNC\", firing...")
+            .count(),
+        1,
+        "{log}"
+    );
+
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        summary,
+        RunSummary {
+            succeeded: 0,
+            failed: 1,
+            abandoned: 0
+        }
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+#[actix_rt::test]
+async fn an_unknown_list_fails_with_mailchimps_words_and_what_to_fix() {
+    let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "nope"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+        .await
+        .unwrap();
+    assert_eq!(summary.failed, 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "nope"}]"#);
+    let log = buffer.contents();
+    assert!(
+        log.contains("Mailchimp refused the request with HTTP 404 (Resource Not Found: The requested resource could not be found.): check the entry's list_id in state.json"),
+        "{log}"
+    );
+    // Refusals are not retried.
+    let requests = apis.mailchimp_queries().await.len();
+    assert!(
+        (1..=2).contains(&requests),
+        "at most one request per pass, got {requests}"
+    );
+}
+
+#[actix_rt::test]
+async fn at_most_max_concurrent_lists_sync_at_once() {
+    let now = Utc::now();
+    let fake = FakeMailchimp {
+        delay: Duration::from_millis(30),
+        ..Default::default()
+    }
+    .with_list("A", generate_members(120, now))
+    .with_list("B", generate_members(120, now))
+    .with_list("C", generate_members(120, now));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_dir(
+        r#"[{"list_id": "A", "items_per_request": 20}, {"list_id": "B", "items_per_request": 20}, {"list_id": "C", "items_per_request": 20}]"#,
+    );
+    let mut config = apis.config(dir.path());
+    config.max_concurrent_lists = 1;
+    let (log, _) = capture_log();
+    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    assert_eq!(summary.succeeded, 3);
+    // One list at a time: each list's requests form one block, in file order.
+    let requests = apis.mailchimp.received_requests().await.unwrap();
+    let mut order: Vec<String> = requests
+        .iter()
+        .map(|r| r.url.path_segments().unwrap().nth(2).unwrap().to_string())
+        .collect();
+    order.dedup();
+    assert_eq!(order, ["A", "B", "C"]);
+    assert_eq!(apis.pushed().len(), 360);
+    let state = read_json(&file);
+    assert!((0..3).all(|i| state[i]["total_updates"] == 120));
+}
+
+#[actix_rt::test]
+async fn an_entry_never_syncs_twice_at_once() {
+    let fake = FakeMailchimp {
+        delay: Duration::from_millis(1500),
+        ..Default::default()
+    }
+    .with_list("L", generate_members(5, Utc::now()));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    wait_until(Duration::from_secs(10), "a tick during the sync", || {
+        buffer.contents().contains("controller: list \"L\" is still syncing.")
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the sync", || {
+        read_json(&file)[0].get("latest_timestamp").is_some()
+    })
+    .await;
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    let firsts = apis
+        .mailchimp_queries()
+        .await
+        .iter()
+        .filter(|q| q["offset"] == "0" && !q.contains_key("status"))
+        .count();
+    assert_eq!(firsts, 1, "the list was started twice");
+}
+
+#[actix_rt::test]
+async fn the_legacy_record_endpoint() {
+    let members = generate_members(12, Utc::now());
+    let mailchimp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(FakeMailchimp::default().with_list("L", members.clone()))
+        .mount(&mailchimp)
+        .await;
+    let ometria = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/record"))
+        .and(header("authorization", OMETRIA_KEY))
+        .respond_with(|r: &wiremock::Request| {
+            let n = serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len();
+            ResponseTemplate::new(201).set_body_json(json!({"status": "OK", "content": n}))
+        })
+        .mount(&ometria)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let apis = Apis {
+        mailchimp,
+        ometria,
+        fake_mailchimp: FakeMailchimp::default(),
+        fake_ometria: FakeOmetria::default(),
+    };
+    let mut config = apis.config(dir.path());
+    config.ometria_api = OmetriaApi::Record;
+    let (log, buffer) = capture_log();
+    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+    let bodies = apis.ometria.received_requests().await.unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&bodies[0].body).unwrap();
+    assert_eq!(records.len(), 12);
+    let m = &members[0];
+    assert_eq!(
+        records.iter().find(|r| r["id"] == m.id.as_str()).unwrap(),
+        &json!({"id": m.id, "email": m.email, "status": m.status, "firstname": m.fname, "lastname": m.lname})
+    );
+    assert_eq!(read_json(&file)[0]["total_updates"], 12);
+}
+
+#[actix_rt::test]
+async fn long_syncs_log_their_progress() {
+    let fake = FakeMailchimp {
+        delay: Duration::from_millis(150),
+        ..Default::default()
+    }
+    .with_list("L", generate_members(200, Utc::now()));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 2}]"#);
+    let mut config = apis.config(dir.path());
+    config.progress_interval = Duration::from_millis(200);
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap(),
+        ok_once()
+    );
+    let log = buffer.contents();
+    let progress: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sync: list \"L\" progress: "))
+        .collect();
+    assert!(progress.len() >= 2, "{log}");
+    // e.g. `sync: list "L" progress: 40/200 records written, 152 records/s, ETA 1 s.`
+    let last = progress.last().unwrap();
+    assert!(
+        last.contains("/200 records written, ") && last.contains(" records/s, ETA "),
+        "{last}"
+    );
+}
+
+#[actix_rt::test]
+async fn every_request_has_a_client_timeout() {
+    let fake = FakeMailchimp {
+        delay: Duration::from_secs(20),
+        ..Default::default()
+    }
+    .with_list("L", generate_members(5, Utc::now()));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.http_timeout = Duration::from_millis(300);
+    let (log, buffer) = capture_log();
+    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    assert_eq!(summary.failed, 1);
+    let log = buffer.contents();
+    assert!(
+        log.contains("Mailchimp did not answer within 0.3 s; retry 1 in"),
+        "{log}"
+    );
+    assert!(log.contains("sync: failed after"), "{log}");
+}
+
+#[actix_rt::test]
+async fn passing_failures_are_retried_and_nothing_is_lost() {
+    let members = generate_members(250, Utc::now());
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    // The first answer of each API is a passing failure.
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&apis.mailchimp)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&apis.ometria)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.retry.attempts = 3;
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap(),
+        ok_once(),
+        "{}",
+        buffer.contents()
+    );
+    assert_eq!(by_id(&apis.pushed()).len(), 250);
+    assert_eq!(read_json(&file)[0]["total_updates"], 250);
+    let log = buffer.contents();
+    assert!(log.contains("Mailchimp failed with HTTP 503; retry 1 in"), "{log}");
+    assert!(
+        log.contains("Ometria is throttling requests (HTTP 429); retry 1 in"),
+        "{log}"
+    );
+}
