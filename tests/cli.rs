@@ -235,3 +235,29 @@ async fn version_and_help() {
     );
     assert!(!help.contains(MAILCHIMP_KEY), "the help must not show the key: {help}");
 }
+
+#[actix_rt::test]
+async fn json_logs_are_one_object_per_line() {
+    let apis = apis_with_list(20).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+    let child = importer(dir.path(), Some(&apis))
+        .env("IMPORTER_LOG_FORMAT", "json")
+        .arg("once")
+        .spawn()
+        .unwrap();
+    let out = exit_within(child, Duration::from_secs(20)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let completed = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().starts_with("sync: completed"))
+        .expect("a completion line");
+    assert_eq!(completed["level"], "INFO");
+    assert_eq!(completed["module"], "list_sync");
+    assert_eq!(completed["list_id"], "L");
+    assert_eq!(completed["records"], 20);
+    assert_eq!(lines.last().unwrap()["message"], "controller: done.");
+}

@@ -14,11 +14,7 @@ use support::*;
 
 /// A list whose pages take `delay` to answer, so a test can act mid-sync.
 async fn slow_apis(delay: Duration) -> Apis {
-    let fake = FakeMailchimp {
-        delay,
-        ..Default::default()
-    }
-    .with_list("L", generate_members(40, Utc::now()));
+    let fake = FakeMailchimp::slow(delay).with_list("L", generate_members(40, Utc::now()));
     Apis::start(fake, FakeOmetria::default()).await
 }
 
@@ -36,7 +32,7 @@ async fn a_cursor_edited_by_hand_during_the_sync_wins() {
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let config = apis.config(dir.path());
     let (log, buffer) = capture_log();
-    let once = actix_rt::spawn(async move { run(&config, RunMode::Once, Signals::Ignore, log).await });
+    let once = spawn_run(config, RunMode::Once, log);
     first_request(&apis).await;
     std::fs::write(
         &file,
@@ -62,7 +58,7 @@ async fn an_entry_removed_during_its_sync_is_not_resurrected() {
     let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M", "latest_timestamp": "2999-01-01T00:00:00"}]"#);
     let config = apis.config(dir.path());
     let (log, buffer) = capture_log();
-    let once = actix_rt::spawn(async move { run(&config, RunMode::Once, Signals::Ignore, log).await });
+    let once = spawn_run(config, RunMode::Once, log);
     first_request(&apis).await;
     let edited = "[\n    {\"list_id\": \"M\", \"latest_timestamp\": \"2999-01-01T00:00:00\"}\n]";
     std::fs::write(&file, edited).unwrap();
@@ -136,7 +132,7 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
     let mut config = apis.config(dir.path());
     config.tick = Duration::from_secs(1);
     let (log, buffer) = capture_log();
-    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    let daemon = spawn_run(config, RunMode::Go, log);
     first_request(&apis).await;
     // An editor is half-way through saving.
     let half_saved = "[\n  {\"list_id\": \"L\",\n";
@@ -173,12 +169,7 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
         json!({"list_id": "new", "latest_timestamp": "2999-01-01T00:00:00"})
     );
 
-    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
-    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.succeeded, 1, "synced once only");
     assert!(buffer.contents().contains("is readable again."));
 }
@@ -191,18 +182,15 @@ async fn a_stop_abandons_a_sync_after_the_grace_period_without_touching_its_curs
     let mut config = apis.config(dir.path());
     config.grace = Duration::from_millis(300);
     let (log, buffer) = capture_log();
-    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    let daemon = spawn_run(config, RunMode::Go, log);
     first_request(&apis).await;
-    let quit = dir.path().join("controller.quit");
-    std::fs::write(&quit, "").unwrap();
-    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.abandoned, 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
-    assert!(!quit.exists(), "the quit file must be removed");
+    assert!(
+        !dir.path().join("controller.quit").exists(),
+        "the quit file must be removed"
+    );
     let log = buffer.contents();
     assert!(
         log.contains("controller: stopping (quit file found); waiting up to 0.3 s for 1 running sync(s)."),

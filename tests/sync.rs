@@ -38,11 +38,7 @@ async fn a_load_pushes_every_member_exactly_once_mapped_exactly() {
     let t_start = Utc::now();
     let members = generate_members(537, t_start);
     let archived = members.iter().filter(|m| m.status == "archived").count();
-    let fake = FakeMailchimp {
-        delay: Duration::from_millis(100),
-        ..Default::default()
-    }
-    .with_list("list-a", members.clone());
+    let fake = FakeMailchimp::slow(Duration::from_millis(100)).with_list("list-a", members.clone());
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, file) = state_dir(
         r#"[{"note": "mine", "list_id": "list-a", "items_per_request": 50, "worker_count": 4, "x": [1.50]}]"#,
@@ -247,7 +243,7 @@ async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
     let mut config = apis.config(dir.path());
     config.tick = Duration::from_secs(1);
     let (log, buffer) = capture_log();
-    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    let daemon = spawn_run(config, RunMode::Go, log);
 
     wait_until(Duration::from_secs(10), "the sync to fail", || {
         buffer.contents().contains("sync: failed")
@@ -277,12 +273,7 @@ async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
         "{log}"
     );
 
-    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
-    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let summary = quit(dir.path(), daemon).await;
     assert_eq!(
         summary,
         RunSummary {
@@ -320,13 +311,10 @@ async fn an_unknown_list_fails_with_mailchimps_words_and_what_to_fix() {
 #[actix_rt::test]
 async fn at_most_max_concurrent_lists_sync_at_once() {
     let now = Utc::now();
-    let fake = FakeMailchimp {
-        delay: Duration::from_millis(30),
-        ..Default::default()
-    }
-    .with_list("A", generate_members(120, now))
-    .with_list("B", generate_members(120, now))
-    .with_list("C", generate_members(120, now));
+    let fake = FakeMailchimp::slow(Duration::from_millis(30))
+        .with_list("A", generate_members(120, now))
+        .with_list("B", generate_members(120, now))
+        .with_list("C", generate_members(120, now));
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, file) = state_dir(
         r#"[{"list_id": "A", "items_per_request": 20}, {"list_id": "B", "items_per_request": 20}, {"list_id": "C", "items_per_request": 20}]"#,
@@ -351,17 +339,13 @@ async fn at_most_max_concurrent_lists_sync_at_once() {
 
 #[actix_rt::test]
 async fn an_entry_never_syncs_twice_at_once() {
-    let fake = FakeMailchimp {
-        delay: Duration::from_millis(1500),
-        ..Default::default()
-    }
-    .with_list("L", generate_members(5, Utc::now()));
+    let fake = FakeMailchimp::slow(Duration::from_millis(1500)).with_list("L", generate_members(5, Utc::now()));
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let mut config = apis.config(dir.path());
     config.tick = Duration::from_secs(1);
     let (log, buffer) = capture_log();
-    let daemon = actix_rt::spawn(async move { run(&config, RunMode::Go, Signals::Ignore, log).await });
+    let daemon = spawn_run(config, RunMode::Go, log);
     wait_until(Duration::from_secs(10), "a tick during the sync", || {
         buffer.contents().contains("controller: list \"L\" is still syncing.")
     })
@@ -370,12 +354,7 @@ async fn an_entry_never_syncs_twice_at_once() {
         read_json(&file)[0].get("latest_timestamp").is_some()
     })
     .await;
-    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
-    let summary = actix_rt::time::timeout(Duration::from_secs(5), daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.succeeded, 1);
     let firsts = apis
         .mailchimp_queries()
@@ -429,11 +408,7 @@ async fn the_legacy_record_endpoint() {
 
 #[actix_rt::test]
 async fn long_syncs_log_their_progress() {
-    let fake = FakeMailchimp {
-        delay: Duration::from_millis(150),
-        ..Default::default()
-    }
-    .with_list("L", generate_members(200, Utc::now()));
+    let fake = FakeMailchimp::slow(Duration::from_millis(150)).with_list("L", generate_members(200, Utc::now()));
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 2}]"#);
     let mut config = apis.config(dir.path());
@@ -459,11 +434,7 @@ async fn long_syncs_log_their_progress() {
 
 #[actix_rt::test]
 async fn every_request_has_a_client_timeout() {
-    let fake = FakeMailchimp {
-        delay: Duration::from_secs(20),
-        ..Default::default()
-    }
-    .with_list("L", generate_members(5, Utc::now()));
+    let fake = FakeMailchimp::slow(Duration::from_secs(20)).with_list("L", generate_members(5, Utc::now()));
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
     let mut config = apis.config(dir.path());

@@ -13,8 +13,11 @@ use wiremock::matchers::{basic_auth, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
+use ometria_importer::state::StateFileError;
 use ometria_importer::telemetry::log::{logger, SharedBuffer};
+use ometria_importer::{RunMode, RunSummary};
 
 pub const MAILCHIMP_KEY: &str = "mc0123456789secret-us9";
 pub const OMETRIA_KEY: &str = "om-9876543210-secret";
@@ -107,6 +110,14 @@ pub struct FakeMailchimp {
 }
 
 impl FakeMailchimp {
+    /// Answers every page after `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        FakeMailchimp {
+            delay,
+            ..Default::default()
+        }
+    }
+
     pub fn with_list(self, list_id: &str, members: Vec<FakeMember>) -> Self {
         self.lists.lock().unwrap().insert(list_id.into(), members);
         self
@@ -289,4 +300,23 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
 
 pub fn utc(text: &str) -> DateTime<Utc> {
     Utc.from_utc_datetime(&chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").unwrap())
+}
+
+/// Runs the importer in the background of the test's actix system.
+pub fn spawn_run(
+    config: Config,
+    mode: RunMode,
+    log: slog::Logger,
+) -> actix_rt::task::JoinHandle<Result<RunSummary, StateFileError>> {
+    actix_rt::spawn(async move { run(&config, mode, Signals::Ignore, log).await })
+}
+
+/// Touches the quit file and waits (at most 5 s) for the run to end.
+pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSummary, StateFileError>>) -> RunSummary {
+    std::fs::write(state_dir.join("controller.quit"), "").unwrap();
+    actix_rt::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("stopped in time")
+        .unwrap()
+        .unwrap()
 }
