@@ -30,7 +30,13 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
     let http = http_client(config.http_timeout);
-    let state_keeper = StateKeeper::new(file, document, log.clone()).start();
+    // The StateKeeper's file I/O (with fsync) gets a thread of its own, so
+    // it never stalls the HTTP work on this one.
+    let state_thread = Arbiter::new();
+    let keeper_log = log.clone();
+    let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
+        StateKeeper::new(file, document, keeper_log)
+    });
     let deps = SyncDeps {
         mailchimp: MailchimpClient::new(
             http.clone(),
@@ -65,7 +71,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     if signals == Signals::Handle {
         forward_signals(controller.recipient(), log);
     }
-    Ok(finished.await.unwrap_or_default())
+    let summary = finished.await.unwrap_or_default();
+    state_thread.stop();
+    Ok(summary)
 }
 
 /// SIGINT and SIGTERM ask the Controller to stop; a second one asks it

@@ -178,7 +178,8 @@ impl OmetriaClient {
                     }
                 }
             };
-            if outcome.accepted + outcome.rejected != sent {
+            // Fewer means records nobody accounted for; more is odd but loses nothing.
+            if outcome.accepted + outcome.rejected < sent {
                 return Err(ApiError::Unaccounted {
                     sent,
                     accepted: outcome.accepted,

@@ -490,3 +490,58 @@ async fn passing_failures_are_retried_and_nothing_is_lost() {
         "{log}"
     );
 }
+
+#[actix_rt::test]
+async fn mailchimp_requests_in_flight_stay_under_the_global_cap() {
+    let now = Utc::now();
+    let delay = Duration::from_millis(60);
+    let fake = FakeMailchimp::slow(delay)
+        .with_list("A", generate_members(300, now))
+        .with_list("B", generate_members(300, now))
+        .with_list("C", generate_members(300, now));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, _) = state_dir(
+        r#"[{"list_id": "A", "items_per_request": 25}, {"list_id": "B", "items_per_request": 25}, {"list_id": "C", "items_per_request": 25}]"#,
+    );
+    let mut config = apis.config(dir.path());
+    config.mailchimp_max_connections = 3;
+    let (log, _) = capture_log();
+    assert_eq!(
+        run(&config, RunMode::Once, Signals::Ignore, log)
+            .await
+            .unwrap()
+            .succeeded,
+        3
+    );
+    assert_eq!(apis.pushed().len(), 900);
+    // Requests that arrived within one answer's delay were in flight together.
+    let arrivals = apis.fake_mailchimp.arrivals.lock().unwrap().clone();
+    let in_flight = most_within(&arrivals, delay);
+    assert!(in_flight <= 3, "{in_flight} Mailchimp requests in flight at once");
+    assert!(in_flight >= 2, "the lists were not read concurrently");
+}
+
+#[actix_rt::test]
+async fn ometria_requests_are_paced_across_lists() {
+    let now = Utc::now();
+    let fake = FakeMailchimp::default()
+        .with_list("A", generate_members(1000, now))
+        .with_list("B", generate_members(1000, now));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "A"}, {"list_id": "B"}]"#);
+    let mut config = apis.config(dir.path());
+    config.ometria_max_requests_per_second = Some(10.0);
+    let (log, _) = capture_log();
+    assert_eq!(
+        run(&config, RunMode::Once, Signals::Ignore, log)
+            .await
+            .unwrap()
+            .succeeded,
+        2
+    );
+    assert_eq!(apis.pushed().len(), 2000);
+    let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 20);
+    let most = most_within(&arrivals, Duration::from_secs(1));
+    assert!(most <= 10, "{most} pushes within one second");
+}

@@ -178,6 +178,7 @@ impl Respond for FakeMailchimp {
 pub struct FakeOmetria {
     pub records: Arc<Mutex<Vec<Value>>>,
     pub batch_sizes: Arc<Mutex<Vec<usize>>>,
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
     /// Answer this status instead of accepting.
     pub fail_with: Option<u16>,
     /// Report this many records of each batch as rejected.
@@ -186,6 +187,7 @@ pub struct FakeOmetria {
 
 impl Respond for FakeOmetria {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
         if let Some(status) = self.fail_with {
             return problem(status, "Internal Server Error", "try later");
         }
@@ -287,6 +289,15 @@ pub fn capture_log() -> (slog::Logger, SharedBuffer) {
         logger(ometria_importer::config::LogFormat::Text, buffer.clone()),
         buffer,
     )
+}
+
+/// The most `arrivals` (sorted) within any window of length `window`.
+pub fn most_within(arrivals: &[Instant], window: Duration) -> usize {
+    let mut most = 0;
+    for (i, start) in arrivals.iter().enumerate() {
+        most = most.max(arrivals[i..].iter().take_while(|&&t| t - *start < window).count());
+    }
+    most
 }
 
 /// Polls `condition` every 20 ms until it holds, or panics after `limit`.
