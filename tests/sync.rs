@@ -545,3 +545,40 @@ async fn ometria_requests_are_paced_across_lists() {
     let most = most_within(&arrivals, Duration::from_secs(1));
     assert!(most <= 10, "{most} pushes within one second");
 }
+
+#[actix_rt::test]
+async fn a_member_leaving_the_window_mid_sweep_costs_no_other_member() {
+    let members = generate_members(200, Utc::now());
+    let fake = FakeMailchimp {
+        change_first_member_at: Some(4),
+        ..FakeMailchimp::slow(Duration::from_millis(20))
+    }
+    .with_list("L", members.clone());
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 2}]"#);
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
+            .await
+            .unwrap(),
+        ok_once()
+    );
+    // The member that changed belongs to the next sync; every other one is
+    // here (some twice: the second sweep re-sends, harmlessly).
+    let pushed: HashSet<String> = apis
+        .pushed()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&str> = members[1..]
+        .iter()
+        .map(|m| m.id.as_str())
+        .filter(|id| !pushed.contains(*id))
+        .collect();
+    assert!(missing.is_empty(), "lost {missing:?}");
+    assert!(
+        buffer.contents().contains("reading them again (sweep 2)"),
+        "{}",
+        buffer.contents()
+    );
+}

@@ -171,7 +171,7 @@ impl ListSync {
             PageVerdict::Continue => {}
             PageVerdict::Resweep { pass, sweep } => warn!(
                 self.log,
-                "sync: list {} changed while its {} were read (total_items moved); reading them again (sweep {}).",
+                "sync: list {} changed while its {} were read, so some may have shifted past the readers; reading them again (sweep {}).",
                 self.job.entry.key,
                 pass.name(),
                 sweep + 1

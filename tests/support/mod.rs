@@ -107,6 +107,9 @@ pub struct FakeMailchimp {
     /// Arrival time of every request, to see concurrency.
     pub arrivals: Arc<Mutex<Vec<Instant>>>,
     pub delay: Duration,
+    /// On this request (1-based), the first member changes after every
+    /// window: all behind it shift one place.
+    pub change_first_member_at: Option<usize>,
 }
 
 impl FakeMailchimp {
@@ -143,10 +146,19 @@ fn problem(status: u16, title: &str, detail: &str) -> ResponseTemplate {
 
 impl Respond for FakeMailchimp {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        self.arrivals.lock().unwrap().push(Instant::now());
+        let served = {
+            let mut arrivals = self.arrivals.lock().unwrap();
+            arrivals.push(Instant::now());
+            arrivals.len()
+        };
         let list_id = request.url.path_segments().unwrap().nth(2).unwrap().to_string();
         let q = query(request);
-        let lists = self.lists.lock().unwrap();
+        let mut lists = self.lists.lock().unwrap();
+        if self.change_first_member_at == Some(served) {
+            if let Some(first) = lists.get_mut(&list_id).and_then(|m| m.first_mut()) {
+                first.last_changed = Utc::now() + chrono::Duration::hours(1);
+            }
+        }
         let Some(members) = lists.get(&list_id) else {
             return problem(404, "Resource Not Found", "The requested resource could not be found.");
         };
