@@ -14,8 +14,8 @@ use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
-use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, StateView, SyncFinished, Tick, FLUSH_TIMEOUT};
-use crate::state::{format_for_log, EntryKey};
+use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
+use crate::state::{format_for_log, Entry, EntryKey};
 use crate::sync::{decide, refresh_of, Backoff, Decision};
 
 /// The quit file is looked for this often.
@@ -99,9 +99,9 @@ impl Controller {
             .state_keeper
             .send(LoadEntries)
             .into_actor(self)
-            .map(move |view, controller, ctx| {
-                match view {
-                    Ok(view) => controller.plan(view, verbose, ctx),
+            .map(move |entries, controller, ctx| {
+                match entries {
+                    Ok(entries) => controller.plan(entries, verbose, ctx),
                     Err(e) => error!(controller.log, "controller: the state keeper is gone ({e})."),
                 }
                 if verbose && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
@@ -115,13 +115,13 @@ impl Controller {
         ctx.spawn(load);
     }
 
-    fn plan(&mut self, view: StateView, verbose: bool, ctx: &mut Context<Self>) {
+    fn plan(&mut self, entries: Vec<Entry>, verbose: bool, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running {
             return;
         }
         let now = Utc::now();
         self.waiting.clear();
-        for entry in view.entries {
+        for entry in entries {
             let running = self.running.contains_key(&entry.key);
             match decide(
                 &entry,

@@ -212,7 +212,8 @@ impl ListSync {
         let elapsed = self.elapsed();
         let c = self.counts;
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
-            "records" => c.accepted + c.rejected, "rejected" => c.rejected, "skipped" => c.skipped, "pages" => c.pages);
+            "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
+            "skipped" => c.skipped, "pages" => c.pages);
         let record = SyncRecord {
             key: self.job.entry.key.clone(),
             cursor_at_start: self.job.entry.cursor_raw.clone(),

@@ -24,19 +24,12 @@ pub struct Shutdown {
     pub immediate: bool,
 }
 
-/// Controller → StateKeeper: re-read `state.json` and answer its entries.
+/// Controller → StateKeeper: re-read `state.json` and answer its valid
+/// entries — the last good view, with results not yet written applied, if
+/// the file cannot be read just now.
 #[derive(Message)]
-#[rtype(result = "StateView")]
+#[rtype(result = "Vec<Entry>")]
 pub struct LoadEntries;
-
-/// The entries as the StateKeeper sees them.
-#[derive(Clone, Debug, Default)]
-pub struct StateView {
-    pub entries: Vec<Entry>,
-    /// False when the file could not be read just now and this is the last
-    /// good view (with results not yet written applied to it).
-    pub fresh: bool,
-}
 
 /// ListSync → StateKeeper and Controller: one sync of one entry ended.
 #[derive(Message, Clone, Debug)]

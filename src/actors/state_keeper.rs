@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
-use super::messages::{Flush, LoadEntries, StateView, SyncFinished};
+use super::messages::{Flush, LoadEntries, SyncFinished};
 use crate::state::{format_timestamp, PatchOutcome, StateDocument, StateFile, SyncRecord};
 
 /// How often results held in memory are retried.
@@ -45,28 +45,27 @@ impl StateKeeper {
         keeper
     }
 
-    /// Re-reads the file (writing pending results first). False when the
-    /// file could not be read and the last good view stands.
-    fn refresh(&mut self) -> bool {
+    /// Re-reads the file (writing pending results first); if it cannot be
+    /// read, the last good view stands.
+    fn refresh(&mut self) {
         if !self.pending.is_empty() {
-            return self.write_pending();
+            self.write_pending();
+            return;
         }
         match self.file.load() {
             Ok(doc) => {
                 self.view = doc;
                 self.recovered();
                 self.log_warnings();
-                true
             }
             Err(e) => {
                 self.report(e.to_string());
-                false
             }
         }
     }
 
-    /// Writes every pending result in one patch. False if it could not.
-    fn write_pending(&mut self) -> bool {
+    /// Writes every pending result in one patch, or keeps them all.
+    fn write_pending(&mut self) {
         let records = self.pending.clone();
         let written = self.file.patch(|doc| {
             let outcomes: Vec<PatchOutcome> = records.iter().map(|r| doc.apply(r)).collect();
@@ -81,11 +80,9 @@ impl StateKeeper {
                 for (record, outcome) in records.iter().zip(outcomes) {
                     self.log_outcome(record, outcome);
                 }
-                true
             }
             Err(e) => {
                 self.report(e.to_string());
-                false
             }
         }
     }
@@ -154,11 +151,8 @@ impl Handler<LoadEntries> for StateKeeper {
     type Result = MessageResult<LoadEntries>;
 
     fn handle(&mut self, _: LoadEntries, _: &mut Context<Self>) -> Self::Result {
-        let fresh = self.refresh();
-        MessageResult(StateView {
-            entries: self.view.entries().entries,
-            fresh,
-        })
+        self.refresh();
+        MessageResult(self.view.entries().entries)
     }
 }
 
