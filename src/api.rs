@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use awc::error::{PayloadError, SendRequestError};
 use awc::http::StatusCode;
+use bytes::Bytes;
 use serde::Deserialize;
 
 /// Largest answer body read; a page of 1000 unprojected members is ~10 MB.
@@ -175,6 +176,22 @@ impl ApiError {
     }
 }
 
+/// The body, unless it is shorter than its `Content-Length` said: a
+/// connection that closed early must not pass for a complete answer.
+pub fn complete_body(api: Api, headers: &awc::http::header::HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
+    let announced = headers
+        .get(awc::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match announced {
+        Some(n) if body.len() < n => Err(ApiError::Malformed {
+            api,
+            message: format!("the answer was cut short ({} of {n} bytes)", body.len()),
+        }),
+        _ => Ok(body),
+    }
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(awc::http::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -254,6 +271,19 @@ mod tests {
             hint,
         );
         assert_eq!(e.to_string(), "Ometria failed with HTTP 502 (<html>upstream</html>)");
+    }
+
+    #[test]
+    fn a_body_shorter_than_announced_is_malformed() {
+        let mut headers = awc::http::header::HeaderMap::new();
+        headers.insert(awc::http::header::CONTENT_LENGTH, "10".parse().unwrap());
+        let short = complete_body(Api::Ometria, &headers, Bytes::from_static(b"{\"a\":")).unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "Ometria sent an unreadable answer: the answer was cut short (5 of 10 bytes)"
+        );
+        assert!(complete_body(Api::Ometria, &headers, Bytes::from_static(b"0123456789")).is_ok());
+        assert!(complete_body(Api::Ometria, &Default::default(), Bytes::new()).is_ok());
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
     /// Run the daemon: every tick, sync the lists that are due, until stopped.
     Go,
@@ -78,8 +78,138 @@ pub enum Command {
     Once,
     /// Validate the environment and the state file; print what the next tick would do.
     Check,
+    /// The whole importer against built-in fake APIs with generated lists; no keys needed.
+    Demo(DemoArgs),
+    /// Serve only the fake Mailchimp and Ometria APIs, until stopped.
+    Sandbox(SandboxArgs),
+    /// Run the benchmark scenarios against a sandbox in another process; print figures.
+    Bench(BenchArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct DemoArgs {
+    /// Keep running while members change, to watch incremental syncs (Ctrl+C stops).
+    #[arg(long)]
+    pub follow: bool,
+    /// How many lists to generate.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub lists: u64,
+    /// Members of the largest list (the others are smaller).
+    #[arg(long, default_value_t = 12_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    pub members: u64,
+    /// Seeds the generated lists.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct SandboxArgs {
+    /// Port to serve on; 0 picks a free one.
+    #[arg(long, default_value_t = 8900)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Lists to generate: `ID:SIZE` or `COUNTxSIZE` (named list-0001…), comma-separated.
+    #[arg(long, default_value = "sandbox-list:10000", value_parser = parse_lists)]
+    pub lists: ListSpec,
+    /// Seeds members, latency jitter, faults and mutations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0)]
+    pub mailchimp_latency_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    pub mailchimp_jitter_ms: u64,
+    /// Simultaneous Mailchimp requests per key before 429s; 0 = no cap.
+    #[arg(long, default_value_t = 10)]
+    pub connection_cap: usize,
+    #[arg(long, default_value_t = 0)]
+    pub ometria_latency_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    pub ometria_jitter_ms: u64,
+    /// Ometria requests per second per key (token bucket); 0 = unlimited.
+    #[arg(long, default_value_t = 8.0, value_parser = parse_rate)]
+    pub ometria_rate: f64,
+    /// Probability per request of each fault (5xx, 429 burst, hang, drop, truncation), both APIs.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// How long a hung request hangs.
+    #[arg(long, default_value_t = 150)]
+    pub hang_seconds: u64,
+    /// Random changes to the lists per second.
+    #[arg(long, default_value_t = 0.0)]
+    pub mutations_per_second: f64,
+    /// Server threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[arg(long, default_value = crate::sandbox::DEFAULT_MAILCHIMP_KEY)]
+    pub mailchimp_key: String,
+    #[arg(long, default_value = crate::sandbox::DEFAULT_OMETRIA_KEY)]
+    pub ometria_key: String,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct BenchArgs {
+    /// Scenarios to run (1-5); all by default.
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub scenarios: Vec<u8>,
+    /// Runs of each scenario; the one with the median wall time is shown.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub repeat: u32,
+}
+
+/// Lists to generate: ids and sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListSpec(pub Vec<(String, usize)>);
+
+fn parse_lists(text: &str) -> Result<ListSpec, String> {
+    let mut lists = vec![];
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = || format!("\"{item}\" is not ID:SIZE or COUNTxSIZE");
+        if let Some((id, size)) = item.split_once(':') {
+            lists.push((id.to_owned(), size.parse().map_err(|_| bad())?));
+        } else if let Some((count, size)) = item.split_once('x') {
+            let (count, size): (usize, usize) = (count.parse().map_err(|_| bad())?, size.parse().map_err(|_| bad())?);
+            let first = lists.len();
+            lists.extend((first..first + count).map(|i| (format!("list-{:04}", i + 1), size)));
+        } else {
+            return Err(bad());
+        }
+    }
+    Ok(ListSpec(lists))
+}
+
+impl SandboxArgs {
+    pub fn sandbox_config(&self) -> crate::sandbox::SandboxConfig {
+        use crate::sandbox::{faults::Faults, Behaviour, SandboxConfig};
+        let ms = Duration::from_millis;
+        let faults = Faults {
+            hang_for: Duration::from_secs(self.hang_seconds),
+            ..Faults::all(self.fault_rate)
+        };
+        SandboxConfig {
+            seed: self.seed,
+            lists: self.lists.0.clone(),
+            mailchimp_key: self.mailchimp_key.clone(),
+            ometria_key: self.ometria_key.clone(),
+            mailchimp: Behaviour {
+                latency: ms(self.mailchimp_latency_ms),
+                jitter: ms(self.mailchimp_jitter_ms),
+                faults,
+            },
+            mailchimp_max_connections: self.connection_cap,
+            ometria: Behaviour {
+                latency: ms(self.ometria_latency_ms),
+                jitter: ms(self.ometria_jitter_ms),
+                faults,
+            },
+            ometria_requests_per_second: (self.ometria_rate > 0.0).then_some(self.ometria_rate),
+            mutations_per_second: self.mutations_per_second,
+            workers: self.workers,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -384,6 +514,30 @@ mod tests {
         assert_eq!(config.ometria_api, OmetriaApi::Push);
         assert_eq!(config.state_dir, PathBuf::from("./state"));
         assert_eq!(config.grace, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn list_specs() {
+        assert_eq!(
+            parse_lists("a:10, b:20").unwrap(),
+            ListSpec(vec![("a".into(), 10), ("b".into(), 20)])
+        );
+        assert_eq!(
+            parse_lists("2x5").unwrap(),
+            ListSpec(vec![("list-0001".into(), 5), ("list-0002".into(), 5)])
+        );
+        assert_eq!(
+            parse_lists("a:ten").unwrap_err(),
+            "\"a:ten\" is not ID:SIZE or COUNTxSIZE"
+        );
+        let cli =
+            Cli::try_parse_from(["x", "sandbox", "--port", "0", "--lists", "3x100", "--ometria-rate", "0"]).unwrap();
+        let Command::Sandbox(args) = cli.command else {
+            panic!("not sandbox")
+        };
+        let config = args.sandbox_config();
+        assert_eq!(config.lists.len(), 3);
+        assert_eq!(config.ometria_requests_per_second, None);
     }
 
     #[test]

@@ -14,18 +14,22 @@
 //! - [`retry`]: which failures are retried, backoff with full jitter.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
-//! - [`check`]: the `check` command.
+//! - [`check`], [`demo`], [`bench`]: the commands of those names.
+//! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
 //! - [`telemetry`]: log formats.
 
 pub mod actors;
 pub mod api;
+pub mod bench;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod importer;
 pub mod limits;
 pub mod mailchimp;
 pub mod ometria;
 pub mod retry;
+pub mod sandbox;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

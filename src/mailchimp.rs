@@ -1,9 +1,11 @@
 //! Mailchimp Marketing API 3.0: list members, read page by page (SPEC §6).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -27,63 +29,79 @@ pub fn base_url_for_key(key: &ApiKey) -> Option<String> {
     valid.then(|| format!("https://{}.api.mailchimp.com/3.0", dc.to_ascii_lowercase()))
 }
 
-/// One page of `GET /lists/{list_id}/members`.
+/// One page of `GET /lists/{list_id}/members`, borrowing its text from
+/// the answer's body: reading a member allocates only for escaped text.
 #[derive(Debug, Default, Deserialize)]
-pub struct MemberPage {
-    #[serde(default)]
-    pub members: Vec<Member>,
+pub struct MemberPage<'a> {
+    #[serde(default, borrow)]
+    pub members: Vec<Member<'a>>,
     pub total_items: u64,
+}
+
+impl MemberPage<'_> {
+    pub fn parse(body: &[u8]) -> Result<MemberPage<'_>, ApiError> {
+        let malformed = |message| ApiError::Malformed {
+            api: Api::Mailchimp,
+            message,
+        };
+        // One UTF-8 check of the whole body is cheaper than one per string.
+        let text = std::str::from_utf8(body).map_err(|e| malformed(format!("members page: {e}")))?;
+        serde_json::from_str(text).map_err(|e| malformed(format!("members page: {e}")))
+    }
 }
 
 /// A list member, as far as the mapping cares. Every field is optional and
 /// lenient, so that one odd member never fails a whole page.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct Member {
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub unique_email_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub email_address: Option<String>,
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_merge_fields")]
-    pub merge_fields: MergeFields,
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub timestamp_opt: Option<String>,
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub last_changed: Option<String>,
+pub struct Member<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub unique_email_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub email_address: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_merge_fields")]
+    pub merge_fields: MergeFields<'a>,
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub timestamp_opt: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub last_changed: Option<Cow<'a, str>>,
 }
 
 #[allow(non_snake_case)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct MergeFields {
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub FNAME: Option<String>,
-    #[serde(default, deserialize_with = "lenient_text")]
-    pub LNAME: Option<String>,
+pub struct MergeFields<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub FNAME: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_text")]
+    pub LNAME: Option<Cow<'a, str>>,
 }
 
 /// A string (a number is taken as its text), or `None` for anything else.
-fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Text;
     impl<'de> Visitor<'de> for Text {
-        type Value = Option<String>;
+        type Value = Option<Cow<'de, str>>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("any JSON value")
         }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
+            Ok(Some(Cow::Owned(v.to_owned())))
         }
         fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(Cow::Owned(v)))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -105,10 +123,10 @@ fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
 }
 
 /// Merge fields as an object; anything else (null, `[]`) reads as empty.
-fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields, D::Error> {
+fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields<'de>, D::Error> {
     struct Fields;
     impl<'de> Visitor<'de> for Fields {
-        type Value = MergeFields;
+        type Value = MergeFields<'de>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("any JSON value")
         }
@@ -183,13 +201,9 @@ impl MailchimpClient {
         }
     }
 
-    /// Reads one page. One attempt: retries are the caller's.
-    pub async fn members_page(
-        &self,
-        list_id: &str,
-        window: &Window,
-        page: PageRequest,
-    ) -> Result<MemberPage, ApiError> {
+    /// Reads one page's body (parse it with [`MemberPage::parse`]). One
+    /// attempt: retries are the caller's.
+    pub async fn members_page(&self, list_id: &str, window: &Window, page: PageRequest) -> Result<Bytes, ApiError> {
         let url = members_url(&self.base_url, list_id, window, page);
         let request = self
             .http
@@ -216,10 +230,7 @@ impl MailchimpClient {
                     hint,
                 ));
             }
-            serde_json::from_slice::<MemberPage>(&body).map_err(|e| ApiError::Malformed {
-                api: Api::Mailchimp,
-                message: format!("members page: {e}"),
-            })
+            api::complete_body(Api::Mailchimp, response.headers(), body)
         };
         // The request timeout covers the answer's head; this covers its body too.
         actix_rt::time::timeout(self.timeout, read)
@@ -289,15 +300,19 @@ mod tests {
 
     #[test]
     fn odd_members_do_not_fail_the_page() {
-        let page: MemberPage = serde_json::from_str(
-            r#"{"members": [
+        let page = MemberPage::parse(
+            br#"{"members": [
                 {"unique_email_id": "u1", "email_address": "a@x.io", "status": "subscribed",
-                 "merge_fields": {"FNAME": "Zoë", "LNAME": 42, "EXTRA": {"x": 1}}, "stats": {"avg_open_rate": 0.5}},
+                 "merge_fields": {"FNAME": "Zo\u00eb", "LNAME": 42, "EXTRA": {"x": 1}}, "stats": {"avg_open_rate": 0.5}},
                 {"unique_email_id": null, "email_address": ["x"], "merge_fields": []},
                 {}
             ], "total_items": 3, "_links": []}"#,
         )
         .unwrap();
+        assert!(
+            matches!(page.members[0].email_address, Some(Cow::Borrowed(_))),
+            "no copy of plain text"
+        );
         assert_eq!(page.total_items, 3);
         assert_eq!(page.members[0].merge_fields.FNAME.as_deref(), Some("Zoë"));
         assert_eq!(page.members[0].merge_fields.LNAME.as_deref(), Some("42"));
@@ -307,6 +322,7 @@ mod tests {
 
     #[test]
     fn a_page_without_total_items_is_an_error() {
-        assert!(serde_json::from_str::<MemberPage>(r#"{"members": []}"#).is_err());
+        assert!(MemberPage::parse(br#"{"members": []}"#).is_err());
+        assert!(MemberPage::parse(br#"{"members": [{"unique_email_id": "a"#).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `go`, `once`, `check`, `version`.
+//! The command line: `go`, `once`, `check`, `demo`, `sandbox`, `bench`, `version`.
 
 use std::io;
 use std::process::ExitCode;
@@ -8,8 +8,9 @@ use slog::error;
 
 use ometria_importer::config::{Cli, Command};
 use ometria_importer::importer::{self, Signals};
+use ometria_importer::sandbox::Sandbox;
 use ometria_importer::telemetry::log::logger;
-use ometria_importer::{check, RunMode};
+use ometria_importer::{bench, check, demo, RunMode};
 
 /// Exit code for a setting or state file that must be fixed first.
 const EXIT_FIX_FIRST: u8 = 2;
@@ -26,6 +27,45 @@ fn main() -> ExitCode {
             return match check::run(&cli.settings, chrono::Utc::now(), &mut io::stdout()) {
                 Ok(code) => ExitCode::from(code),
                 Err(_) => ExitCode::from(EXIT_FIX_FIRST),
+            };
+        }
+        Command::Demo(args) => {
+            let system = actix_rt::System::new();
+            return match system.block_on(demo::run(&args, log.clone(), &mut io::stdout())) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    error!(log, "demo: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Sandbox(args) => {
+            let system = actix_rt::System::new();
+            let served = system.block_on(async {
+                let address = std::net::SocketAddr::new(args.bind, args.port);
+                let mut sandbox = Sandbox::start(args.sandbox_config(), address, true)?;
+                print!("{}", sandbox.describe());
+                io::Write::flush(&mut io::stdout())?;
+                sandbox.wait().await;
+                io::Result::Ok(())
+            });
+            return match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(log, "sandbox: cannot serve on {}:{}: {e}", args.bind, args.port);
+                    ExitCode::from(EXIT_FIX_FIRST)
+                }
+            };
+        }
+        Command::Bench(args) => {
+            return match bench::run(&args.scenarios, args.repeat, &mut io::stdout()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    error!(log, "bench: {e}");
+                    ExitCode::FAILURE
+                }
             };
         }
         Command::Go => RunMode::Go,

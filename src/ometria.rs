@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError};
@@ -12,21 +13,22 @@ use crate::config::{ApiKey, OmetriaApi};
 /// Ometria takes at most this many records per push.
 pub const MAX_BATCH: usize = 100;
 
-/// A contact record as pushed to Ometria (SPEC §5).
+/// A contact record as pushed to Ometria (SPEC §5), borrowing its text
+/// from the member it was mapped from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Contact {
+pub struct Contact<'a> {
     #[serde(rename = "@type")]
     pub record_type: &'static str,
-    pub id: String,
-    pub email: String,
+    pub id: &'a str,
+    pub email: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firstname: Option<String>,
+    pub firstname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lastname: Option<String>,
+    pub lastname: Option<&'a str>,
     pub marketing_optin: MarketingOptin,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp_subscribed: Option<String>,
-    pub properties: ContactProperties,
+    pub timestamp_subscribed: Option<&'a str>,
+    pub properties: ContactProperties<'a>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -38,9 +40,9 @@ pub enum MarketingOptin {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ContactProperties {
-    pub mailchimp_status: String,
-    pub mailchimp_list_id: String,
+pub struct ContactProperties<'a> {
+    pub mailchimp_status: &'a str,
+    pub mailchimp_list_id: &'a str,
 }
 
 /// The legacy endpoint's record: `{id, email, status, firstname, lastname}`.
@@ -55,16 +57,81 @@ struct LegacyRecord<'a> {
     lastname: Option<&'a str>,
 }
 
-impl<'a> From<&'a Contact> for LegacyRecord<'a> {
-    fn from(c: &'a Contact) -> Self {
+impl<'a> From<&Contact<'a>> for LegacyRecord<'a> {
+    fn from(c: &Contact<'a>) -> Self {
         LegacyRecord {
-            id: &c.id,
-            email: &c.email,
-            status: &c.properties.mailchimp_status,
-            firstname: c.firstname.as_deref(),
-            lastname: c.lastname.as_deref(),
+            id: c.id,
+            email: c.email,
+            status: c.properties.mailchimp_status,
+            firstname: c.firstname,
+            lastname: c.lastname,
         }
     }
+}
+
+/// Appends `contact` as the JSON record `api` takes.
+///
+/// The push record is written by hand: it is the hottest code of a sync,
+/// and most text needs no escaping, which serde_json checks byte by byte.
+/// The output is byte for byte what `serde_json::to_writer(contact)` gives.
+pub fn encode(contact: &Contact, api: OmetriaApi, out: &mut Vec<u8>) {
+    if api == OmetriaApi::Record {
+        serde_json::to_writer(out, &LegacyRecord::from(contact)).expect("writing to memory cannot fail");
+        return;
+    }
+    out.extend_from_slice(br#"{"@type":"#);
+    text(out, contact.record_type);
+    out.extend_from_slice(br#","id":"#);
+    text(out, contact.id);
+    out.extend_from_slice(br#","email":"#);
+    text(out, contact.email);
+    if let Some(name) = contact.firstname {
+        out.extend_from_slice(br#","firstname":"#);
+        text(out, name);
+    }
+    if let Some(name) = contact.lastname {
+        out.extend_from_slice(br#","lastname":"#);
+        text(out, name);
+    }
+    out.extend_from_slice(match contact.marketing_optin {
+        MarketingOptin::ExplicitlyOptedin => br#","marketing_optin":"EXPLICITLY_OPTEDIN""#.as_slice(),
+        MarketingOptin::ExplicitlyOptedout => br#","marketing_optin":"EXPLICITLY_OPTEDOUT""#,
+        MarketingOptin::NotSpecified => br#","marketing_optin":"NOT_SPECIFIED""#,
+    });
+    if let Some(at) = contact.timestamp_subscribed {
+        out.extend_from_slice(br#","timestamp_subscribed":"#);
+        text(out, at);
+    }
+    out.extend_from_slice(br#","properties":{"mailchimp_status":"#);
+    text(out, contact.properties.mailchimp_status);
+    out.extend_from_slice(br#","mailchimp_list_id":"#);
+    text(out, contact.properties.mailchimp_list_id);
+    out.extend_from_slice(b"}}");
+}
+
+/// A JSON string: copied as it is unless it holds something to escape.
+fn text(out: &mut Vec<u8>, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, value).expect("writing to memory cannot fail");
+    }
+}
+
+/// The ids of encoded records, for the log.
+pub fn record_ids(records: &[Bytes]) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Id>(r).ok())
+        .map(|r| r.id)
+        .collect()
 }
 
 /// How Ometria took one batch.
@@ -120,15 +187,24 @@ impl OmetriaClient {
         }
     }
 
-    /// Pushes one batch (≤ [`MAX_BATCH`] records). One attempt: retries
-    /// are the caller's.
-    pub async fn push(&self, contacts: &[Contact]) -> Result<PushOutcome, ApiError> {
-        let sent = contacts.len() as u64;
-        let body = match self.api {
-            OmetriaApi::Push => serde_json::to_vec(contacts),
-            OmetriaApi::Record => serde_json::to_vec(&contacts.iter().map(LegacyRecord::from).collect::<Vec<_>>()),
+    /// The record format this client sends.
+    pub fn api(&self) -> OmetriaApi {
+        self.api
+    }
+
+    /// Pushes one batch (≤ [`MAX_BATCH`] records, each encoded by
+    /// [`encode`]). One attempt: retries are the caller's.
+    pub async fn push(&self, records: &[Bytes]) -> Result<PushOutcome, ApiError> {
+        let sent = records.len() as u64;
+        let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(record);
         }
-        .expect("records always serialise");
+        body.push(b']');
         let request = self
             .http
             .post(&*self.endpoint)
@@ -158,6 +234,7 @@ impl OmetriaClient {
                     hint,
                 ));
             }
+            let answer = api::complete_body(Api::Ometria, response.headers(), answer)?;
             let malformed = |e: serde_json::Error| ApiError::Malformed {
                 api: Api::Ometria,
                 message: e.to_string(),
@@ -194,5 +271,74 @@ impl OmetriaClient {
                 api: Api::Ometria,
                 after: self.timeout,
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_by_hand_is_exactly_serde_json() {
+        let awkward = [
+            "",
+            "plain",
+            "Zoë 李 🚀",
+            "O'Brien",
+            "quote \" and \\ back",
+            "tab\tnew\nline",
+            "\u{1}\u{1f}\u{7f}",
+            "</script>",
+        ];
+        let optins = [
+            MarketingOptin::ExplicitlyOptedin,
+            MarketingOptin::ExplicitlyOptedout,
+            MarketingOptin::NotSpecified,
+        ];
+        for (i, text) in awkward.iter().enumerate() {
+            let contact = Contact {
+                record_type: "contact",
+                id: text,
+                email: text,
+                firstname: (i % 2 == 0).then_some(*text),
+                lastname: (i % 3 == 0).then_some(*text),
+                marketing_optin: optins[i % 3],
+                timestamp_subscribed: (i % 2 == 1).then_some(*text),
+                properties: ContactProperties {
+                    mailchimp_status: text,
+                    mailchimp_list_id: text,
+                },
+            };
+            let mut ours = vec![];
+            encode(&contact, OmetriaApi::Push, &mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&contact).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_records_and_ids() {
+        let contact = Contact {
+            record_type: "contact",
+            id: "u1",
+            email: "a@x.io",
+            firstname: Some("Zoë"),
+            lastname: None,
+            marketing_optin: MarketingOptin::ExplicitlyOptedout,
+            timestamp_subscribed: None,
+            properties: ContactProperties {
+                mailchimp_status: "cleaned",
+                mailchimp_list_id: "l",
+            },
+        };
+        let mut out = vec![];
+        encode(&contact, OmetriaApi::Record, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            r#"{"id":"u1","email":"a@x.io","status":"cleaned","firstname":"Zoë"}"#
+        );
+        assert_eq!(record_ids(&[Bytes::from(out), Bytes::from_static(b"{}")]), ["u1"]);
     }
 }

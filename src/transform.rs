@@ -1,5 +1,6 @@
 //! Mailchimp member → Ometria contact (SPEC §5). A pure function.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::mailchimp::Member;
@@ -31,33 +32,33 @@ pub fn marketing_optin(status: &str) -> MarketingOptin {
 
 /// Maps one member of list `list_id`. Empty names are omitted; the
 /// subscription time is sent for subscribed members only.
-pub fn member_to_contact(member: Member, list_id: &str) -> Result<Contact, SkipReason> {
-    let id = non_empty(member.unique_email_id).ok_or(SkipReason::NoUniqueEmailId)?;
-    let email = non_empty(member.email_address).ok_or(SkipReason::NoEmail)?;
-    let status = member.status.unwrap_or_default();
+pub fn member_to_contact<'a>(member: &'a Member<'_>, list_id: &'a str) -> Result<Contact<'a>, SkipReason> {
+    let id = non_empty(&member.unique_email_id).ok_or(SkipReason::NoUniqueEmailId)?;
+    let email = non_empty(&member.email_address).ok_or(SkipReason::NoEmail)?;
+    let status = member.status.as_deref().unwrap_or_default();
     let subscribed = status == "subscribed";
     Ok(Contact {
         record_type: "contact",
         id,
         email,
-        firstname: non_empty(member.merge_fields.FNAME),
-        lastname: non_empty(member.merge_fields.LNAME),
-        marketing_optin: marketing_optin(&status),
+        firstname: non_empty(&member.merge_fields.FNAME),
+        lastname: non_empty(&member.merge_fields.LNAME),
+        marketing_optin: marketing_optin(status),
         timestamp_subscribed: if subscribed {
-            non_empty(member.timestamp_opt)
+            non_empty(&member.timestamp_opt)
         } else {
             None
         },
         properties: ContactProperties {
             mailchimp_status: status,
-            mailchimp_list_id: list_id.to_owned(),
+            mailchimp_list_id: list_id,
         },
     })
 }
 
 /// `None` for absent, empty or whitespace-only text; the text unchanged otherwise.
-fn non_empty(text: Option<String>) -> Option<String> {
-    text.filter(|t| !t.trim().is_empty())
+fn non_empty<'a>(text: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
+    text.as_deref().filter(|t| !t.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -66,7 +67,7 @@ mod tests {
     use crate::mailchimp::MergeFields;
     use serde_json::json;
 
-    fn member(status: &str) -> Member {
+    fn member(status: &str) -> Member<'_> {
         Member {
             unique_email_id: Some("8a25ff1d98".into()),
             email_address: Some("urist.mcvankab@example.com".into()),
@@ -82,7 +83,8 @@ mod tests {
 
     #[test]
     fn a_subscribed_member_maps_exactly() {
-        let contact = member_to_contact(member("subscribed"), "1a2d7ebf82").unwrap();
+        let m = member("subscribed");
+        let contact = member_to_contact(&m, "1a2d7ebf82").unwrap();
         assert_eq!(
             serde_json::to_value(&contact).unwrap(),
             json!({"@type": "contact", "id": "8a25ff1d98", "email": "urist.mcvankab@example.com",
@@ -107,7 +109,8 @@ mod tests {
             ("transactional", "NOT_SPECIFIED", false),
             ("something-new", "NOT_SPECIFIED", false),
         ] {
-            let v = serde_json::to_value(member_to_contact(member(status), "l").unwrap()).unwrap();
+            let m = member(status);
+            let v = serde_json::to_value(member_to_contact(&m, "l").unwrap()).unwrap();
             assert_eq!(v["marketing_optin"], optin, "{status}");
             assert_eq!(v["properties"]["mailchimp_status"], status);
             assert_eq!(v.get("timestamp_subscribed").is_some(), subscribed_at, "{status}");
@@ -121,7 +124,7 @@ mod tests {
             FNAME: Some("".into()),
             LNAME: None,
         };
-        let v = serde_json::to_value(member_to_contact(m, "l").unwrap()).unwrap();
+        let v = serde_json::to_value(member_to_contact(&m, "l").unwrap()).unwrap();
         assert!(v.get("firstname").is_none() && v.get("lastname").is_none());
 
         let mut m = member("subscribed");
@@ -129,7 +132,7 @@ mod tests {
             FNAME: Some("Zoë 李".into()),
             LNAME: Some("Ñúñez 🚀".into()),
         };
-        let text = serde_json::to_string(&member_to_contact(m, "l").unwrap()).unwrap();
+        let text = serde_json::to_string(&member_to_contact(&m, "l").unwrap()).unwrap();
         assert!(text.contains(r#""firstname":"Zoë 李","lastname":"Ñúñez 🚀""#), "{text}");
     }
 
@@ -137,12 +140,12 @@ mod tests {
     fn members_without_id_or_email_are_skipped() {
         let mut m = member("subscribed");
         m.unique_email_id = None;
-        assert_eq!(member_to_contact(m, "l"), Err(SkipReason::NoUniqueEmailId));
+        assert_eq!(member_to_contact(&m, "l"), Err(SkipReason::NoUniqueEmailId));
         let mut m = member("subscribed");
         m.email_address = Some(" ".into());
-        assert_eq!(member_to_contact(m, "l"), Err(SkipReason::NoEmail));
+        assert_eq!(member_to_contact(&m, "l"), Err(SkipReason::NoEmail));
         assert_eq!(
-            member_to_contact(Member::default(), "l"),
+            member_to_contact(&Member::default(), "l"),
             Err(SkipReason::NoUniqueEmailId)
         );
     }

@@ -261,3 +261,78 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(completed["records"], 20);
     assert_eq!(lines.last().unwrap()["message"], "controller: done.");
 }
+
+#[actix_rt::test]
+async fn demo_syncs_generated_lists_and_verifies_them_without_keys() {
+    let child = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .args(["demo", "--lists", "2", "--members", "900"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = exit_within(child, Duration::from_secs(60)).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    let row = |list: &str| -> Vec<String> {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(list))
+            .unwrap_or_default();
+        line.split_whitespace().take(2).map(str::to_owned).collect()
+    };
+    assert_eq!(row("demo-list-1 "), ["demo-list-1", "900"], "{stdout}");
+    assert_eq!(row("demo-list-2 "), ["demo-list-2", "450"], "{stdout}");
+    assert!(
+        stdout.contains("demo: 1350 of 1350 Mailchimp members (archived included) are in Ometria exactly: verified"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).trim_end().ends_with("controller: done."));
+}
+
+#[actix_rt::test]
+async fn the_standalone_sandbox_serves_an_importer_in_another_process() {
+    use std::io::{BufRead, BufReader};
+    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .args(["sandbox", "--port", "0", "--lists", "solo:700", "--ometria-rate", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let address = first
+        .strip_prefix("sandbox: serving on http://")
+        .expect(&first)
+        .to_owned();
+    let described: Vec<String> = lines.take(5).map(Result::unwrap).collect();
+    assert!(
+        described.contains(&format!("MAILCHIMP_BASE_URL=http://{address}/3.0")),
+        "{described:?}"
+    );
+
+    let (dir, file) = state_dir(r#"[{"list_id": "solo"}]"#);
+    let out = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .env("IMPORTER_STATE_DIR", dir.path())
+        .env("MAILCHIMP_APIKEY", ometria_importer::sandbox::DEFAULT_MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", ometria_importer::sandbox::DEFAULT_OMETRIA_KEY)
+        .env("MAILCHIMP_BASE_URL", format!("http://{address}/3.0"))
+        .env("OMETRIA_BASE_URL", format!("http://{address}"))
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_json(&file)[0]["total_updates"], 700);
+    let mut answer = awc::Client::default()
+        .get(format!("http://{address}/_sandbox/verify"))
+        .send()
+        .await
+        .unwrap();
+    let verification: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(verification["ok"], true, "{verification}");
+    let _ = Command::new("kill").args(["-INT", &sandbox.id().to_string()]).status();
+    let stopped = exit_within(sandbox, Duration::from_secs(10)).await;
+    assert_eq!(stopped.status.code(), Some(0));
+}

@@ -303,8 +303,8 @@ async fn an_unknown_list_fails_with_mailchimps_words_and_what_to_fix() {
     // Refusals are not retried.
     let requests = apis.mailchimp_queries().await.len();
     assert!(
-        (1..=2).contains(&requests),
-        "at most one request per pass, got {requests}"
+        (1..=3).contains(&requests),
+        "no retries, only the first pages: got {requests}"
     );
 }
 
@@ -542,8 +542,15 @@ async fn ometria_requests_are_paced_across_lists() {
     assert_eq!(apis.pushed().len(), 2000);
     let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 20);
+    // Starts are spaced 101 ms apart; arrival times jitter by a few ms, so
+    // a one-second window may catch one more at its edges, never a burst.
     let most = most_within(&arrivals, Duration::from_secs(1));
-    assert!(most <= 10, "{most} pushes within one second");
+    assert!(most <= 11, "{most} pushes within one second");
+    let span = *arrivals.last().unwrap() - arrivals[0];
+    assert!(
+        span >= Duration::from_millis(1850),
+        "20 pushes in {span:?}: faster than 10 per second"
+    );
 }
 
 #[actix_rt::test]

@@ -1,18 +1,22 @@
 //! A Fetcher reads one Mailchimp page at a time, within the global
 //! connection limit and with retries, and maps its members to contacts.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use slog::{warn, Logger};
 
 use super::messages::{FetchPage, FetchedPage, StopWorker};
 use crate::api::ApiError;
+use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
-use crate::mailchimp::MailchimpClient;
+use crate::mailchimp::{MailchimpClient, MemberPage};
+use crate::ometria::encode;
 use crate::retry::RetryPolicy;
-use crate::sync::{Pass, Window};
+use crate::sync::{PageRequest, Pass, Window};
 use crate::transform::member_to_contact;
 
 pub struct Fetcher {
@@ -21,6 +25,8 @@ pub struct Fetcher {
     pub retry: RetryPolicy,
     pub list_id: Rc<str>,
     pub window: Window,
+    /// The record format the Writers send.
+    pub api: OmetriaApi,
     pub log: Logger,
 }
 
@@ -32,20 +38,25 @@ impl Handler<FetchPage> for Fetcher {
     type Result = ResponseActFuture<Self, Result<FetchedPage, ApiError>>;
 
     fn handle(&mut self, FetchPage(request): FetchPage, _: &mut Context<Self>) -> Self::Result {
-        let (client, limit, retry, list_id, window, log) = (
+        let (client, limit, retry, list_id, window, api, log) = (
             self.client.clone(),
             self.limit.clone(),
             self.retry,
             self.list_id.clone(),
             self.window,
+            self.api,
             self.log.clone(),
         );
         let work = async move {
-            let page = retry
+            retry
                 .run(
                     || async {
-                        let _connection = limit.acquire().await;
-                        client.members_page(&list_id, &window, request).await
+                        let body = {
+                            let _connection = limit.acquire().await;
+                            client.members_page(&list_id, &window, request).await?
+                        };
+                        // A page that does not parse is retried like a dropped connection.
+                        read_page(&body, request, &list_id, api, &log)
                     },
                     |e, n, wait| {
                         warn!(
@@ -57,38 +68,64 @@ impl Handler<FetchPage> for Fetcher {
                         )
                     },
                 )
-                .await?;
-            let returned = page.members.len() as u64;
-            let mut contacts = Vec::with_capacity(page.members.len());
-            let mut skipped = 0;
-            for (position, mut member) in page.members.into_iter().enumerate() {
-                if request.pass == Pass::Archived && member.status.is_none() {
-                    member.status = Some("archived".into());
-                }
-                let id = member.unique_email_id.clone().filter(|id| !id.is_empty());
-                match member_to_contact(member, &list_id) {
-                    Ok(contact) => contacts.push(contact),
-                    Err(reason) => {
-                        skipped += 1;
-                        warn!(
-                            log,
-                            "sync: member at offset {} of list \"{list_id}\" ({}) skipped: {reason}.",
-                            request.offset + position as u64,
-                            id.map_or("no unique_email_id".into(), |id| format!("unique_email_id \"{id}\""))
-                        );
-                    }
-                }
-            }
-            Ok(FetchedPage {
-                request,
-                total_items: page.total_items,
-                returned,
-                contacts,
-                skipped,
-            })
+                .await
         };
         Box::pin(work.into_actor(self))
     }
+}
+
+/// Parses a page, maps its members and encodes the contacts, all into one
+/// buffer that the records are slices of.
+fn read_page(
+    body: &[u8],
+    request: PageRequest,
+    list_id: &str,
+    api: OmetriaApi,
+    log: &Logger,
+) -> Result<FetchedPage, ApiError> {
+    let page = MemberPage::parse(body)?;
+    let returned = page.members.len() as u64;
+    let mut buffer = Vec::with_capacity(page.members.len() * 320);
+    let mut ends = Vec::with_capacity(page.members.len());
+    let mut skipped = 0;
+    for (position, mut member) in page.members.into_iter().enumerate() {
+        if request.pass == Pass::Archived && member.status.is_none() {
+            member.status = Some(Cow::Borrowed("archived"));
+        }
+        match member_to_contact(&member, list_id) {
+            Ok(contact) => {
+                encode(&contact, api, &mut buffer);
+                ends.push(buffer.len());
+            }
+            Err(reason) => {
+                skipped += 1;
+                let id = member.unique_email_id.as_deref().filter(|id| !id.is_empty());
+                warn!(
+                    log,
+                    "sync: member at offset {} of list \"{list_id}\" ({}) skipped: {reason}.",
+                    request.offset + position as u64,
+                    id.map_or("no unique_email_id".into(), |id| format!("unique_email_id \"{id}\""))
+                );
+            }
+        }
+    }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    let records = ends
+        .into_iter()
+        .map(|end| {
+            let record = buffer.slice(start..end);
+            start = end;
+            record
+        })
+        .collect();
+    Ok(FetchedPage {
+        request,
+        total_items: page.total_items,
+        returned,
+        records,
+        skipped,
+    })
 }
 
 impl Handler<StopWorker> for Fetcher {

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use slog::{error, info, o, warn, Logger};
 
@@ -23,7 +24,7 @@ use super::state_keeper::StateKeeper;
 use super::writer::Writer;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
-use crate::ometria::{Contact, OmetriaClient, PushOutcome, MAX_BATCH};
+use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
 use crate::retry::RetryPolicy;
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
@@ -65,10 +66,10 @@ pub struct ListSync {
     idle_fetchers: Vec<usize>,
     writers: Vec<Addr<Writer>>,
     idle_writers: Vec<usize>,
-    /// Contacts not yet making up a full batch.
-    open_batch: Vec<Contact>,
+    /// Records not yet making up a full batch.
+    open_batch: Vec<Bytes>,
     /// Full batches waiting for a Writer.
-    ready: VecDeque<Vec<Contact>>,
+    ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
     finished: bool,
 }
@@ -77,10 +78,13 @@ impl ListSync {
     pub fn new(job: SyncJob, deps: SyncDeps, controller: Recipient<SyncFinished>) -> ListSync {
         let t0 = start_time(Utc::now());
         let window = Window::new(job.kind, t0, deps.overlap);
+        // A LOAD reads most lists' second page blind; a SYNC window is
+        // usually one page, and a blind second page would be wasted.
+        let blind_pages = if job.kind == SyncKind::Load { 2 } else { 1 };
         let plan = SweepPlan::new(
             job.entry.start_offset,
             job.entry.items_per_request,
-            &[Pass::Members, Pass::Archived],
+            &[(Pass::Members, blind_pages), (Pass::Archived, 1)],
         );
         let log = deps.log.new(o!("list_id" => job.entry.key.list_id.clone()));
         ListSync {
@@ -187,8 +191,8 @@ impl ListSync {
                 );
             }
         }
-        for contact in page.contacts {
-            self.open_batch.push(contact);
+        for record in page.records {
+            self.open_batch.push(record);
             if self.open_batch.len() == MAX_BATCH {
                 let full = std::mem::replace(&mut self.open_batch, Vec::with_capacity(MAX_BATCH));
                 self.ready.push_back(full);
@@ -297,6 +301,7 @@ impl Actor for ListSync {
                     retry: self.deps.retry,
                     list_id: list_id.clone(),
                     window: self.window,
+                    api: self.deps.ometria.api(),
                     log: self.log.clone(),
                 }
                 .start(),

@@ -5,7 +5,9 @@ use std::time::Duration;
 use actix::Message;
 
 use crate::api::ApiError;
-use crate::ometria::{Contact, PushOutcome};
+use bytes::Bytes;
+
+use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
 use crate::sync::PageRequest;
 
@@ -81,14 +83,15 @@ pub struct FetchedPage {
     pub total_items: u64,
     /// Members on the page, sent or skipped.
     pub returned: u64,
-    pub contacts: Vec<Contact>,
+    /// The mapped contacts, each already encoded as the JSON record Ometria takes.
+    pub records: Vec<Bytes>,
     pub skipped: u64,
 }
 
-/// ListSync → Writer: push one batch of at most 100 contacts.
+/// ListSync → Writer: push one batch of at most 100 encoded records.
 #[derive(Message)]
 #[rtype(result = "Result<PushOutcome, ApiError>")]
-pub struct PushBatch(pub Vec<Contact>);
+pub struct PushBatch(pub Vec<Bytes>);
 
 /// ListSync → Fetcher or Writer: stop now, dropping any request in flight.
 #[derive(Message)]

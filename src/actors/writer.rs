@@ -10,7 +10,7 @@ use slog::{warn, Logger};
 use super::messages::{PushBatch, StopWorker};
 use crate::api::ApiError;
 use crate::limits::Pacer;
-use crate::ometria::{OmetriaClient, PushOutcome};
+use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::retry::RetryPolicy;
 
 pub struct Writer {
@@ -54,7 +54,7 @@ impl Handler<PushBatch> for Writer {
                 )
                 .await?;
             if outcome.rejected > 0 {
-                let ids: Vec<&str> = batch.iter().map(|c| c.id.as_str()).collect();
+                let ids = record_ids(&batch);
                 warn!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\"; the batch held ids {}.",
                     outcome.rejected, batch.len(), ids.join(","); "rejected" => outcome.rejected);
             }

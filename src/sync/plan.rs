@@ -2,8 +2,10 @@
 //! whether what was read can be trusted.
 //!
 //! Each pass (members, then archived members) first reads its first page
-//! alone to learn `total_items`, then hands out every other offset to
-//! whichever Fetcher is free, so pages are read concurrently.
+//! or two — before `total_items` is known — then hands out every other
+//! offset to whichever Fetcher is free, so pages are read concurrently. A
+//! second page read blind keeps the connections busy while a sync starts;
+//! it is wasted only on a pass that fits in one page.
 //!
 //! Offset paging over a window that shrinks while it is read skips members
 //! (everything behind a member that leaves shifts one place). The window
@@ -63,7 +65,10 @@ struct PassPlan {
     next: u64,
     /// `total_items` from this sweep's first page.
     total: Option<u64>,
-    first_page_out: bool,
+    /// Pages it may read before `total_items` is known.
+    blind_pages: u32,
+    /// Pages handed out in this sweep before `total_items` was known.
+    handed_out_blind: u32,
     in_flight: u32,
     changed: bool,
     sweep: u32,
@@ -78,14 +83,17 @@ pub struct SweepPlan {
 }
 
 impl SweepPlan {
-    pub fn new(start_offset: u64, count: u32, passes: &[Pass]) -> SweepPlan {
+    /// `passes`: each pass and how many pages it reads before it knows
+    /// its `total_items` (at least one).
+    pub fn new(start_offset: u64, count: u32, passes: &[(Pass, u32)]) -> SweepPlan {
         let passes = passes
             .iter()
-            .map(|&pass| PassPlan {
+            .map(|&(pass, blind_pages)| PassPlan {
                 pass,
                 next: start_offset,
                 total: None,
-                first_page_out: false,
+                blind_pages: blind_pages.max(1),
+                handed_out_blind: 0,
                 in_flight: 0,
                 changed: false,
                 sweep: 0,
@@ -104,19 +112,18 @@ impl SweepPlan {
     pub fn next_request(&mut self) -> Option<PageRequest> {
         let count = self.count;
         for p in self.passes.iter_mut().filter(|p| !p.done) {
-            let offset = match p.total {
-                None if !p.first_page_out => {
-                    p.first_page_out = true;
-                    p.next
-                }
-                None => continue,
-                Some(total) if p.next < total => {
-                    let offset = p.next;
-                    p.next = p.next.saturating_add(count.into());
-                    offset
-                }
-                Some(_) => continue,
+            let may_read = match p.total {
+                None => p.handed_out_blind < p.blind_pages,
+                Some(total) => p.next < total,
             };
+            if !may_read {
+                continue;
+            }
+            if p.total.is_none() {
+                p.handed_out_blind += 1;
+            }
+            let offset = p.next;
+            p.next = p.next.saturating_add(count.into());
             p.in_flight += 1;
             return Some(PageRequest {
                 pass: p.pass,
@@ -137,10 +144,7 @@ impl SweepPlan {
         };
         p.in_flight = p.in_flight.saturating_sub(1);
         match p.total {
-            None => {
-                p.total = Some(total_items);
-                p.next = request.offset.saturating_add(count);
-            }
+            None => p.total = Some(total_items),
             Some(total) if total != total_items => p.changed = true,
             Some(_) => {}
         }
@@ -161,7 +165,7 @@ impl SweepPlan {
         p.sweep += 1;
         p.next = start;
         p.total = None;
-        p.first_page_out = false;
+        p.handed_out_blind = 0;
         p.changed = false;
         PageVerdict::Resweep {
             pass: p.pass,
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn first_pages_alone_then_every_offset_once() {
-        let mut plan = SweepPlan::new(0, 100, &[Pass::Members, Pass::Archived]);
+        let mut plan = SweepPlan::new(0, 100, &[(Pass::Members, 1), (Pass::Archived, 1)]);
         assert_eq!(
             drain(&mut plan),
             [req(Pass::Members, 0, 100), req(Pass::Archived, 0, 100)]
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn start_offset_is_where_paging_begins() {
-        let mut plan = SweepPlan::new(250, 100, &[Pass::Members]);
+        let mut plan = SweepPlan::new(250, 100, &[(Pass::Members, 1)]);
         assert_eq!(plan.next_request(), Some(req(Pass::Members, 250, 100)));
         plan.page_read(req(Pass::Members, 250, 100), 420, 100);
         let offsets: Vec<_> = drain(&mut plan).iter().map(|r| r.offset).collect();
@@ -234,19 +238,55 @@ mod tests {
 
     #[test]
     fn empty_lists_and_offsets_past_the_end_finish_after_one_page() {
-        let mut plan = SweepPlan::new(0, 100, &[Pass::Members]);
+        let mut plan = SweepPlan::new(0, 100, &[(Pass::Members, 1)]);
         plan.next_request();
         plan.page_read(req(Pass::Members, 0, 100), 0, 0);
         assert!(plan.is_complete());
-        let mut plan = SweepPlan::new(500, 100, &[Pass::Members]);
+        let mut plan = SweepPlan::new(500, 100, &[(Pass::Members, 1)]);
         plan.next_request();
         plan.page_read(req(Pass::Members, 500, 100), 20, 0);
         assert!(plan.is_complete());
     }
 
     #[test]
+    fn blind_pages_are_read_before_the_total_is_known() {
+        let mut plan = SweepPlan::new(0, 100, &[(Pass::Members, 2), (Pass::Archived, 1)]);
+        assert_eq!(
+            drain(&mut plan),
+            [
+                req(Pass::Members, 0, 100),
+                req(Pass::Members, 100, 100),
+                req(Pass::Archived, 0, 100)
+            ]
+        );
+        // The second page answers first; the rest follows from its total.
+        assert_eq!(
+            plan.page_read(req(Pass::Members, 100, 100), 250, 100),
+            PageVerdict::Continue
+        );
+        assert_eq!(drain(&mut plan), [req(Pass::Members, 200, 100)]);
+        plan.page_read(req(Pass::Members, 0, 100), 250, 100);
+        plan.page_read(req(Pass::Members, 200, 100), 250, 50);
+        // A blind page past the end is empty, and that is no change.
+        assert_eq!(plan.page_read(req(Pass::Archived, 0, 100), 7, 7), PageVerdict::Continue);
+        assert!(plan.is_complete());
+
+        let mut small = SweepPlan::new(0, 100, &[(Pass::Members, 2)]);
+        drain(&mut small);
+        assert_eq!(
+            small.page_read(req(Pass::Members, 0, 100), 40, 40),
+            PageVerdict::Continue
+        );
+        assert_eq!(
+            small.page_read(req(Pass::Members, 100, 100), 40, 0),
+            PageVerdict::Continue
+        );
+        assert!(small.is_complete());
+    }
+
+    #[test]
     fn a_changed_total_sweeps_the_pass_again() {
-        let mut plan = SweepPlan::new(0, 10, &[Pass::Members]);
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         plan.next_request();
         plan.page_read(req(Pass::Members, 0, 10), 25, 10);
         drain(&mut plan);
@@ -269,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_short_page_is_a_change_too() {
-        let mut plan = SweepPlan::new(0, 10, &[Pass::Members]);
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         plan.next_request();
         plan.page_read(req(Pass::Members, 0, 10), 20, 10);
         drain(&mut plan);
@@ -281,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_window_that_never_settles_gives_up() {
-        let mut plan = SweepPlan::new(0, 10, &[Pass::Members]);
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         let mut verdict = PageVerdict::Continue;
         for sweep in 0..MAX_SWEEPS as u64 {
             plan.next_request();

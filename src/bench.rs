@@ -1,0 +1,352 @@
+//! `bench`: the benchmark scenarios of BENCHMARKS.md. Each runs this binary
+//! twice — `sandbox` in one process, `once` in another — so the importer's
+//! own CPU time and peak memory are measured apart (`wait4(2)`), and
+//! compares the wall time with the floor the configured limits allow.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sandbox::{DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+
+/// The best wall time a run's limits allow.
+#[derive(Clone, Copy, Debug)]
+enum Floor {
+    /// Every page takes `latency`, `parallel` at a time.
+    Pages {
+        latency: Duration,
+        parallel: f64,
+    },
+    /// Ometria takes `per_second` records a second.
+    Records {
+        per_second: f64,
+    },
+    None,
+}
+
+struct Scenario {
+    name: &'static str,
+    /// `--lists` for the sandbox.
+    lists: &'static str,
+    sandbox: &'static [&'static str],
+    importer: &'static [(&'static str, &'static str)],
+    items_per_request: u64,
+    worker_count: u64,
+    floor: Floor,
+}
+
+const NO_LIMITS: &[(&str, &str)] = &[
+    ("OMETRIA_MAX_REQUESTS_PER_SECOND", "0"),
+    ("MAILCHIMP_MAX_CONNECTIONS", "1000"),
+];
+const FAST_SANDBOX: &[&str] = &["--connection-cap", "0", "--ometria-rate", "0"];
+
+fn scenarios(number: u8) -> Vec<Scenario> {
+    let ms = Duration::from_millis;
+    match number {
+        1 => vec![Scenario {
+            name: "1 read-bound",
+            lists: "read-bound:200000",
+            sandbox: &[
+                "--mailchimp-latency-ms",
+                "50",
+                "--connection-cap",
+                "10",
+                "--ometria-rate",
+                "0",
+            ],
+            importer: &[("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")],
+            items_per_request: 100,
+            worker_count: 8,
+            floor: Floor::Pages {
+                latency: ms(50),
+                parallel: 8.0,
+            },
+        }],
+        2 => vec![Scenario {
+            name: "2 rate-bound",
+            lists: "rate-a:10000,rate-b:10000",
+            sandbox: &[
+                "--mailchimp-latency-ms",
+                "20",
+                "--connection-cap",
+                "10",
+                "--ometria-rate",
+                "8",
+            ],
+            importer: &[
+                ("OMETRIA_MAX_REQUESTS_PER_SECOND", "8"),
+                ("MAILCHIMP_MAX_CONNECTIONS", "10"),
+            ],
+            items_per_request: 100,
+            worker_count: 8,
+            floor: Floor::Records { per_second: 800.0 },
+        }],
+        3 => vec![Scenario {
+            name: "3 cpu",
+            lists: "cpu:200000",
+            sandbox: FAST_SANDBOX,
+            importer: NO_LIMITS,
+            items_per_request: 100,
+            worker_count: 8,
+            floor: Floor::None,
+        }],
+        4 => vec![
+            Scenario {
+                name: "4 memory 100k",
+                lists: "memory:100000",
+                sandbox: FAST_SANDBOX,
+                importer: NO_LIMITS,
+                items_per_request: 100,
+                worker_count: 8,
+                floor: Floor::None,
+            },
+            Scenario {
+                name: "4 memory 1M",
+                lists: "memory:1000000",
+                sandbox: FAST_SANDBOX,
+                importer: NO_LIMITS,
+                items_per_request: 100,
+                worker_count: 8,
+                floor: Floor::None,
+            },
+        ],
+        _ => vec![Scenario {
+            name: "5 many lists",
+            lists: "500x1000",
+            sandbox: &[
+                "--mailchimp-latency-ms",
+                "20",
+                "--connection-cap",
+                "10",
+                "--ometria-rate",
+                "0",
+            ],
+            importer: &[
+                ("OMETRIA_MAX_REQUESTS_PER_SECOND", "0"),
+                ("MAILCHIMP_MAX_CONNECTIONS", "10"),
+            ],
+            items_per_request: 100,
+            worker_count: 8,
+            // min(10 connections, 4 lists × 8 workers)
+            floor: Floor::Pages {
+                latency: ms(20),
+                parallel: 10.0,
+            },
+        }],
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Figures {
+    records: u64,
+    pages: u64,
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kib: u64,
+    floor: Option<Duration>,
+    /// Mailchimp requests in flight on average, as the sandbox saw them.
+    in_flight: f64,
+    verified: bool,
+}
+
+/// Runs the scenarios and prints a table; `Ok(false)` if a run failed or
+/// its check found Ometria different from Mailchimp.
+pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
+    let exe = std::env::current_exe()?;
+    let numbers: Vec<u8> = if numbers.is_empty() {
+        (1..=5).collect()
+    } else {
+        numbers.to_vec()
+    };
+    writeln!(
+        out,
+        "{:<16} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>10} {:>9} {:>9} {:>8}",
+        "scenario",
+        "records",
+        "pages",
+        "wall s",
+        "floor s",
+        "ratio",
+        "in-flight",
+        "records/s",
+        "cpu s",
+        "µs/rec",
+        "RSS MiB"
+    )?;
+    let mut all_good = true;
+    for scenario in numbers.iter().flat_map(|n| scenarios(*n)) {
+        let runs: io::Result<Vec<Figures>> = (0..repeat).map(|_| measure(&exe, &scenario)).collect();
+        let mut runs = match runs {
+            Ok(runs) => runs,
+            Err(e) => {
+                writeln!(out, "{:<16} failed: {e}", scenario.name)?;
+                all_good = false;
+                continue;
+            }
+        };
+        runs.sort_by_key(|f| f.wall);
+        all_good &= runs.iter().all(|f| f.verified);
+        let f = runs.swap_remove(runs.len() / 2);
+        let (floor, ratio) = match f.floor {
+            Some(floor) => (
+                format!("{:.2}", floor.as_secs_f64()),
+                format!("{:.2}", floor.as_secs_f64() / f.wall.as_secs_f64()),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        writeln!(
+            out,
+            "{:<16} {:>8} {:>6} {:>8.2} {floor:>8} {ratio:>6} {:>9.1} {:>10.0} {:>9.2} {:>9.2} {:>8.1}{}",
+            scenario.name,
+            f.records,
+            f.pages,
+            f.wall.as_secs_f64(),
+            f.in_flight,
+            f.records as f64 / f.wall.as_secs_f64(),
+            f.cpu.as_secs_f64(),
+            f.cpu.as_secs_f64() * 1e6 / f.records.max(1) as f64,
+            f.peak_rss_kib as f64 / 1024.0,
+            if f.verified { "" } else { "  NOT VERIFIED" }
+        )?;
+        out.flush()?;
+    }
+    Ok(all_good)
+}
+
+/// Kills the sandbox however `measure` ends.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
+    let mut sandbox = Command::new(exe)
+        .args(["sandbox", "--port", "0", "--workers", "2", "--lists", scenario.lists])
+        .args(scenario.sandbox)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = sandbox.stdout.take().expect("piped");
+    let sandbox = Reaper(sandbox);
+    let address = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("sandbox: serving on http://").map(str::to_owned))
+        .ok_or_else(|| io::Error::other("the sandbox did not start"))?;
+
+    let sizes: Vec<Value> = serde_json::from_str(&http_get(&address, "/_sandbox/lists")?)?;
+    let ipr = scenario.items_per_request;
+    // Requests the contract needs: each pass reads at least one page.
+    let pages: u64 = sizes
+        .iter()
+        .map(|l| {
+            let n = |k: &str| l[k].as_u64().unwrap_or(0);
+            n("members").div_ceil(ipr).max(1) + n("archived").div_ceil(ipr).max(1)
+        })
+        .sum();
+    let members: u64 = sizes
+        .iter()
+        .map(|l| l["members"].as_u64().unwrap_or(0) + l["archived"].as_u64().unwrap_or(0))
+        .sum();
+
+    let dir = tempfile::Builder::new().prefix("ometria-bench-").tempdir()?;
+    let entries: Vec<Value> = sizes
+        .iter()
+        .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": scenario.worker_count}))
+        .collect();
+    std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
+    let log = std::fs::File::create(dir.path().join("importer.log"))?;
+    let started = Instant::now();
+    let importer = Command::new(exe)
+        .arg("once")
+        .env_clear()
+        .env("MAILCHIMP_APIKEY", DEFAULT_MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", DEFAULT_OMETRIA_KEY)
+        .env("MAILCHIMP_BASE_URL", format!("http://{address}/3.0"))
+        .env("OMETRIA_BASE_URL", format!("http://{address}"))
+        .env("IMPORTER_STATE_DIR", dir.path())
+        .envs(scenario.importer.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let (code, usage) = wait_with_usage(importer)?;
+    let wall = started.elapsed();
+    if code != 0 {
+        let log = std::fs::read_to_string(dir.path().join("importer.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        return Err(io::Error::other(format!(
+            "the importer exited with {code}: {}",
+            tail.join(" | ")
+        )));
+    }
+    let verification: Value = serde_json::from_str(&http_get(&address, "/_sandbox/verify")?)?;
+    let stats: Value = serde_json::from_str(&http_get(&address, "/_sandbox/stats")?)?;
+    drop(sandbox);
+    let state: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("state.json"))?)?;
+    let records = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
+    let floor = match scenario.floor {
+        Floor::Pages { latency, parallel } => Some(latency.mul_f64(pages as f64 / parallel)),
+        Floor::Records { per_second } => Some(Duration::from_secs_f64(members as f64 / per_second)),
+        Floor::None => None,
+    };
+    Ok(Figures {
+        records,
+        pages,
+        wall,
+        cpu: usage.0,
+        peak_rss_kib: usage.1,
+        floor,
+        in_flight: stats["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0) / wall.as_secs_f64(),
+        verified: verification["ok"] == Value::Bool(true),
+    })
+}
+
+/// Exit code, CPU time (user + system) and peak RSS in KiB of `child`.
+fn wait_with_usage(child: Child) -> io::Result<(i32, (Duration, u64))> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 writes a plain C struct we own; the child is ours and
+    // not waited for elsewhere (`child` is dropped without waiting).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    drop(child);
+    if reaped != pid {
+        return Err(io::Error::last_os_error());
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((
+        code,
+        (time(usage.ru_utime) + time(usage.ru_stime), usage.ru_maxrss as u64),
+    ))
+}
+
+/// A plain HTTP/1.0 GET of the sandbox's control endpoints.
+fn http_get(address: &str, path: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| io::Error::other("the sandbox sent no body"))
+}

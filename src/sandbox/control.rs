@@ -1,0 +1,82 @@
+//! `/_sandbox/…`: inspect and steer a running sandbox over HTTP (the
+//! `bench` command and anyone trying configurations use these).
+//!
+//! - `GET  /_sandbox/health` → `{"ok": true}`
+//! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected
+//! - `GET  /_sandbox/lists` → `[{"list_id", "members", "archived"}]`
+//! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>]` → does Ometria hold what Mailchimp holds?
+//! - `GET  /_sandbox/contacts/{id}` → the contact Ometria holds, with its write count
+//! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N`
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::audience::Mutation;
+use super::{problem, World};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route(
+            "/_sandbox/health",
+            web::get().to(|| async { HttpResponse::Ok().json(json!({"ok": true})) }),
+        )
+        .route("/_sandbox/stats", web::get().to(stats))
+        .route("/_sandbox/lists", web::get().to(lists))
+        .route("/_sandbox/verify", web::get().to(verify))
+        .route("/_sandbox/contacts/{id}", web::get().to(contact))
+        .route("/_sandbox/mutate", web::post().to(mutate));
+}
+
+fn query(req: &HttpRequest) -> HashMap<String, String> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn stats(world: web::Data<World>) -> HttpResponse {
+    HttpResponse::Ok().json(world.stats())
+}
+
+async fn lists(world: web::Data<World>) -> HttpResponse {
+    let sizes: Vec<_> = world
+        .list_sizes()
+        .into_iter()
+        .map(|(id, members, archived)| json!({"list_id": id, "members": members, "archived": archived}))
+        .collect();
+    HttpResponse::Ok().json(sizes)
+}
+
+async fn verify(req: HttpRequest, world: web::Data<World>) -> HttpResponse {
+    let q = query(&req);
+    let ids: Vec<String> = q
+        .get("list_id")
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let as_of = q.get("as_of").and_then(|t| t.parse().ok());
+    HttpResponse::Ok().json(world.verify(&ids, as_of))
+}
+
+async fn contact(world: web::Data<World>, id: web::Path<String>) -> HttpResponse {
+    match world.ometria_contact(&id) {
+        Some((record, writes)) => HttpResponse::Ok().json(json!({"record": record, "writes": writes})),
+        None => problem(404, "Resource Not Found", "Ometria holds no contact with this id."),
+    }
+}
+
+async fn mutate(req: HttpRequest, world: web::Data<World>) -> HttpResponse {
+    let q = query(&req);
+    let Some(list_id) = q.get("list_id") else {
+        return problem(400, "Invalid Resource", "list_id is required");
+    };
+    let Some(kind) = q.get("kind").and_then(|k| Mutation::parse(k)) else {
+        return problem(
+            400,
+            "Invalid Resource",
+            "kind must be change, archive, unarchive, unsubscribe, subscribe, delete or add",
+        );
+    };
+    let count = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+    HttpResponse::Ok().json(json!({"applied": world.mutate(list_id, kind, count)}))
+}

@@ -1,0 +1,388 @@
+//! The fake `GET /3.0/lists/{list_id}/members`: Basic auth, the
+//! simultaneous-connection cap, `count`/`offset`, the `last_changed`
+//! window, `status`, sorting and projection, with problem+json errors.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::json;
+
+use super::audience::{timestamp_text, Audience, Member, Status, StatusFilter};
+use super::faults::{cut_short, Fault};
+use super::projection::FieldTree;
+use super::{problem, World};
+use crate::api::Api;
+use crate::state::parse_timestamp;
+
+pub const MAX_COUNT: usize = 1000;
+const JSON: &str = "application/json; charset=utf-8";
+
+/// Whether the request carries Basic auth with `key` as its password.
+fn authorised(req: &HttpRequest, key: &str) -> bool {
+    let Some(value) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&decoded);
+    text.split_once(':').is_some_and(|(_, password)| password == key)
+}
+
+/// A members query, validated.
+#[derive(Debug, PartialEq)]
+struct Query {
+    count: usize,
+    offset: usize,
+    fields: FieldTree,
+    exclude: Option<FieldTree>,
+    status: StatusFilter,
+    since: Option<i64>,
+    before: Option<i64>,
+    sort_field: Option<String>,
+    descending: bool,
+}
+
+fn parse_query(text: &str) -> Result<Query, String> {
+    let q: HashMap<String, String> = form_urlencoded::parse(text.as_bytes()).into_owned().collect();
+    let number = |name: &str, default: usize| -> Result<usize, String> {
+        q.get(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("{name}: \"{v}\" is not a whole number"))
+        })
+    };
+    let time = |name: &str| -> Result<Option<i64>, String> {
+        q.get(name)
+            .map(|v| {
+                parse_timestamp(v)
+                    .map(|t| t.timestamp())
+                    .ok_or(format!("{name}: \"{v}\" is not an ISO 8601 time"))
+            })
+            .transpose()
+    };
+    let count = number("count", 10)?;
+    if count > MAX_COUNT {
+        return Err(format!("count: must be at most {MAX_COUNT}, got {count}"));
+    }
+    let status = match q.get("status") {
+        None => StatusFilter::Default,
+        Some(s) => StatusFilter::Only(Status::parse(s).ok_or(format!("status: \"{s}\" is not a member status"))?),
+    };
+    let sort_field = q.get("sort_field").cloned();
+    if let Some(f) = &sort_field {
+        if !["last_changed", "timestamp_opt", "timestamp_signup"].contains(&f.as_str()) {
+            return Err(format!(
+                "sort_field: \"{f}\" is not one of timestamp_opt, timestamp_signup, last_changed"
+            ));
+        }
+    }
+    let descending = match q.get("sort_dir").map(String::as_str) {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(other) => return Err(format!("sort_dir: \"{other}\" is not ASC or DESC")),
+    };
+    Ok(Query {
+        count,
+        offset: number("offset", 0)?,
+        fields: q.get("fields").map(|f| FieldTree::parse(f)).unwrap_or_default(),
+        exclude: q.get("exclude_fields").map(|f| FieldTree::parse(f)),
+        status,
+        since: time("since_last_changed")?,
+        before: time("before_last_changed")?,
+        sort_field,
+        descending,
+    })
+}
+
+/// A member serialised straight from the model, with only the fields of
+/// `tree` (all of them when `None`): no intermediate JSON values for the
+/// fields the importer asks for.
+struct Projected<'a> {
+    member: &'a Member,
+    list_id: &'a str,
+    tree: Option<&'a FieldTree>,
+}
+
+impl Serialize for Projected<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(tree) = self.tree.filter(|t| !t.is_whole()) else {
+            return self.member.to_value(self.list_id).serialize(s);
+        };
+        let m = self.member;
+        let mut map = s.serialize_map(None)?;
+        for (name, sub) in &tree.0 {
+            match name.as_str() {
+                "email_address" => map.serialize_entry(name, &m.email)?,
+                "unique_email_id" => map.serialize_entry(name, &m.unique_email_id)?,
+                "status" => map.serialize_entry(name, m.status.as_str())?,
+                "timestamp_opt" => map.serialize_entry(name, &m.timestamp_opt)?,
+                "last_changed" => map.serialize_entry(name, &timestamp_text(m.last_changed))?,
+                "merge_fields" => map.serialize_entry(name, &MergeFields { member: m, tree: sub })?,
+                _ => {
+                    if let Some(mut v) = m.field(name, self.list_id) {
+                        sub.keep(&mut v);
+                        map.serialize_entry(name, &v)?;
+                    }
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+struct MergeFields<'a> {
+    member: &'a Member,
+    tree: &'a FieldTree,
+}
+
+impl Serialize for MergeFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.member;
+        let mut map = s.serialize_map(None)?;
+        for (tag, value) in [
+            ("FNAME", m.fname.as_str()),
+            ("LNAME", &m.lname),
+            ("ADDRESS", ""),
+            ("PHONE", ""),
+            ("BIRTHDAY", ""),
+        ] {
+            if self.tree.is_whole() || self.tree.get(tag).is_some() {
+                map.serialize_entry(tag, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The page root: `members`, `list_id`, `total_items`, `_links`.
+struct Page<'a> {
+    audience: &'a Audience,
+    members: Vec<&'a Member>,
+    total: usize,
+    fields: &'a FieldTree,
+}
+
+impl Serialize for Page<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wants = |name: &str| self.fields.is_whole() || self.fields.get(name).is_some();
+        let id = self.audience.id.as_str();
+        let mut map = s.serialize_map(None)?;
+        if wants("members") {
+            let tree = self.fields.get("members");
+            let members: Vec<Projected> = self
+                .members
+                .iter()
+                .map(|&member| Projected {
+                    member,
+                    list_id: id,
+                    tree,
+                })
+                .collect();
+            map.serialize_entry("members", &members)?;
+        }
+        if wants("list_id") {
+            map.serialize_entry("list_id", id)?;
+        }
+        if wants("total_items") {
+            map.serialize_entry("total_items", &self.total)?;
+        }
+        if wants("_links") {
+            let href = format!("https://us1.api.mailchimp.com/3.0/lists/{id}/members");
+            map.serialize_entry("_links", &[json!({"rel": "self", "method": "GET", "href": href})])?;
+        }
+        map.end()
+    }
+}
+
+/// The page for `query`, projected, as JSON.
+fn page(audience: &Audience, query: &Query) -> Vec<u8> {
+    let by_last_changed = !matches!(query.sort_field.as_deref(), Some("timestamp_opt"));
+    let (total, members): (usize, Vec<&Member>) = match query.status {
+        // The importer's queries: a page straight out of the sorted list.
+        StatusFilter::Default | StatusFilter::Only(Status::Archived) if by_last_changed => {
+            let archived = query.status != StatusFilter::Default;
+            let slice = audience.slice(archived, query.since, query.before);
+            let page = if query.descending {
+                slice.iter().rev().skip(query.offset).take(query.count).collect()
+            } else {
+                slice.iter().skip(query.offset).take(query.count).collect()
+            };
+            (slice.len(), page)
+        }
+        _ => {
+            let mut selected = audience.window(query.status, query.since, query.before);
+            if !by_last_changed {
+                selected.sort_by(|a, b| a.timestamp_opt.cmp(&b.timestamp_opt));
+            }
+            if query.descending {
+                selected.reverse();
+            }
+            (
+                selected.len(),
+                selected.into_iter().skip(query.offset).take(query.count).collect(),
+            )
+        }
+    };
+    let page = Page {
+        audience,
+        members,
+        total,
+        fields: &query.fields,
+    };
+    match &query.exclude {
+        None => serde_json::to_vec(&page),
+        Some(exclude) => {
+            let mut root = serde_json::to_value(&page).expect("pages serialise");
+            exclude.remove(&mut root);
+            serde_json::to_vec(&root)
+        }
+    }
+    .expect("pages serialise")
+}
+
+pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Path<String>) -> HttpResponse {
+    world
+        .stats
+        .mailchimp_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !authorised(&req, &world.config.mailchimp_key) {
+        return problem(
+            401,
+            "API Key Invalid",
+            "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+        );
+    }
+    let Some(_slot) = world.mailchimp_slot() else {
+        return problem(
+            429,
+            "Too Many Requests",
+            &format!(
+                "You have exceeded the limit of {} simultaneous connections.",
+                world.config.mailchimp_max_connections
+            ),
+        );
+    };
+    let (fault, latency, hang_for) = world.roll(Api::Mailchimp);
+    match fault {
+        Some(Fault::Throttle) => {
+            return problem(
+                429,
+                "Too Many Requests",
+                "You have exceeded the limit of 10 simultaneous connections.",
+            )
+        }
+        Some(Fault::Hang) => {
+            actix_rt::time::sleep(hang_for).await;
+            return problem(504, "Gateway Timeout", "The request took too long.");
+        }
+        _ => {}
+    }
+    actix_rt::time::sleep(latency).await;
+    if fault == Some(Fault::ServerError) {
+        return problem(503, "Service Unavailable", "Please try again later.");
+    }
+    let query = match parse_query(req.query_string()) {
+        Ok(q) => q,
+        Err(detail) => return problem(400, "Invalid Resource", &detail),
+    };
+    let body = {
+        let lists = world.lists();
+        let Some(audience) = lists.get(list_id.as_str()) else {
+            return problem(404, "Resource Not Found", "The requested resource could not be found.");
+        };
+        page(audience, &query)
+    };
+    match fault {
+        Some(Fault::Drop) => cut_short(JSON, body, 0),
+        Some(Fault::Truncate) => {
+            let half = body.len() / 2;
+            cut_short(JSON, body, half)
+        }
+        _ => HttpResponse::Ok().content_type(JSON).body(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn queries_are_validated_like_mailchimp() {
+        assert!(parse_query("count=1001").unwrap_err().contains("at most 1000"));
+        assert!(parse_query("count=x").unwrap_err().contains("not a whole number"));
+        assert!(parse_query("status=gone").unwrap_err().contains("not a member status"));
+        assert!(parse_query("sort_dir=UP").unwrap_err().contains("ASC or DESC"));
+        assert!(parse_query("since_last_changed=yesterday")
+            .unwrap_err()
+            .contains("ISO 8601"));
+        let q =
+            parse_query("count=1000&offset=20&status=archived&before_last_changed=2019-10-18T22%3A20%3A23%2B00%3A00")
+                .unwrap();
+        assert_eq!(
+            (q.count, q.offset, q.status),
+            (1000, 20, StatusFilter::Only(Status::Archived))
+        );
+        assert_eq!(q.before, Some(1_571_437_223));
+    }
+
+    #[test]
+    fn pages_are_windowed_sorted_paged_and_projected() {
+        let audience = Audience::generate("l", 300, 1, NOW);
+        let all = audience.window(StatusFilter::Default, None, None);
+        let before = all[200].last_changed;
+        let expected: Vec<&str> = all
+            .iter()
+            .filter(|m| m.last_changed < before)
+            .map(|m| m.unique_email_id.as_str())
+            .skip(50)
+            .take(100)
+            .collect();
+        let q = parse_query(&format!(
+            "count=100&offset=50&sort_field=last_changed&sort_dir=ASC&before_last_changed={}&fields=members.unique_email_id,members.merge_fields.FNAME,total_items",
+            timestamp_text(before).replace('+', "%2B")
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q)).unwrap();
+        let ids: Vec<&str> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["unique_email_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, expected);
+        assert_eq!(v["total_items"], all.iter().filter(|m| m.last_changed < before).count());
+        let first = v["members"][0].as_object().unwrap();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["merge_fields", "unique_email_id"]);
+        assert_eq!(first["merge_fields"]["FNAME"], all[50].fname.as_str());
+        assert_eq!(first["merge_fields"].as_object().unwrap().len(), 1);
+        assert!(v.get("_links").is_none() && v.get("list_id").is_none());
+    }
+
+    #[test]
+    fn unprojected_pages_are_bulky_and_exclude_fields_works() {
+        let audience = Audience::generate("l", 20, 1, NOW);
+        let page = |q: &str| -> serde_json::Value {
+            serde_json::from_slice(&page(&audience, &parse_query(q).unwrap())).unwrap()
+        };
+        let full = page("count=10");
+        assert_eq!(full["members"].as_array().unwrap().len(), 10);
+        assert!(serde_json::to_string(&full).unwrap().len() > 15_000);
+        let slim = page("count=10&exclude_fields=members._links,_links");
+        assert!(slim["members"][0].get("_links").is_none() && slim.get("_links").is_none());
+        assert!(slim["members"][0].get("stats").is_some());
+        let desc = page("count=1&sort_field=last_changed&sort_dir=DESC&fields=members.last_changed");
+        let newest = audience
+            .window(StatusFilter::Default, None, None)
+            .last()
+            .unwrap()
+            .last_changed;
+        assert_eq!(desc["members"][0]["last_changed"], timestamp_text(newest));
+    }
+}

@@ -1,0 +1,453 @@
+//! Fake Mailchimp and Ometria APIs on one local HTTP server, faithful to
+//! the contracts the importer relies on (SPEC §6), for `demo`, `bench` and
+//! tests; `ometria-importer sandbox` serves them on their own.
+//!
+//! - [`audience`]: generated members and live mutations.
+//! - [`mailchimp`]: `GET /3.0/lists/{id}/members`.
+//! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`.
+//! - [`faults`]: injected 5xx, 429 bursts, hangs, drops, truncations.
+//! - [`projection`]: `fields` / `exclude_fields`.
+//! - [`verify`]: does Ometria hold what Mailchimp holds?
+//! - [`control`]: `/_sandbox/…` endpoints to inspect and steer it over HTTP.
+
+pub mod audience;
+pub mod control;
+pub mod faults;
+pub mod mailchimp;
+pub mod ometria;
+pub mod projection;
+pub mod verify;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::api::Api;
+use audience::{Audience, Mutation};
+use faults::{Fault, FaultDice, Faults};
+use ometria::{OmetriaStore, TokenBucket};
+
+pub const DEFAULT_MAILCHIMP_KEY: &str = "sandbox0mailchimp0key-us1";
+pub const DEFAULT_OMETRIA_KEY: &str = "sandbox-ometria-key";
+
+/// Latency and faults of one API.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Behaviour {
+    pub latency: Duration,
+    /// Each answer takes `latency ± jitter`, uniformly.
+    pub jitter: Duration,
+    pub faults: Faults,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxConfig {
+    /// Seeds member generation, latency jitter, faults and mutations.
+    pub seed: u64,
+    /// List ids and their sizes.
+    pub lists: Vec<(String, usize)>,
+    pub mailchimp_key: String,
+    pub ometria_key: String,
+    pub mailchimp: Behaviour,
+    /// Simultaneous Mailchimp requests per key before 429s; 0 = no cap.
+    pub mailchimp_max_connections: usize,
+    pub ometria: Behaviour,
+    /// Ometria's token bucket per key; `None` = unlimited.
+    pub ometria_requests_per_second: Option<f64>,
+    /// Random changes to the lists while they are read; 0 = none.
+    pub mutations_per_second: f64,
+    /// Server threads.
+    pub workers: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            seed: 1,
+            lists: vec![],
+            mailchimp_key: DEFAULT_MAILCHIMP_KEY.into(),
+            ometria_key: DEFAULT_OMETRIA_KEY.into(),
+            mailchimp: Behaviour::default(),
+            mailchimp_max_connections: 10,
+            ometria: Behaviour::default(),
+            ometria_requests_per_second: None,
+            mutations_per_second: 0.0,
+            workers: 1,
+        }
+    }
+}
+
+/// Counters of what the sandbox saw.
+#[derive(Default)]
+pub struct Stats {
+    mailchimp_requests: AtomicU64,
+    mailchimp_throttled: AtomicU64,
+    mailchimp_in_flight: AtomicUsize,
+    mailchimp_max_in_flight: AtomicUsize,
+    mailchimp_busy_micros: AtomicU64,
+    ometria_requests: AtomicU64,
+    ometria_throttled: AtomicU64,
+    ometria_max_per_second: AtomicUsize,
+    ometria_recent: Mutex<VecDeque<Instant>>,
+    records_accepted: AtomicU64,
+    records_rejected: AtomicU64,
+    faults: [AtomicU64; 5],
+    mutations: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    pub mailchimp_requests: u64,
+    /// 429s for going over the simultaneous-connection cap.
+    pub mailchimp_throttled: u64,
+    pub mailchimp_max_in_flight: usize,
+    /// Time Mailchimp requests were in flight, summed over requests: divided
+    /// by a run's wall time, the average number in flight.
+    pub mailchimp_busy_seconds: f64,
+    pub ometria_requests: u64,
+    /// 429s for going over the request rate.
+    pub ometria_throttled: u64,
+    /// Most Ometria requests admitted within any one second.
+    pub ometria_max_per_second: usize,
+    pub records_accepted: u64,
+    pub records_rejected: u64,
+    pub faults_injected: HashMap<String, u64>,
+    pub mutations: u64,
+}
+
+/// Holds one of Mailchimp's simultaneous-connection slots.
+pub struct ConnectionSlot<'a> {
+    stats: &'a Stats,
+    since: Instant,
+    counted: bool,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.stats.mailchimp_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.counted {
+            let micros = self.since.elapsed().as_micros() as u64;
+            self.stats.mailchimp_busy_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything the sandbox holds, shared by its server threads.
+pub struct World {
+    pub config: SandboxConfig,
+    lists: Mutex<HashMap<String, Audience>>,
+    store: Mutex<OmetriaStore>,
+    stats: Stats,
+    mailchimp: Mutex<(Behaviour, FaultDice)>,
+    ometria: Mutex<(Behaviour, FaultDice)>,
+    bucket: Mutex<Option<TokenBucket>>,
+    mutation_rng: Mutex<fastrand::Rng>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl World {
+    pub fn new(config: SandboxConfig) -> World {
+        let now = now_seconds();
+        let lists = config
+            .lists
+            .iter()
+            .map(|(id, size)| (id.clone(), Audience::generate(id, *size, config.seed, now)))
+            .collect();
+        World {
+            lists: Mutex::new(lists),
+            store: Mutex::new(OmetriaStore::default()),
+            stats: Stats::default(),
+            mailchimp: Mutex::new((config.mailchimp, FaultDice::new(config.seed ^ 0x6d61_696c))),
+            ometria: Mutex::new((config.ometria, FaultDice::new(config.seed ^ 0x6f6d_6574))),
+            bucket: Mutex::new(config.ometria_requests_per_second.map(TokenBucket::new)),
+            mutation_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x6d75_7461)),
+            config,
+        }
+    }
+
+    /// Changes an API's latency and faults while the sandbox runs.
+    pub fn set_behaviour(&self, api: Api, behaviour: Behaviour) {
+        let dice = match api {
+            Api::Mailchimp => &self.mailchimp,
+            Api::Ometria => &self.ometria,
+        };
+        lock(dice).0 = behaviour;
+    }
+
+    /// The fault (if any) and latency of the next request to `api`.
+    fn roll(&self, api: Api) -> (Option<Fault>, Duration, Duration) {
+        let mut guard = lock(match api {
+            Api::Mailchimp => &self.mailchimp,
+            Api::Ometria => &self.ometria,
+        });
+        let (behaviour, dice) = &mut *guard;
+        let fault = dice.roll(&behaviour.faults);
+        if let Some(f) = fault {
+            self.stats.faults[Fault::ALL.iter().position(|x| *x == f).unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+        }
+        let latency = dice.latency(behaviour.latency, behaviour.jitter);
+        (fault, latency, behaviour.faults.hang_for)
+    }
+
+    /// A Mailchimp connection slot, or `None` over the cap.
+    fn mailchimp_slot(&self) -> Option<ConnectionSlot<'_>> {
+        let n = self.stats.mailchimp_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut slot = ConnectionSlot {
+            stats: &self.stats,
+            since: Instant::now(),
+            counted: false,
+        };
+        let cap = self.config.mailchimp_max_connections;
+        if cap > 0 && n > cap {
+            self.stats.mailchimp_throttled.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.mailchimp_max_in_flight.fetch_max(n, Ordering::SeqCst);
+        slot.counted = true;
+        Some(slot)
+    }
+
+    /// Admits an Ometria request, or says how long to wait.
+    fn admit_ometria(&self) -> Result<(), Duration> {
+        if let Some(bucket) = lock(&self.bucket).as_mut() {
+            if let Err(wait) = bucket.take(Instant::now()) {
+                self.stats.ometria_throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(wait);
+            }
+        }
+        let now = Instant::now();
+        let mut recent = lock(&self.stats.ometria_recent);
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            recent.pop_front();
+        }
+        self.stats
+            .ometria_max_per_second
+            .fetch_max(recent.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            mailchimp_requests: s.mailchimp_requests.load(Ordering::Relaxed),
+            mailchimp_throttled: s.mailchimp_throttled.load(Ordering::Relaxed),
+            mailchimp_max_in_flight: s.mailchimp_max_in_flight.load(Ordering::Relaxed),
+            mailchimp_busy_seconds: s.mailchimp_busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            ometria_requests: s.ometria_requests.load(Ordering::Relaxed),
+            ometria_throttled: s.ometria_throttled.load(Ordering::Relaxed),
+            ometria_max_per_second: s.ometria_max_per_second.load(Ordering::Relaxed),
+            records_accepted: s.records_accepted.load(Ordering::Relaxed),
+            records_rejected: s.records_rejected.load(Ordering::Relaxed),
+            faults_injected: Fault::ALL
+                .iter()
+                .zip(&s.faults)
+                .map(|(f, n)| (f.name().to_owned(), n.load(Ordering::Relaxed)))
+                .collect(),
+            mutations: s.mutations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Applies `count` mutations of `kind` to `list_id` now.
+    pub fn mutate(&self, list_id: &str, kind: Mutation, count: usize) -> Vec<String> {
+        let mut lists = lock(&self.lists);
+        let Some(audience) = lists.get_mut(list_id) else {
+            return vec![];
+        };
+        let mut rng = lock(&self.mutation_rng);
+        let now = now_seconds();
+        let done: Vec<String> = (0..count)
+            .filter_map(|_| audience.mutate(kind, &mut rng, now))
+            .collect();
+        self.stats.mutations.fetch_add(done.len() as u64, Ordering::Relaxed);
+        done
+    }
+
+    /// One mutation of a random kind to a random list.
+    pub fn mutate_randomly(&self) -> Option<String> {
+        let (list_id, kind) = {
+            let mut rng = lock(&self.mutation_rng);
+            let ids: Vec<String> = lock(&self.lists).keys().cloned().collect();
+            if ids.is_empty() {
+                return None;
+            }
+            (ids[rng.usize(0..ids.len())].clone(), Mutation::random(&mut rng))
+        };
+        self.mutate(&list_id, kind, 1).pop()
+    }
+
+    /// Sizes of the lists: (id, members by default, archived).
+    pub fn list_sizes(&self) -> Vec<(String, usize, usize)> {
+        let lists = lock(&self.lists);
+        let mut sizes: Vec<_> = lists
+            .values()
+            .map(|a| {
+                let archived = a
+                    .window(audience::StatusFilter::Only(audience::Status::Archived), None, None)
+                    .len();
+                (a.id.clone(), a.len() - archived, archived)
+            })
+            .collect();
+        sizes.sort();
+        sizes
+    }
+
+    fn lists(&self) -> MutexGuard<'_, HashMap<String, Audience>> {
+        lock(&self.lists)
+    }
+
+    fn store(&self) -> MutexGuard<'_, OmetriaStore> {
+        lock(&self.store)
+    }
+}
+
+/// A problem+json answer, as both APIs send with their errors.
+pub fn problem(status: u16, title: &str, detail: &str) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    HttpResponse::build(code)
+        .content_type("application/problem+json")
+        .json(json!({
+            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+            "title": title, "status": status, "detail": detail, "instance": "sandbox"
+        }))
+}
+
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
+        .route("/v2/push", web::post().to(ometria::push))
+        .route("/record", web::post().to(ometria::record))
+        .configure(control::routes)
+        .default_service(web::to(|| async {
+            problem(404, "Resource Not Found", "The requested resource could not be found.")
+        }));
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    world: Arc<World>,
+    addr: SocketAddr,
+    server: ServerHandle,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    mutator: Option<actix_rt::task::JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Serves the sandbox on `bind` (port 0 = any free port). Must be called
+    /// inside an actix system. `signals`: stop on SIGINT/SIGTERM by itself.
+    pub fn start(config: SandboxConfig, bind: SocketAddr, signals: bool) -> std::io::Result<Sandbox> {
+        let workers = config.workers.max(1);
+        let mutations_per_second = config.mutations_per_second;
+        let world = Arc::new(World::new(config));
+        let data = web::Data::from(world.clone());
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .configure(routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(1);
+        if !signals {
+            server = server.disable_signals();
+        }
+        let server = server.bind(bind)?;
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
+        actix_rt::spawn(async move {
+            let _ = server.await;
+            let _ = stopped_tx.send(());
+        });
+        let mutator = (mutations_per_second > 0.0).then(|| {
+            let world = world.clone();
+            actix_rt::spawn(async move {
+                let mut tick = actix_rt::time::interval(Duration::from_secs_f64(1.0 / mutations_per_second));
+                loop {
+                    tick.tick().await;
+                    world.mutate_randomly();
+                }
+            })
+        });
+        Ok(Sandbox {
+            world,
+            addr,
+            server: handle,
+            stopped: Some(stopped),
+            mutator,
+        })
+    }
+
+    pub fn world(&self) -> &Arc<World> {
+        &self.world
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What `MAILCHIMP_BASE_URL` should be.
+    pub fn mailchimp_url(&self) -> String {
+        format!("http://{}/3.0", self.addr)
+    }
+
+    /// What `OMETRIA_BASE_URL` should be.
+    pub fn ometria_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What to tell a user of the standalone sandbox: where it is, how to
+    /// point the importer at it, what it holds.
+    pub fn describe(&self) -> String {
+        let config = &self.world.config;
+        let mut text = format!(
+            "sandbox: serving on http://{addr}\n\
+             MAILCHIMP_BASE_URL=http://{addr}/3.0\nMAILCHIMP_APIKEY={}\n\
+             OMETRIA_BASE_URL=http://{addr}\nOMETRIA_APIKEY={}\n",
+            config.mailchimp_key,
+            config.ometria_key,
+            addr = self.addr
+        );
+        for (id, members, archived) in self.world.list_sizes() {
+            text += &format!("list {id}: {members} members and {archived} archived\n");
+        }
+        text += &format!(
+            "inspect: http://{}/_sandbox/stats, /_sandbox/verify, /_sandbox/lists\n",
+            self.addr
+        );
+        text
+    }
+
+    /// Stops serving; waits for the server to close.
+    pub async fn stop(self) {
+        if let Some(m) = self.mutator {
+            m.abort();
+        }
+        self.server.stop(false).await;
+    }
+
+    /// Waits until the server stops by itself (on a signal).
+    pub async fn wait(&mut self) {
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Does Ometria hold what Mailchimp holds? The expected contact is written
+//! here from the contract (SPEC §5) on its own, not borrowed from the
+//! importer's mapping, so that a mistake there shows up here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::audience::{Member, Status};
+use super::World;
+
+/// The contact SPEC §5 asks for.
+pub fn expected_contact(member: &Member, list_id: &str) -> Value {
+    let optin = match member.status {
+        Status::Subscribed => "EXPLICITLY_OPTEDIN",
+        Status::Unsubscribed | Status::Cleaned | Status::Archived => "EXPLICITLY_OPTEDOUT",
+        Status::Pending | Status::Transactional => "NOT_SPECIFIED",
+    };
+    let mut contact = json!({
+        "@type": "contact",
+        "id": member.unique_email_id,
+        "email": member.email,
+        "marketing_optin": optin,
+        "properties": {"mailchimp_status": member.status.as_str(), "mailchimp_list_id": list_id},
+    });
+    if !member.fname.trim().is_empty() {
+        contact["firstname"] = json!(member.fname);
+    }
+    if !member.lname.trim().is_empty() {
+        contact["lastname"] = json!(member.lname);
+    }
+    if member.status == Status::Subscribed && !member.timestamp_opt.is_empty() {
+        contact["timestamp_subscribed"] = json!(member.timestamp_opt);
+    }
+    contact
+}
+
+/// A difference, for the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub id: String,
+    pub expected: Value,
+    pub found: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListVerification {
+    pub list_id: String,
+    /// Members checked (archived included).
+    pub members: usize,
+    pub matching: usize,
+    pub missing_count: usize,
+    pub mismatched_count: usize,
+    /// The first few of each, to look at.
+    pub missing: Vec<String>,
+    pub mismatched: Vec<Mismatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub lists: Vec<ListVerification>,
+}
+
+const SHOWN: usize = 5;
+
+impl World {
+    /// Compares every member of `list_ids` (every list if empty) changed
+    /// before `as_of` (unix seconds; every member if `None`) with the
+    /// contact Ometria holds for it.
+    pub fn verify(&self, list_ids: &[String], as_of: Option<i64>) -> Verification {
+        let lists = self.lists();
+        let store = self.store();
+        let mut ids: Vec<&String> = lists
+            .keys()
+            .filter(|id| list_ids.is_empty() || list_ids.contains(id))
+            .collect();
+        ids.sort();
+        let mut report = Verification {
+            ok: true,
+            lists: vec![],
+        };
+        for id in ids {
+            let audience = &lists[id];
+            let mut v = ListVerification {
+                list_id: id.clone(),
+                members: 0,
+                matching: 0,
+                missing_count: 0,
+                mismatched_count: 0,
+                missing: vec![],
+                mismatched: vec![],
+            };
+            for member in audience.members().filter(|m| as_of.is_none_or(|t| m.last_changed < t)) {
+                v.members += 1;
+                let expected = expected_contact(member, id);
+                match store.contacts.get(&member.unique_email_id) {
+                    None => {
+                        v.missing_count += 1;
+                        if v.missing.len() < SHOWN {
+                            v.missing.push(member.unique_email_id.clone());
+                        }
+                    }
+                    Some(stored) => {
+                        let found: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
+                        if found == expected {
+                            v.matching += 1;
+                        } else {
+                            v.mismatched_count += 1;
+                            if v.mismatched.len() < SHOWN {
+                                v.mismatched.push(Mismatch {
+                                    id: member.unique_email_id.clone(),
+                                    expected,
+                                    found,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            report.ok &= v.matching == v.members;
+            report.lists.push(v);
+        }
+        report
+    }
+
+    /// The contact Ometria holds under `id`, and how often it was written.
+    pub fn ometria_contact(&self, id: &str) -> Option<(Value, u32)> {
+        let store = self.store();
+        let stored = store.contacts.get(id)?;
+        Some((serde_json::from_str(&stored.json).unwrap_or(Value::Null), stored.writes))
+    }
+
+    /// Every contact Ometria holds.
+    pub fn ometria_contacts(&self) -> Vec<Value> {
+        self.store()
+            .contacts
+            .values()
+            .filter_map(|s| serde_json::from_str(&s.json).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailchimp::MemberPage;
+    use crate::sandbox::audience::{Audience, StatusFilter};
+    use crate::transform::member_to_contact;
+
+    /// The importer reads and maps every generated member (its full,
+    /// unprojected JSON) to exactly the contact the contract asks for.
+    #[test]
+    fn the_importers_mapping_agrees_with_the_contract() {
+        let audience = Audience::generate("list-x", 3000, 9, 1_700_000_000);
+        let mut checked = 0;
+        for status in [StatusFilter::Default, StatusFilter::Only(Status::Archived)] {
+            let members = audience.window(status, None, None);
+            let body = serde_json::to_vec(&json!({
+                "members": members.iter().map(|m| m.to_value("list-x")).collect::<Vec<_>>(),
+                "total_items": members.len(),
+            }))
+            .unwrap();
+            let page = MemberPage::parse(&body).unwrap();
+            for (read, m) in page.members.iter().zip(&members) {
+                let contact = serde_json::to_value(member_to_contact(read, "list-x").unwrap()).unwrap();
+                assert_eq!(contact, expected_contact(m, "list-x"));
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3000);
+    }
+}

@@ -1,0 +1,383 @@
+//! The sandbox: its fake APIs keep the contracts, and the importer run
+//! against it stays inside the global limits and leaves Ometria equal to
+//! Mailchimp.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use ometria_importer::api::Api;
+use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::importer::{run, Signals};
+use ometria_importer::sandbox::faults::Faults;
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use ometria_importer::RunMode;
+use support::{capture_log, state_dir};
+
+fn local() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+fn importer_config(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
+    let key = |k: &str| k.parse::<ApiKey>().unwrap();
+    Config::new(
+        &sandbox.mailchimp_url(),
+        key(DEFAULT_MAILCHIMP_KEY),
+        &sandbox.ometria_url(),
+        key(DEFAULT_OMETRIA_KEY),
+        dir,
+    )
+}
+
+async fn get(url: &str, auth: Option<(&str, &str)>) -> (u16, Value) {
+    let mut request = awc::Client::default().get(url);
+    if let Some((user, key)) = auth {
+        request = request.basic_auth(user, key);
+    }
+    let mut answer = request.send().await.unwrap();
+    let body = answer.body().limit(1 << 26).await.unwrap();
+    (
+        answer.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+async fn push(url: &str, key: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let mut answer = awc::Client::default()
+        .post(format!("{url}/v2/push"))
+        .insert_header(("X-Ometria-Auth", key))
+        .send_json(body)
+        .await
+        .unwrap();
+    let retry_after = answer
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = answer.body().await.unwrap();
+    (
+        answer.status().as_u16(),
+        retry_after,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+fn contact(id: &str) -> Value {
+    json!({"@type": "contact", "id": id, "email": format!("{id}@example.com"), "marketing_optin": "NOT_SPECIFIED",
+           "properties": {"mailchimp_status": "pending", "mailchimp_list_id": "l"}})
+}
+
+#[actix_rt::test]
+async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailchimp() {
+    let ms = Duration::from_millis;
+    let config = SandboxConfig {
+        lists: (1..=4).map(|i| (format!("list-{i}"), 1500)).collect(),
+        mailchimp: Behaviour {
+            latency: ms(15),
+            jitter: ms(10),
+            ..Behaviour::default()
+        },
+        mailchimp_max_connections: 10,
+        ometria: Behaviour {
+            latency: ms(5),
+            jitter: ms(5),
+            ..Behaviour::default()
+        },
+        ometria_requests_per_second: Some(25.0),
+        workers: 2,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let entries: Vec<Value> = (1..=4).map(|i| json!({"list_id": format!("list-{i}")})).collect();
+    let (dir, file) = state_dir(&serde_json::to_string(&entries).unwrap());
+    let mut config = importer_config(&sandbox, dir.path());
+    config.ometria_max_requests_per_second = Some(25.0);
+    let (log, buffer) = capture_log();
+    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    assert_eq!(summary.succeeded, 4, "{}", buffer.contents());
+
+    let stats = sandbox.world().stats();
+    assert!(stats.mailchimp_max_in_flight <= 10, "{stats:?}");
+    assert!(
+        stats.mailchimp_max_in_flight >= 8,
+        "the lists were not read concurrently: {stats:?}"
+    );
+    assert_eq!(
+        (stats.mailchimp_throttled, stats.ometria_throttled),
+        (0, 0),
+        "429s in steady state: {stats:?}"
+    );
+    assert!(stats.ometria_max_per_second <= 26, "{stats:?}");
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    assert_eq!(verification.lists.iter().map(|l| l.matching).sum::<usize>(), 6000);
+    let state: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(state.iter().all(|e| e["total_updates"] == 1500));
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_fake_mailchimp_keeps_the_contract() {
+    let config = SandboxConfig {
+        lists: vec![("l".into(), 250)],
+        mailchimp_max_connections: 2,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let base = format!("{}/lists/l/members", sandbox.mailchimp_url());
+    let auth = Some(("any", DEFAULT_MAILCHIMP_KEY));
+
+    let (status, body) = get(&format!("{base}?count=10"), Some(("any", "wrong-key"))).await;
+    assert_eq!((status, body["title"].as_str()), (401, Some("API Key Invalid")));
+    let (status, body) = get(&format!("{base}?count=1001"), auth).await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("at most 1000"), "{body}");
+    let (status, _) = get(&format!("{}/lists/nope/members", sandbox.mailchimp_url()), auth).await;
+    assert_eq!(status, 404);
+
+    let (status, page) = get(
+        &format!("{base}?count=100&offset=200&fields=members.unique_email_id,total_items"),
+        auth,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let total = page["total_items"].as_u64().unwrap();
+    let archived = sandbox.world().list_sizes()[0].2 as u64;
+    assert_eq!(total, 250 - archived, "archived members are not returned by default");
+    assert_eq!(page["members"].as_array().unwrap().len() as u64, total - 200);
+    assert_eq!(page["members"][0].as_object().unwrap().len(), 1, "projection");
+    let (_, page) = get(
+        &format!("{base}?count=1000&status=archived&fields=members.status,total_items"),
+        auth,
+    )
+    .await;
+    assert_eq!(page["total_items"].as_u64().unwrap(), archived);
+    assert!(page["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["status"] == "archived"));
+    let (_, full) = get(&format!("{base}?count=1"), auth).await;
+    assert!(
+        full["members"][0]["_links"].as_array().unwrap().len() >= 8,
+        "unprojected members are bulky"
+    );
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_fake_mailchimp_answers_429_above_its_connection_cap() {
+    let config = SandboxConfig {
+        lists: vec![("l".into(), 50)],
+        mailchimp: Behaviour {
+            latency: Duration::from_millis(300),
+            ..Behaviour::default()
+        },
+        mailchimp_max_connections: 2,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let url = format!("{}/lists/l/members?count=5", sandbox.mailchimp_url());
+    let auth = Some(("any", DEFAULT_MAILCHIMP_KEY));
+    let answers = futures_util::future::join_all((0..4).map(|_| get(&url, auth))).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    assert_eq!(sandbox.world().stats().mailchimp_throttled, 2);
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_fake_ometria_keeps_the_contract() {
+    let config = SandboxConfig {
+        ometria_requests_per_second: Some(2.0),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let url = sandbox.ometria_url();
+
+    let (status, _, _) = push(&url, "wrong", &json!([contact("a")])).await;
+    assert_eq!(status, 401);
+    let too_many: Vec<Value> = (0..101).map(|i| contact(&format!("c{i}"))).collect();
+    let (status, _, body) = push(&url, DEFAULT_OMETRIA_KEY, &json!(too_many)).await;
+    assert_eq!((status, body["title"].as_str()), (400, Some("Too Many Records")));
+    let mut bad = contact("b");
+    bad["email"] = json!("not an email");
+    let (status, _, body) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a"), bad])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["accepted"].as_u64(),
+            body["rejected"].as_u64()
+        ),
+        (Some("OK"), Some(1), Some(1))
+    );
+    assert!(body["request_id"].is_string());
+    let (stored, writes) = sandbox.world().ometria_contact("a").unwrap();
+    assert_eq!((stored, writes), (contact("a"), 1));
+    assert!(
+        sandbox.world().ometria_contact("b").is_none(),
+        "rejected records are not stored"
+    );
+    // Two requests (the 400 and the 200) emptied the bucket of two.
+    let (status, retry_after, _) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a")])).await;
+    assert_eq!((status, retry_after.as_deref()), (429, Some("1")));
+    assert_eq!(sandbox.world().stats().ometria_throttled, 1);
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn injected_faults_reach_the_client() {
+    let config = SandboxConfig {
+        lists: vec![("l".into(), 10)],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let url = format!("{}/lists/l/members?count=5", sandbox.mailchimp_url());
+    for (faults, expect) in [
+        (
+            Faults {
+                server_error: 1.0,
+                ..Faults::default()
+            },
+            Some(503),
+        ),
+        (
+            Faults {
+                throttle: 1.0,
+                throttle_burst: 1,
+                ..Faults::default()
+            },
+            Some(429),
+        ),
+        (
+            Faults {
+                truncate: 1.0,
+                ..Faults::default()
+            },
+            None,
+        ),
+        (
+            Faults {
+                drop: 1.0,
+                ..Faults::default()
+            },
+            None,
+        ),
+    ] {
+        sandbox.world().set_behaviour(
+            Api::Mailchimp,
+            Behaviour {
+                faults,
+                ..Behaviour::default()
+            },
+        );
+        let request = awc::Client::default()
+            .get(&url)
+            .basic_auth("any", DEFAULT_MAILCHIMP_KEY);
+        match (request.send().await, expect) {
+            (Ok(answer), Some(status)) => assert_eq!(answer.status().as_u16(), status),
+            // A dropped connection: no answer at all.
+            (Err(_), None) => {}
+            // A truncated answer: fewer bytes than announced.
+            (Ok(mut answer), None) => {
+                let announced: usize = answer
+                    .headers()
+                    .get("content-length")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let received = answer.body().await.map_or(0, |b| b.len());
+                assert!(received < announced, "{faults:?}: {received} of {announced}");
+            }
+            (Err(e), Some(_)) => panic!("{faults:?}: {e}"),
+        }
+    }
+    let injected = sandbox.world().stats().faults_injected;
+    assert_eq!(
+        injected["server_error"] + injected["throttle"] + injected["truncate"] + injected["drop"],
+        4
+    );
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn control_endpoints_inspect_and_mutate() {
+    let config = SandboxConfig {
+        lists: vec![("l".into(), 30)],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let base = format!("http://{}/_sandbox", sandbox.addr());
+    assert_eq!(get(&format!("{base}/health"), None).await, (200, json!({"ok": true})));
+    let (_, lists) = get(&format!("{base}/lists"), None).await;
+    assert_eq!(lists[0]["list_id"], "l");
+    let (_, verify) = get(&format!("{base}/verify"), None).await;
+    assert_eq!(verify["ok"], false, "nothing was pushed yet");
+    assert_eq!(verify["lists"][0]["missing_count"], 30);
+
+    let mut answer = awc::Client::default()
+        .post(format!("{base}/mutate?list_id=l&kind=add&count=3"))
+        .send()
+        .await
+        .unwrap();
+    let applied: Value = answer.json().await.unwrap();
+    assert_eq!(applied["applied"].as_array().unwrap().len(), 3);
+    let (_, lists) = get(&format!("{base}/lists"), None).await;
+    assert_eq!(
+        lists[0]["members"].as_u64().unwrap() + lists[0]["archived"].as_u64().unwrap(),
+        33
+    );
+    let (_, stats) = get(&format!("{base}/stats"), None).await;
+    assert_eq!(stats["mutations"], 3);
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn faults_at_a_moderate_rate_cost_no_record() {
+    let ms = Duration::from_millis;
+    let faults = Faults {
+        hang_for: ms(800),
+        throttle_burst: 2,
+        ..Faults::all(0.02)
+    };
+    let config = SandboxConfig {
+        lists: vec![("a".into(), 1200), ("b".into(), 800)],
+        mailchimp: Behaviour {
+            latency: ms(2),
+            jitter: ms(2),
+            faults,
+        },
+        ometria: Behaviour {
+            latency: ms(2),
+            jitter: ms(2),
+            faults,
+        },
+        seed: 7,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let (dir, _) =
+        state_dir(r#"[{"list_id": "a", "items_per_request": 20}, {"list_id": "b", "items_per_request": 20}]"#);
+    let mut config = importer_config(&sandbox, dir.path());
+    config.http_timeout = ms(300);
+    config.retry = ometria_importer::retry::RetryPolicy {
+        attempts: 8,
+        base: ms(10),
+        cap: ms(200),
+    };
+    config.ometria_max_requests_per_second = None;
+    let (log, buffer) = capture_log();
+    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    assert_eq!(summary.succeeded, 2, "{}", buffer.contents());
+    let stats = sandbox.world().stats();
+    assert!(stats.faults_injected.values().sum::<u64>() >= 8, "{stats:?}");
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    sandbox.stop().await;
+}
