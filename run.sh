@@ -25,9 +25,12 @@ usage() {
 # version: Show the importer's version
 # build: Build the importer (release)
 # test: Run tests
+# demo: Run the importer against built-in fake APIs (no keys needed)
 # go: Run controller (until Ctrl+C, SIGTERM or state/controller.quit)
 # once: Sync every list that is due, then exit (0 = all succeeded)
 # check: Validate settings and state/state.json; show what the next tick would do
+# sandbox: Serve only the fake APIs (see ometria-importer sandbox --help)
+# bench: Run the benchmark scenarios (BENCHMARKS.md)
 # ---
 HELP
 }
@@ -38,6 +41,6 @@ case "$command" in
   version) build && exec "$binary" version ;;
   build) build && "$binary" version ;;
   test) exec cargo test --locked "$@" ;;
-  go | once | check) build && exec "$binary" "$command" "$@" ;;
+  go | once | check | demo | sandbox | bench) build && exec "$binary" "$command" "$@" ;;
   *) usage ;;
 esac
