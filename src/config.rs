@@ -102,6 +102,9 @@ pub struct DemoArgs {
     /// Seeds the generated lists.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// With --follow: seconds between two syncs of a list.
+    #[arg(long = "every", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub every_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

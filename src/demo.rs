@@ -112,8 +112,8 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
         dir.path(),
     );
     if args.follow {
-        importer_config.tick = Duration::from_secs(5);
-        importer_config.refresh = Duration::from_secs(15);
+        importer_config.refresh = Duration::from_secs(args.every_seconds);
+        importer_config.tick = Duration::from_secs((args.every_seconds / 3).clamp(1, 5));
     }
     let file = StateFile::in_dir(dir.path());
     let daemon =
@@ -158,7 +158,7 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
     out.flush()?;
 
     if args.follow && ok {
-        follow(&sandbox, &file, &daemon, out).await?;
+        follow(&sandbox, &file, &daemon, Duration::from_secs(args.every_seconds), out).await?;
     } else if !daemon.is_finished() {
         std::fs::write(dir.path().join(crate::actors::controller::QUIT_FILE_NAME), "")?;
     }
@@ -173,11 +173,13 @@ async fn follow(
     sandbox: &Sandbox,
     file: &StateFile,
     daemon: &actix_rt::task::JoinHandle<Result<crate::RunSummary, crate::state::StateFileError>>,
+    every: Duration,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     writeln!(
         out,
-        "\ndemo: following; members change {FOLLOW_MUTATIONS_PER_SECOND} times a second and lists re-sync every 15 s (Ctrl+C stops)"
+        "\ndemo: following; members change {FOLLOW_MUTATIONS_PER_SECOND} times a second and lists re-sync every {} s (Ctrl+C stops)",
+        every.as_secs()
     )?;
     out.flush()?;
     let world = sandbox.world().clone();

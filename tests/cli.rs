@@ -336,3 +336,41 @@ async fn the_standalone_sandbox_serves_an_importer_in_another_process() {
     let stopped = exit_within(sandbox, Duration::from_secs(10)).await;
     assert_eq!(stopped.status.code(), Some(0));
 }
+
+#[actix_rt::test]
+async fn demo_follow_shows_incremental_syncs_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .args(["demo", "--follow", "--lists", "1", "--members", "300", "--every", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read lines on a thread; the test polls what arrived.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let synced = |n: usize| seen.lock().unwrap().iter().filter(|l| l.contains(": SYNC of ")).count() >= n;
+    wait_until(Duration::from_secs(30), "two incremental syncs", || synced(2)).await;
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = exit_within(child, Duration::from_secs(10)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines = seen.lock().unwrap().clone();
+    let syncs: Vec<&String> = lines.iter().filter(|l| l.contains(": SYNC of ")).collect();
+    // e.g. `demo: demo-list-1: SYNC of 12 records in 0.1 s; members changed before 2026-…: 301 of 301 match`
+    for line in &syncs {
+        assert!(!line.contains("MISMATCH"), "{lines:?}");
+        let (matching, members) = line.rsplit_once(": ").unwrap().1.split_once(" of ").unwrap();
+        assert_eq!(matching, members.trim_end_matches(" match"), "{line}");
+    }
+}
