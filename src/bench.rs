@@ -34,9 +34,22 @@ struct Scenario {
     lists: &'static str,
     sandbox: &'static [&'static str],
     importer: &'static [(&'static str, &'static str)],
-    items_per_request: u64,
-    worker_count: u64,
     floor: Floor,
+}
+
+/// Every scenario runs the importer with the defaults of a state entry.
+const ITEMS_PER_REQUEST: u64 = 100;
+const WORKER_COUNT: u64 = 8;
+
+/// No latency and no limits, on either side.
+fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
+    Scenario {
+        name,
+        lists,
+        sandbox: FAST_SANDBOX,
+        importer: NO_LIMITS,
+        floor: Floor::None,
+    }
 }
 
 const NO_LIMITS: &[(&str, &str)] = &[
@@ -60,8 +73,6 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 "0",
             ],
             importer: &[("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")],
-            items_per_request: 100,
-            worker_count: 8,
             floor: Floor::Pages {
                 latency: ms(50),
                 parallel: 8.0,
@@ -82,38 +93,12 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 ("OMETRIA_MAX_REQUESTS_PER_SECOND", "8"),
                 ("MAILCHIMP_MAX_CONNECTIONS", "10"),
             ],
-            items_per_request: 100,
-            worker_count: 8,
             floor: Floor::Records { per_second: 800.0 },
         }],
-        3 => vec![Scenario {
-            name: "3 cpu",
-            lists: "cpu:200000",
-            sandbox: FAST_SANDBOX,
-            importer: NO_LIMITS,
-            items_per_request: 100,
-            worker_count: 8,
-            floor: Floor::None,
-        }],
+        3 => vec![unlimited("3 cpu", "cpu:200000")],
         4 => vec![
-            Scenario {
-                name: "4 memory 100k",
-                lists: "memory:100000",
-                sandbox: FAST_SANDBOX,
-                importer: NO_LIMITS,
-                items_per_request: 100,
-                worker_count: 8,
-                floor: Floor::None,
-            },
-            Scenario {
-                name: "4 memory 1M",
-                lists: "memory:1000000",
-                sandbox: FAST_SANDBOX,
-                importer: NO_LIMITS,
-                items_per_request: 100,
-                worker_count: 8,
-                floor: Floor::None,
-            },
+            unlimited("4 memory 100k", "memory:100000"),
+            unlimited("4 memory 1M", "memory:1000000"),
         ],
         _ => vec![Scenario {
             name: "5 many lists",
@@ -130,8 +115,6 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 ("OMETRIA_MAX_REQUESTS_PER_SECOND", "0"),
                 ("MAILCHIMP_MAX_CONNECTIONS", "10"),
             ],
-            items_per_request: 100,
-            worker_count: 8,
             // min(10 connections, 4 lists × 8 workers)
             floor: Floor::Pages {
                 latency: ms(20),
@@ -245,7 +228,7 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         .ok_or_else(|| io::Error::other("the sandbox did not start"))?;
 
     let sizes: Vec<Value> = serde_json::from_str(&http_get(&address, "/_sandbox/lists")?)?;
-    let ipr = scenario.items_per_request;
+    let ipr = ITEMS_PER_REQUEST;
     // Requests the contract needs: each pass reads at least one page.
     let pages: u64 = sizes
         .iter()
@@ -262,7 +245,7 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
     let dir = tempfile::Builder::new().prefix("ometria-bench-").tempdir()?;
     let entries: Vec<Value> = sizes
         .iter()
-        .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": scenario.worker_count}))
+        .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": WORKER_COUNT}))
         .collect();
     std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
     let log = std::fs::File::create(dir.path().join("importer.log"))?;
