@@ -160,7 +160,11 @@ pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageReq
         .append_pair("sort_field", "last_changed")
         .append_pair("sort_dir", "ASC")
         .append_pair("before_last_changed", &format_for_mailchimp(window.before));
-    if let Some(since) = window.since {
+    let since = match page.since {
+        Some(t) => chrono::DateTime::from_timestamp(t, 0),
+        None => window.since,
+    };
+    if let Some(since) = since {
         query.append_pair("since_last_changed", &format_for_mailchimp(since));
     }
     if page.pass == Pass::Archived {
@@ -277,6 +281,8 @@ mod tests {
                 pass: Pass::Archived,
                 offset: 200,
                 count: 100,
+                since: None,
+                keyed: false,
             },
         );
         assert_eq!(
@@ -292,10 +298,17 @@ mod tests {
                 pass: Pass::Members,
                 offset: 0,
                 count: 1000,
+                since: Some(1_571_437_223),
+                keyed: true,
             },
         );
         assert!(url.starts_with("http://h/3.0/lists/a%2Fb%3F-_.~/members?"), "{url}");
-        assert!(!url.contains("since_last_changed") && !url.contains("status="), "{url}");
+        // A keyset page brings its own lower bound, even to a LOAD.
+        assert!(
+            url.contains("&since_last_changed=2019-10-18T22%3A20%3A23%2B00%3A00"),
+            "{url}"
+        );
+        assert!(!url.contains("status="), "{url}");
     }
 
     #[test]

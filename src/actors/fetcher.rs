@@ -16,7 +16,8 @@ use crate::limits::ConnectionLimit;
 use crate::mailchimp::{MailchimpClient, MemberPage};
 use crate::ometria::encode;
 use crate::retry::RetryPolicy;
-use crate::sync::{PageRequest, Pass, Window};
+use crate::state::parse_timestamp;
+use crate::sync::{MemberKey, PageRequest, Pass, Window};
 use crate::transform::member_to_contact;
 
 pub struct Fetcher {
@@ -86,18 +87,30 @@ fn read_page(
     let page = MemberPage::parse(body)?;
     let returned = page.members.len() as u64;
     let mut buffer = Vec::with_capacity(page.members.len() * 320);
-    let mut ends = Vec::with_capacity(page.members.len());
+    let mut ends: Vec<Option<usize>> = Vec::with_capacity(page.members.len());
+    let mut keys = Vec::new();
     let mut skipped = 0;
     for (position, mut member) in page.members.into_iter().enumerate() {
         if request.pass == Pass::Archived && member.status.is_none() {
             member.status = Some(Cow::Borrowed("archived"));
         }
+        if request.keyed {
+            keys.push(MemberKey {
+                last_changed: member
+                    .last_changed
+                    .as_deref()
+                    .and_then(parse_timestamp)
+                    .map(|t| t.timestamp()),
+                id: member.unique_email_id.as_deref().unwrap_or_default().to_owned(),
+            });
+        }
         match member_to_contact(&member, list_id) {
             Ok(contact) => {
                 encode(&contact, api, &mut buffer);
-                ends.push(buffer.len());
+                ends.push(Some(buffer.len()));
             }
             Err(reason) => {
+                ends.push(None);
                 skipped += 1;
                 let id = member.unique_email_id.as_deref().filter(|id| !id.is_empty());
                 warn!(
@@ -111,21 +124,30 @@ fn read_page(
     }
     let buffer = Bytes::from(buffer);
     let mut start = 0;
-    let records = ends
-        .into_iter()
-        .map(|end| {
+    let mut slices = ends.into_iter().map(|end| {
+        end.map(|end| {
             let record = buffer.slice(start..end);
             start = end;
             record
         })
-        .collect();
-    Ok(FetchedPage {
+    });
+    let mut fetched = FetchedPage {
         request,
         total_items: page.total_items,
         returned,
-        records,
-        skipped,
-    })
+        records: vec![],
+        skipped: 0,
+        keys,
+        keyed_records: vec![],
+    };
+    if request.keyed {
+        // The ListSync counts the skipped members it has not seen before.
+        fetched.keyed_records = slices.collect();
+    } else {
+        fetched.records = slices.by_ref().flatten().collect();
+        fetched.skipped = skipped;
+    }
+    Ok(fetched)
 }
 
 impl Handler<StopWorker> for Fetcher {

@@ -171,27 +171,42 @@ impl ListSync {
         self.counts.pages += 1;
         self.counts.read += page.returned;
         self.counts.skipped += page.skipped;
-        match self.plan.page_read(page.request, page.total_items, page.returned) {
+        let key = &self.job.entry.key;
+        let (verdict, records) = if page.request.keyed {
+            let (verdict, fresh) = self.plan.keyed_page_read(page.request, page.total_items, &page.keys);
+            let mut records = Vec::with_capacity(page.keyed_records.len());
+            for (record, new) in page.keyed_records.into_iter().zip(fresh) {
+                match (record, new) {
+                    (Some(record), true) => records.push(record),
+                    (None, true) => self.counts.skipped += 1,
+                    (_, false) => {}
+                }
+            }
+            (verdict, records)
+        } else {
+            (
+                self.plan.page_read(page.request, page.total_items, page.returned),
+                page.records,
+            )
+        };
+        match verdict {
             PageVerdict::Continue => {}
             PageVerdict::Resweep { pass, sweep } => warn!(
                 self.log,
-                "sync: list {} changed while its {} were read, so some may have shifted past the readers; reading them again (sweep {}).",
-                self.job.entry.key,
+                "sync: list {key} changed while its {} were read, so some may have shifted past the readers; reading them again (sweep {}).",
                 pass.name(),
                 sweep + 1
             ),
-            PageVerdict::Unstable { pass } => {
-                return self.fail(
-                    format!(
-                        "its {} kept changing during {} sweeps; the next attempt will read them again",
-                        pass.name(),
-                        crate::sync::MAX_SWEEPS
-                    ),
-                    ctx,
-                );
+            PageVerdict::Keyset { pass } => warn!(
+                self.log,
+                "sync: list {key} keeps changing while its {} are read; reading them again one page at a time, by last_changed.",
+                pass.name()
+            ),
+            PageVerdict::Unstable { pass, reason } => {
+                return self.fail(format!("its {} could not be read completely: {reason}", pass.name()), ctx);
             }
         }
-        for record in page.records {
+        for record in records {
             self.open_batch.push(record);
             if self.open_batch.len() == MAX_BATCH {
                 let full = std::mem::replace(&mut self.open_batch, Vec::with_capacity(MAX_BATCH));

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
-use crate::sync::PageRequest;
+use crate::sync::{MemberKey, PageRequest};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -85,6 +85,10 @@ pub struct FetchedPage {
     pub returned: u64,
     /// The mapped contacts, each already encoded as the JSON record Ometria takes.
     pub records: Vec<Bytes>,
+    /// Keyed pages only (`records` is empty): every member's key, and
+    /// beside it its record (`None` if the mapping skipped it).
+    pub keys: Vec<MemberKey>,
+    pub keyed_records: Vec<Option<Bytes>>,
     pub skipped: u64,
 }
 

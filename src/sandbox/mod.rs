@@ -414,6 +414,13 @@ impl Sandbox {
         format!("http://{}", self.addr)
     }
 
+    /// Stops the random mutations (`mutations_per_second`).
+    pub fn stop_mutations(&mut self) {
+        if let Some(m) = self.mutator.take() {
+            m.abort();
+        }
+    }
+
     /// What to tell a user of the standalone sandbox: where it is, how to
     /// point the importer at it, what it holds.
     pub fn describe(&self) -> String {
@@ -437,10 +444,8 @@ impl Sandbox {
     }
 
     /// Stops serving; waits for the server to close.
-    pub async fn stop(self) {
-        if let Some(m) = self.mutator {
-            m.abort();
-        }
+    pub async fn stop(mut self) {
+        self.stop_mutations();
         self.server.stop(false).await;
     }
 

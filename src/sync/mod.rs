@@ -5,6 +5,6 @@ mod plan;
 mod schedule;
 mod window;
 
-pub use plan::{PageRequest, PageVerdict, Pass, SweepPlan, MAX_SWEEPS};
+pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, OFFSET_SWEEPS};
 pub use schedule::{decide, delta, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY};
 pub use window::{start_time, Window, DEFAULT_OVERLAP};

@@ -15,9 +15,19 @@
 //! A pass that saw one is swept again; a sweep that sees none read every
 //! member still in the window. Members that left are changed after `T0`
 //! and belong to the next sync.
+//!
+//! A list that changes all the time may never give a clean concurrent
+//! sweep. After [`OFFSET_SWEEPS`] of them the pass falls back to a keyset
+//! sweep, one page at a time: each page asks for the members changed since
+//! one second before the last `last_changed` seen, so members leaving the
+//! window no longer move what is left to read. Members seen before are
+//! recognised by id; a run of members sharing one second longer than a
+//! page is walked with an offset inside it.
 
-/// Sweeps of one pass before the sync gives up and fails (cursor kept).
-pub const MAX_SWEEPS: u32 = 4;
+use std::collections::HashMap;
+
+/// Concurrent sweeps of a pass before it falls back to a keyset sweep.
+pub const OFFSET_SWEEPS: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pass {
@@ -41,10 +51,15 @@ pub struct PageRequest {
     pub pass: Pass,
     pub offset: u64,
     pub count: u32,
+    /// A keyset page: members changed since this second (unix time)
+    /// instead of since the window's start; `None` for the window's.
+    pub since: Option<i64>,
+    /// Whether the reader must report each member's `last_changed` and id.
+    pub keyed: bool,
 }
 
 /// What the plan makes of a page just read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PageVerdict {
     Continue,
     /// The window changed during this pass's sweep: it starts over.
@@ -52,26 +67,65 @@ pub enum PageVerdict {
         pass: Pass,
         sweep: u32,
     },
-    /// The window kept changing for [`MAX_SWEEPS`] sweeps.
-    Unstable {
+    /// The window kept changing: the pass goes on as a keyset sweep.
+    Keyset {
         pass: Pass,
     },
+    /// The pass cannot be completed; the sync fails (cursor kept).
+    Unstable {
+        pass: Pass,
+        reason: String,
+    },
+}
+
+/// A member of a keyed page: when it last changed and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberKey {
+    pub last_changed: Option<i64>,
+    pub id: String,
+}
+
+#[derive(Clone, Debug)]
+struct OffsetSweep {
+    /// The next offset to hand out (valid once `total` is known).
+    next: u64,
+    /// `total_items` from this sweep's first page.
+    total: Option<u64>,
+    /// Pages handed out in this sweep before `total_items` was known.
+    handed_out_blind: u32,
+    in_flight: u32,
+    changed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct KeysetSweep {
+    /// The latest `last_changed` read so far.
+    anchor: Option<i64>,
+    /// Where the next page starts among the members since `anchor - 1`.
+    offset: u64,
+    /// Ids read with a `last_changed` of `anchor - 1` or later.
+    seen: HashMap<String, i64>,
+    /// `total_items` of the last page.
+    last_total: Option<u64>,
+    in_flight: bool,
+    pages: u64,
+    /// Pages after which the sweep gives up (it is not converging).
+    page_limit: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Mode {
+    Offset(OffsetSweep),
+    Keyset(KeysetSweep),
 }
 
 #[derive(Clone, Debug)]
 struct PassPlan {
     pass: Pass,
-    /// The next offset to hand out (valid once `total` is known).
-    next: u64,
-    /// `total_items` from this sweep's first page.
-    total: Option<u64>,
     /// Pages it may read before `total_items` is known.
     blind_pages: u32,
-    /// Pages handed out in this sweep before `total_items` was known.
-    handed_out_blind: u32,
-    in_flight: u32,
-    changed: bool,
     sweep: u32,
+    mode: Mode,
     done: bool,
 }
 
@@ -82,6 +136,18 @@ pub struct SweepPlan {
     passes: Vec<PassPlan>,
 }
 
+impl OffsetSweep {
+    fn new(start: u64) -> OffsetSweep {
+        OffsetSweep {
+            next: start,
+            total: None,
+            handed_out_blind: 0,
+            in_flight: 0,
+            changed: false,
+        }
+    }
+}
+
 impl SweepPlan {
     /// `passes`: each pass and how many pages it reads before it knows
     /// its `total_items` (at least one).
@@ -90,13 +156,9 @@ impl SweepPlan {
             .iter()
             .map(|&(pass, blind_pages)| PassPlan {
                 pass,
-                next: start_offset,
-                total: None,
                 blind_pages: blind_pages.max(1),
-                handed_out_blind: 0,
-                in_flight: 0,
-                changed: false,
                 sweep: 0,
+                mode: Mode::Offset(OffsetSweep::new(start_offset)),
                 done: false,
             })
             .collect();
@@ -108,69 +170,147 @@ impl SweepPlan {
     }
 
     /// The next page to read, if one may be read now. `None` while every
-    /// pass waits for its first page, or when everything was handed out.
+    /// pass waits for a page it needs first, or when everything was handed out.
     pub fn next_request(&mut self) -> Option<PageRequest> {
         let count = self.count;
         for p in self.passes.iter_mut().filter(|p| !p.done) {
-            let may_read = match p.total {
-                None => p.handed_out_blind < p.blind_pages,
-                Some(total) => p.next < total,
-            };
-            if !may_read {
-                continue;
-            }
-            if p.total.is_none() {
-                p.handed_out_blind += 1;
-            }
-            let offset = p.next;
-            p.next = p.next.saturating_add(count.into());
-            p.in_flight += 1;
-            return Some(PageRequest {
+            let request = |offset, since, keyed| PageRequest {
                 pass: p.pass,
                 offset,
                 count,
-            });
+                since,
+                keyed,
+            };
+            match &mut p.mode {
+                Mode::Offset(o) => {
+                    let may_read = match o.total {
+                        None => o.handed_out_blind < p.blind_pages,
+                        Some(total) => o.next < total,
+                    };
+                    if !may_read {
+                        continue;
+                    }
+                    if o.total.is_none() {
+                        o.handed_out_blind += 1;
+                    }
+                    let offset = o.next;
+                    o.next = o.next.saturating_add(count.into());
+                    o.in_flight += 1;
+                    return Some(request(offset, None, false));
+                }
+                Mode::Keyset(k) if !k.in_flight => {
+                    k.in_flight = true;
+                    return Some(request(k.offset, k.anchor.map(|a| a - 1), true));
+                }
+                Mode::Keyset(_) => continue,
+            }
         }
         None
     }
 
-    /// Records a page read for `request` that reported `total_items` and
-    /// held `returned` members.
+    /// Records an offset page read for `request` that reported
+    /// `total_items` and held `returned` members.
     pub fn page_read(&mut self, request: PageRequest, total_items: u64, returned: u64) -> PageVerdict {
         let start = self.start;
         let count = u64::from(self.count);
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
             return PageVerdict::Continue;
         };
-        p.in_flight = p.in_flight.saturating_sub(1);
-        match p.total {
-            None => p.total = Some(total_items),
-            Some(total) if total != total_items => p.changed = true,
+        let Mode::Offset(o) = &mut p.mode else {
+            return PageVerdict::Continue;
+        };
+        o.in_flight = o.in_flight.saturating_sub(1);
+        match o.total {
+            None => o.total = Some(total_items),
+            Some(total) if total != total_items => o.changed = true,
             Some(_) => {}
         }
         if returned != count.min(total_items.saturating_sub(request.offset)) {
-            p.changed = true;
+            o.changed = true;
         }
-        let all_read = p.in_flight == 0 && p.total.is_some_and(|t| p.next >= t);
+        let all_read = o.in_flight == 0 && o.total.is_some_and(|t| o.next >= t);
         if !all_read {
             return PageVerdict::Continue;
         }
-        if !p.changed {
+        if !o.changed {
             p.done = true;
             return PageVerdict::Continue;
         }
-        if p.sweep + 1 >= MAX_SWEEPS {
-            return PageVerdict::Unstable { pass: p.pass };
-        }
         p.sweep += 1;
-        p.next = start;
-        p.total = None;
-        p.handed_out_blind = 0;
-        p.changed = false;
-        PageVerdict::Resweep {
-            pass: p.pass,
-            sweep: p.sweep,
+        if p.sweep < OFFSET_SWEEPS {
+            p.mode = Mode::Offset(OffsetSweep::new(start));
+            return PageVerdict::Resweep {
+                pass: p.pass,
+                sweep: p.sweep,
+            };
         }
+        // Generous: every page may be re-read a few times within runs of ties.
+        let page_limit = 4 * (total_items / count + 1) + 100;
+        p.mode = Mode::Keyset(KeysetSweep {
+            offset: start,
+            page_limit,
+            ..KeysetSweep::default()
+        });
+        PageVerdict::Keyset { pass: p.pass }
+    }
+
+    /// Records a keyset page: its `total_items` and its members in order.
+    /// Returns the verdict and, per member, whether it is new to this
+    /// sweep (only new members are sent).
+    pub fn keyed_page_read(
+        &mut self,
+        request: PageRequest,
+        total_items: u64,
+        members: &[MemberKey],
+    ) -> (PageVerdict, Vec<bool>) {
+        let count = u64::from(self.count);
+        let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
+            return (PageVerdict::Continue, vec![]);
+        };
+        let Mode::Keyset(k) = &mut p.mode else {
+            return (PageVerdict::Continue, vec![]);
+        };
+        k.in_flight = false;
+        k.pages += 1;
+        let unstable = |reason: String| PageVerdict::Unstable { pass: p.pass, reason };
+        if k.pages > k.page_limit {
+            return (
+                unstable(format!(
+                    "a one-by-one sweep read {} pages without reaching the end",
+                    k.page_limit
+                )),
+                vec![],
+            );
+        }
+        let mut fresh = Vec::with_capacity(members.len());
+        let mut newest = None;
+        for m in members {
+            let Some(changed) = m.last_changed else {
+                return (unstable("Mailchimp sent members without last_changed".into()), vec![]);
+            };
+            newest = Some(changed);
+            // Members with no id are not sent anyway; they only move the key on.
+            fresh.push(!m.id.is_empty() && k.seen.insert(m.id.clone(), changed).is_none());
+        }
+        // Members left the window while the offset walked a run of ties,
+        // so some may have shifted past it (or made this page look like
+        // the last): walk the run again from its start; ids already read
+        // are skipped.
+        let shifted = k.offset > 0 && k.last_total.is_some_and(|t| t != total_items);
+        k.last_total = Some(total_items);
+        if shifted {
+            k.offset = 0;
+        } else if (members.len() as u64) < count {
+            p.done = true;
+        } else if newest > k.anchor {
+            let anchor = newest.expect("a full page has members");
+            k.anchor = Some(anchor);
+            k.seen.retain(|_, changed| *changed >= anchor - 1);
+            k.offset = 0;
+        } else {
+            k.offset += members.len() as u64;
+        }
+        (PageVerdict::Continue, fresh)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -181,7 +321,10 @@ impl SweepPlan {
     pub fn expected_members(&self) -> Option<u64> {
         self.passes
             .iter()
-            .map(|p| p.total.map(|t| t.saturating_sub(self.start)))
+            .map(|p| match &p.mode {
+                Mode::Offset(o) => o.total.map(|t| t.saturating_sub(self.start)),
+                Mode::Keyset(k) => k.last_total,
+            })
             .sum()
     }
 }
@@ -191,7 +334,13 @@ mod tests {
     use super::*;
 
     fn req(pass: Pass, offset: u64, count: u32) -> PageRequest {
-        PageRequest { pass, offset, count }
+        PageRequest {
+            pass,
+            offset,
+            count,
+            since: None,
+            keyed: false,
+        }
     }
 
     fn drain(plan: &mut SweepPlan) -> Vec<PageRequest> {
@@ -320,18 +469,190 @@ mod tests {
     }
 
     #[test]
-    fn a_window_that_never_settles_gives_up() {
+    fn a_window_that_keeps_changing_falls_back_to_a_keyset_sweep() {
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
-        let mut verdict = PageVerdict::Continue;
-        for sweep in 0..MAX_SWEEPS as u64 {
+        let mut verdicts = vec![];
+        for sweep in 0..OFFSET_SWEEPS as u64 {
             plan.next_request();
-            verdict = plan.page_read(req(Pass::Members, 0, 10), 15 - sweep, 10);
+            plan.page_read(req(Pass::Members, 0, 10), 15 - sweep, 10);
             drain(&mut plan);
-            if verdict == PageVerdict::Continue {
-                verdict = plan.page_read(req(Pass::Members, 10, 10), 14 - sweep, 4 - sweep);
+            verdicts.push(plan.page_read(req(Pass::Members, 10, 10), 14 - sweep, 4 - sweep));
+        }
+        assert_eq!(
+            verdicts,
+            [
+                PageVerdict::Resweep {
+                    pass: Pass::Members,
+                    sweep: 1
+                },
+                PageVerdict::Keyset { pass: Pass::Members }
+            ]
+        );
+        // One keyed page at a time, from the window's start.
+        let first = PageRequest {
+            pass: Pass::Members,
+            offset: 0,
+            count: 10,
+            since: None,
+            keyed: true,
+        };
+        assert_eq!(drain(&mut plan), [first]);
+    }
+
+    fn key(changed: i64, id: &str) -> MemberKey {
+        MemberKey {
+            last_changed: Some(changed),
+            id: id.into(),
+        }
+    }
+
+    fn keyset_plan(count: u32) -> SweepPlan {
+        let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1)]);
+        plan.passes[0].mode = Mode::Keyset(KeysetSweep {
+            page_limit: 1000,
+            ..KeysetSweep::default()
+        });
+        plan
+    }
+
+    #[test]
+    fn a_keyset_sweep_continues_from_a_second_before_the_last_change() {
+        let mut plan = keyset_plan(3);
+        let r = drain(&mut plan);
+        assert_eq!((r.len(), r[0].since, r[0].offset), (1, None, 0));
+        let (v, fresh) = plan.keyed_page_read(r[0], 9, &[key(10, "a"), key(11, "b"), key(12, "c")]);
+        assert_eq!((v, fresh), (PageVerdict::Continue, vec![true, true, true]));
+        let r = drain(&mut plan);
+        assert_eq!((r[0].since, r[0].offset), (Some(11), 0));
+        // The answer repeats b and c (since is inclusive here); only d is new.
+        let (_, fresh) = plan.keyed_page_read(r[0], 7, &[key(11, "b"), key(12, "c"), key(13, "d")]);
+        assert_eq!(fresh, [false, false, true]);
+        let r = drain(&mut plan);
+        assert_eq!(r[0].since, Some(12));
+        let (_, fresh) = plan.keyed_page_read(r[0], 2, &[key(13, "d"), key(14, "e")]);
+        assert_eq!(fresh, [false, true]);
+        assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_run_of_ties_longer_than_a_page_is_walked_with_an_offset() {
+        let mut plan = keyset_plan(2);
+        let r = drain(&mut plan)[0];
+        plan.keyed_page_read(r, 5, &[key(5, "a"), key(5, "b")]);
+        let r = drain(&mut plan)[0];
+        assert_eq!((r.since, r.offset), (Some(4), 0));
+        let (_, fresh) = plan.keyed_page_read(r, 5, &[key(5, "a"), key(5, "b")]);
+        assert_eq!(fresh, [false, false]);
+        let r = drain(&mut plan)[0];
+        assert_eq!((r.since, r.offset), (Some(4), 2), "no progress: step over the run");
+        let (_, fresh) = plan.keyed_page_read(r, 5, &[key(5, "c"), key(5, "d")]);
+        assert_eq!(fresh, [true, true]);
+        let r = drain(&mut plan)[0];
+        assert_eq!(r.offset, 4);
+        // A member of the run left the window meanwhile (b): this short
+        // page may not be the end, so the run is walked again.
+        let (_, fresh) = plan.keyed_page_read(r, 4, &[key(6, "f")]);
+        assert_eq!(fresh, [true]);
+        assert!(!plan.is_complete());
+        let r = drain(&mut plan)[0];
+        assert_eq!((r.since, r.offset), (Some(4), 0));
+        let (_, fresh) = plan.keyed_page_read(r, 4, &[key(5, "a"), key(5, "c")]);
+        assert_eq!(fresh, [false, false]);
+        let r = drain(&mut plan)[0];
+        let (_, fresh) = plan.keyed_page_read(r, 4, &[key(5, "d"), key(6, "f")]);
+        assert_eq!(fresh, [false, false]);
+        let r = drain(&mut plan)[0];
+        assert_eq!((r.since, r.offset), (Some(5), 0));
+        plan.keyed_page_read(r, 1, &[key(6, "f")]);
+        assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_keyset_sweep_without_timestamps_or_without_end_gives_up() {
+        let mut plan = keyset_plan(2);
+        let r = drain(&mut plan)[0];
+        let (v, _) = plan.keyed_page_read(
+            r,
+            5,
+            &[
+                MemberKey {
+                    last_changed: None,
+                    id: "a".into(),
+                },
+                key(1, "b"),
+            ],
+        );
+        assert!(matches!(v, PageVerdict::Unstable { .. }));
+        let mut plan = keyset_plan(1);
+        if let Mode::Keyset(k) = &mut plan.passes[0].mode {
+            k.page_limit = 3;
+        }
+        let mut last = PageVerdict::Continue;
+        for i in 0..4 {
+            let r = drain(&mut plan)[0];
+            last = plan.keyed_page_read(r, 100, &[key(i, &i.to_string())]).0;
+        }
+        assert!(matches!(last, PageVerdict::Unstable { .. }), "{last:?}");
+    }
+
+    /// A model of Mailchimp: members sorted by (last_changed, id), a
+    /// `since` that is inclusive or exclusive, and members leaving the
+    /// window between any two pages. Whatever happens, every member that
+    /// stays is read, and the sweep ends.
+    #[test]
+    fn no_member_that_stays_is_lost_whatever_leaves_meanwhile() {
+        for seed in 0..300u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let inclusive = seed % 2 == 0;
+            let count = rng.u32(1..6);
+            let mut t = 0;
+            let mut list: Vec<(i64, String)> = (0..rng.usize(0..60))
+                .map(|i| {
+                    t += i64::from(rng.u8(0..4) == 0);
+                    (t, format!("m{i}"))
+                })
+                .collect();
+            let start = list.clone();
+            let mut removed = std::collections::HashSet::new();
+            let mut read = std::collections::HashSet::new();
+            let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1 + (seed % 3) as u32)]);
+            let mut queue: Vec<PageRequest> = vec![];
+            let mut steps = 0;
+            while !plan.is_complete() {
+                queue.extend(std::iter::from_fn(|| plan.next_request()));
+                assert!(!queue.is_empty(), "seed {seed}: stuck");
+                steps += 1;
+                assert!(steps < 10_000, "seed {seed}: does not end");
+                let r = queue.remove(rng.usize(0..queue.len()));
+                if !list.is_empty() && rng.u8(0..4) == 0 {
+                    removed.insert(list.remove(rng.usize(0..list.len())).1);
+                }
+                let window: Vec<&(i64, String)> = list
+                    .iter()
+                    .filter(|(c, _)| r.since.is_none_or(|s| if inclusive { *c >= s } else { *c > s }))
+                    .collect();
+                let page: Vec<MemberKey> = window
+                    .iter()
+                    .skip(r.offset as usize)
+                    .take(count as usize)
+                    .map(|(c, id)| key(*c, id))
+                    .collect();
+                if r.keyed {
+                    let (v, fresh) = plan.keyed_page_read(r, window.len() as u64, &page);
+                    assert_eq!(v, PageVerdict::Continue, "seed {seed}");
+                    read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
+                } else {
+                    let v = plan.page_read(r, window.len() as u64, page.len() as u64);
+                    assert!(!matches!(v, PageVerdict::Unstable { .. }), "seed {seed}");
+                    if matches!(v, PageVerdict::Resweep { .. } | PageVerdict::Keyset { .. }) {
+                        queue.clear();
+                    }
+                    read.extend(page.into_iter().map(|m| m.id));
+                }
+            }
+            for (_, id) in start.iter().filter(|(_, id)| !removed.contains(id)) {
+                assert!(read.contains(id), "seed {seed}: {id} lost (inclusive: {inclusive})");
             }
         }
-        assert_eq!(verdict, PageVerdict::Unstable { pass: Pass::Members });
-        assert!(!plan.is_complete());
     }
 }
