@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::OmetriaClient;
+use crate::rejected::RejectedLog;
 use crate::state::{StateFile, StateFileError};
 
 /// Whether the run listens to SIGINT and SIGTERM itself (the binary does;
@@ -54,6 +55,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         limits: Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second),
         retry: config.retry,
         progress_interval: config.progress_interval,
+        rejected_log: RejectedLog::in_state_dir(&config.state_dir),
         overlap: config.overlap,
         state_keeper,
         log: log.clone(),

@@ -12,6 +12,7 @@
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors.
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
+//! - [`rejected`]: naming the records Ometria rejects, and their file.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`demo`], [`bench`]: the commands of those names.
@@ -28,6 +29,7 @@ pub mod importer;
 pub mod limits;
 pub mod mailchimp;
 pub mod ometria;
+pub mod rejected;
 pub mod retry;
 pub mod sandbox;
 pub mod state;

@@ -206,26 +206,63 @@ async fn members_without_id_or_email_are_skipped_and_counted() {
 }
 
 #[actix_rt::test]
-async fn rejected_records_are_counted_and_do_not_fail_the_sync() {
+async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
     let members = generate_members(150, Utc::now());
+    let bad = ["u000007", "u000042", "u000133"];
     let ometria = FakeOmetria {
-        reject: 1,
+        reject_ids: bad.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), ometria).await;
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let (log, buffer) = capture_log();
     let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
         .await
         .unwrap();
-    assert_eq!(summary, ok_once());
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
     assert_eq!(read_json(&file)[0]["total_updates"], 150);
     let log = buffer.contents();
-    assert!(
-        log.contains("sync: Ometria rejected 1 of 100 records of list \"L\"; the batch held ids u0"),
-        "{log}"
+    assert!(log.contains("rejected=3"), "{log}");
+    // The log and the rejected file name exactly the rejected records.
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains("sync: Ometria rejected")).collect();
+    let named: Vec<String> = logged
+        .iter()
+        .flat_map(|l| {
+            l.split(": ")
+                .nth(2)
+                .unwrap()
+                .split("; kept in")
+                .next()
+                .unwrap()
+                .split(", ")
+        })
+        .map(str::to_owned)
+        .collect();
+    let mut named = named;
+    named.sort();
+    assert_eq!(named, bad, "{log}");
+    let kept = std::fs::read_to_string(dir.path().join("rejected/L.jsonl")).unwrap();
+    let lines: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut ids: Vec<&str> = lines.iter().map(|l| l["record"]["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, bad);
+    let m = members.iter().find(|m| m.id == "u000042").unwrap();
+    let line = lines.iter().find(|l| l["record"]["id"] == "u000042").unwrap();
+    assert_eq!(
+        (&line["list_id"], &line["record"]),
+        (&json!("L"), &m.expected_contact("L"))
     );
-    assert!(log.contains("rejected=2"), "{log}");
+    assert!(line["rejected_at"].is_string());
+    // Every other record arrived.
+    assert_eq!(by_id_allowing_repeats(&apis.pushed()).len(), 147);
+}
+
+/// Records by id; the search for rejected records re-sends some.
+fn by_id_allowing_repeats(records: &[Value]) -> HashMap<String, Value> {
+    records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
 }
 
 #[actix_rt::test]

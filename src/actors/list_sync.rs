@@ -25,6 +25,7 @@ use super::writer::Writer;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
+use crate::rejected::RejectedLog;
 use crate::retry::RetryPolicy;
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
@@ -42,6 +43,7 @@ pub struct SyncDeps {
     pub overlap: Duration,
     /// Long syncs log their progress this often.
     pub progress_interval: Duration,
+    pub rejected_log: RejectedLog,
     pub state_keeper: Addr<StateKeeper>,
     pub log: Logger,
 }
@@ -327,6 +329,7 @@ impl Actor for ListSync {
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
                     list_id: list_id.clone(),
+                    rejected_log: self.deps.rejected_log.clone(),
                     log: self.log.clone(),
                 }
                 .start(),

@@ -1,16 +1,20 @@
 //! A Writer pushes one batch of at most 100 contacts at a time to Ometria,
-//! paced by the global request rate and with retries.
+//! paced by the global request rate and with retries. When Ometria rejects
+//! records, it finds which and keeps them in the list's rejected file.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use slog::{warn, Logger};
+use bytes::Bytes;
+use chrono::Utc;
+use slog::{error, warn, Logger};
 
 use super::messages::{PushBatch, StopWorker};
 use crate::api::ApiError;
 use crate::limits::Pacer;
 use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
+use crate::rejected::{isolate, RejectedLog};
 use crate::retry::RetryPolicy;
 
 pub struct Writer {
@@ -18,6 +22,7 @@ pub struct Writer {
     pub pacer: Arc<Pacer>,
     pub retry: RetryPolicy,
     pub list_id: Rc<str>,
+    pub rejected_log: RejectedLog,
     pub log: Logger,
 }
 
@@ -29,34 +34,51 @@ impl Handler<PushBatch> for Writer {
     type Result = ResponseActFuture<Self, Result<PushOutcome, ApiError>>;
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
-        let (client, pacer, retry, list_id, log) = (
+        let (client, pacer, retry, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
             self.retry,
             self.list_id.clone(),
+            self.rejected_log.clone(),
             self.log.clone(),
         );
         let work = async move {
-            let outcome = retry
-                .run(
-                    || async {
-                        pacer.wait_turn().await;
-                        client.push(&batch).await
-                    },
-                    |e, n, wait| {
-                        warn!(
-                            log,
-                            "sync: pushing {} records of list \"{list_id}\" failed: {e}; retry {n} in {:.1} s.",
-                            batch.len(),
-                            wait.as_secs_f64()
+            // One push of `records`, paced and retried.
+            let push = |records: Vec<Bytes>| {
+                let (client, pacer, list_id, log) = (client.clone(), pacer.clone(), list_id.clone(), log.clone());
+                async move {
+                    retry
+                        .run(
+                            || async {
+                                pacer.wait_turn().await;
+                                client.push(&records).await
+                            },
+                            |e, n, wait| {
+                                warn!(
+                                    log,
+                                    "sync: pushing {} records of list \"{list_id}\" failed: {e}; retry {n} in {:.1} s.",
+                                    records.len(),
+                                    wait.as_secs_f64()
+                                )
+                            },
                         )
-                    },
-                )
-                .await?;
+                        .await
+                }
+            };
+            let outcome = push(batch.clone()).await?;
             if outcome.rejected > 0 {
-                let ids = record_ids(&batch);
-                warn!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\"; the batch held ids {}.",
-                    outcome.rejected, batch.len(), ids.join(","); "rejected" => outcome.rejected);
+                let rejected = isolate(&batch, outcome.rejected, &push).await?;
+                let ids = record_ids(&rejected).join(", ");
+                match rejected_log.append(&list_id, &rejected, Utc::now()) {
+                    Ok(path) => {
+                        warn!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; kept in {}.",
+                        outcome.rejected, batch.len(), path.display(); "rejected" => outcome.rejected)
+                    }
+                    Err(e) => {
+                        error!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; they could not be kept in {}: {e}",
+                        outcome.rejected, batch.len(), rejected_log.file_for(&list_id).display(); "rejected" => outcome.rejected)
+                    }
+                }
             }
             Ok(outcome)
         };

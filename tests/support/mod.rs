@@ -193,8 +193,8 @@ pub struct FakeOmetria {
     pub arrivals: Arc<Mutex<Vec<Instant>>>,
     /// Answer this status instead of accepting.
     pub fail_with: Option<u16>,
-    /// Report this many records of each batch as rejected.
-    pub reject: u64,
+    /// Reject the records with these ids (they are not kept).
+    pub reject_ids: Vec<String>,
 }
 
 impl Respond for FakeOmetria {
@@ -206,8 +206,11 @@ impl Respond for FakeOmetria {
         let batch: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
         let n = batch.len();
         self.batch_sizes.lock().unwrap().push(n);
-        self.records.lock().unwrap().extend(batch);
-        let rejected = self.reject.min(n as u64);
+        let (refused, kept): (Vec<Value>, Vec<Value>) = batch
+            .into_iter()
+            .partition(|r| self.reject_ids.iter().any(|id| r["id"] == id.as_str()));
+        self.records.lock().unwrap().extend(kept);
+        let rejected = refused.len() as u64;
         ResponseTemplate::new(200).set_body_json(
             json!({"status": "OK", "request_id": "req-1", "accepted": n as u64 - rejected, "rejected": rejected}),
         )
