@@ -120,7 +120,7 @@ mod tests {
             *calls.borrow_mut() += 1;
             let rejected = part
                 .iter()
-                .filter(|r| bad.iter().any(|b| **r == Bytes::from(format!(r#"{{"id":"r{b}"}}"#))))
+                .filter(|r| bad.iter().any(|b| r[..] == *format!(r#"{{"id":"r{b}"}}"#).as_bytes()))
                 .count() as u64;
             std::future::ready(Ok(PushOutcome {
                 accepted: part.len() as u64 - rejected,
