@@ -135,7 +135,7 @@ pub struct SandboxArgs {
     /// Ometria requests per second per key (token bucket); 0 = unlimited.
     #[arg(long, default_value_t = 8.0, value_parser = parse_rate)]
     pub ometria_rate: f64,
-    /// Probability per request of each fault (5xx, 429 burst, hang, drop, truncation), both APIs.
+    /// Probability per request of each fault (5xx, 429 burst, hang, drop, truncation, body-less 403), both APIs.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
     /// How long a hung request hangs.

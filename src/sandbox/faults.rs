@@ -22,6 +22,9 @@ pub struct Faults {
     pub drop: f64,
     /// The answer's body is cut in half.
     pub truncate: f64,
+    /// Mailchimp's other way to throttle: a 403 with no body (Ometria
+    /// answers these with a 429).
+    pub forbidden: f64,
 }
 
 impl Default for Faults {
@@ -34,6 +37,7 @@ impl Default for Faults {
             hang_for: Duration::from_secs(150),
             drop: 0.0,
             truncate: 0.0,
+            forbidden: 0.0,
         }
     }
 }
@@ -47,6 +51,7 @@ impl Faults {
             hang: rate,
             drop: rate,
             truncate: rate,
+            forbidden: rate,
             ..Faults::default()
         }
     }
@@ -59,15 +64,17 @@ pub enum Fault {
     Hang,
     Drop,
     Truncate,
+    Forbidden,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::ServerError,
         Fault::Throttle,
         Fault::Hang,
         Fault::Drop,
         Fault::Truncate,
+        Fault::Forbidden,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +84,7 @@ impl Fault {
             Fault::Hang => "hang",
             Fault::Drop => "drop",
             Fault::Truncate => "truncate",
+            Fault::Forbidden => "forbidden",
         }
     }
 }
@@ -108,6 +116,7 @@ impl FaultDice {
             (Fault::Hang, faults.hang),
             (Fault::Drop, faults.drop),
             (Fault::Truncate, faults.truncate),
+            (Fault::Forbidden, faults.forbidden),
         ] {
             edge += p;
             if draw < edge {

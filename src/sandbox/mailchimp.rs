@@ -269,6 +269,7 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
     };
     let (fault, latency, hang_for) = world.roll(Api::Mailchimp);
     match fault {
+        Some(Fault::Forbidden) => return HttpResponse::Forbidden().finish(),
         Some(Fault::Throttle) => {
             return problem(
                 429,

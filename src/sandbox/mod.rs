@@ -97,7 +97,8 @@ pub struct Stats {
     ometria_recent: Mutex<VecDeque<Instant>>,
     records_accepted: AtomicU64,
     records_rejected: AtomicU64,
-    faults: [AtomicU64; 5],
+    records_in_cut_answers: AtomicU64,
+    faults: [AtomicU64; 6],
     mutations: AtomicU64,
 }
 
@@ -118,6 +119,9 @@ pub struct StatsSnapshot {
     pub ometria_max_per_second: usize,
     pub records_accepted: u64,
     pub records_rejected: u64,
+    /// Records stored by pushes whose answer was then dropped or cut: the
+    /// client cannot know they were taken, and sends them again.
+    pub records_in_cut_answers: u64,
     pub faults_injected: HashMap<String, u64>,
     pub mutations: u64,
 }
@@ -256,6 +260,7 @@ impl World {
             ometria_max_per_second: s.ometria_max_per_second.load(Ordering::Relaxed),
             records_accepted: s.records_accepted.load(Ordering::Relaxed),
             records_rejected: s.records_rejected.load(Ordering::Relaxed),
+            records_in_cut_answers: s.records_in_cut_answers.load(Ordering::Relaxed),
             faults_injected: Fault::ALL
                 .iter()
                 .zip(&s.faults)

@@ -163,7 +163,7 @@ async fn admit(req: &HttpRequest, world: &World, auth_header: &str) -> Result<Op
     }
     let (fault, latency, hang_for) = world.roll(Api::Ometria);
     match fault {
-        Some(Fault::Throttle) => {
+        Some(Fault::Throttle | Fault::Forbidden) => {
             let mut answer = problem(429, "Too Many Requests", "Backlog full; slow down.");
             answer
                 .headers_mut()
@@ -260,6 +260,12 @@ pub async fn push(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -
     };
     world.stats.records_accepted.fetch_add(accepted, Ordering::Relaxed);
     world.stats.records_rejected.fetch_add(rejected, Ordering::Relaxed);
+    if matches!(fault, Some(Fault::Drop | Fault::Truncate)) {
+        world
+            .stats
+            .records_in_cut_answers
+            .fetch_add(accepted, Ordering::Relaxed);
+    }
     answer(
         fault,
         actix_web::http::StatusCode::OK,

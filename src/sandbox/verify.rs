@@ -130,6 +130,15 @@ impl World {
         Some((serde_json::from_str(&stored.json).unwrap_or(Value::Null), stored.writes))
     }
 
+    /// How many contacts Ometria holds, and how many writes made them.
+    pub fn ometria_writes(&self) -> (usize, u64) {
+        let store = self.store();
+        (
+            store.contacts.len(),
+            store.contacts.values().map(|s| u64::from(s.writes)).sum(),
+        )
+    }
+
     /// Every contact Ometria holds.
     pub fn ometria_contacts(&self) -> Vec<Value> {
         self.store()
