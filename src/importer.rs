@@ -2,7 +2,7 @@
 //! the stop signals, and wait until the Controller says it is done.
 
 use actix::prelude::*;
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::actors::controller::{Controller, ControllerSettings, RunMode, RunSummary, QUIT_FILE_NAME};
@@ -30,6 +30,13 @@ pub enum Signals {
 pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StateFileError> {
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
+    let stale = file.remove_stale_temp_files();
+    if stale > 0 {
+        info!(
+            log,
+            "controller: removed {stale} temporary file(s) an interrupted run left beside the state file."
+        );
+    }
     let http = http_client(config.http_timeout);
     // The StateKeeper's file I/O (with fsync) gets a thread of its own, so
     // it never stalls the HTTP work on this one.

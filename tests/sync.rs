@@ -626,3 +626,46 @@ async fn a_member_leaving_the_window_mid_sweep_costs_no_other_member() {
         buffer.contents()
     );
 }
+
+#[actix_rt::test]
+async fn a_failing_entry_backs_off_while_the_others_sync() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("good", generate_members(40, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "nope"}, {"list_id": "good"}]"#);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(10), "three ticks", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= 3
+    })
+    .await;
+    let summary = quit(dir.path(), daemon).await;
+    assert_eq!((summary.succeeded, summary.failed), (1, 1));
+    let state = read_json(&file);
+    assert!(state[0].get("latest_timestamp").is_none());
+    assert_eq!(state[1]["total_updates"], 40);
+    let log = buffer.contents();
+    assert_eq!(
+        log.matches("controller: list \"nope\" requires \"LOAD\", firing...")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("controller: list \"nope\" failed 1 time(s) in a row; next attempt after"),
+        "{log}"
+    );
+    let nope = apis
+        .mailchimp
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().contains("/nope/"))
+        .count();
+    assert!((1..=3).contains(&nope), "{nope} requests for the failing list");
+}

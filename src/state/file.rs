@@ -98,23 +98,38 @@ impl StateFile {
                 message: "invalid UTF-8".into(),
             })
         })?;
+        // Some editors start a UTF-8 file with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         StateDocument::parse(text).map_err(invalid)
     }
 
-    /// Temp file in the same folder, flushed to disk, then renamed over the
-    /// state file — unless the file no longer holds `expected`.
+    /// Temp file in the same folder, flushed to disk, then swapped with
+    /// the state file — unless the file no longer holds `expected`.
+    ///
+    /// On Linux the swap is `renameat2(RENAME_EXCHANGE)`: the file it
+    /// displaces is checked afterwards, so an editor's save that lands
+    /// between our read and the swap is never lost — it is swapped back and
+    /// the caller patches it again. Elsewhere: a check, then a rename.
     fn replace_if_unchanged(&self, content: &[u8], expected: &[u8]) -> Result<bool, StateFileError> {
+        self.replace_with_hook(content, expected, || {})
+    }
+
+    /// `replace_if_unchanged`, calling `before_swap` at the worst moment
+    /// (tests use it to save the file just then).
+    fn replace_with_hook(
+        &self,
+        content: &[u8],
+        expected: &[u8],
+        before_swap: impl FnOnce(),
+    ) -> Result<bool, StateFileError> {
         let write_err = |source| StateFileError::Write {
             path: self.path.clone(),
             source,
         };
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = self.dir();
         let mut temp = tempfile::Builder::new()
-            .prefix(".state.json.")
-            .suffix(".tmp")
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(write_err)?;
         temp.write_all(content).map_err(write_err)?;
@@ -126,13 +141,83 @@ impl StateFile {
         if self.read_bytes()? != expected {
             return Ok(false); // the temp file is removed on drop
         }
-        temp.persist(&self.path).map_err(|e| write_err(e.error))?;
+        before_swap();
+        match exchange(temp.path(), &self.path) {
+            Ok(()) => {
+                // `temp` now names what we displaced.
+                if fs::read(temp.path()).map_err(write_err)? != expected {
+                    exchange(temp.path(), &self.path).map_err(write_err)?;
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
+                // No atomic exchange on this file system: a plain rename.
+                temp.persist(&self.path).map_err(|e| write_err(e.error))?;
+            }
+            Err(e) => return Err(write_err(e)),
+        }
         // Make the rename itself durable.
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(true)
     }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Removes temporary files a killed importer left beside the state
+    /// file; returns how many. (One importer per state folder.)
+    pub fn remove_stale_temp_files(&self) -> usize {
+        let Ok(entries) = fs::read_dir(self.dir()) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+            })
+            .filter(|e| fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+}
+
+const TEMP_PREFIX: &str = ".state.json.";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Atomically swaps two paths (Linux `renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// 1-based line and column of a byte offset, as serde_json reports them.
@@ -250,6 +335,54 @@ mod tests {
         let v: Value = serde_json::from_str(&fs::read_to_string(file.path()).unwrap()).unwrap();
         assert_eq!(v[0]["note"], "mine");
         assert_eq!(v[0]["total_updates"], 5);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_save_just_before_the_swap_is_swapped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        let old = b"[{\"list_id\": \"a1\"}]";
+        fs::write(file.path(), old).unwrap();
+        let saved = "[{\"list_id\": \"a1\", \"note\": \"saved by an editor\"}]";
+        let written = file
+            .replace_with_hook(b"[]\n", old, || {
+                // An editor saves the way editors do: a new file renamed over.
+                fs::write(dir.path().join("editor.swp"), saved).unwrap();
+                fs::rename(dir.path().join("editor.swp"), file.path()).unwrap();
+            })
+            .unwrap();
+        assert!(!written, "the write must report that it has to start over");
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), saved);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "\u{feff}[{\"list_id\": \"a1\"}]").unwrap();
+        assert_eq!(file.load().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[]").unwrap();
+        fs::write(dir.path().join(".state.json.a1b2c3.tmp"), "[").unwrap();
+        fs::write(dir.path().join("notes.tmp"), "mine").unwrap();
+        assert_eq!(file.remove_stale_temp_files(), 1);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["notes.tmp", "state.json"]);
     }
 
     #[cfg(unix)]
