@@ -669,3 +669,44 @@ async fn a_failing_entry_backs_off_while_the_others_sync() {
         .count();
     assert!((1..=3).contains(&nope), "{nope} requests for the failing list");
 }
+
+/// Many syncs finishing at once: the Controller must never plan with a view
+/// of the state file that predates a result, or it LOADs a list again.
+#[actix_rt::test]
+async fn lists_finishing_together_are_loaded_once() {
+    let now = Utc::now();
+    let mut fake = FakeMailchimp::default();
+    let ids: Vec<String> = (0..12).map(|i| format!("l{i}")).collect();
+    for id in &ids {
+        fake = fake.with_list(id, generate_members(30, now));
+    }
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries: Vec<Value> = ids.iter().map(|id| json!({"list_id": id})).collect();
+    let (dir, file) = state_dir(&serde_json::to_string(&entries).unwrap());
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    config.max_concurrent_lists = 6;
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(10), "every list synced", || {
+        read_json(&file)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("latest_timestamp").is_some())
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "another tick", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= 2
+    })
+    .await;
+    let summary = quit(dir.path(), daemon).await;
+    assert_eq!(summary.succeeded, 12, "{}", buffer.contents());
+    for id in &ids {
+        let fired = buffer
+            .contents()
+            .matches(&format!("list \"{id}\" requires \"LOAD\", firing..."))
+            .count();
+        assert_eq!(fired, 1, "{id} was loaded {fired} times");
+    }
+}

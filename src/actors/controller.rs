@@ -72,6 +72,8 @@ pub struct Controller {
     waiting: VecDeque<SyncJob>,
     phase: Phase,
     summary: RunSummary,
+    /// Syncs finished so far: tells a view that may predate a result.
+    finished: u64,
     done: Option<oneshot::Sender<RunSummary>>,
 }
 
@@ -87,13 +89,19 @@ impl Controller {
             waiting: VecDeque::new(),
             phase: Phase::Running,
             summary: RunSummary::default(),
+            finished: 0,
             done: Some(done),
         }
     }
 
     /// Asks the StateKeeper for the entries, then plans; `verbose` logs a
     /// line per entry, as a tick does.
+    ///
+    /// A view asked for before a sync finished may not show that sync's
+    /// result; planning with it would start the entry again. Such a view
+    /// is dropped and asked for anew.
     fn load_and_plan(&mut self, verbose: bool, ctx: &mut Context<Self>) {
+        let asked_at = self.finished;
         let load = self
             .deps
             .state_keeper
@@ -101,6 +109,7 @@ impl Controller {
             .into_actor(self)
             .map(move |entries, controller, ctx| {
                 match entries {
+                    Ok(_) if controller.finished != asked_at => return controller.load_and_plan(verbose, ctx),
                     Ok(entries) => controller.plan(entries, verbose, ctx),
                     Err(e) => error!(controller.log, "controller: the state keeper is gone ({e})."),
                 }
@@ -270,6 +279,7 @@ impl Handler<SyncFinished> for Controller {
         let Some(running) = self.running.remove(&finished.key) else {
             return;
         };
+        self.finished += 1;
         match &finished.result {
             Ok(_) => {
                 self.summary.succeeded += 1;
