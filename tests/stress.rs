@@ -1,0 +1,209 @@
+//! The state file under stress (SPEC §2), with the real binary: killed
+//! with SIGKILL at random moments while it writes, and edited by hand
+//! while syncs finish around the edits.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use ometria_importer::sandbox::{Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use support::{read_json, state_dir, wait_until};
+
+const LISTS: usize = 24;
+
+fn sandbox() -> Sandbox {
+    let config = SandboxConfig {
+        lists: (0..LISTS).map(|i| (format!("list-{i:02}"), 60)).collect(),
+        mailchimp_max_connections: 0,
+        workers: 2,
+        ..SandboxConfig::default()
+    };
+    Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap()
+}
+
+/// The importer, syncing every list every second.
+fn importer(sandbox: &Sandbox, state_dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .env("IMPORTER_STATE_DIR", state_dir)
+        .env("MAILCHIMP_APIKEY", DEFAULT_MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", DEFAULT_OMETRIA_KEY)
+        .env("MAILCHIMP_BASE_URL", sandbox.mailchimp_url())
+        .env("OMETRIA_BASE_URL", sandbox.ometria_url())
+        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
+        .env("IMPORTER_TICK_SECONDS", "1")
+        .env("IMPORTER_REFRESH_SECONDS", "1")
+        .env("IMPORTER_MAX_CONCURRENT_LISTS", "8")
+        .arg("go")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A cursor a user sets by hand: in the future, so the entry stays up to
+/// date and the value must survive exactly.
+const USERS_CURSOR: &str = "2999-01-01T00:00:00";
+
+/// What the user wrote in an entry: everything but the importer's fields
+/// (a cursor the user set is the user's).
+fn users_part(entry: &Value) -> Value {
+    let mut entry = entry.clone();
+    if let Some(object) = entry.as_object_mut() {
+        for owned in ["latest_timestamp", "elapsed_seconds", "total_updates"] {
+            if !(owned == "latest_timestamp" && object.get(owned) == Some(&json!(USERS_CURSOR))) {
+                object.shift_remove(owned);
+            }
+        }
+    }
+    entry
+}
+
+#[actix_rt::test]
+async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file() {
+    let sandbox = sandbox();
+    let entries: Vec<Value> = (0..LISTS)
+        .map(|i| json!({"note": format!("mine {i}"), "list_id": format!("list-{i:02}"), "worker_count": 2}))
+        .collect();
+    let (dir, file) = state_dir(&serde_json::to_string_pretty(&entries).unwrap());
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut writes_seen = 0;
+    let kills = 60;
+    for kill in 0..kills {
+        let before = std::fs::read(&file).unwrap();
+        let mut child = importer(&sandbox, dir.path());
+        // The moment of the kill is the point of the test, not a wait for anything.
+        actix_rt::time::sleep(Duration::from_millis(rng.u64(50..700))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let state: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("kill {kill}: torn state file: {e}\n{text}"));
+        let users: Vec<Value> = state.as_array().unwrap().iter().map(users_part).collect();
+        assert_eq!(
+            users, entries,
+            "kill {kill}: an entry the user wrote is gone or changed"
+        );
+        writes_seen += usize::from(text.as_bytes() != before.as_slice());
+    }
+    // The kills landed while the importer was writing, again and again.
+    assert!(
+        writes_seen > kills / 3,
+        "only {writes_seen} of {kills} runs wrote anything"
+    );
+    // What a killed write leaves behind is cleaned up by the next start.
+    let mut child = importer(&sandbox, dir.path());
+    wait_until(Duration::from_secs(10), "the next start", || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sandbox.stop().await;
+}
+
+/// One edit a user makes by hand to their own view of the entries.
+fn edit(model: &mut Vec<Value>, rng: &mut fastrand::Rng, next_id: &mut usize) {
+    match rng.u8(0..5) {
+        0 => {
+            // Back comes a list removed earlier, or one Mailchimp does not know.
+            let missing = (0..LISTS)
+                .map(|i| format!("list-{i:02}"))
+                .find(|id| !model.iter().any(|e| e["list_id"] == *id));
+            let list_id = missing.unwrap_or_else(|| format!("extra-{next_id}"));
+            model.push(json!({"list_id": list_id, "added": *next_id}));
+            *next_id += 1;
+        }
+        1 if model.len() > 3 => {
+            model.remove(rng.usize(0..model.len()));
+        }
+        2 => rng.shuffle(model),
+        3 if !model.is_empty() => {
+            let i = rng.usize(0..model.len());
+            model[i]["latest_timestamp"] = json!(USERS_CURSOR);
+        }
+        _ if !model.is_empty() => {
+            let i = rng.usize(0..model.len());
+            model[i]["tag"] = json!(rng.u32(..));
+        }
+        _ => {}
+    }
+}
+
+/// Saves the user's view as an editor would: what the file shows of the
+/// importer's fields is kept, and the new file is renamed over the old.
+fn save(file: &Path, model: &[Value], current: &Value) {
+    let entries: Vec<Value> = model
+        .iter()
+        .map(|entry| {
+            let mut entry = entry.clone();
+            let shown = current
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["list_id"] == entry["list_id"]);
+            for owned in ["latest_timestamp", "elapsed_seconds", "total_updates"] {
+                if let Some(value) = shown.and_then(|e| e.get(owned)) {
+                    if entry.get(owned).is_none() {
+                        entry[owned] = value.clone();
+                    }
+                }
+            }
+            entry
+        })
+        .collect();
+    let saving = file.with_extension("swp");
+    std::fs::write(&saving, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    std::fs::rename(&saving, file).unwrap();
+}
+
+#[actix_rt::test]
+async fn hand_edits_survive_syncs_finishing_all_around_them() {
+    let sandbox = sandbox();
+    // Each list once, so that an entry is known by its list id alone.
+    let mut model: Vec<Value> = (0..LISTS).map(|i| json!({"list_id": format!("list-{i:02}")})).collect();
+    let (dir, file) = state_dir(&serde_json::to_string(&model).unwrap());
+    let mut child = importer(&sandbox, dir.path());
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut next_id = 100;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut edits = 0;
+    while Instant::now() < deadline {
+        let current = read_json(&file);
+        let users: Vec<Value> = current.as_array().unwrap().iter().map(users_part).collect();
+        assert_eq!(users, model, "edit {edits} was lost: the file no longer shows it");
+        edit(&mut model, &mut rng, &mut next_id);
+        save(&file, &model, &current);
+        edits += 1;
+        // The pace of a very busy user, not a wait for anything.
+        actix_rt::time::sleep(Duration::from_millis(rng.u64(2..20))).await;
+    }
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the importer did not stop");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = read_json(&file);
+    let users: Vec<Value> = state.as_array().unwrap().iter().map(users_part).collect();
+    assert_eq!(
+        users, model,
+        "after {edits} edits, the last one did not survive as written"
+    );
+    let synced = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("total_updates").is_some())
+        .count();
+    assert!(synced > 0, "no entry synced during the edits");
+    sandbox.stop().await;
+}
