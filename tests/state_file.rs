@@ -202,3 +202,62 @@ async fn a_stop_abandons_a_sync_after_the_grace_period_without_touching_its_curs
     );
     assert!(log.trim_end().ends_with("controller: done."), "{log}");
 }
+
+/// Every kind of bad input, and exactly what the operator is told.
+#[test]
+fn bad_inputs_and_their_exact_messages() {
+    use ometria_importer::state::StateFile;
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::in_dir(dir.path());
+    let path = file.path().display().to_string();
+    let whole_file: &[(&[u8], String)] = &[
+        (b"", format!("state file {path} is not valid JSON at line 1, column 0: EOF while parsing a value")),
+        (b"[", format!("state file {path} is not valid JSON at line 1, column 1: EOF while parsing a list")),
+        (b"[{\"list_id\": \"a\",}]", format!("state file {path} is not valid JSON at line 1, column 18: trailing comma")),
+        (b"[{\"list_id\": \"a\"}] x", format!("state file {path} is not valid JSON at line 1, column 20: trailing characters")),
+        (b"{\"list_id\": \"a\"}", format!("state file {path} must hold a JSON array of entries like [{{\"list_id\": \"…\"}}], found an object")),
+        (b"\"a\"", format!("state file {path} must hold a JSON array of entries like [{{\"list_id\": \"…\"}}], found the text \"a\"")),
+        (b"[\n{\"list_id\": \"\xff\"}]", format!("state file {path} is not valid JSON at line 2, column 14: invalid UTF-8")),
+    ];
+    for (bytes, message) in whole_file {
+        std::fs::write(file.path(), bytes).unwrap();
+        assert_eq!(
+            &file.load().unwrap_err().to_string(),
+            message,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    std::fs::remove_file(file.path()).unwrap();
+    assert_eq!(
+        file.load().unwrap_err().to_string(),
+        format!("state file {path} does not exist: create it with a JSON array of entries, e.g. [{{\"list_id\": \"<your Mailchimp list id>\"}}]")
+    );
+
+    let entries: &[(&str, &str)] = &[
+        ("42", "entry at index 0: must be an object like {\"list_id\": \"…\"}, found 42; entry skipped until it is fixed"),
+        ("{\"note\": 1}", "entry at index 0, field \"list_id\": is missing (it is required); entry skipped until it is fixed"),
+        ("{\"list_id\": null}", "entry at index 0, field \"list_id\": must be a string, found null; entry skipped until it is fixed"),
+        ("{\"list_id\": \"\"}", "entry at index 0, field \"list_id\": must not be empty; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a \"}", "entry at index 0 (list_id \"a \"), field \"list_id\": has spaces around it; remove them; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a\", \"start_offset\": \"10\"}", "entry at index 0 (list_id \"a\"), field \"start_offset\": must be a whole number ≥ 0, found the text \"10\"; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a\", \"items_per_request\": 0}", "entry at index 0 (list_id \"a\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 0; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a\", \"worker_count\": 1.5}", "entry at index 0 (list_id \"a\"), field \"worker_count\": must be a whole number from 1 to 64, found 1.5; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a\", \"refresh_seconds\": -5}", "entry at index 0 (list_id \"a\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found -5; entry skipped until it is fixed"),
+        ("{\"list_id\": \"a\", \"latest_timestamp\": \"soon\"}", "entry at index 0 (list_id \"a\"), field \"latest_timestamp\": \"soon\" is not a timestamp like \"2019-10-18T22:20:23\"; treated as null (full LOAD)"),
+        ("{\"list_id\": \"a\", \"latest_timestamp\": false}", "entry at index 0 (list_id \"a\"), field \"latest_timestamp\": must be a timestamp string like \"2019-10-18T22:20:23\" or null, found false; treated as null (full LOAD)"),
+        ("{\"list_id\": \"a\", \"total_updates\": \"many\"}", "entry at index 0 (list_id \"a\"), field \"total_updates\": must be a non-negative number, found the text \"many\"; it will be overwritten by the next successful sync"),
+    ];
+    for (entry, message) in entries {
+        std::fs::write(file.path(), format!("[{entry}]")).unwrap();
+        let warnings: Vec<String> = file
+            .load()
+            .unwrap()
+            .entries()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings, [message.to_string()], "{entry}");
+    }
+}
