@@ -215,8 +215,8 @@ fn bad_inputs_and_their_exact_messages() {
         (b"[", format!("state file {path} is not valid JSON at line 1, column 1: EOF while parsing a list")),
         (b"[{\"list_id\": \"a\",}]", format!("state file {path} is not valid JSON at line 1, column 18: trailing comma")),
         (b"[{\"list_id\": \"a\"}] x", format!("state file {path} is not valid JSON at line 1, column 20: trailing characters")),
-        (b"{\"list_id\": \"a\"}", format!("state file {path} must hold a JSON array of entries like [{{\"list_id\": \"…\"}}], found an object")),
-        (b"\"a\"", format!("state file {path} must hold a JSON array of entries like [{{\"list_id\": \"…\"}}], found the text \"a\"")),
+        (b"{\"list_id\": \"a\"}", format!("state file {path} is not a JSON array of entries like [{{\"list_id\": \"…\"}}]: it holds an object")),
+        (b"\"a\"", format!("state file {path} is not a JSON array of entries like [{{\"list_id\": \"…\"}}]: it holds the text \"a\"")),
         (b"[\n{\"list_id\": \"\xff\"}]", format!("state file {path} is not valid JSON at line 2, column 14: invalid UTF-8")),
     ];
     for (bytes, message) in whole_file {

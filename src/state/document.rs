@@ -20,7 +20,7 @@ pub enum DocumentError {
         column: usize,
         message: String,
     },
-    #[error("must hold a JSON array of entries like [{{\"list_id\": \"…\"}}], found {found}")]
+    #[error("not a JSON array of entries like [{{\"list_id\": \"…\"}}]: it holds {found}")]
     NotAnArray { found: String },
 }
 
@@ -252,7 +252,7 @@ mod tests {
         );
         assert_eq!(
             StateDocument::parse("{\"list_id\": \"a\"}").unwrap_err().to_string(),
-            "must hold a JSON array of entries like [{\"list_id\": \"…\"}], found an object"
+            "not a JSON array of entries like [{\"list_id\": \"…\"}]: it holds an object"
         );
     }
 
