@@ -18,6 +18,9 @@ use support::state_dir;
 const MAILCHIMP_KEY: &str = "MCSECRET8a7f6e5d4c3b2a19f0e1d2c3-us7";
 const OMETRIA_KEY: &str = "OMSECRETf00dbabe12345678deadbeef";
 
+/// A name, the arguments, and environment variables to set.
+type Scenario<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
 /// Every form a key could leak in.
 fn leaks(text: &str) -> Vec<String> {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("ometria-importer:{MAILCHIMP_KEY}"));
@@ -79,7 +82,7 @@ async fn keys_never_appear_in_anything_a_run_leaves() {
     let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
     let wrong_ometria = "OMSECRETwrongwrongwrongwrong0000";
     let wrong_mailchimp = "MCSECRETwrongwrongwrongwrong0000-us7";
-    let scenarios: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+    let scenarios: Vec<Scenario> = vec![
         ("a successful sync", vec!["once"], vec![]),
         ("JSON logs", vec!["once"], vec![("IMPORTER_LOG_FORMAT", "json")]),
         (
