@@ -92,6 +92,7 @@ async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file() {
         writes_seen += usize::from(text.as_bytes() != before.as_slice());
     }
     // The kills landed while the importer was writing, again and again.
+    eprintln!("{kills} SIGKILLs, {writes_seen} of them after writes: state file intact every time");
     assert!(
         writes_seen > kills / 3,
         "only {writes_seen} of {kills} runs wrote anything"
@@ -205,5 +206,6 @@ async fn hand_edits_survive_syncs_finishing_all_around_them() {
         .filter(|e| e.get("total_updates").is_some())
         .count();
     assert!(synced > 0, "no entry synced during the edits");
+    eprintln!("{edits} hand edits while syncs finished: none lost");
     sandbox.stop().await;
 }
