@@ -579,10 +579,11 @@ async fn ometria_requests_are_paced_across_lists() {
     assert_eq!(apis.pushed().len(), 2000);
     let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 20);
-    // Starts are spaced 101 ms apart; arrival times jitter by a few ms, so
-    // a one-second window may catch one more at its edges, never a burst.
+    // Starts are spaced 101 ms apart; arrival times jitter (more on a busy
+    // machine), so a one-second window may catch one or two more at its
+    // edges, never a burst (without pacing: all 20).
     let most = most_within(&arrivals, Duration::from_secs(1));
-    assert!(most <= 11, "{most} pushes within one second");
+    assert!(most <= 13, "{most} pushes within one second");
     let span = *arrivals.last().unwrap() - arrivals[0];
     assert!(
         span >= Duration::from_millis(1850),
