@@ -253,6 +253,9 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "IMPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Serve /metrics and /healthz on this address, e.g. 0.0.0.0:9898 [default: none].
+    #[arg(long, env = "IMPORTER_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// A SYNC re-reads this many seconds before the cursor (clock skew).
     #[arg(long, env = "IMPORTER_OVERLAP_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400), global = true)]
     pub overlap_seconds: u64,
@@ -313,6 +316,8 @@ pub struct Config {
     /// `None` = unlimited.
     pub ometria_max_requests_per_second: Option<f64>,
     pub log_format: LogFormat,
+    /// Where /metrics and /healthz are served; `None` = nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub overlap: Duration,
     pub grace: Duration,
     pub http_timeout: Duration,
@@ -344,6 +349,7 @@ impl Config {
             mailchimp_max_connections: 10,
             ometria_max_requests_per_second: Some(8.0),
             log_format: LogFormat::Text,
+            metrics_addr: None,
             overlap: crate::sync::DEFAULT_OVERLAP,
             grace: Duration::from_secs(8),
             http_timeout: Duration::from_secs(130),
@@ -398,6 +404,7 @@ impl Settings {
             mailchimp_max_connections: self.mailchimp_max_connections as usize,
             ometria_max_requests_per_second: (rate > 0.0).then_some(rate),
             log_format: self.log_format,
+            metrics_addr: self.metrics_addr,
             overlap: Duration::from_secs(self.overlap_seconds),
             grace: Duration::from_secs(self.grace_seconds),
             http_timeout: Duration::from_secs(self.http_timeout_seconds),

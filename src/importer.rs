@@ -1,6 +1,8 @@
 //! One run of the importer: read the state file, start the actors, wire
 //! the stop signals, and wait until the Controller says it is done.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
@@ -16,6 +18,9 @@ use crate::mailchimp::MailchimpClient;
 use crate::ometria::OmetriaClient;
 use crate::rejected::RejectedLog;
 use crate::state::{StateFile, StateFileError};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::server::TelemetryServer;
 
 /// Whether the run listens to SIGINT and SIGTERM itself (the binary does;
 /// tests running in-process do not).
@@ -25,11 +30,40 @@ pub enum Signals {
     Ignore,
 }
 
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    #[error("cannot serve metrics on IMPORTER_METRICS_ADDR={addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Runs the importer until it stops. Must be called inside an actix
-/// system. Fails only when the state file is unusable at start-up.
-pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StateFileError> {
+/// system. Fails only when it cannot start: an unusable state file, or a
+/// metrics address it cannot listen on.
+pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StartError> {
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(config.tick));
+    let telemetry = match config.metrics_addr {
+        Some(addr) => Some(
+            TelemetryServer::start(addr, metrics.clone(), health.clone())
+                .map_err(|source| StartError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    if let Some(server) = &telemetry {
+        info!(
+            log,
+            "controller: serving /metrics and /healthz on http://{}.",
+            server.addr()
+        );
+    }
     let stale = file.remove_stale_temp_files();
     if stale > 0 {
         info!(
@@ -51,6 +85,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
             &config.mailchimp_base_url,
             config.mailchimp_key.clone(),
             config.http_timeout,
+            metrics.clone(),
         ),
         ometria: OmetriaClient::new(
             http,
@@ -58,6 +93,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
             config.ometria_key.clone(),
             config.ometria_api,
             config.http_timeout,
+            metrics.clone(),
         ),
         limits: Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second),
         retry: config.retry,
@@ -65,6 +101,8 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         rejected_log: RejectedLog::in_state_dir(&config.state_dir),
         overlap: config.overlap,
         state_keeper,
+        metrics,
+        health,
         log: log.clone(),
     };
     let settings = ControllerSettings {
@@ -82,6 +120,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     }
     let summary = finished.await.unwrap_or_default();
     state_thread.stop();
+    if let Some(server) = telemetry {
+        server.stop().await;
+    }
     Ok(summary)
 }
 

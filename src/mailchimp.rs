@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::api::{self, Api, ApiError};
 use crate::config::ApiKey;
 use crate::state::format_for_mailchimp;
 use crate::sync::{PageRequest, Pass, Window};
+use crate::telemetry::metrics::Metrics;
 
 /// Only what the mapping needs, plus `last_changed` and `total_items`.
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
@@ -193,15 +195,17 @@ pub struct MailchimpClient {
     base_url: Rc<str>,
     key: ApiKey,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl MailchimpClient {
-    pub fn new(http: awc::Client, base_url: &str, key: ApiKey, timeout: Duration) -> Self {
+    pub fn new(http: awc::Client, base_url: &str, key: ApiKey, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         MailchimpClient {
             http,
             base_url: base_url.trim_end_matches('/').into(),
             key,
             timeout,
+            metrics,
         }
     }
 
@@ -215,10 +219,10 @@ impl MailchimpClient {
             .basic_auth("ometria-importer", self.key.expose())
             .timeout(self.timeout);
         let read = async {
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| ApiError::from_send(Api::Mailchimp, self.timeout, e))?;
+            let head = request.send().await;
+            self.metrics
+                .http_request(Api::Mailchimp, head.as_ref().ok().map(|r| r.status().as_u16()));
+            let mut response = head.map_err(|e| ApiError::from_send(Api::Mailchimp, self.timeout, e))?;
             let body = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)

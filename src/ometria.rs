@@ -2,6 +2,7 @@
 //! (SPEC §6): contact records and the push client.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError};
 use crate::config::{ApiKey, OmetriaApi};
+use crate::telemetry::metrics::Metrics;
 
 /// Ometria takes at most this many records per push.
 pub const MAX_BATCH: usize = 100;
@@ -169,10 +171,18 @@ pub struct OmetriaClient {
     key: ApiKey,
     api: OmetriaApi,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl OmetriaClient {
-    pub fn new(http: awc::Client, base_url: &str, key: ApiKey, api: OmetriaApi, timeout: Duration) -> Self {
+    pub fn new(
+        http: awc::Client,
+        base_url: &str,
+        key: ApiKey,
+        api: OmetriaApi,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let base = base_url.trim_end_matches('/');
         let endpoint = match api {
             OmetriaApi::Push => format!("{base}/v2/push"),
@@ -184,6 +194,7 @@ impl OmetriaClient {
             key,
             api,
             timeout,
+            metrics,
         }
     }
 
@@ -215,10 +226,10 @@ impl OmetriaClient {
             OmetriaApi::Record => request.insert_header(("Authorization", self.key.expose())),
         };
         let exchange = async {
-            let mut response = request
-                .send_body(body)
-                .await
-                .map_err(|e| ApiError::from_send(Api::Ometria, self.timeout, e))?;
+            let head = request.send_body(body).await;
+            self.metrics
+                .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
+            let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, self.timeout, e))?;
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)

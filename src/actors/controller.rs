@@ -4,19 +4,19 @@
 //! watches the quit file every second, and on a stop request lets running
 //! syncs finish within a grace period before abandoning them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use slog::{error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
 use crate::state::{format_for_log, Entry, EntryKey};
-use crate::sync::{decide, refresh_of, Backoff, Decision};
+use crate::sync::{alert_threshold, decide, delta, human, lag, refresh_of, Backoff, Decision};
 
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,6 +70,10 @@ pub struct Controller {
     backoff: HashMap<EntryKey, Backoff>,
     /// Due entries waiting for a free slot, in file order.
     waiting: VecDeque<SyncJob>,
+    /// When each entry was first seen (the lag of one never synced).
+    first_seen: HashMap<EntryKey, DateTime<Utc>>,
+    /// Entries behind: logged once on entering, once on leaving.
+    behind: BTreeSet<EntryKey>,
     phase: Phase,
     summary: RunSummary,
     /// Syncs finished so far: tells a view that may predate a result.
@@ -89,6 +93,8 @@ impl Controller {
             waiting: VecDeque::new(),
             phase: Phase::Running,
             summary: RunSummary::default(),
+            first_seen: HashMap::new(),
+            behind: BTreeSet::new(),
             finished: 0,
             done: Some(done),
         }
@@ -129,6 +135,7 @@ impl Controller {
             return;
         }
         let now = Utc::now();
+        self.observe(&entries, now);
         self.waiting.clear();
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
@@ -169,6 +176,56 @@ impl Controller {
             }
         }
         self.finish_once_if_idle(ctx);
+    }
+
+    /// Lag, behind and last-sync figures of every entry, for the metrics,
+    /// the health endpoint and the falling-behind log lines (SPEC §11).
+    fn observe(&mut self, entries: &[Entry], now: DateTime<Utc>) {
+        let m = &self.deps.metrics;
+        for gauge in [&m.list_lag_seconds, &m.list_last_sync_duration_seconds] {
+            gauge.reset();
+        }
+        m.list_last_sync_records.reset();
+        m.list_behind.reset();
+        let mut present = HashSet::new();
+        for entry in entries {
+            let key = &entry.key;
+            present.insert(key.clone());
+            let first_seen = *self.first_seen.entry(key.clone()).or_insert(now);
+            let lag = lag(entry, first_seen, now);
+            let threshold = delta(alert_threshold(entry, self.settings.refresh));
+            let is_behind = lag > threshold;
+            let rank = (key.rank + 1).to_string();
+            let labels = [key.list_id.as_str(), rank.as_str()];
+            m.list_lag_seconds
+                .with_label_values(&labels)
+                .set(lag.num_milliseconds().max(0) as f64 / 1000.0);
+            m.list_behind.with_label_values(&labels).set(i64::from(is_behind));
+            if let Some(seconds) = entry.last_elapsed_seconds {
+                m.list_last_sync_duration_seconds
+                    .with_label_values(&labels)
+                    .set(seconds);
+            }
+            if let Some(records) = entry.last_total_updates {
+                m.list_last_sync_records.with_label_values(&labels).set(records as i64);
+            }
+            let since = entry.cursor.map_or_else(
+                || "it has never synced".to_owned(),
+                |c| format!("it last synced on \"{}\"", format_for_log(c)),
+            );
+            if is_behind && self.behind.insert(key.clone()) {
+                error!(self.log, "controller: list {key} is behind: {since}, {} ago (alert after {}).", human(lag), human(threshold);
+                    "list_id" => key.list_id.as_str(), "behind" => true);
+            } else if !is_behind && self.behind.remove(key) {
+                error!(self.log, "controller: list {key} has caught up: {since}.";
+                    "list_id" => key.list_id.as_str(), "behind" => false);
+            }
+        }
+        self.first_seen.retain(|key, _| present.contains(key));
+        self.behind.retain(|key| present.contains(key));
+        self.deps
+            .health
+            .set_behind(self.behind.iter().map(ToString::to_string).collect());
     }
 
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
@@ -267,6 +324,12 @@ impl Handler<Tick> for Controller {
         if self.phase != Phase::Running {
             return;
         }
+        let now = Utc::now();
+        self.deps.health.ticked(now.timestamp());
+        self.deps
+            .metrics
+            .last_tick_timestamp_seconds
+            .set(now.timestamp() as f64);
         info!(self.log, "controller: checking all lists.");
         self.load_and_plan(true, ctx);
     }

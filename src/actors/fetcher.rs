@@ -10,7 +10,7 @@ use bytes::Bytes;
 use slog::{warn, Logger};
 
 use super::messages::{FetchPage, FetchedPage, StopWorker};
-use crate::api::ApiError;
+use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
 use crate::mailchimp::{MailchimpClient, MemberPage};
@@ -18,6 +18,7 @@ use crate::ometria::encode;
 use crate::retry::RetryPolicy;
 use crate::state::parse_timestamp;
 use crate::sync::{MemberKey, PageRequest, Pass, Window};
+use crate::telemetry::metrics::Metrics;
 use crate::transform::member_to_contact;
 
 pub struct Fetcher {
@@ -28,6 +29,7 @@ pub struct Fetcher {
     pub window: Window,
     /// The record format the Writers send.
     pub api: OmetriaApi,
+    pub metrics: Arc<Metrics>,
     pub log: Logger,
 }
 
@@ -39,6 +41,7 @@ impl Handler<FetchPage> for Fetcher {
     type Result = ResponseActFuture<Self, Result<FetchedPage, ApiError>>;
 
     fn handle(&mut self, FetchPage(request): FetchPage, _: &mut Context<Self>) -> Self::Result {
+        let metrics = self.metrics.clone();
         let (client, limit, retry, list_id, window, api, log) = (
             self.client.clone(),
             self.limit.clone(),
@@ -60,6 +63,7 @@ impl Handler<FetchPage> for Fetcher {
                         read_page(&body, request, &list_id, api, &log)
                     },
                     |e, n, wait| {
+                        metrics.retry(Api::Mailchimp);
                         warn!(
                             log,
                             "sync: reading {} of list \"{list_id}\" at offset {} failed: {e}; retry {n} in {:.1} s.",

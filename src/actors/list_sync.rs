@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -29,6 +30,8 @@ use crate::rejected::RejectedLog;
 use crate::retry::RetryPolicy;
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 
 /// Ready batches per Writer before Fetchers wait.
 const QUEUE_BATCHES_PER_WRITER: usize = 2;
@@ -44,6 +47,8 @@ pub struct SyncDeps {
     /// Long syncs log their progress this often.
     pub progress_interval: Duration,
     pub rejected_log: RejectedLog,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     pub state_keeper: Addr<StateKeeper>,
     pub log: Logger,
 }
@@ -172,15 +177,14 @@ impl ListSync {
     fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
         self.counts.pages += 1;
         self.counts.read += page.returned;
-        self.counts.skipped += page.skipped;
-        let key = &self.job.entry.key;
+        self.count_skipped(page.skipped);
         let (verdict, records) = if page.request.keyed {
             let (verdict, fresh) = self.plan.keyed_page_read(page.request, page.total_items, &page.keys);
             let mut records = Vec::with_capacity(page.keyed_records.len());
             for (record, new) in page.keyed_records.into_iter().zip(fresh) {
                 match (record, new) {
                     (Some(record), true) => records.push(record),
-                    (None, true) => self.counts.skipped += 1,
+                    (None, true) => self.count_skipped(1),
                     (_, false) => {}
                 }
             }
@@ -191,6 +195,7 @@ impl ListSync {
                 page.records,
             )
         };
+        let key = &self.job.entry.key;
         match verdict {
             PageVerdict::Continue => {}
             PageVerdict::Resweep { pass, sweep } => warn!(
@@ -221,7 +226,18 @@ impl ListSync {
     fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {
         self.counts.accepted += outcome.accepted;
         self.counts.rejected += outcome.rejected;
+        self.deps.metrics.records_pushed.inc_by(outcome.accepted);
+        self.deps.metrics.records_rejected.inc_by(outcome.rejected);
         self.dispatch(ctx);
+    }
+
+    fn count_skipped(&mut self, skipped: u64) {
+        self.counts.skipped += skipped;
+        self.deps.metrics.records_skipped.inc_by(skipped);
+    }
+
+    fn count_end(&self, result: &str) {
+        self.deps.metrics.syncs.with_label_values(&[result]).inc();
     }
 
     fn elapsed(&self) -> Duration {
@@ -242,6 +258,7 @@ impl ListSync {
             elapsed,
             total_updates: c.accepted + c.rejected,
         };
+        self.count_end("succeeded");
         self.report(Ok(SyncReport { record, counts: c }));
         ctx.stop();
     }
@@ -262,6 +279,7 @@ impl ListSync {
             self.elapsed().as_secs_f64(),
             self.job.entry.key
         );
+        self.count_end("failed");
         self.report(Err(reason));
         ctx.stop();
     }
@@ -301,6 +319,7 @@ impl Actor for ListSync {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.deps.metrics.syncs_running.inc();
         let entry = &self.job.entry;
         let workers = entry.worker_count as usize;
         let since = self
@@ -319,6 +338,7 @@ impl Actor for ListSync {
                     list_id: list_id.clone(),
                     window: self.window,
                     api: self.deps.ometria.api(),
+                    metrics: self.deps.metrics.clone(),
                     log: self.log.clone(),
                 }
                 .start(),
@@ -330,6 +350,7 @@ impl Actor for ListSync {
                     retry: self.deps.retry,
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
+                    metrics: self.deps.metrics.clone(),
                     log: self.log.clone(),
                 }
                 .start(),
@@ -342,6 +363,7 @@ impl Actor for ListSync {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps.metrics.syncs_running.dec();
         for f in &self.fetchers {
             f.do_send(StopWorker);
         }
@@ -355,6 +377,9 @@ impl Handler<CancelSync> for ListSync {
     type Result = ();
 
     fn handle(&mut self, _: CancelSync, ctx: &mut Context<Self>) {
+        if !self.finished {
+            self.count_end("abandoned");
+        }
         self.finished = true;
         ctx.stop();
     }

@@ -11,11 +11,12 @@ use chrono::Utc;
 use slog::{error, warn, Logger};
 
 use super::messages::{PushBatch, StopWorker};
-use crate::api::ApiError;
+use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::rejected::{isolate, RejectedLog};
 use crate::retry::RetryPolicy;
+use crate::telemetry::metrics::Metrics;
 
 pub struct Writer {
     pub client: OmetriaClient,
@@ -23,6 +24,7 @@ pub struct Writer {
     pub retry: RetryPolicy,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
+    pub metrics: Arc<Metrics>,
     pub log: Logger,
 }
 
@@ -34,6 +36,7 @@ impl Handler<PushBatch> for Writer {
     type Result = ResponseActFuture<Self, Result<PushOutcome, ApiError>>;
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
+        let metrics = self.metrics.clone();
         let (client, pacer, retry, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
@@ -45,7 +48,13 @@ impl Handler<PushBatch> for Writer {
         let work = async move {
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
-                let (client, pacer, list_id, log) = (client.clone(), pacer.clone(), list_id.clone(), log.clone());
+                let (client, pacer, list_id, log, metrics) = (
+                    client.clone(),
+                    pacer.clone(),
+                    list_id.clone(),
+                    log.clone(),
+                    metrics.clone(),
+                );
                 async move {
                     retry
                         .run(
@@ -54,6 +63,7 @@ impl Handler<PushBatch> for Writer {
                                 client.push(&records).await
                             },
                             |e, n, wait| {
+                                metrics.retry(Api::Ometria);
                                 warn!(
                                     log,
                                     "sync: pushing {} records of list \"{list_id}\" failed: {e}; retry {n} in {:.1} s.",

@@ -25,6 +25,7 @@ pub const FIELD_WORKER_COUNT: &str = "worker_count";
 pub const FIELD_ELAPSED_SECONDS: &str = "elapsed_seconds";
 pub const FIELD_TOTAL_UPDATES: &str = "total_updates";
 pub const FIELD_REFRESH_SECONDS: &str = "refresh_seconds";
+pub const FIELD_ALERT_AFTER_SECONDS: &str = "alert_after_seconds";
 
 /// Identifies an entry across re-reads of a hand-edited file: its list id
 /// and its rank among the entries that share that list id (SPEC §2).
@@ -59,6 +60,11 @@ pub struct Entry {
     pub items_per_request: u32,
     pub worker_count: u32,
     pub refresh: Option<Duration>,
+    /// How long without a successful sync before the entry is behind.
+    pub alert_after: Option<Duration>,
+    /// `elapsed_seconds` and `total_updates` of the last sync, as written.
+    pub last_elapsed_seconds: Option<f64>,
+    pub last_total_updates: Option<u64>,
 }
 
 /// Something wrong with one entry, naming its position and field.
@@ -188,6 +194,7 @@ fn read_entry(
         field(FIELD_WORKER_COUNT, 1, MAX_WORKER_COUNT.into())?.map_or(DEFAULT_WORKER_COUNT, |n| n as u32);
     // One second at least; a year at most keeps date arithmetic far from overflow.
     let refresh = field(FIELD_REFRESH_SECONDS, 1, 366 * 24 * 3600)?.map(Duration::from_secs);
+    let alert_after = field(FIELD_ALERT_AFTER_SECONDS, 1, 3 * 366 * 24 * 3600)?.map(Duration::from_secs);
 
     let warn = |field: &'static str, problem: String, consequence| EntryWarning {
         index,
@@ -246,6 +253,12 @@ fn read_entry(
         items_per_request,
         worker_count,
         refresh,
+        alert_after,
+        last_elapsed_seconds: object
+            .get(FIELD_ELAPSED_SECONDS)
+            .and_then(Value::as_f64)
+            .filter(|s| *s >= 0.0),
+        last_total_updates: object.get(FIELD_TOTAL_UPDATES).and_then(Value::as_u64),
     })
 }
 
@@ -352,6 +365,7 @@ mod tests {
             (json!({"list_id": "a1", "worker_count": 65}), "entry at index 0 (list_id \"a1\"), field \"worker_count\": must be a whole number from 1 to 64, found 65; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "refresh_seconds": 0}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found 0; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "refresh_seconds": true}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found true; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "alert_after_seconds": 0}), "entry at index 0 (list_id \"a1\"), field \"alert_after_seconds\": must be a whole number from 1 to 94867200, found 0; entry skipped until it is fixed"),
         ];
         for (entry, message) in cases {
             let s = scan(json!([entry]));

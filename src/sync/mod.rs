@@ -6,5 +6,7 @@ mod schedule;
 mod window;
 
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, OFFSET_SWEEPS};
-pub use schedule::{decide, delta, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY};
+pub use schedule::{
+    alert_threshold, decide, delta, human, lag, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY,
+};
 pub use window::{start_time, Window, DEFAULT_OVERLAP};

@@ -64,6 +64,32 @@ impl Backoff {
     }
 }
 
+/// How long an entry may go without a successful sync before it is
+/// behind (SPEC §11): its own `alert_after_seconds`, or three refresh
+/// intervals.
+pub fn alert_threshold(entry: &Entry, default_refresh: Duration) -> Duration {
+    entry
+        .alert_after
+        .unwrap_or_else(|| refresh_of(entry, default_refresh).saturating_mul(3))
+}
+
+/// How long since the entry's last successful sync started — or, if it
+/// never synced, since the importer first saw it.
+pub fn lag(entry: &Entry, first_seen: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
+    now - entry.cursor.unwrap_or(first_seen)
+}
+
+/// `3 h 5 min`, `12 min 3 s`, `45 s`: durations for log lines.
+pub fn human(d: TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s} s"),
+        (0, _) => format!("{m} min {s} s"),
+        _ => format!("{h} h {m} min"),
+    }
+}
+
 /// The refresh interval that applies to `entry`.
 pub fn refresh_of(entry: &Entry, default_refresh: Duration) -> Duration {
     entry.refresh.unwrap_or(default_refresh)
@@ -131,6 +157,9 @@ mod tests {
             items_per_request: DEFAULT_ITEMS_PER_REQUEST,
             worker_count: DEFAULT_WORKER_COUNT,
             refresh: refresh.map(Duration::from_secs),
+            alert_after: None,
+            last_elapsed_seconds: None,
+            last_total_updates: None,
         }
     }
 
@@ -212,6 +241,24 @@ mod tests {
             decide(&e, at(10, 1, 0), HOUR, false, Some(&b)),
             Decision::Due(SyncKind::Load)
         );
+    }
+
+    #[test]
+    fn behind_after_three_refresh_intervals_or_the_entrys_own_threshold() {
+        let mut e = entry(Some(at(7, 0, 0)), Some(600));
+        assert_eq!(alert_threshold(&e, HOUR), Duration::from_secs(1800));
+        e.alert_after = Some(Duration::from_secs(60));
+        assert_eq!(alert_threshold(&e, HOUR), Duration::from_secs(60));
+        assert_eq!(alert_threshold(&entry(None, None), HOUR), Duration::from_secs(3 * 3600));
+        assert_eq!(lag(&e, at(1, 0, 0), at(7, 30, 0)), TimeDelta::minutes(30));
+        // Never synced: the lag runs from when the entry was first seen.
+        assert_eq!(
+            lag(&entry(None, None), at(1, 0, 0), at(7, 30, 0)),
+            TimeDelta::minutes(390)
+        );
+        assert_eq!(human(TimeDelta::seconds(45)), "45 s");
+        assert_eq!(human(TimeDelta::seconds(723)), "12 min 3 s");
+        assert_eq!(human(TimeDelta::seconds(11_100)), "3 h 5 min");
     }
 
     #[test]

@@ -13,9 +13,9 @@ use wiremock::matchers::{basic_auth, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::importer::StartError;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
-use ometria_importer::state::StateFileError;
 use ometria_importer::telemetry::log::{logger, SharedBuffer};
 use ometria_importer::{RunMode, RunSummary};
 
@@ -333,12 +333,12 @@ pub fn spawn_run(
     config: Config,
     mode: RunMode,
     log: slog::Logger,
-) -> actix_rt::task::JoinHandle<Result<RunSummary, StateFileError>> {
+) -> actix_rt::task::JoinHandle<Result<RunSummary, StartError>> {
     actix_rt::spawn(async move { run(&config, mode, Signals::Ignore, log).await })
 }
 
 /// Touches the quit file and waits (at most 5 s) for the run to end.
-pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSummary, StateFileError>>) -> RunSummary {
+pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSummary, StartError>>) -> RunSummary {
     std::fs::write(state_dir.join("controller.quit"), "").unwrap();
     actix_rt::time::timeout(Duration::from_secs(5), run)
         .await

@@ -1,0 +1,103 @@
+//! Health (SPEC §12): healthy when the controller ticked within two tick
+//! intervals and no list is behind. Shared by the Controller, which
+//! updates it, and the HTTP endpoint and `health` command, which read it.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::json;
+
+pub struct Health {
+    tick: Duration,
+    /// Unix time of the last tick (0 before the first).
+    last_tick: AtomicI64,
+    /// Entries behind, as the log names them.
+    behind: Mutex<Vec<String>>,
+}
+
+impl Health {
+    pub fn new(tick: Duration) -> Health {
+        Health {
+            tick,
+            last_tick: AtomicI64::new(0),
+            behind: Mutex::new(vec![]),
+        }
+    }
+
+    pub fn ticked(&self, at: i64) {
+        self.last_tick.store(at, Ordering::Relaxed);
+    }
+
+    pub fn set_behind(&self, entries: Vec<String>) {
+        *self.behind.lock().unwrap_or_else(|e| e.into_inner()) = entries;
+    }
+
+    /// The HTTP status and JSON body `/healthz` answers at `now` (Unix time).
+    pub fn report(&self, now: i64) -> (u16, serde_json::Value) {
+        let last = self.last_tick.load(Ordering::Relaxed);
+        let allowed = 2 * self.tick.as_secs().max(1) as i64;
+        if last == 0 || now - last > allowed {
+            let reason = if last == 0 {
+                "the controller has not checked the lists yet".to_owned()
+            } else {
+                format!(
+                    "the controller last checked the lists {} s ago (more than two ticks)",
+                    now - last
+                )
+            };
+            return (503, json!({"status": "unhealthy", "reason": reason}));
+        }
+        let behind = self.behind.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !behind.is_empty() {
+            let reason = format!("{} list(s) behind: {}", behind.len(), behind.join(", "));
+            return (503, json!({"status": "unhealthy", "reason": reason, "behind": behind}));
+        }
+        (200, json!({"status": "ok"}))
+    }
+}
+
+/// A plain HTTP/1.0 GET: the status and the body. For the `health`
+/// command and the benchmark, which run without an actix system.
+pub fn http_get(address: &str, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other("no answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("no status in the answer"))?;
+    Ok((status, body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_when_ticking_and_nothing_is_behind() {
+        let h = Health::new(Duration::from_secs(60));
+        assert_eq!(h.report(1000).0, 503);
+        h.ticked(1000);
+        assert_eq!(h.report(1100), (200, json!({"status": "ok"})));
+        assert_eq!(h.report(1121).0, 503, "more than two ticks without a check");
+        h.set_behind(vec!["\"a1\"".into()]);
+        let (status, body) = h.report(1010);
+        assert_eq!(status, 503);
+        assert_eq!(body["reason"], "1 list(s) behind: \"a1\"");
+        h.set_behind(vec![]);
+        assert_eq!(h.report(1010).0, 200);
+    }
+}

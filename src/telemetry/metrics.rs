@@ -1,0 +1,180 @@
+//! Prometheus metrics (SPEC §12), every name prefixed `ometria_importer_`.
+//!
+//! Per entry (labels `list_id`, and `entry`: its rank among the entries of
+//! that list, from 1): lag, last sync duration and records, behind (0/1).
+//! Totals: records pushed, rejected and skipped; HTTP requests by API and
+//! status; retries by API; syncs by result; syncs running; the last tick.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::api::Api;
+
+pub struct Metrics {
+    registry: Registry,
+    pub list_lag_seconds: GaugeVec,
+    pub list_last_sync_duration_seconds: GaugeVec,
+    pub list_last_sync_records: IntGaugeVec,
+    pub list_behind: IntGaugeVec,
+    pub records_pushed: IntCounter,
+    pub records_rejected: IntCounter,
+    pub records_skipped: IntCounter,
+    pub http_requests: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub syncs: IntCounterVec,
+    pub syncs_running: IntGauge,
+    pub last_tick_timestamp_seconds: Gauge,
+}
+
+const PREFIX: &str = "ometria_importer";
+const ENTRY_LABELS: [&str; 2] = ["list_id", "entry"];
+
+fn name(short: &str) -> String {
+    format!("{PREFIX}_{short}")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let gauge_vec = |short, help| GaugeVec::new(Opts::new(name(short), help), &ENTRY_LABELS).expect("valid metric");
+        let metrics = Metrics {
+            list_lag_seconds: gauge_vec(
+                "list_lag_seconds",
+                "Seconds since the entry's last successful sync started (or since it was first seen, if never).",
+            ),
+            list_last_sync_duration_seconds: gauge_vec(
+                "list_last_sync_duration_seconds",
+                "Duration of the entry's last successful sync.",
+            ),
+            list_last_sync_records: IntGaugeVec::new(
+                Opts::new(
+                    name("list_last_sync_records"),
+                    "Records pushed by the entry's last successful sync.",
+                ),
+                &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            list_behind: IntGaugeVec::new(
+                Opts::new(
+                    name("list_behind"),
+                    "1 while the entry is behind (lag above its alert threshold), else 0.",
+                ),
+                &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            records_pushed: IntCounter::new(name("records_pushed_total"), "Records Ometria accepted.")
+                .expect("valid metric"),
+            records_rejected: IntCounter::new(name("records_rejected_total"), "Records Ometria rejected.")
+                .expect("valid metric"),
+            records_skipped: IntCounter::new(
+                name("records_skipped_total"),
+                "Members not sent: no unique_email_id or no email.",
+            )
+            .expect("valid metric"),
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    name("http_requests_total"),
+                    "HTTP requests by API and answer status (\"error\": no answer).",
+                ),
+                &["api", "status"],
+            )
+            .expect("valid metric"),
+            retries: IntCounterVec::new(Opts::new(name("retries_total"), "Requests retried, by API."), &["api"])
+                .expect("valid metric"),
+            syncs: IntCounterVec::new(Opts::new(name("syncs_total"), "Syncs ended, by result."), &["result"])
+                .expect("valid metric"),
+            syncs_running: IntGauge::new(name("syncs_running"), "Syncs running now.").expect("valid metric"),
+            last_tick_timestamp_seconds: Gauge::new(
+                name("last_tick_timestamp_seconds"),
+                "When the controller last checked the lists (Unix time).",
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        for collector in [
+            Box::new(metrics.list_lag_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.list_last_sync_duration_seconds.clone()),
+            Box::new(metrics.list_last_sync_records.clone()),
+            Box::new(metrics.list_behind.clone()),
+            Box::new(metrics.records_pushed.clone()),
+            Box::new(metrics.records_rejected.clone()),
+            Box::new(metrics.records_skipped.clone()),
+            Box::new(metrics.http_requests.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.syncs.clone()),
+            Box::new(metrics.syncs_running.clone()),
+            Box::new(metrics.last_tick_timestamp_seconds.clone()),
+        ] {
+            metrics
+                .registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+        metrics
+    }
+
+    /// Counts one request to `api` that got `status` (`None`: no answer).
+    pub fn http_request(&self, api: Api, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.http_requests.with_label_values(&[api_label(api), &status]).inc();
+    }
+
+    pub fn retry(&self, api: Api) {
+        self.retries.with_label_values(&[api_label(api)]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn api_label(api: Api) -> &'static str {
+    match api {
+        Api::Mailchimp => "mailchimp",
+        Api::Ometria => "ometria",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.http_request(Api::Mailchimp, Some(200));
+        m.http_request(Api::Ometria, None);
+        m.retry(Api::Ometria);
+        m.records_pushed.inc_by(3);
+        m.list_lag_seconds.with_label_values(&["a1", "1"]).set(12.5);
+        m.syncs.with_label_values(&["succeeded"]).inc();
+        let text = m.render();
+        for line in [
+            "ometria_importer_http_requests_total{api=\"mailchimp\",status=\"200\"} 1",
+            "ometria_importer_http_requests_total{api=\"ometria\",status=\"error\"} 1",
+            "ometria_importer_retries_total{api=\"ometria\"} 1",
+            "ometria_importer_records_pushed_total 3",
+            "ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a1\"} 12.5",
+            "ometria_importer_syncs_total{result=\"succeeded\"} 1",
+            "# TYPE ometria_importer_syncs_running gauge",
+            "# TYPE ometria_importer_records_rejected_total counter",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        for family in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(family["# TYPE ".len()..].starts_with("ometria_importer_"), "{family}");
+        }
+    }
+}
