@@ -1,0 +1,259 @@
+//! What an operator sees (SPEC §11, §12): metrics scraped during and after
+//! syncs match what the APIs received; a list that falls behind is logged
+//! once, turns the health endpoint 503, and recovers.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use ometria_importer::api::Api;
+use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::sandbox::faults::Faults;
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use ometria_importer::RunMode;
+use support::{capture_log, quit, read_json, spawn_run, state_dir, wait_until};
+
+fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
+    let key = |k: &str| k.parse::<ApiKey>().unwrap();
+    let mut config = Config::new(
+        &sandbox.mailchimp_url(),
+        key(DEFAULT_MAILCHIMP_KEY),
+        &sandbox.ometria_url(),
+        key(DEFAULT_OMETRIA_KEY),
+        dir,
+    );
+    config.ometria_max_requests_per_second = None;
+    config.metrics_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.tick = Duration::from_secs(1);
+    config
+}
+
+/// The address the run said it serves metrics on.
+fn metrics_address(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving /metrics and /healthz on http://"))?;
+    Some(line.rsplit("http://").next()?.trim_end_matches('.').to_owned())
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let mut answer = awc::Client::default().get(url).send().await.unwrap();
+    let body = answer.body().await.unwrap();
+    (answer.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Samples of a metrics page, by name with labels (`name{a="b"}`).
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap())))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn metrics_match_what_the_apis_received() {
+    let ms = Duration::from_millis;
+    let config = SandboxConfig {
+        lists: vec![("a".into(), 1200), ("b".into(), 300)],
+        mailchimp: Behaviour {
+            latency: ms(40),
+            ..Behaviour::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+    let (dir, file) = state_dir(r#"[{"list_id": "a", "items_per_request": 50, "worker_count": 2}, {"list_id": "b"}]"#);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config_for(&sandbox, dir.path()), RunMode::Go, log);
+    wait_until(Duration::from_secs(10), "the metrics address", || {
+        metrics_address(&buffer.contents()).is_some()
+    })
+    .await;
+    let address = metrics_address(&buffer.contents()).unwrap();
+
+    // During a sync: it shows as running, and records are counted as they go.
+    let mut seen_running = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read_json(&file)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.get("latest_timestamp").is_none())
+    {
+        assert!(std::time::Instant::now() < deadline, "the syncs did not finish");
+        let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+        seen_running |= m.get("ometria_importer_syncs_running") == Some(&1.0);
+        actix_rt::time::sleep(ms(50)).await;
+    }
+    assert!(seen_running, "no scrape saw a sync running");
+
+    let (status, text) = get(&format!("http://{address}/metrics")).await;
+    assert_eq!(status, 200);
+    let m = samples(&text);
+    let stats = sandbox.world().stats();
+    assert_eq!(
+        m["ometria_importer_records_pushed_total"],
+        stats.records_accepted as f64
+    );
+    assert_eq!(m["ometria_importer_records_pushed_total"], 1500.0);
+    assert_eq!(
+        m["ometria_importer_http_requests_total{api=\"mailchimp\",status=\"200\"}"],
+        stats.mailchimp_requests as f64
+    );
+    assert_eq!(
+        m["ometria_importer_http_requests_total{api=\"ometria\",status=\"200\"}"],
+        stats.ometria_requests as f64
+    );
+    assert_eq!(m["ometria_importer_syncs_total{result=\"succeeded\"}"], 2.0);
+    assert_eq!(m["ometria_importer_syncs_running"], 0.0);
+    // Per entry, as in the state file, once a tick has read it again.
+    wait_until(Duration::from_secs(5), "a tick after the syncs", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= 2
+    })
+    .await;
+    let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+    assert_eq!(
+        m["ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"a\"}"],
+        1200.0
+    );
+    assert_eq!(
+        m["ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"b\"}"],
+        300.0
+    );
+    assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"a\"}"], 0.0);
+    assert!(m["ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a\"}"] < 10.0);
+    let (status, health) = get(&format!("http://{address}/healthz")).await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&health).unwrap()["status"].clone()
+        ),
+        (200, "ok".into())
+    );
+
+    assert_eq!(quit(dir.path(), daemon).await.succeeded, 2);
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            lists: vec![("late".into(), 100)],
+            ..SandboxConfig::default()
+        },
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        false,
+    )
+    .unwrap();
+    let failing = Behaviour {
+        faults: Faults {
+            server_error: 1.0,
+            ..Faults::default()
+        },
+        ..Behaviour::default()
+    };
+    sandbox.world().set_behaviour(Api::Ometria, failing);
+    // Behind after 2 s without a successful sync.
+    let (dir, file) = state_dir(r#"[{"list_id": "late", "refresh_seconds": 1, "alert_after_seconds": 2}]"#);
+    let mut config = config_for(&sandbox, dir.path());
+    config.retry.attempts = 1;
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(10), "the metrics address", || {
+        metrics_address(&buffer.contents()).is_some()
+    })
+    .await;
+    let address = metrics_address(&buffer.contents()).unwrap();
+
+    wait_until(Duration::from_secs(15), "the list to fall behind", || {
+        buffer.contents().contains("is behind")
+    })
+    .await;
+    let behind_at = buffer.contents().matches("controller: checking all lists.").count();
+    wait_until(Duration::from_secs(15), "three more ticks", || {
+        buffer.contents().matches("controller: checking all lists.").count() >= behind_at + 3
+    })
+    .await;
+    let log = buffer.contents();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("is behind"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("ERROR |controller| controller: list \"late\" is behind: it has never synced, "),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("(alert after 2 s)"), "{}", errors[0]);
+    let (status, health) = get(&format!("http://{address}/healthz")).await;
+    assert_eq!(status, 503);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["reason"], "1 list(s) behind: \"late\"");
+    let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+    assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"late\"}"], 1.0);
+    assert!(m["ometria_importer_syncs_total{result=\"failed\"}"] >= 2.0);
+    assert!(m["ometria_importer_http_requests_total{api=\"ometria\",status=\"503\"}"] >= 2.0);
+
+    // Ometria recovers: the next attempt succeeds and the list catches up.
+    sandbox.world().set_behaviour(Api::Ometria, Behaviour::default());
+    wait_until(Duration::from_secs(15), "the list to catch up", || {
+        buffer.contents().contains("has caught up")
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "health", || {
+        read_json(&file)[0].get("latest_timestamp").is_some()
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = get(&format!("http://{address}/healthz")).await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health stayed {status}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+    assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"late\"}"], 0.0);
+    let log = buffer.contents();
+    assert_eq!(log.matches("is behind").count(), 1, "{log}");
+    assert_eq!(log.matches("has caught up").count(), 1, "{log}");
+    assert!(
+        log.contains("ERROR |controller| controller: list \"late\" has caught up: it last synced on \""),
+        "{log}"
+    );
+    quit(dir.path(), daemon).await;
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_metrics_address_in_use_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sandbox = Sandbox::start(
+        SandboxConfig::default(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        false,
+    )
+    .unwrap();
+    let (dir, _) = state_dir("[]");
+    let mut config = config_for(&sandbox, dir.path());
+    config.metrics_addr = Some(taken.local_addr().unwrap());
+    let (log, _) = capture_log();
+    let err = ometria_importer::importer::run(&config, RunMode::Once, ometria_importer::importer::Signals::Ignore, log)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot serve metrics on IMPORTER_METRICS_ADDR={}:",
+            taken.local_addr().unwrap()
+        )),
+        "{err}"
+    );
+    sandbox.stop().await;
+}
