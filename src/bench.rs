@@ -3,8 +3,7 @@
 //! own CPU time and peak memory are measured apart (`wait4(2)`), and
 //! compares the wall time with the floor the configured limits allow.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::sandbox::{DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use crate::telemetry::health::http_get;
 
 /// The best wall time a run's limits allow.
 #[derive(Clone, Copy, Debug)]
@@ -227,7 +227,7 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         .find_map(|line| line.strip_prefix("sandbox: serving on http://").map(str::to_owned))
         .ok_or_else(|| io::Error::other("the sandbox did not start"))?;
 
-    let sizes: Vec<Value> = serde_json::from_str(&http_get(&address, "/_sandbox/lists")?)?;
+    let sizes: Vec<Value> = serde_json::from_str(&control(&address, "/_sandbox/lists")?)?;
     let ipr = ITEMS_PER_REQUEST;
     // Requests the contract needs: each pass reads at least one page.
     let pages: u64 = sizes
@@ -272,8 +272,8 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
             tail.join(" | ")
         )));
     }
-    let verification: Value = serde_json::from_str(&http_get(&address, "/_sandbox/verify")?)?;
-    let stats: Value = serde_json::from_str(&http_get(&address, "/_sandbox/stats")?)?;
+    let verification: Value = serde_json::from_str(&control(&address, "/_sandbox/verify")?)?;
+    let stats: Value = serde_json::from_str(&control(&address, "/_sandbox/stats")?)?;
     drop(sandbox);
     let state: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("state.json"))?)?;
     let records = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
@@ -318,18 +318,10 @@ fn wait_with_usage(child: Child) -> io::Result<(i32, (Duration, u64))> {
     ))
 }
 
-/// A plain HTTP/1.0 GET of the sandbox's control endpoints.
-fn http_get(address: &str, path: &str) -> io::Result<String> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .ok_or_else(|| io::Error::other("the sandbox sent no body"))
+/// The body of a sandbox control endpoint.
+fn control(address: &str, path: &str) -> io::Result<String> {
+    match http_get(address, path, Duration::from_secs(300))? {
+        (200, body) => Ok(body),
+        (status, body) => Err(io::Error::other(format!("{path} answered {status}: {body}"))),
+    }
 }

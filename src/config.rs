@@ -84,6 +84,8 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Run the benchmark scenarios against a sandbox in another process; print figures.
     Bench(BenchArgs),
+    /// Ask a running importer's /healthz (at IMPORTER_METRICS_ADDR); exit 0 if healthy.
+    Health,
     /// Print the version.
     Version,
 }

@@ -9,11 +9,43 @@ use slog::error;
 use ometria_importer::config::{Cli, Command};
 use ometria_importer::importer::{self, Signals};
 use ometria_importer::sandbox::Sandbox;
+use ometria_importer::telemetry::health::http_get;
 use ometria_importer::telemetry::log::logger;
 use ometria_importer::{bench, check, demo, RunMode};
 
 /// Exit code for a setting or state file that must be fixed first.
 const EXIT_FIX_FIRST: u8 = 2;
+
+/// `health`: the answer of the running importer's /healthz, for Docker's
+/// HEALTHCHECK (the image has no curl).
+fn health(settings: &ometria_importer::config::Settings) -> ExitCode {
+    let Some(mut addr) = settings.metrics_addr else {
+        eprintln!("health: IMPORTER_METRICS_ADDR is not set, so there is no health endpoint to ask");
+        return ExitCode::from(EXIT_FIX_FIRST);
+    };
+    if addr.ip().is_unspecified() {
+        // Listening everywhere: ask it here.
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    match http_get(&addr.to_string(), "/healthz", std::time::Duration::from_secs(5)) {
+        Ok((status, body)) => {
+            println!("{}", body.trim());
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("{{\"status\": \"unreachable\", \"reason\": \"{addr}: {e}\"}}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,6 +100,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Health => return health(&cli.settings),
         Command::Go => RunMode::Go,
         Command::Once => RunMode::Once,
     };

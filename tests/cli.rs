@@ -374,3 +374,45 @@ async fn demo_follow_shows_incremental_syncs_until_interrupted() {
         assert_eq!(matching, members.trim_end_matches(" match"), "{line}");
     }
 }
+
+#[actix_rt::test]
+async fn the_health_command_asks_the_running_importer() {
+    let apis = apis_with_list(20).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let health = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+            .env_clear()
+            .env("IMPORTER_METRICS_ADDR", addr)
+            .arg("health")
+            .output()
+            .unwrap()
+    };
+    // Nothing listens yet.
+    assert_eq!(health(&format!("127.0.0.1:{port}")).status.code(), Some(1));
+    let unset = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .arg("health")
+        .output()
+        .unwrap();
+    assert_eq!(unset.status.code(), Some(2));
+    assert!(text(&unset.stderr).contains("IMPORTER_METRICS_ADDR is not set"));
+
+    let child = importer(dir.path(), Some(&apis))
+        .env("IMPORTER_METRICS_ADDR", format!("0.0.0.0:{port}"))
+        .arg("go")
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "a healthy answer", || {
+        health(&format!("0.0.0.0:{port}")).status.code() == Some(0)
+    })
+    .await;
+    let out = health(&format!("0.0.0.0:{port}"));
+    assert_eq!(text(&out.stdout).trim(), r#"{"status":"ok"}"#);
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    assert_eq!(exit_within(child, Duration::from_secs(10)).await.status.code(), Some(0));
+}
