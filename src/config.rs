@@ -255,9 +255,9 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "IMPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// Serve /metrics and /healthz on this address, e.g. 0.0.0.0:9898 [default: none].
+    /// Serve /metrics and /healthz on this address, e.g. 0.0.0.0:9898; empty or "off": nowhere [default: off].
     #[arg(long, env = "IMPORTER_METRICS_ADDR", global = true)]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr: Option<MetricsAddr>,
     /// A SYNC re-reads this many seconds before the cursor (clock skew).
     #[arg(long, env = "IMPORTER_OVERLAP_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400), global = true)]
     pub overlap_seconds: u64,
@@ -277,6 +277,24 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "\"{text}\" is not a rate: give requests per second, e.g. 8 or 0.5 (0 = unlimited)"
         )),
+    }
+}
+
+/// `IMPORTER_METRICS_ADDR`: an address, or empty / `off` for none (so a
+/// container can turn off what its image turns on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+impl FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" => Ok(MetricsAddr(None)),
+            text => text
+                .parse()
+                .map(|a| MetricsAddr(Some(a)))
+                .map_err(|_| format!("\"{text}\" is not an address like 0.0.0.0:9898 (or empty / \"off\" for none)")),
+        }
     }
 }
 
@@ -406,7 +424,7 @@ impl Settings {
             mailchimp_max_connections: self.mailchimp_max_connections as usize,
             ometria_max_requests_per_second: (rate > 0.0).then_some(rate),
             log_format: self.log_format,
-            metrics_addr: self.metrics_addr,
+            metrics_addr: self.metrics_addr.and_then(|m| m.0),
             overlap: Duration::from_secs(self.overlap_seconds),
             grace: Duration::from_secs(self.grace_seconds),
             http_timeout: Duration::from_secs(self.http_timeout_seconds),
@@ -526,6 +544,21 @@ mod tests {
         assert_eq!(config.ometria_api, OmetriaApi::Push);
         assert_eq!(config.state_dir, PathBuf::from("./state"));
         assert_eq!(config.grace, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn the_metrics_address_can_be_turned_off() {
+        let addr = |v: &str| Cli::try_parse_from(["x", "go", "--metrics-addr", v]).map(|c| c.settings.metrics_addr);
+        assert_eq!(
+            addr("127.0.0.1:9898").unwrap(),
+            Some(MetricsAddr(Some("127.0.0.1:9898".parse().unwrap())))
+        );
+        assert_eq!(addr("off").unwrap(), Some(MetricsAddr(None)));
+        assert_eq!(addr("").unwrap(), Some(MetricsAddr(None)));
+        assert!(addr("9898")
+            .unwrap_err()
+            .to_string()
+            .contains("is not an address like 0.0.0.0:9898"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ const EXIT_FIX_FIRST: u8 = 2;
 /// `health`: the answer of the running importer's /healthz, for Docker's
 /// HEALTHCHECK (the image has no curl).
 fn health(settings: &ometria_importer::config::Settings) -> ExitCode {
-    let Some(mut addr) = settings.metrics_addr else {
+    let Some(mut addr) = settings.metrics_addr.and_then(|m| m.0) else {
         eprintln!("health: IMPORTER_METRICS_ADDR is not set, so there is no health endpoint to ask");
         return ExitCode::from(EXIT_FIX_FIRST);
     };

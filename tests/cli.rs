@@ -42,6 +42,12 @@ async fn exit_within(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Sends `signal` to the child (no `kill` program needed).
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -121,11 +127,7 @@ async fn go_stops_on_the_quit_file() {
 #[actix_rt::test]
 async fn go_stops_on_sigterm() {
     go_until_stopped(|child, _| {
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(child, libc::SIGTERM);
     })
     .await;
 }
@@ -133,11 +135,7 @@ async fn go_stops_on_sigterm() {
 #[actix_rt::test]
 async fn go_stops_on_sigint() {
     go_until_stopped(|child, _| {
-        assert!(Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        signal(child, libc::SIGINT);
     })
     .await;
 }
@@ -332,7 +330,7 @@ async fn the_standalone_sandbox_serves_an_importer_in_another_process() {
         .unwrap();
     let verification: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(verification["ok"], true, "{verification}");
-    let _ = Command::new("kill").args(["-INT", &sandbox.id().to_string()]).status();
+    signal(&sandbox, libc::SIGINT);
     let stopped = exit_within(sandbox, Duration::from_secs(10)).await;
     assert_eq!(stopped.status.code(), Some(0));
 }
@@ -358,11 +356,7 @@ async fn demo_follow_shows_incremental_syncs_until_interrupted() {
     });
     let synced = |n: usize| seen.lock().unwrap().iter().filter(|l| l.contains(": SYNC of ")).count() >= n;
     wait_until(Duration::from_secs(30), "two incremental syncs", || synced(2)).await;
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, libc::SIGINT);
     let out = exit_within(child, Duration::from_secs(10)).await;
     assert_eq!(out.status.code(), Some(0));
     let lines = seen.lock().unwrap().clone();
