@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use slog::{error, info, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
@@ -149,14 +149,17 @@ impl Controller {
                 Decision::Due(kind) => self.waiting.push_back(SyncJob { entry, kind }),
                 _ if !verbose => {}
                 Decision::UpToDate { last, .. } => info!(
-                    self.log,
+                    self.entry_log(&entry.key),
                     "controller: list {} up to date, last updated on \"{}\".",
                     entry.key,
                     format_for_log(last)
                 ),
-                Decision::Running => info!(self.log, "controller: list {} is still syncing.", entry.key),
+                Decision::Running => info!(
+                    self.entry_log(&entry.key),
+                    "controller: list {} is still syncing.", entry.key
+                ),
                 Decision::BackingOff { failures, retry_at } => info!(
-                    self.log,
+                    self.entry_log(&entry.key),
                     "controller: list {} failed {failures} time(s) in a row; next attempt after \"{}\".",
                     entry.key,
                     format_for_log(retry_at)
@@ -167,7 +170,7 @@ impl Controller {
         if verbose {
             for job in &self.waiting {
                 info!(
-                    self.log,
+                    self.entry_log(&job.entry.key),
                     "controller: list {} requires \"{}\", waiting for a free slot ({} syncs running).",
                     job.entry.key,
                     job.kind.name(),
@@ -176,6 +179,11 @@ impl Controller {
             }
         }
         self.finish_once_if_idle(ctx);
+    }
+
+    /// The log of one entry's lines: JSON lines carry its `list_id`.
+    fn entry_log(&self, key: &EntryKey) -> Logger {
+        self.log.new(o!("list_id" => key.list_id.clone()))
     }
 
     /// Lag, behind and last-sync figures of every entry, for the metrics,
@@ -214,11 +222,17 @@ impl Controller {
                 |c| format!("it last synced on \"{}\"", format_for_log(c)),
             );
             if is_behind && self.behind.insert(key.clone()) {
-                error!(self.log, "controller: list {key} is behind: {since}, {} ago (alert after {}).", human(lag), human(threshold);
-                    "list_id" => key.list_id.as_str(), "behind" => true);
+                error!(
+                    self.entry_log(key).new(o!("behind" => true)),
+                    "controller: list {key} is behind: {since}, {} ago (alert after {}).",
+                    human(lag),
+                    human(threshold)
+                );
             } else if !is_behind && self.behind.remove(key) {
-                error!(self.log, "controller: list {key} has caught up: {since}.";
-                    "list_id" => key.list_id.as_str(), "behind" => false);
+                error!(
+                    self.entry_log(key).new(o!("behind" => false)),
+                    "controller: list {key} has caught up: {since}."
+                );
             }
         }
         self.first_seen.retain(|key, _| present.contains(key));
@@ -232,7 +246,7 @@ impl Controller {
         while self.running.len() < self.settings.max_concurrent_lists {
             let Some(job) = self.waiting.pop_front() else { break };
             info!(
-                self.log,
+                self.entry_log(&job.entry.key),
                 "controller: list {} requires \"{}\", firing...",
                 job.entry.key,
                 job.kind.name()
@@ -251,9 +265,10 @@ impl Controller {
     }
 
     fn abandon_running(&mut self, ctx: &mut Context<Self>) {
-        for (key, running) in self.running.drain() {
+        let running: Vec<(EntryKey, RunningSync)> = self.running.drain().collect();
+        for (key, running) in running {
             warn!(
-                self.log,
+                self.entry_log(&key),
                 "controller: abandoning the sync of list {key}; its latest_timestamp is unchanged."
             );
             running.sync.do_send(CancelSync);
@@ -352,7 +367,7 @@ impl Handler<SyncFinished> for Controller {
                 self.summary.failed += 1;
                 let next = Backoff::after_failure(self.backoff.get(&finished.key), Utc::now(), running.refresh);
                 info!(
-                    self.log,
+                    self.entry_log(&finished.key),
                     "controller: list {} failed; next attempt after \"{}\".",
                     finished.key,
                     format_for_log(next.retry_at)
