@@ -17,7 +17,7 @@
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`demo`], [`bench`]: the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
-//! - [`telemetry`]: log formats.
+//! - [`telemetry`]: log formats, metrics, the health endpoint.
 
 pub mod actors;
 pub mod api;

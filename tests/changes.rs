@@ -8,25 +8,11 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::config::Config;
 use ometria_importer::importer::{run, Signals};
-use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
-use support::{capture_log, read_json, state_dir};
-
-fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
-    let key = |k: &str| k.parse::<ApiKey>().unwrap();
-    let mut config = Config::new(
-        &sandbox.mailchimp_url(),
-        key(DEFAULT_MAILCHIMP_KEY),
-        &sandbox.ometria_url(),
-        key(DEFAULT_OMETRIA_KEY),
-        dir,
-    );
-    config.ometria_max_requests_per_second = None;
-    config.refresh = Duration::from_secs(1);
-    config
-}
+use support::{capture_log, read_json, sandbox_config, state_dir};
 
 /// Runs `once` until a sync ran (the cursor must be a second old before a
 /// SYNC is due); returns whether it succeeded.
@@ -59,7 +45,8 @@ async fn ometria_equals_mailchimp_after_syncs_that_ran_while_members_changed() {
         };
         let mut sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
         let (dir, file) = state_dir(r#"[{"list_id": "busy", "items_per_request": 40, "worker_count": 4}]"#);
-        let config = config_for(&sandbox, dir.path());
+        let mut config = sandbox_config(&sandbox, dir.path());
+        config.refresh = Duration::from_secs(1);
         let (log, buffer) = capture_log();
 
         assert!(

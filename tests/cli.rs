@@ -259,8 +259,14 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(completed["records"], 20);
     assert_eq!(lines.last().unwrap()["message"], "controller: done.");
     // The controller's lines about one list carry its id too.
-    let fired = lines.iter().find(|l| l["message"].as_str().unwrap().ends_with("firing...")).unwrap();
-    assert_eq!((fired["module"].as_str(), fired["list_id"].as_str()), (Some("controller"), Some("L")));
+    let fired = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().ends_with("firing..."))
+        .unwrap();
+    assert_eq!(
+        (fired["module"].as_str(), fired["list_id"].as_str()),
+        (Some("controller"), Some("L"))
+    );
 }
 
 #[actix_rt::test]

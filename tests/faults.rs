@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use ometria_importer::config::{ApiKey, Config};
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
 use ometria_importer::sandbox::faults::Faults;
-use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
-use support::{capture_log, read_json, state_dir};
+use support::{capture_log, read_json, sandbox_config, state_dir};
 
 const ENTRIES: &str = r#"[{"list_id": "a", "items_per_request": 20, "worker_count": 4}, {"list_id": "b", "items_per_request": 20, "worker_count": 4}]"#;
 
@@ -41,25 +40,6 @@ fn faulty(faults: Faults, seed: u64) -> SandboxConfig {
     }
 }
 
-fn importer(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
-    let key = |k: &str| k.parse::<ApiKey>().unwrap();
-    let mut config = Config::new(
-        &sandbox.mailchimp_url(),
-        key(DEFAULT_MAILCHIMP_KEY),
-        &sandbox.ometria_url(),
-        key(DEFAULT_OMETRIA_KEY),
-        dir,
-    );
-    config.ometria_max_requests_per_second = None;
-    config.http_timeout = Duration::from_millis(300);
-    config.retry = RetryPolicy {
-        attempts: 10,
-        base: Duration::from_millis(5),
-        cap: Duration::from_millis(100),
-    };
-    config
-}
-
 /// What one scenario of the matrix did.
 struct Outcome {
     runs: u32,
@@ -71,7 +51,13 @@ struct Outcome {
 async fn sync_through(name: &str, faults: Faults, seed: u64, attempts: u32, max_runs: u32) -> Outcome {
     let sandbox = Sandbox::start(faulty(faults, seed), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
     let (dir, file) = state_dir(ENTRIES);
-    let mut config = importer(&sandbox, dir.path());
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.http_timeout = Duration::from_millis(300);
+    config.retry = RetryPolicy {
+        attempts: 10,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(100),
+    };
     config.retry.attempts = attempts;
     let (log, buffer) = capture_log();
     let mut runs = 0;

@@ -11,23 +11,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use ometria_importer::api::Api;
-use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::config::Config;
 use ometria_importer::sandbox::faults::Faults;
-use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
-use support::{capture_log, quit, read_json, spawn_run, state_dir, wait_until};
+use support::{capture_log, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_until};
 
 fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
-    let key = |k: &str| k.parse::<ApiKey>().unwrap();
-    let mut config = Config::new(
-        &sandbox.mailchimp_url(),
-        key(DEFAULT_MAILCHIMP_KEY),
-        &sandbox.ometria_url(),
-        key(DEFAULT_OMETRIA_KEY),
-        dir,
-    );
-    config.ometria_max_requests_per_second = None;
-    config.metrics_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let mut config = sandbox_config(sandbox, dir);
+    config.metrics_addr = Some(loopback());
     config.tick = Duration::from_secs(1);
     config
 }

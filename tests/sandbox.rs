@@ -4,33 +4,16 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
-use ometria_importer::config::{ApiKey, Config};
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
 use ometria_importer::RunMode;
-use support::{capture_log, state_dir};
-
-fn local() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
-
-fn importer_config(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
-    let key = |k: &str| k.parse::<ApiKey>().unwrap();
-    Config::new(
-        &sandbox.mailchimp_url(),
-        key(DEFAULT_MAILCHIMP_KEY),
-        &sandbox.ometria_url(),
-        key(DEFAULT_OMETRIA_KEY),
-        dir,
-    )
-}
+use support::{capture_log, loopback, sandbox_config, state_dir};
 
 async fn get(url: &str, auth: Option<(&str, &str)>) -> (u16, Value) {
     let mut request = awc::Client::default().get(url);
@@ -89,10 +72,10 @@ async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailch
         workers: 2,
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let entries: Vec<Value> = (1..=4).map(|i| json!({"list_id": format!("list-{i}")})).collect();
     let (dir, file) = state_dir(&serde_json::to_string(&entries).unwrap());
-    let mut config = importer_config(&sandbox, dir.path());
+    let mut config = sandbox_config(&sandbox, dir.path());
     config.ometria_max_requests_per_second = Some(25.0);
     let (log, buffer) = capture_log();
     let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
@@ -126,7 +109,7 @@ async fn the_fake_mailchimp_keeps_the_contract() {
         mailchimp_max_connections: 2,
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let base = format!("{}/lists/l/members", sandbox.mailchimp_url());
     let auth = Some(("any", DEFAULT_MAILCHIMP_KEY));
 
@@ -179,7 +162,7 @@ async fn the_fake_mailchimp_answers_429_above_its_connection_cap() {
         mailchimp_max_connections: 2,
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let url = format!("{}/lists/l/members?count=5", sandbox.mailchimp_url());
     let auth = Some(("any", DEFAULT_MAILCHIMP_KEY));
     let answers = futures_util::future::join_all((0..4).map(|_| get(&url, auth))).await;
@@ -196,7 +179,7 @@ async fn the_fake_ometria_keeps_the_contract() {
         ometria_requests_per_second: Some(2.0),
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let url = sandbox.ometria_url();
 
     let (status, _, _) = push(&url, "wrong", &json!([contact("a")])).await;
@@ -236,7 +219,7 @@ async fn injected_faults_reach_the_client() {
         lists: vec![("l".into(), 10)],
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let url = format!("{}/lists/l/members?count=5", sandbox.mailchimp_url());
     for (faults, expect) in [
         (
@@ -313,7 +296,7 @@ async fn control_endpoints_inspect_and_mutate() {
         lists: vec![("l".into(), 30)],
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let base = format!("http://{}/_sandbox", sandbox.addr());
     assert_eq!(get(&format!("{base}/health"), None).await, (200, json!({"ok": true})));
     let (_, lists) = get(&format!("{base}/lists"), None).await;
@@ -362,10 +345,10 @@ async fn faults_at_a_moderate_rate_cost_no_record() {
         seed: 7,
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config, local(), false).unwrap();
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
     let (dir, _) =
         state_dir(r#"[{"list_id": "a", "items_per_request": 20}, {"list_id": "b", "items_per_request": 20}]"#);
-    let mut config = importer_config(&sandbox, dir.path());
+    let mut config = sandbox_config(&sandbox, dir.path());
     config.http_timeout = ms(300);
     config.retry = ometria_importer::retry::RetryPolicy {
         attempts: 8,

@@ -16,6 +16,7 @@ use ometria_importer::config::{ApiKey, Config};
 use ometria_importer::importer::StartError;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
+use ometria_importer::sandbox::{Sandbox, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
 use ometria_importer::telemetry::log::{logger, SharedBuffer};
 use ometria_importer::{RunMode, RunSummary};
 
@@ -345,4 +346,23 @@ pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSu
         .expect("stopped in time")
         .unwrap()
         .unwrap()
+}
+
+/// Port 0 on 127.0.0.1: servers in tests listen there only.
+pub fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+}
+
+/// The importer pointed at `sandbox` with its default keys, Ometria unlimited.
+pub fn sandbox_config(sandbox: &Sandbox, state_dir: &Path) -> Config {
+    let key = |k: &str| k.parse::<ApiKey>().unwrap();
+    let mut config = Config::new(
+        &sandbox.mailchimp_url(),
+        key(DEFAULT_MAILCHIMP_KEY),
+        &sandbox.ometria_url(),
+        key(DEFAULT_OMETRIA_KEY),
+        state_dir,
+    );
+    config.ometria_max_requests_per_second = None;
+    config
 }
