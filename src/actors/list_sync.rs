@@ -18,9 +18,7 @@ use chrono::{DateTime, Utc};
 use slog::{error, info, o, warn, Logger};
 
 use super::fetcher::Fetcher;
-use super::messages::{
-    CancelSync, FetchPage, FetchedPage, PushBatch, StopWorker, SyncCounts, SyncFinished, SyncReport,
-};
+use super::messages::{CancelSync, FetchPage, FetchedPage, PushBatch, StopWorker, SyncFinished};
 use super::state_keeper::StateKeeper;
 use super::writer::Writer;
 use crate::limits::Limits;
@@ -58,6 +56,18 @@ pub struct SyncDeps {
 pub struct SyncJob {
     pub entry: Entry,
     pub kind: SyncKind,
+}
+
+/// What one sync did, for its log lines.
+#[derive(Clone, Copy, Debug, Default)]
+struct SyncCounts {
+    pages: u64,
+    /// Members read from Mailchimp.
+    read: u64,
+    /// Members the mapping could not send.
+    skipped: u64,
+    accepted: u64,
+    rejected: u64,
 }
 
 pub struct ListSync {
@@ -259,7 +269,7 @@ impl ListSync {
             total_updates: c.accepted + c.rejected,
         };
         self.count_end("succeeded");
-        self.report(Ok(SyncReport { record, counts: c }));
+        self.report(Ok(record));
         ctx.stop();
     }
 
@@ -284,7 +294,7 @@ impl ListSync {
         ctx.stop();
     }
 
-    fn report(&self, result: Result<SyncReport, String>) {
+    fn report(&self, result: Result<SyncRecord, String>) {
         let finished = SyncFinished {
             key: self.job.entry.key.clone(),
             result,

@@ -38,26 +38,8 @@ pub struct LoadEntries;
 #[rtype(result = "()")]
 pub struct SyncFinished {
     pub key: EntryKey,
-    pub result: Result<SyncReport, String>,
-}
-
-/// What a successful sync did.
-#[derive(Clone, Debug)]
-pub struct SyncReport {
-    /// What the StateKeeper writes.
-    pub record: SyncRecord,
-    pub counts: SyncCounts,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncCounts {
-    pub pages: u64,
-    /// Members read from Mailchimp.
-    pub read: u64,
-    /// Members the mapping could not send.
-    pub skipped: u64,
-    pub accepted: u64,
-    pub rejected: u64,
+    /// On success, what the StateKeeper writes; on failure, why.
+    pub result: Result<SyncRecord, String>,
 }
 
 /// Controller → StateKeeper before exit: write what can be written; the

@@ -160,11 +160,11 @@ impl Handler<SyncFinished> for StateKeeper {
     type Result = ();
 
     fn handle(&mut self, finished: SyncFinished, _: &mut Context<Self>) {
-        let Ok(report) = finished.result else { return };
+        let Ok(record) = finished.result else { return };
         // The view shows the result at once, written or not, so the
         // Controller never re-syncs an entry whose result waits in memory.
-        self.view.apply(&report.record);
-        self.pending.push(report.record);
+        self.view.apply(&record);
+        self.pending.push(record);
         self.write_pending();
     }
 }
