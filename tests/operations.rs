@@ -15,7 +15,9 @@ use ometria_importer::config::Config;
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
-use support::{capture_log, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_until};
+use support::{
+    capture_log, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_for_ticks, wait_until,
+};
 
 fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
     let mut config = sandbox_config(sandbox, dir);
@@ -103,10 +105,7 @@ async fn metrics_match_what_the_apis_received() {
     assert_eq!(m["ometria_importer_syncs_total{result=\"succeeded\"}"], 2.0);
     assert_eq!(m["ometria_importer_syncs_running"], 0.0);
     // Per entry, as in the state file, once a tick has read it again.
-    wait_until(Duration::from_secs(5), "a tick after the syncs", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= 2
-    })
-    .await;
+    wait_for_ticks(&buffer, 2).await;
     let m = samples(&get(&format!("http://{address}/metrics")).await.1);
     assert_eq!(
         m["ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"a\"}"],
@@ -167,10 +166,7 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
     })
     .await;
     let behind_at = buffer.contents().matches("controller: checking all lists.").count();
-    wait_until(Duration::from_secs(15), "three more ticks", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= behind_at + 3
-    })
-    .await;
+    wait_for_ticks(&buffer, behind_at + 3).await;
     let log = buffer.contents();
     let errors: Vec<&str> = log
         .lines()

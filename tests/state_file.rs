@@ -147,10 +147,7 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
     )
     .await;
     // Ticks keep coming; nothing is written, and the list is not synced again.
-    wait_until(Duration::from_secs(10), "two more ticks", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= 3
-    })
-    .await;
+    wait_for_ticks(&buffer, 3).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), half_saved);
     assert!(buffer
         .contents()

@@ -287,10 +287,7 @@ async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
     })
     .await;
     // Ticks go on; the failed entry waits for its backoff instead of retrying every tick.
-    wait_until(Duration::from_secs(10), "two more ticks", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= 3
-    })
-    .await;
+    wait_for_ticks(&buffer, 3).await;
     assert!(!daemon.is_finished(), "the daemon stopped");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     let log = buffer.contents();
@@ -640,10 +637,7 @@ async fn a_failing_entry_backs_off_while_the_others_sync() {
     config.tick = Duration::from_secs(1);
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
-    wait_until(Duration::from_secs(10), "three ticks", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= 3
-    })
-    .await;
+    wait_for_ticks(&buffer, 3).await;
     let summary = quit(dir.path(), daemon).await;
     assert_eq!((summary.succeeded, summary.failed), (1, 1));
     let state = read_json(&file);
@@ -697,10 +691,7 @@ async fn lists_finishing_together_are_loaded_once() {
             .all(|e| e.get("latest_timestamp").is_some())
     })
     .await;
-    wait_until(Duration::from_secs(10), "another tick", || {
-        buffer.contents().matches("controller: checking all lists.").count() >= 2
-    })
-    .await;
+    wait_for_ticks(&buffer, 2).await;
     let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.succeeded, 12, "{}", buffer.contents());
     for id in &ids {

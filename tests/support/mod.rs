@@ -316,6 +316,14 @@ pub fn most_within(arrivals: &[Instant], window: Duration) -> usize {
     most
 }
 
+/// Waits (at most 15 s) until the log shows `count` ticks of the controller.
+pub async fn wait_for_ticks(log: &SharedBuffer, count: usize) {
+    wait_until(Duration::from_secs(15), &format!("{count} ticks"), || {
+        log.contents().matches("controller: checking all lists.").count() >= count
+    })
+    .await;
+}
+
 /// Polls `condition` every 20 ms until it holds, or panics after `limit`.
 pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
