@@ -135,7 +135,11 @@ impl Controller {
             return;
         }
         let now = Utc::now();
-        self.observe(&entries, now);
+        // Per-entry figures each tick: after every finished sync would cost
+        // a pass over all entries per sync, quadratic with many lists.
+        if verbose {
+            self.observe(&entries, now);
+        }
         self.waiting.clear();
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
