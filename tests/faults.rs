@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
-use ometria_importer::RunMode;
-use support::{capture_log, read_json, sandbox_config, state_dir};
+use support::{capture_log, read_json, run_once, sandbox_config, state_dir};
 
 const ENTRIES: &str = r#"[{"list_id": "a", "items_per_request": 20, "worker_count": 4}, {"list_id": "b", "items_per_request": 20, "worker_count": 4}]"#;
 
@@ -66,7 +64,7 @@ async fn sync_through(name: &str, faults: Faults, seed: u64, attempts: u32, max_
         runs += 1;
         let (before, logged) = (read_json(&file), buffer.contents().len());
         let accepted = sandbox.world().stats().records_accepted;
-        let summary = run(&config, RunMode::Once, Signals::Ignore, log.clone()).await.unwrap();
+        let summary = run_once(&config, log.clone()).await;
         let (after, this_run) = (read_json(&file), buffer.contents()[logged..].to_owned());
         for (i, list) in ["a", "b"].iter().enumerate() {
             let cursor = |state: &Value| state[i].get("latest_timestamp").cloned();

@@ -9,11 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
-use ometria_importer::importer::{run, Signals};
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
-use ometria_importer::RunMode;
-use support::{capture_log, loopback, sandbox_config, state_dir};
+use support::{capture_log, loopback, run_once, sandbox_config, state_dir};
 
 async fn get(url: &str, auth: Option<(&str, &str)>) -> (u16, Value) {
     let mut request = awc::Client::default().get(url);
@@ -78,7 +76,7 @@ async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailch
     let mut config = sandbox_config(&sandbox, dir.path());
     config.ometria_max_requests_per_second = Some(25.0);
     let (log, buffer) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary.succeeded, 4, "{}", buffer.contents());
 
     let stats = sandbox.world().stats();
@@ -357,7 +355,7 @@ async fn faults_at_a_moderate_rate_cost_no_record() {
     };
     config.ometria_max_requests_per_second = None;
     let (log, buffer) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary.succeeded, 2, "{}", buffer.contents());
     let stats = sandbox.world().stats();
     assert!(stats.faults_injected.values().sum::<u64>() >= 8, "{stats:?}");

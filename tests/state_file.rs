@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use ometria_importer::importer::{run, Signals};
 use ometria_importer::RunMode;
 use support::*;
 
@@ -84,9 +83,7 @@ async fn entries_sharing_a_list_id_are_synced_and_tracked_separately() {
         r#"[{{"list_id": "L", "latest_timestamp": "{recent}"}}, {{"list_id": "L", "items_per_request": 7, "worker_count": 2}}]"#
     ));
     let (log, buffer) = capture_log();
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary.succeeded, 1);
     // Only the second entry was due, and its own parameters were used.
     assert!(apis.mailchimp_queries().await.iter().all(|q| q["count"] == "7"));
@@ -112,9 +109,7 @@ async fn invalid_entries_are_skipped_with_a_warning_and_kept_in_the_file() {
         r#"[{"worker_count": 2}, {"list_id": "L", "items_per_request": 5000}, {"list_id": "L", "when": "x"}]"#,
     );
     let (log, buffer) = capture_log();
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary.succeeded, 1);
     let state = read_json(&file);
     assert_eq!(state[0], json!({"worker_count": 2}));

@@ -11,7 +11,6 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use ometria_importer::config::OmetriaApi;
-use ometria_importer::importer::{run, Signals};
 use ometria_importer::mailchimp::MEMBER_FIELDS;
 use ometria_importer::{RunMode, RunSummary};
 use support::*;
@@ -45,9 +44,7 @@ async fn a_load_pushes_every_member_exactly_once_mapped_exactly() {
     );
     let (log, buffer) = capture_log();
 
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary, ok_once(), "{}", buffer.contents());
 
     // Every member arrived once, mapped exactly.
@@ -148,9 +145,7 @@ async fn a_sync_reads_since_the_cursor_minus_the_overlap_and_moves_it_to_t0() {
     ));
     let (log, buffer) = capture_log();
 
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary, ok_once(), "{}", buffer.contents());
 
     let since = (cursor - chrono::Duration::seconds(300))
@@ -187,9 +182,7 @@ async fn members_without_id_or_email_are_skipped_and_counted() {
     .await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let (log, buffer) = capture_log();
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary, ok_once());
     assert_eq!(apis.pushed().len(), 8);
     assert_eq!(read_json(&file)[0]["total_updates"], 8);
@@ -216,9 +209,7 @@ async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
     let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let (log, buffer) = capture_log();
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary, ok_once(), "{}", buffer.contents());
     assert_eq!(read_json(&file)[0]["total_updates"], 150);
     let log = buffer.contents();
@@ -324,9 +315,7 @@ async fn an_unknown_list_fails_with_mailchimps_words_and_what_to_fix() {
     let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
     let (dir, file) = state_dir(r#"[{"list_id": "nope"}]"#);
     let (log, buffer) = capture_log();
-    let summary = run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-        .await
-        .unwrap();
+    let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary.failed, 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "nope"}]"#);
     let log = buffer.contents();
@@ -356,7 +345,7 @@ async fn at_most_max_concurrent_lists_sync_at_once() {
     let mut config = apis.config(dir.path());
     config.max_concurrent_lists = 1;
     let (log, _) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary.succeeded, 3);
     // One list at a time: each list's requests form one block, in file order.
     let requests = apis.mailchimp.received_requests().await.unwrap();
@@ -427,7 +416,7 @@ async fn the_legacy_record_endpoint() {
     let mut config = apis.config(dir.path());
     config.ometria_api = OmetriaApi::Record;
     let (log, buffer) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary, ok_once(), "{}", buffer.contents());
     let bodies = apis.ometria.received_requests().await.unwrap();
     let records: Vec<Value> = serde_json::from_slice(&bodies[0].body).unwrap();
@@ -448,10 +437,7 @@ async fn long_syncs_log_their_progress() {
     let mut config = apis.config(dir.path());
     config.progress_interval = Duration::from_millis(200);
     let (log, buffer) = capture_log();
-    assert_eq!(
-        run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap(),
-        ok_once()
-    );
+    assert_eq!(run_once(&config, log).await, ok_once());
     let log = buffer.contents();
     let progress: Vec<&str> = log
         .lines()
@@ -474,7 +460,7 @@ async fn every_request_has_a_client_timeout() {
     let mut config = apis.config(dir.path());
     config.http_timeout = Duration::from_millis(300);
     let (log, buffer) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary.failed, 1);
     let log = buffer.contents();
     assert!(
@@ -509,12 +495,7 @@ async fn passing_failures_are_retried_and_nothing_is_lost() {
     let mut config = apis.config(dir.path());
     config.retry.attempts = 3;
     let (log, buffer) = capture_log();
-    assert_eq!(
-        run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap(),
-        ok_once(),
-        "{}",
-        buffer.contents()
-    );
+    assert_eq!(run_once(&config, log).await, ok_once(), "{}", buffer.contents());
     assert_eq!(by_id(&apis.pushed()).len(), 250);
     assert_eq!(read_json(&file)[0]["total_updates"], 250);
     let log = buffer.contents();
@@ -540,13 +521,7 @@ async fn mailchimp_requests_in_flight_stay_under_the_global_cap() {
     let mut config = apis.config(dir.path());
     config.mailchimp_max_connections = 3;
     let (log, _) = capture_log();
-    assert_eq!(
-        run(&config, RunMode::Once, Signals::Ignore, log)
-            .await
-            .unwrap()
-            .succeeded,
-        3
-    );
+    assert_eq!(run_once(&config, log).await.succeeded, 3);
     assert_eq!(apis.pushed().len(), 900);
     // Requests that arrived within one answer's delay were in flight together.
     let arrivals = apis.fake_mailchimp.arrivals.lock().unwrap().clone();
@@ -566,13 +541,7 @@ async fn ometria_requests_are_paced_across_lists() {
     let mut config = apis.config(dir.path());
     config.ometria_max_requests_per_second = Some(10.0);
     let (log, _) = capture_log();
-    assert_eq!(
-        run(&config, RunMode::Once, Signals::Ignore, log)
-            .await
-            .unwrap()
-            .succeeded,
-        2
-    );
+    assert_eq!(run_once(&config, log).await.succeeded, 2);
     assert_eq!(apis.pushed().len(), 2000);
     let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 20);
@@ -599,12 +568,7 @@ async fn a_member_leaving_the_window_mid_sweep_costs_no_other_member() {
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 2}]"#);
     let (log, buffer) = capture_log();
-    assert_eq!(
-        run(&apis.config(dir.path()), RunMode::Once, Signals::Ignore, log)
-            .await
-            .unwrap(),
-        ok_once()
-    );
+    assert_eq!(run_once(&apis.config(dir.path()), log).await, ok_once());
     // The member that changed belongs to the next sync; every other one is
     // here (some twice: the second sweep re-sends, harmlessly).
     let pushed: HashSet<String> = apis

@@ -11,8 +11,6 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use ometria_importer::importer::{run, Signals};
-use ometria_importer::RunMode;
 use support::*;
 
 /// A TLS server on 127.0.0.1 with a self-signed certificate; counts the
@@ -52,7 +50,7 @@ async fn an_untrusted_certificate_fails_the_sync_before_any_request() {
     let mut config = apis.config(dir.path());
     config.mailchimp_base_url = format!("https://127.0.0.1:{port}/3.0");
     let (log, buffer) = capture_log();
-    let summary = run(&config, RunMode::Once, Signals::Ignore, log).await.unwrap();
+    let summary = run_once(&config, log).await;
     assert_eq!(summary.failed, 1);
     assert_eq!(
         received.load(Ordering::SeqCst),

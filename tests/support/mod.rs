@@ -337,6 +337,13 @@ pub fn utc(text: &str) -> DateTime<Utc> {
     Utc.from_utc_datetime(&chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").unwrap())
 }
 
+/// One `once` pass in the foreground; panics if it cannot start.
+pub async fn run_once(config: &Config, log: slog::Logger) -> RunSummary {
+    run(config, RunMode::Once, Signals::Ignore, log)
+        .await
+        .expect("the run starts")
+}
+
 /// Runs the importer in the background of the test's actix system.
 pub fn spawn_run(
     config: Config,
