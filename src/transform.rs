@@ -41,11 +41,11 @@ pub fn member_to_contact<'a>(member: &'a Member<'_>, list_id: &'a str) -> Result
         record_type: "contact",
         id,
         email,
-        firstname: non_empty(&member.merge_fields.FNAME),
-        lastname: non_empty(&member.merge_fields.LNAME),
+        firstname: present(&member.merge_fields.FNAME),
+        lastname: present(&member.merge_fields.LNAME),
         marketing_optin: marketing_optin(status),
         timestamp_subscribed: if subscribed {
-            non_empty(&member.timestamp_opt)
+            present(&member.timestamp_opt)
         } else {
             None
         },
@@ -56,7 +56,13 @@ pub fn member_to_contact<'a>(member: &'a Member<'_>, list_id: &'a str) -> Result
     })
 }
 
-/// `None` for absent, empty or whitespace-only text; the text unchanged otherwise.
+/// `None` for absent or empty text; the text exactly as sent otherwise
+/// (a name of spaces is still a name).
+fn present<'a>(text: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
+    text.as_deref().filter(|t| !t.is_empty())
+}
+
+/// `None` for absent, empty or whitespace-only text: no id or address to send.
 fn non_empty<'a>(text: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
     text.as_deref().filter(|t| !t.trim().is_empty())
 }
@@ -126,6 +132,15 @@ mod tests {
         };
         let v = serde_json::to_value(member_to_contact(&m, "l").unwrap()).unwrap();
         assert!(v.get("firstname").is_none() && v.get("lastname").is_none());
+
+        // Only empty is empty: spaces and padding are sent exactly.
+        let mut m = member("subscribed");
+        m.merge_fields = MergeFields {
+            FNAME: Some(" ".into()),
+            LNAME: Some(" Ann ".into()),
+        };
+        let v = serde_json::to_value(member_to_contact(&m, "l").unwrap()).unwrap();
+        assert_eq!((&v["firstname"], &v["lastname"]), (&json!(" "), &json!(" Ann ")));
 
         let mut m = member("subscribed");
         m.merge_fields = MergeFields {

@@ -22,10 +22,10 @@ pub fn expected_contact(member: &Member, list_id: &str) -> Value {
         "marketing_optin": optin,
         "properties": {"mailchimp_status": member.status.as_str(), "mailchimp_list_id": list_id},
     });
-    if !member.fname.trim().is_empty() {
+    if !member.fname.is_empty() {
         contact["firstname"] = json!(member.fname);
     }
-    if !member.lname.trim().is_empty() {
+    if !member.lname.is_empty() {
         contact["lastname"] = json!(member.lname);
     }
     if member.status == Status::Subscribed && !member.timestamp_opt.is_empty() {
