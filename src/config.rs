@@ -146,6 +146,9 @@ pub struct SandboxArgs {
     /// Random changes to the lists per second.
     #[arg(long, default_value_t = 0.0)]
     pub mutations_per_second: f64,
+    /// Return members sharing one last_changed second in a new order on every request.
+    #[arg(long)]
+    pub shuffle_ties: bool,
     /// Server threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -212,6 +215,7 @@ impl SandboxArgs {
             },
             ometria_requests_per_second: (self.ometria_rate > 0.0).then_some(self.ometria_rate),
             mutations_per_second: self.mutations_per_second,
+            shuffle_ties: self.shuffle_ties,
             workers: self.workers,
         }
     }

@@ -17,7 +17,7 @@ use crate::mailchimp::{MailchimpClient, MemberPage};
 use crate::ometria::encode;
 use crate::retry::RetryPolicy;
 use crate::state::parse_timestamp;
-use crate::sync::{MemberKey, PageRequest, Pass, Window};
+use crate::sync::{MemberKey, PageEdges, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::member_to_contact;
 
@@ -90,6 +90,19 @@ fn read_page(
 ) -> Result<FetchedPage, ApiError> {
     let page = MemberPage::parse(body)?;
     let returned = page.members.len() as u64;
+    let second = |member: &crate::mailchimp::Member| {
+        member
+            .last_changed
+            .as_deref()
+            .and_then(parse_timestamp)
+            .map(|t| t.timestamp())
+    };
+    let id = |member: &crate::mailchimp::Member| member.unique_email_id.as_deref().unwrap_or_default().to_owned();
+    let edges = if request.keyed {
+        PageEdges::default()
+    } else {
+        PageEdges::scan(page.members.len(), |i| (second(&page.members[i]), id(&page.members[i])))
+    };
     let mut buffer = Vec::with_capacity(page.members.len() * 320);
     let mut ends: Vec<Option<usize>> = Vec::with_capacity(page.members.len());
     let mut keys = Vec::new();
@@ -100,12 +113,8 @@ fn read_page(
         }
         if request.keyed {
             keys.push(MemberKey {
-                last_changed: member
-                    .last_changed
-                    .as_deref()
-                    .and_then(parse_timestamp)
-                    .map(|t| t.timestamp()),
-                id: member.unique_email_id.as_deref().unwrap_or_default().to_owned(),
+                last_changed: second(&member),
+                id: id(&member),
             });
         }
         match member_to_contact(&member, list_id) {
@@ -143,6 +152,7 @@ fn read_page(
         skipped: 0,
         keys,
         keyed_records: vec![],
+        edges,
     };
     if request.keyed {
         // The ListSync counts the skipped members it has not seen before.

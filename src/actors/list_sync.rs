@@ -201,26 +201,30 @@ impl ListSync {
             (verdict, records)
         } else {
             (
-                self.plan.page_read(page.request, page.total_items, page.returned),
+                self.plan
+                    .page_read(page.request, page.total_items, page.returned, page.edges),
                 page.records,
             )
         };
         let key = &self.job.entry.key;
         match verdict {
             PageVerdict::Continue => {}
-            PageVerdict::Resweep { pass, sweep } => warn!(
+            PageVerdict::Resweep { pass, sweep, reordered } => warn!(
                 self.log,
-                "sync: list {key} changed while its {} were read, so some may have shifted past the readers; reading them again (sweep {}).",
-                pass.name(),
+                "sync: {}; reading them again (sweep {}).",
+                why_again(key, pass, reordered),
                 sweep + 1
             ),
-            PageVerdict::Keyset { pass } => warn!(
+            PageVerdict::Keyset { pass, reordered } => warn!(
                 self.log,
-                "sync: list {key} keeps changing while its {} are read; reading them again one page at a time, by last_changed.",
-                pass.name()
+                "sync: {}; reading them again one page at a time, by last_changed.",
+                why_again(key, pass, reordered)
             ),
             PageVerdict::Unstable { pass, reason } => {
-                return self.fail(format!("its {} could not be read completely: {reason}", pass.name()), ctx);
+                return self.fail(
+                    format!("its {} could not be read completely: {reason}", pass.name()),
+                    ctx,
+                );
             }
         }
         for record in records {
@@ -322,6 +326,21 @@ impl ListSync {
         };
         info!(self.log, "sync: list {} progress: {written}/{total} records written, {rate:.0} records/s, ETA {eta}.",
             self.job.entry.key; "records" => written);
+    }
+}
+
+/// Why a pass is read again, for the log.
+fn why_again(key: &impl std::fmt::Display, pass: Pass, reordered: bool) -> String {
+    if reordered {
+        format!(
+            "Mailchimp returned members of list {key} sharing one last_changed second in a different order from one page to the next, so some of its {} may have been missed",
+            pass.name()
+        )
+    } else {
+        format!(
+            "list {key} changed while its {} were read, so some may have shifted past the readers",
+            pass.name()
+        )
     }
 }
 

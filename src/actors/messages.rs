@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
-use crate::sync::{MemberKey, PageRequest};
+use crate::sync::{MemberKey, PageEdges, PageRequest};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -71,6 +71,8 @@ pub struct FetchedPage {
     /// beside it its record (`None` if the mapping skipped it).
     pub keys: Vec<MemberKey>,
     pub keyed_records: Vec<Option<Bytes>>,
+    /// Offset pages only: the runs of ties at the page's edges.
+    pub edges: PageEdges,
     pub skipped: u64,
 }
 

@@ -199,18 +199,46 @@ impl Serialize for Page<'_> {
     }
 }
 
-/// The page for `query`, projected, as JSON.
-fn page(audience: &Audience, query: &Query) -> Vec<u8> {
+/// Positions `offset..offset + count` of `slice` after shuffling every run
+/// of members sharing one `last_changed` second that they touch.
+fn shuffled<'a>(slice: &'a [Member], offset: usize, count: usize, rng: &mut fastrand::Rng) -> Vec<&'a Member> {
+    let (lo, hi) = (offset.min(slice.len()), offset.saturating_add(count).min(slice.len()));
+    if lo == hi {
+        return vec![];
+    }
+    let (mut a, mut b) = (lo, hi);
+    while a > 0 && slice[a - 1].last_changed == slice[lo].last_changed {
+        a -= 1;
+    }
+    while b < slice.len() && slice[b].last_changed == slice[hi - 1].last_changed {
+        b += 1;
+    }
+    let mut span: Vec<&Member> = slice[a..b].iter().collect();
+    let mut i = 0;
+    while i < span.len() {
+        let run = span[i..]
+            .iter()
+            .take_while(|m| m.last_changed == span[i].last_changed)
+            .count();
+        rng.shuffle(&mut span[i..i + run]);
+        i += run;
+    }
+    span.drain(lo - a..hi - a).collect()
+}
+
+/// The page for `query`, projected, as JSON; `ties` shuffles the order of
+/// members sharing a second (ascending `last_changed` queries only).
+fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>) -> Vec<u8> {
     let by_last_changed = !matches!(query.sort_field.as_deref(), Some("timestamp_opt"));
     let (total, members): (usize, Vec<&Member>) = match query.status {
         // The importer's queries: a page straight out of the sorted list.
         StatusFilter::Default | StatusFilter::Only(Status::Archived) if by_last_changed => {
             let archived = query.status != StatusFilter::Default;
             let slice = audience.slice(archived, query.since, query.before);
-            let page = if query.descending {
-                slice.iter().rev().skip(query.offset).take(query.count).collect()
-            } else {
-                slice.iter().skip(query.offset).take(query.count).collect()
+            let page = match ties {
+                _ if query.descending => slice.iter().rev().skip(query.offset).take(query.count).collect(),
+                Some(rng) => shuffled(slice, query.offset, query.count, rng),
+                None => slice.iter().skip(query.offset).take(query.count).collect(),
             };
             (slice.len(), page)
         }
@@ -296,7 +324,8 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
         let Some(audience) = lists.get(list_id.as_str()) else {
             return problem(404, "Resource Not Found", "The requested resource could not be found.");
         };
-        page(audience, &query)
+        let mut rng = world.config.shuffle_ties.then(|| world.tie_rng());
+        page(audience, &query, rng.as_deref_mut())
     };
     match fault {
         Some(Fault::Drop) => cut_short(JSON, body, 0),
@@ -350,7 +379,7 @@ mod tests {
             timestamp_text(before).replace('+', "%2B")
         ))
         .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, None)).unwrap();
         let ids: Vec<&str> = v["members"]
             .as_array()
             .unwrap()
@@ -370,7 +399,7 @@ mod tests {
     fn unprojected_pages_are_bulky_and_exclude_fields_works() {
         let audience = Audience::generate("l", 20, 1, NOW);
         let page = |q: &str| -> serde_json::Value {
-            serde_json::from_slice(&page(&audience, &parse_query(q).unwrap())).unwrap()
+            serde_json::from_slice(&page(&audience, &parse_query(q).unwrap(), None)).unwrap()
         };
         let full = page("count=10");
         assert_eq!(full["members"].as_array().unwrap().len(), 10);
@@ -385,5 +414,25 @@ mod tests {
             .unwrap()
             .last_changed;
         assert_eq!(desc["members"][0]["last_changed"], timestamp_text(newest));
+    }
+
+    #[test]
+    fn shuffled_ties_change_order_but_never_seconds() {
+        let audience = Audience::generate("l", 400, 3, NOW);
+        let all = audience.slice(false, None, None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut reordered = false;
+        for offset in (0..all.len()).step_by(7) {
+            let page = shuffled(all, offset, 9, &mut rng);
+            let plain: Vec<&Member> = all.iter().skip(offset).take(9).collect();
+            let seconds = |p: &[&Member]| p.iter().map(|m| m.last_changed).collect::<Vec<_>>();
+            assert_eq!(seconds(&page), seconds(&plain), "offset {offset}");
+            reordered |= page
+                .iter()
+                .zip(&plain)
+                .any(|(a, b)| a.unique_email_id != b.unique_email_id);
+        }
+        assert!(reordered, "some run of ties came back in another order");
+        assert!(shuffled(all, all.len(), 9, &mut rng).is_empty());
     }
 }

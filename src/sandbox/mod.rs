@@ -62,6 +62,9 @@ pub struct SandboxConfig {
     pub ometria_requests_per_second: Option<f64>,
     /// Random changes to the lists while they are read; 0 = none.
     pub mutations_per_second: f64,
+    /// Members sharing one `last_changed` second come back in a new order
+    /// on every request, as SQL may return ties.
+    pub shuffle_ties: bool,
     /// Server threads.
     pub workers: usize,
 }
@@ -78,6 +81,7 @@ impl Default for SandboxConfig {
             ometria: Behaviour::default(),
             ometria_requests_per_second: None,
             mutations_per_second: 0.0,
+            shuffle_ties: false,
             workers: 1,
         }
     }
@@ -153,6 +157,7 @@ pub struct World {
     ometria: Mutex<(Behaviour, FaultDice)>,
     bucket: Mutex<Option<TokenBucket>>,
     mutation_rng: Mutex<fastrand::Rng>,
+    tie_rng: Mutex<fastrand::Rng>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,8 +184,14 @@ impl World {
             ometria: Mutex::new((config.ometria, FaultDice::new(config.seed ^ 0x6f6d_6574))),
             bucket: Mutex::new(config.ometria_requests_per_second.map(TokenBucket::new)),
             mutation_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x6d75_7461)),
+            tie_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x7469_6573)),
             config,
         }
+    }
+
+    /// The dice for [`SandboxConfig::shuffle_ties`].
+    pub(crate) fn tie_rng(&self) -> MutexGuard<'_, fastrand::Rng> {
+        lock(&self.tie_rng)
     }
 
     /// Changes an API's latency and faults while the sandbox runs.
