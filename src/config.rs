@@ -268,8 +268,8 @@ pub struct Settings {
     /// On stop, seconds running syncs get to finish before they are abandoned.
     #[arg(long, env = "IMPORTER_GRACE_SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
     pub grace_seconds: u64,
-    /// Client timeout of every HTTP request (Mailchimp itself gives up after 120 s).
-    #[arg(long, env = "IMPORTER_HTTP_TIMEOUT_SECONDS", default_value_t = 130, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
+    /// Client timeout of every HTTP request, in seconds (Mailchimp itself gives up after 120 s).
+    #[arg(long, env = "IMPORTER_HTTP_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
     pub http_timeout_seconds: u64,
 }
 
@@ -376,7 +376,7 @@ impl Config {
             metrics_addr: None,
             overlap: crate::sync::DEFAULT_OVERLAP,
             grace: Duration::from_secs(8),
-            http_timeout: Duration::from_secs(130),
+            http_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             progress_interval: Duration::from_secs(10),
         }
