@@ -354,6 +354,31 @@ impl SweepPlan {
         returned: u64,
         edges: PageEdges,
     ) -> PageVerdict {
+        let verdict = self.offset_page_read(request, total_items, returned, edges);
+        if let PageVerdict::Resweep { reordered: false, .. } | PageVerdict::Keyset { reordered: false, .. } = verdict {
+            self.reopen_others(request.pass);
+        }
+        verdict
+    }
+
+    /// A member that left one pass's window may have entered another's
+    /// (archived or unarchived, perhaps without a new `last_changed`), so
+    /// passes already read are read again.
+    fn reopen_others(&mut self, pass: Pass) {
+        let start = self.start;
+        for other in self.passes.iter_mut().filter(|p| p.pass != pass && p.done) {
+            other.done = false;
+            other.mode = Mode::Offset(OffsetSweep::new(start));
+        }
+    }
+
+    fn offset_page_read(
+        &mut self,
+        request: PageRequest,
+        total_items: u64,
+        returned: u64,
+        edges: PageEdges,
+    ) -> PageVerdict {
         let start = self.start;
         let count = u64::from(self.count);
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
@@ -409,6 +434,22 @@ impl SweepPlan {
     /// Returns the verdict and, per member, whether it is new to this
     /// sweep (only new members are sent).
     pub fn keyed_page_read(
+        &mut self,
+        request: PageRequest,
+        total_items: u64,
+        members: &[MemberKey],
+    ) -> (PageVerdict, Vec<bool>) {
+        let shifted = self.passes.iter().any(|p| match &p.mode {
+            Mode::Keyset(k) if p.pass == request.pass => k.offset > 0 && k.last_total.is_some_and(|t| t != total_items),
+            _ => false,
+        });
+        if shifted {
+            self.reopen_others(request.pass);
+        }
+        self.keyset_page_read(request, total_items, members)
+    }
+
+    fn keyset_page_read(
         &mut self,
         request: PageRequest,
         total_items: u64,
@@ -619,6 +660,30 @@ mod tests {
         assert_eq!(drain(&mut plan).len(), 2);
         plan.page_read(req(Pass::Members, 10, 10), 24, 10, PageEdges::default());
         plan.page_read(req(Pass::Members, 20, 10), 24, 4, PageEdges::default());
+        assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_change_in_one_pass_reads_the_other_again_if_it_was_done() {
+        // A member archived mid-sweep leaves the members' window; the
+        // archived pass, already read, may not have seen it arrive.
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1), (Pass::Archived, 1)]);
+        drain(&mut plan);
+        plan.page_read(req(Pass::Archived, 0, 10), 3, 3, PageEdges::default());
+        plan.page_read(req(Pass::Members, 0, 10), 20, 10, PageEdges::default());
+        assert_eq!(drain(&mut plan), [req(Pass::Members, 10, 10)]);
+        assert!(matches!(
+            plan.page_read(req(Pass::Members, 10, 10), 19, 9, PageEdges::default()),
+            PageVerdict::Resweep { .. }
+        ));
+        assert_eq!(
+            drain(&mut plan),
+            [req(Pass::Members, 0, 10), req(Pass::Archived, 0, 10)]
+        );
+        plan.page_read(req(Pass::Archived, 0, 10), 4, 4, PageEdges::default());
+        plan.page_read(req(Pass::Members, 0, 10), 19, 10, PageEdges::default());
+        drain(&mut plan);
+        plan.page_read(req(Pass::Members, 10, 10), 19, 9, PageEdges::default());
         assert!(plan.is_complete());
     }
 
