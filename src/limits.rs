@@ -41,10 +41,19 @@ impl ConnectionLimit {
 }
 
 /// Spaces request starts evenly at a given rate (no bursts), first come
-/// first served. `None` = unlimited.
+/// first served. `None` = unlimited. When the API says to slow down, every
+/// caller holds off together.
 pub struct Pacer {
     interval: Option<Duration>,
-    next_slot: Mutex<Option<Instant>>,
+    schedule: Mutex<Schedule>,
+}
+
+#[derive(Default)]
+struct Schedule {
+    /// The earliest start of the next request.
+    next_slot: Option<Instant>,
+    /// Holds so far: a caller that slept through one queues again.
+    holds: u64,
 }
 
 impl Pacer {
@@ -54,30 +63,69 @@ impl Pacer {
             .map(|r| Duration::from_secs_f64(1.0 / r) + PACING_MARGIN);
         Pacer {
             interval,
-            next_slot: Mutex::new(None),
+            schedule: Mutex::new(Schedule::default()),
         }
+    }
+
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until this caller may start a request.
     pub async fn wait_turn(&self) {
-        let Some(interval) = self.interval else { return };
-        let slot = {
-            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + interval);
-            (slot > now).then_some(slot)
-        };
-        // Sleeping until "now" would still cost a timer tick.
-        if let Some(slot) = slot {
+        loop {
+            let (slot, holds) = {
+                let mut schedule = self.schedule();
+                let now = Instant::now();
+                let slot = schedule.next_slot.map_or(now, |n| n.max(now));
+                if let Some(interval) = self.interval {
+                    schedule.next_slot = Some(slot + interval);
+                }
+                ((slot > now).then_some(slot), schedule.holds)
+            };
+            // Sleeping until "now" would still cost a timer tick.
+            let Some(slot) = slot else { return };
             tokio::time::sleep_until(slot).await;
+            // A hold came while this caller slept on a slot it had taken
+            // before: it queues again, behind the hold.
+            if self.schedule().holds == holds {
+                return;
+            }
         }
+    }
+}
+
+impl Pacer {
+    /// The API answered 429: no caller starts a request before `wait` has
+    /// passed, so that one throttled request does not become a burst of them.
+    pub fn hold(&self, wait: Duration) {
+        let mut schedule = self.schedule();
+        let until = Instant::now() + wait;
+        schedule.next_slot = Some(schedule.next_slot.map_or(until, |n| n.max(until)));
+        schedule.holds += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_rt::test]
+    async fn a_hold_delays_every_caller_paced_or_not() {
+        tokio::time::pause();
+        for pacer in [Pacer::new(Some(8.0)), Pacer::new(None)] {
+            pacer.wait_turn().await;
+            let t = Instant::now();
+            pacer.hold(Duration::from_secs(2));
+            // A shorter hold later does not cut the first one short.
+            pacer.hold(Duration::from_millis(500));
+            pacer.wait_turn().await;
+            pacer.wait_turn().await;
+            let waited = t.elapsed();
+            assert!(waited >= Duration::from_secs(2), "{waited:?}");
+            assert!(waited <= Duration::from_millis(2128), "{waited:?}");
+        }
+    }
 
     #[actix_rt::test]
     async fn the_pacer_spaces_starts_evenly() {
@@ -97,6 +145,25 @@ mod tests {
         for w in starts.windows(9) {
             assert!(w[8] - w[0] > Duration::from_secs(1));
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_caller_asleep_on_an_earlier_slot_queues_again_behind_a_hold() {
+        tokio::time::pause();
+        let pacer = std::rc::Rc::new(Pacer::new(Some(8.0)));
+        let start = Instant::now();
+        pacer.wait_turn().await;
+        let sleeper = {
+            let pacer = pacer.clone();
+            actix_rt::spawn(async move {
+                pacer.wait_turn().await;
+                start.elapsed()
+            })
+        };
+        tokio::time::advance(Duration::from_millis(10)).await;
+        pacer.hold(Duration::from_secs(1));
+        let started = sleeper.await.unwrap();
+        assert!(started >= Duration::from_millis(1010), "{started:?}");
     }
 
     #[actix_rt::test]

@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -664,5 +665,41 @@ async fn lists_finishing_together_are_loaded_once() {
             .matches(&format!("list \"{id}\" requires \"LOAD\", firing..."))
             .count();
         assert_eq!(fired, 1, "{id} was loaded {fired} times");
+    }
+}
+
+/// A 429 from Ometria holds every Writer off for its `Retry-After`, not
+/// only the one that got it: no push arrives before the hold ends.
+#[actix_rt::test]
+async fn a_throttled_push_holds_every_writer_off() {
+    let members = generate_members(1000, Utc::now());
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
+    let throttled_at = Arc::new(Mutex::new(None));
+    let record = throttled_at.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            *record.lock().unwrap() = Some(std::time::Instant::now());
+            ResponseTemplate::new(429).insert_header("retry-after", "1")
+        })
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&apis.ometria)
+        .await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L", "worker_count": 4}]"#);
+    let mut config = apis.config(dir.path());
+    // Paced, so that only the first push is in flight when the 429 comes.
+    config.ometria_max_requests_per_second = Some(8.0);
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&config, log).await, ok_once(), "{}", buffer.contents());
+    assert_eq!(by_id(&apis.pushed()).len(), 1000);
+    let throttled_at = throttled_at.lock().unwrap().expect("the first push was throttled");
+    let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 10);
+    for arrival in arrivals {
+        let after = arrival.duration_since(throttled_at);
+        assert!(
+            after >= Duration::from_secs(1),
+            "a push arrived {after:?} after the 429"
+        );
     }
 }

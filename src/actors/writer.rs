@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -17,6 +18,9 @@ use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::rejected::{isolate, RejectedLog};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
+
+/// How long every Writer holds off after a 429 that gave no `Retry-After`.
+const THROTTLED_HOLD: Duration = Duration::from_secs(1);
 
 pub struct Writer {
     pub client: OmetriaClient,
@@ -64,6 +68,9 @@ impl Handler<PushBatch> for Writer {
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
+                                if let ApiError::Throttled { retry_after, .. } = e {
+                                    pacer.hold(retry_after.unwrap_or(THROTTLED_HOLD));
+                                }
                                 warn!(
                                     log,
                                     "sync: pushing {} records of list \"{list_id}\" failed: {e}; retry {n} in {:.1} s.",
