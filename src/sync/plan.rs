@@ -222,6 +222,8 @@ struct PassPlan {
     sweep: u32,
     mode: Mode,
     done: bool,
+    /// Whether a change seen in another pass has had this one read again.
+    reopened: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +295,7 @@ impl SweepPlan {
                 sweep: 0,
                 mode: Mode::Offset(OffsetSweep::new(start_offset)),
                 done: false,
+                reopened: false,
             })
             .collect();
         SweepPlan {
@@ -363,11 +366,17 @@ impl SweepPlan {
 
     /// A member that left one pass's window may have entered another's
     /// (archived or unarchived, perhaps without a new `last_changed`), so
-    /// passes already read are read again.
+    /// passes already read are read again — once per sync: on a list that
+    /// never stops changing, passes re-opening each other would never end.
     fn reopen_others(&mut self, pass: Pass) {
         let start = self.start;
-        for other in self.passes.iter_mut().filter(|p| p.pass != pass && p.done) {
+        for other in self
+            .passes
+            .iter_mut()
+            .filter(|p| p.pass != pass && p.done && !p.reopened)
+        {
             other.done = false;
+            other.reopened = true;
             other.mode = Mode::Offset(OffsetSweep::new(start));
         }
     }
@@ -517,13 +526,14 @@ impl SweepPlan {
         self.passes.iter().all(|p| p.done)
     }
 
-    /// Members the current sweeps will read, once every pass knows its total.
+    /// Members the current sweeps will read, once every pass knows its
+    /// total; unknown while a pass goes one page at a time.
     pub fn expected_members(&self) -> Option<u64> {
         self.passes
             .iter()
             .map(|p| match &p.mode {
                 Mode::Offset(o) => o.total.map(|t| t.saturating_sub(self.start)),
-                Mode::Keyset(k) => k.last_total,
+                Mode::Keyset(_) => None,
             })
             .sum()
     }
@@ -685,6 +695,19 @@ mod tests {
         drain(&mut plan);
         plan.page_read(req(Pass::Members, 10, 10), 19, 9, PageEdges::default());
         assert!(plan.is_complete());
+
+        // Once per sync: a list that never stops changing must still end.
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1), (Pass::Archived, 1)]);
+        drain(&mut plan);
+        plan.page_read(req(Pass::Archived, 0, 10), 3, 3, PageEdges::default());
+        plan.page_read(req(Pass::Members, 0, 10), 8, 7, PageEdges::default());
+        assert_eq!(
+            drain(&mut plan),
+            [req(Pass::Members, 0, 10), req(Pass::Archived, 0, 10)]
+        );
+        plan.page_read(req(Pass::Archived, 0, 10), 4, 4, PageEdges::default());
+        plan.page_read(req(Pass::Members, 0, 10), 6, 5, PageEdges::default());
+        assert_eq!(drain(&mut plan).len(), 1, "the keyset sweep of the members alone");
     }
 
     #[test]
