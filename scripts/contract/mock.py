@@ -48,7 +48,7 @@ stats = {"mailchimp": 0, "ometria": 0, "faults": {}, "rejected": 0, "mutations":
          "max_in_flight": 0}
 in_flight = [0]
 mutating = threading.Event()
-bucket = {"tokens": 8.0, "at": time.monotonic()}
+bucket = {"tokens": 8.0, "at": time.monotonic(), "rate": 8.0}
 rng = random.Random(7)
 
 
@@ -337,7 +337,8 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             stats["ometria"] += 1
             t = time.monotonic()
-            bucket["tokens"] = min(8.0, bucket["tokens"] + (t - bucket["at"]) * 8.0)
+            rate = bucket["rate"]
+            bucket["tokens"] = min(rate, bucket["tokens"] + (t - bucket["at"]) * rate)
             bucket["at"] = t
             if bucket["tokens"] < 1.0:
                 stats["faults"]["rate"] = stats["faults"].get("rate", 0) + 1
@@ -374,6 +375,7 @@ def main():
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--mutations", type=float, default=0.0, help="per second, all lists")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--ometria-rate", type=float, default=8.0, help="Ometria requests per second per key")
     p.add_argument("--shuffle-ties", action="store_true", help="ties in a new order on every request")
     a = p.parse_args()
     rng.seed(a.seed)
@@ -381,6 +383,7 @@ def main():
         list_id, size = spec.split(":")
         generate(list_id, int(size))
     Handler.fault_rate = a.fault_rate
+    bucket["rate"] = bucket["tokens"] = a.ometria_rate
     Handler.shuffle_ties = a.shuffle_ties
     if a.mutations > 0:
         mutating.set()

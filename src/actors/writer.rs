@@ -64,7 +64,11 @@ impl Handler<PushBatch> for Writer {
                         .run(
                             || async {
                                 pacer.wait_turn().await;
-                                client.push(&records).await
+                                let outcome = client.push(&records).await;
+                                if outcome.is_ok() {
+                                    pacer.succeeded();
+                                }
+                                outcome
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
