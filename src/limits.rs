@@ -40,18 +40,9 @@ impl ConnectionLimit {
     }
 }
 
-/// Factor by which each 429 stretches the pacing interval, and its ceiling.
-const THROTTLED_SLOWDOWN: f64 = 1.5;
-const MAX_SLOWDOWN: f64 = 8.0;
-/// Factor by which each accepted request shrinks it back towards the rate
-/// configured (about 20 requests undo one 429).
-const RECOVERY: f64 = 0.98;
-
 /// Spaces request starts evenly at a given rate (no bursts), first come
-/// first served. `None` = unlimited. When the API says to slow down (a
-/// 429), every caller holds off together, and a paced rate drops below the
-/// configured one until requests go through again: the API's real limit
-/// may be lower than the one configured.
+/// first served. `None` = unlimited. When the API says to slow down, every
+/// caller holds off together.
 pub struct Pacer {
     interval: Option<Duration>,
     schedule: Mutex<Schedule>,
@@ -63,8 +54,6 @@ struct Schedule {
     next_slot: Option<Instant>,
     /// Holds so far: a caller that slept through one queues again.
     holds: u64,
-    /// How much longer than configured the interval is now (≥ 1).
-    slowdown: f64,
 }
 
 impl Pacer {
@@ -74,10 +63,7 @@ impl Pacer {
             .map(|r| Duration::from_secs_f64(1.0 / r) + PACING_MARGIN);
         Pacer {
             interval,
-            schedule: Mutex::new(Schedule {
-                slowdown: 1.0,
-                ..Schedule::default()
-            }),
+            schedule: Mutex::new(Schedule::default()),
         }
     }
 
@@ -93,7 +79,7 @@ impl Pacer {
                 let now = Instant::now();
                 let slot = schedule.next_slot.map_or(now, |n| n.max(now));
                 if let Some(interval) = self.interval {
-                    schedule.next_slot = Some(slot + interval.mul_f64(schedule.slowdown));
+                    schedule.next_slot = Some(slot + interval);
                 }
                 ((slot > now).then_some(slot), schedule.holds)
             };
@@ -117,19 +103,6 @@ impl Pacer {
         let until = Instant::now() + wait;
         schedule.next_slot = Some(schedule.next_slot.map_or(until, |n| n.max(until)));
         schedule.holds += 1;
-        schedule.slowdown = (schedule.slowdown * THROTTLED_SLOWDOWN).min(MAX_SLOWDOWN);
-    }
-
-    /// A request went through: the pace creeps back towards the one configured.
-    pub fn succeeded(&self) {
-        let mut schedule = self.schedule();
-        schedule.slowdown = (schedule.slowdown * RECOVERY).max(1.0);
-    }
-
-    /// Requests per second now, if paced.
-    pub fn current_rate(&self) -> Option<f64> {
-        let slowdown = self.schedule().slowdown;
-        self.interval.map(|i| 1.0 / i.mul_f64(slowdown).as_secs_f64())
     }
 }
 
@@ -150,8 +123,7 @@ mod tests {
             pacer.wait_turn().await;
             let waited = t.elapsed();
             assert!(waited >= Duration::from_secs(2), "{waited:?}");
-            // The second caller comes one (slowed) interval after the first.
-            assert!(waited <= Duration::from_millis(2285), "{waited:?}");
+            assert!(waited <= Duration::from_millis(2128), "{waited:?}");
         }
     }
 
@@ -192,42 +164,6 @@ mod tests {
         pacer.hold(Duration::from_secs(1));
         let started = sleeper.await.unwrap();
         assert!(started >= Duration::from_millis(1010), "{started:?}");
-    }
-
-    /// The time between two request starts.
-    async fn gap(pacer: &Pacer) -> Duration {
-        pacer.wait_turn().await;
-        let t = Instant::now();
-        pacer.wait_turn().await;
-        t.elapsed()
-    }
-
-    #[actix_rt::test]
-    async fn throttling_slows_the_pace_and_success_restores_it() {
-        tokio::time::pause();
-        let pacer = Pacer::new(Some(8.0));
-        let near = |d: Duration, expected: Duration| d.abs_diff(expected) <= Duration::from_millis(1);
-        assert!(near(gap(&pacer).await, Duration::from_millis(126)));
-        for _ in 0..2 {
-            pacer.hold(Duration::ZERO);
-        }
-        // 126 ms × 1.5²
-        let slowed = gap(&pacer).await;
-        assert!(near(slowed, Duration::from_micros(283_500)), "{slowed:?}");
-        assert!((pacer.current_rate().unwrap() - 8.0 / 1.008 / 2.25).abs() < 0.01);
-        for _ in 0..20 {
-            pacer.hold(Duration::ZERO);
-        }
-        assert!(
-            (pacer.current_rate().unwrap() - 8.0 / 1.008 / 8.0).abs() < 0.01,
-            "capped"
-        );
-        for _ in 0..200 {
-            pacer.succeeded();
-        }
-        assert_eq!(pacer.current_rate(), Some(1.0 / 0.126));
-        assert!(near(gap(&pacer).await, Duration::from_millis(126)));
-        assert_eq!(Pacer::new(None).current_rate(), None);
     }
 
     #[actix_rt::test]

@@ -64,11 +64,7 @@ impl Handler<PushBatch> for Writer {
                         .run(
                             || async {
                                 pacer.wait_turn().await;
-                                let outcome = client.push(&records).await;
-                                if outcome.is_ok() {
-                                    pacer.succeeded();
-                                }
-                                outcome
+                                client.push(&records).await
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
