@@ -668,10 +668,10 @@ async fn lists_finishing_together_are_loaded_once() {
     }
 }
 
-/// A 429 from Ometria holds every Writer off for its `Retry-After`, not
-/// only the one that got it: no push arrives before the hold ends.
-#[actix_rt::test]
-async fn a_throttled_push_holds_every_writer_off() {
+/// Pushes 1000 records with 4 writers at 8 pushes per second while the
+/// first push is answered 429 (with this `Retry-After`); returns when each
+/// accepted push arrived, counted from the 429.
+async fn arrivals_after_a_429(retry_after: Option<&'static str>) -> Vec<Duration> {
     let members = generate_members(1000, Utc::now());
     let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
     let throttled_at = Arc::new(Mutex::new(None));
@@ -679,7 +679,11 @@ async fn a_throttled_push_holds_every_writer_off() {
     Mock::given(method("POST"))
         .respond_with(move |_: &wiremock::Request| {
             *record.lock().unwrap() = Some(std::time::Instant::now());
-            ResponseTemplate::new(429).insert_header("retry-after", "1")
+            let answer = ResponseTemplate::new(429);
+            match retry_after {
+                Some(after) => answer.insert_header("retry-after", after),
+                None => answer,
+            }
         })
         .up_to_n_times(1)
         .with_priority(1)
@@ -695,11 +699,24 @@ async fn a_throttled_push_holds_every_writer_off() {
     let throttled_at = throttled_at.lock().unwrap().expect("the first push was throttled");
     let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 10);
-    for arrival in arrivals {
-        let after = arrival.duration_since(throttled_at);
+    arrivals.iter().map(|a| a.duration_since(throttled_at)).collect()
+}
+
+/// A 429 with `Retry-After` holds every Writer off, not only the one that
+/// got it: no push arrives before it has passed.
+#[actix_rt::test]
+async fn retry_after_holds_every_writer_off() {
+    for after in arrivals_after_a_429(Some("1")).await {
         assert!(
             after >= Duration::from_secs(1),
             "a push arrived {after:?} after the 429"
         );
     }
+}
+
+/// Without `Retry-After` only the throttled push backs off: the others go on.
+#[actix_rt::test]
+async fn a_429_without_retry_after_holds_only_its_own_push() {
+    let arrivals = arrivals_after_a_429(None).await;
+    assert!(arrivals.iter().any(|a| *a < Duration::from_millis(300)), "{arrivals:?}");
 }

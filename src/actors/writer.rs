@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -18,9 +17,6 @@ use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::rejected::{isolate, RejectedLog};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
-
-/// How long every Writer holds off after a 429 that gave no `Retry-After`.
-const THROTTLED_HOLD: Duration = Duration::from_secs(1);
 
 pub struct Writer {
     pub client: OmetriaClient,
@@ -68,8 +64,14 @@ impl Handler<PushBatch> for Writer {
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
-                                if let ApiError::Throttled { retry_after, .. } = e {
-                                    pacer.hold(retry_after.unwrap_or(THROTTLED_HOLD));
+                                // Retry-After speaks for the account, not for this one
+                                // request: nobody pushes before it has passed.
+                                if let ApiError::Throttled {
+                                    retry_after: Some(after),
+                                    ..
+                                } = e
+                                {
+                                    pacer.hold(*after);
                                 }
                                 warn!(
                                     log,
