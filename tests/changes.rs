@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ometria_importer::config::Config;
 use ometria_importer::importer::{run, Signals};
+use ometria_importer::sandbox::audience::Mutation;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
 use support::{capture_log, read_json, sandbox_config, state_dir};
@@ -112,4 +113,45 @@ async fn ties_returned_in_a_new_order_on_every_request_lose_no_member() {
         );
         sandbox.stop().await;
     }
+}
+
+/// Members archived mid-sync with their `last_changed` kept (an API that
+/// does not count archiving as a change) move from the members' window to
+/// the archived pass's after that pass was read: it is read again, and
+/// Ometria gets them as archived.
+#[actix_rt::test]
+async fn members_archived_quietly_mid_sync_arrive_as_archived() {
+    // 300 members, 39 of them archived: one page of 50.
+    let config = SandboxConfig {
+        lists: vec![("quiet".into(), 300)],
+        mailchimp: Behaviour {
+            latency: Duration::from_millis(300),
+            ..Behaviour::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+    let (dir, _) = state_dir(r#"[{"list_id": "quiet", "items_per_request": 50, "worker_count": 3}]"#);
+    let config = sandbox_config(&sandbox, dir.path());
+    let (log, buffer) = capture_log();
+    let run = actix_rt::spawn({
+        let log = log.clone();
+        async move { next_sync(&config, &log).await }
+    });
+    // Three Fetchers ask for two pages of members and the only page of
+    // archived members; each asks for another page once it has its
+    // answer, so a sixth request means all three were answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.world().stats().mailchimp_requests < 6 {
+        assert!(Instant::now() < deadline, "the sync did not start");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let quiet = sandbox.world().mutate("quiet", Mutation::QuietArchive, 5);
+    assert_eq!(quiet.len(), 5);
+    assert!(run.await.unwrap(), "{}", buffer.contents());
+    let log = buffer.contents();
+    assert!(log.contains("changed while its members were read"), "{log}");
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    sandbox.stop().await;
 }

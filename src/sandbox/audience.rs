@@ -372,13 +372,15 @@ impl Audience {
         }
         let mut member = part.remove(rng.usize(0..part.len()));
         let id = member.unique_email_id.clone();
-        member.last_changed = now;
+        if kind != Mutation::QuietArchive {
+            member.last_changed = now;
+        }
         match kind {
             Mutation::Delete => return Some(format!("deleted {id}")),
             Mutation::Change => {
                 member.fname = format!("{}·{}", FIRST_NAMES[rng.usize(0..FIRST_NAMES.len())], rng.u16(..));
             }
-            Mutation::Archive => member.status = Status::Archived,
+            Mutation::Archive | Mutation::QuietArchive => member.status = Status::Archived,
             Mutation::Unarchive => member.status = Status::Subscribed,
             Mutation::Unsubscribe => member.status = Status::Unsubscribed,
             Mutation::Subscribe => member.status = Status::Subscribed,
@@ -401,6 +403,10 @@ pub enum Mutation {
     /// Deleted for good: gone from every query.
     Delete,
     Add,
+    /// Archived with its `last_changed` kept, as an API might that does not
+    /// count archiving as a change. Never drawn at random: no incremental
+    /// sync could see it between two syncs.
+    QuietArchive,
 }
 
 impl Mutation {
@@ -423,6 +429,7 @@ impl Mutation {
             Mutation::Subscribe => "subscribed",
             Mutation::Delete => "deleted",
             Mutation::Add => "added",
+            Mutation::QuietArchive => "quietly archived",
         }
     }
 
