@@ -448,27 +448,25 @@ impl SweepPlan {
         total_items: u64,
         members: &[MemberKey],
     ) -> (PageVerdict, Vec<bool>) {
-        let shifted = self.passes.iter().any(|p| match &p.mode {
-            Mode::Keyset(k) if p.pass == request.pass => k.offset > 0 && k.last_total.is_some_and(|t| t != total_items),
-            _ => false,
-        });
+        let (verdict, fresh, shifted) = self.keyset_page_read(request, total_items, members);
         if shifted {
             self.reopen_others(request.pass);
         }
-        self.keyset_page_read(request, total_items, members)
+        (verdict, fresh)
     }
 
+    /// [`Self::keyed_page_read`], and whether the window shrank under the walk.
     fn keyset_page_read(
         &mut self,
         request: PageRequest,
         total_items: u64,
         members: &[MemberKey],
-    ) -> (PageVerdict, Vec<bool>) {
+    ) -> (PageVerdict, Vec<bool>, bool) {
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
-            return (PageVerdict::Continue, vec![]);
+            return (PageVerdict::Continue, vec![], false);
         };
         let Mode::Keyset(k) = &mut p.mode else {
-            return (PageVerdict::Continue, vec![]);
+            return (PageVerdict::Continue, vec![], false);
         };
         k.in_flight = false;
         k.pages += 1;
@@ -483,13 +481,18 @@ impl SweepPlan {
                     k.page_limit
                 )),
                 vec![],
+                false,
             );
         }
         let mut fresh = Vec::with_capacity(members.len());
         let mut newest = None;
         for m in members {
             let Some(changed) = m.last_changed else {
-                return (unstable("Mailchimp sent members without last_changed".into()), vec![]);
+                return (
+                    unstable("Mailchimp sent members without last_changed".into()),
+                    vec![],
+                    false,
+                );
             };
             newest = Some(changed);
             // Members with no id are not sent anyway; they only move the key on.
@@ -519,7 +522,7 @@ impl SweepPlan {
             k.offset += members.len() as u64;
             k.walk.extend(members.iter().map(|m| m.id.clone()));
         }
-        (PageVerdict::Continue, fresh)
+        (PageVerdict::Continue, fresh, shifted)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -708,6 +711,29 @@ mod tests {
         plan.page_read(req(Pass::Archived, 0, 10), 4, 4, PageEdges::default());
         plan.page_read(req(Pass::Members, 0, 10), 6, 5, PageEdges::default());
         assert_eq!(drain(&mut plan).len(), 1, "the keyset sweep of the members alone");
+    }
+
+    #[test]
+    fn a_shift_under_a_keyset_walk_reads_the_other_pass_again() {
+        let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1), (Pass::Archived, 1)]);
+        plan.passes[0].mode = Mode::Keyset(KeysetSweep {
+            count: 2,
+            offset: 2,
+            last_total: Some(5),
+            in_flight: true,
+            page_limit: 1000,
+            ..KeysetSweep::default()
+        });
+        plan.passes[1].done = true;
+        let walk = PageRequest {
+            pass: Pass::Members,
+            offset: 2,
+            count: 2,
+            since: Some(4),
+            keyed: true,
+        };
+        plan.keyed_page_read(walk, 4, &[key(5, "c"), key(5, "d")]);
+        assert!(drain(&mut plan).contains(&req(Pass::Archived, 0, 2)));
     }
 
     #[test]
