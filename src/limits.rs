@@ -93,9 +93,7 @@ impl Pacer {
             }
         }
     }
-}
 
-impl Pacer {
     /// The API answered 429: no caller starts a request before `wait` has
     /// passed, so that one throttled request does not become a burst of them.
     pub fn hold(&self, wait: Duration) {

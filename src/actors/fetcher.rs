@@ -13,7 +13,7 @@ use super::messages::{FetchPage, FetchedPage, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
-use crate::mailchimp::{MailchimpClient, MemberPage};
+use crate::mailchimp::{MailchimpClient, Member, MemberPage};
 use crate::ometria::encode;
 use crate::retry::RetryPolicy;
 use crate::state::parse_timestamp;
@@ -90,14 +90,14 @@ fn read_page(
 ) -> Result<FetchedPage, ApiError> {
     let page = MemberPage::parse(body)?;
     let returned = page.members.len() as u64;
-    let second = |member: &crate::mailchimp::Member| {
+    let second = |member: &Member| {
         member
             .last_changed
             .as_deref()
             .and_then(parse_timestamp)
             .map(|t| t.timestamp())
     };
-    let id = |member: &crate::mailchimp::Member| member.unique_email_id.as_deref().unwrap_or_default().to_owned();
+    let id = |member: &Member| member.unique_email_id.as_deref().unwrap_or_default().to_owned();
     let edges = if request.keyed {
         PageEdges::default()
     } else {
