@@ -6,13 +6,14 @@
 # must hold exactly what Mailchimp holds, the state file must be right and
 # the daemon must stop with exit 0 on the quit file.
 #
-#   scripts/contract/check.sh [fault-rate] [mutations-per-second] [--shuffle-ties]
+#   scripts/contract/check.sh [fault-rate] [mutations-per-second] [mock flags: --shuffle-ties --same-second]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 fault_rate="${1:-0.1}"
 mutations="${2:-20}"
-shuffle="${3:-}"
+shift $(($# < 2 ? $# : 2))
+mock_flags=("$@")
 binary=target/release/ometria-importer
 cargo build --release --locked --quiet
 
@@ -34,7 +35,7 @@ fail() {
 }
 
 python3 -u scripts/contract/mock.py --lists c0ffee0001:4000,c0ffee0002:2500,c0ffee0003:1200 \
-  --fault-rate "$fault_rate" --mutations "$mutations" ${shuffle:+"$shuffle"} >"$work/mock.out" 2>"$work/mock.err" &
+  --fault-rate "$fault_rate" --mutations "$mutations" "${mock_flags[@]}" >"$work/mock.out" 2>"$work/mock.err" &
 mock_pid=$!
 for _ in $(seq 100); do
   grep -q '^ready ' "$work/mock.out" 2>/dev/null && break
@@ -124,4 +125,4 @@ assert state[0]["note"] == "kept" and "start_offset" not in state[0]
 assert all(isinstance(e["total_updates"], int) and isinstance(e["elapsed_seconds"], (int, float)) for e in state)
 assert report["stats"]["max_in_flight"] <= 10
 PY
-echo "contract check passed (fault rate $fault_rate, $mutations mutations/s${shuffle:+, $shuffle})"
+echo "contract check passed (fault rate $fault_rate, $mutations mutations/s${mock_flags[*]:+, ${mock_flags[*]}})"

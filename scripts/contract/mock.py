@@ -10,7 +10,7 @@ order, ties in `last_changed` sorted stably, `since_last_changed` and
 returning every member field unless `fields` narrows it, and faults that
 cut connections mid-body.
 
-    mock.py --port 0 --lists a:3000,b:2000 --fault-rate 0.1 --mutations 20 [--shuffle-ties]
+    mock.py --port 0 --lists a:3000,b:2000 --fault-rate 0.1 --mutations 20 [--shuffle-ties] [--same-second]
 
 prints one line `ready <port>` when it listens. Control and inspection:
     POST /_control/mutations?on=0|1     stop or restart live mutations
@@ -90,12 +90,13 @@ def new_member(list_id, serial, changed):
     }
 
 
-def generate(list_id, size):
+def generate(list_id, size, same_second=False):
     start = now() - timedelta(days=30)
     members = {}
     for serial in range(size):
-        # Few distinct seconds: long runs of ties.
-        changed = start + timedelta(seconds=rng.randrange(0, 86400 * 20, 3600) + rng.randrange(0, 3))
+        # Few distinct seconds: long runs of ties (or one run, as a bulk import makes).
+        changed = start if same_second else start + timedelta(
+            seconds=rng.randrange(0, 86400 * 20, 3600) + rng.randrange(0, 3))
         m = new_member(list_id, serial, changed)
         members[m["id"]] = m
     lists[list_id] = members
@@ -377,11 +378,12 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--ometria-rate", type=float, default=8.0, help="Ometria requests per second per key")
     p.add_argument("--shuffle-ties", action="store_true", help="ties in a new order on every request")
+    p.add_argument("--same-second", action="store_true", help="every member last changed in one second")
     a = p.parse_args()
     rng.seed(a.seed)
     for spec in a.lists.split(","):
         list_id, size = spec.split(":")
-        generate(list_id, int(size))
+        generate(list_id, int(size), a.same_second)
     Handler.fault_rate = a.fault_rate
     bucket["rate"] = bucket["tokens"] = a.ometria_rate
     Handler.shuffle_ties = a.shuffle_ties
