@@ -950,6 +950,56 @@ mod tests {
         assert_eq!((r.since, r.offset), (Some(4), 0), "walk again from the start");
     }
 
+    /// The page `r` asks for out of `window`, and the window's size.
+    fn page_of(window: &[&(i64, String)], r: &PageRequest) -> (Vec<MemberKey>, u64) {
+        let page = window
+            .iter()
+            .skip(r.offset as usize)
+            .take(r.count as usize)
+            .map(|(c, id)| key(*c, id))
+            .collect();
+        (page, window.len() as u64)
+    }
+
+    /// Drives `plan` to its end, answering its requests in random order
+    /// with `answer` (the page for a request, and the window's size then).
+    /// Returns the ids read — of keyed pages, those the plan found new —
+    /// and whether the plan gave up.
+    fn drive(
+        plan: &mut SweepPlan,
+        seed: u64,
+        rng: &mut fastrand::Rng,
+        mut answer: impl FnMut(&PageRequest, &mut fastrand::Rng) -> (Vec<MemberKey>, u64),
+    ) -> (HashSet<String>, bool) {
+        let mut read = HashSet::new();
+        let mut queue: Vec<PageRequest> = vec![];
+        let mut steps = 0;
+        while !plan.is_complete() {
+            queue.extend(std::iter::from_fn(|| plan.next_request()));
+            assert!(!queue.is_empty(), "seed {seed}: stuck");
+            steps += 1;
+            assert!(steps < 10_000, "seed {seed}: does not end");
+            let r = queue.remove(rng.usize(0..queue.len()));
+            let (page, total) = answer(&r, rng);
+            let verdict = if r.keyed {
+                let (v, fresh) = plan.keyed_page_read(r, total, &page);
+                read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
+                v
+            } else {
+                let edges = PageEdges::scan(page.len(), |i| (page[i].last_changed, page[i].id.clone()));
+                let v = plan.page_read(r, total, page.len() as u64, edges);
+                read.extend(page.into_iter().map(|m| m.id));
+                v
+            };
+            match verdict {
+                PageVerdict::Resweep { .. } | PageVerdict::Keyset { .. } => queue.clear(),
+                PageVerdict::Unstable { .. } => return (read, true),
+                PageVerdict::Continue => {}
+            }
+        }
+        (read, false)
+    }
+
     /// Mailchimp ordering ties differently on every request (as SQL may):
     /// a sync either reads every member or fails; it never ends short.
     #[test]
@@ -970,38 +1020,13 @@ mod tests {
             if small_keyset {
                 plan.keyset_count = count;
             }
-            let mut read = std::collections::HashSet::new();
-            let mut queue: Vec<PageRequest> = vec![];
-            let mut failed = false;
-            while !plan.is_complete() && !failed {
-                queue.extend(std::iter::from_fn(|| plan.next_request()));
-                let r = queue.remove(rng.usize(0..queue.len()));
+            let (read, failed) = drive(&mut plan, seed, &mut rng, |r, rng| {
                 let mut window: Vec<&(i64, String)> =
                     list.iter().filter(|(c, _)| r.since.is_none_or(|s| *c > s)).collect();
                 rng.shuffle(&mut window);
                 window.sort_by_key(|(c, _)| *c);
-                let page: Vec<MemberKey> = window
-                    .iter()
-                    .skip(r.offset as usize)
-                    .take(r.count as usize)
-                    .map(|(c, id)| key(*c, id))
-                    .collect();
-                let v = if r.keyed {
-                    let (v, fresh) = plan.keyed_page_read(r, window.len() as u64, &page);
-                    read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
-                    v
-                } else {
-                    let edges = PageEdges::scan(page.len(), |i| (page[i].last_changed, page[i].id.clone()));
-                    let v = plan.page_read(r, window.len() as u64, page.len() as u64, edges);
-                    read.extend(page.into_iter().map(|m| m.id));
-                    v
-                };
-                match v {
-                    PageVerdict::Resweep { .. } | PageVerdict::Keyset { .. } => queue.clear(),
-                    PageVerdict::Unstable { .. } => failed = true,
-                    PageVerdict::Continue => {}
-                }
-            }
+                page_of(&window, r)
+            });
             if failed {
                 // Only a walk through a run longer than a keyset page may fail.
                 assert!(small_keyset, "seed {seed}: failed with whole runs in one page");
@@ -1033,17 +1058,9 @@ mod tests {
                 })
                 .collect();
             let start = list.clone();
-            let mut removed = std::collections::HashSet::new();
-            let mut read = std::collections::HashSet::new();
+            let mut removed = HashSet::new();
             let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1 + (seed % 3) as u32)]);
-            let mut queue: Vec<PageRequest> = vec![];
-            let mut steps = 0;
-            while !plan.is_complete() {
-                queue.extend(std::iter::from_fn(|| plan.next_request()));
-                assert!(!queue.is_empty(), "seed {seed}: stuck");
-                steps += 1;
-                assert!(steps < 10_000, "seed {seed}: does not end");
-                let r = queue.remove(rng.usize(0..queue.len()));
+            let (read, failed) = drive(&mut plan, seed, &mut rng, |r, rng| {
                 if !list.is_empty() && rng.u8(0..4) == 0 {
                     removed.insert(list.remove(rng.usize(0..list.len())).1);
                 }
@@ -1051,26 +1068,9 @@ mod tests {
                     .iter()
                     .filter(|(c, _)| r.since.is_none_or(|s| if inclusive { *c >= s } else { *c > s }))
                     .collect();
-                let page: Vec<MemberKey> = window
-                    .iter()
-                    .skip(r.offset as usize)
-                    .take(r.count as usize)
-                    .map(|(c, id)| key(*c, id))
-                    .collect();
-                if r.keyed {
-                    let (v, fresh) = plan.keyed_page_read(r, window.len() as u64, &page);
-                    assert_eq!(v, PageVerdict::Continue, "seed {seed}");
-                    read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
-                } else {
-                    let edges = PageEdges::scan(page.len(), |i| (page[i].last_changed, page[i].id.clone()));
-                    let v = plan.page_read(r, window.len() as u64, page.len() as u64, edges);
-                    assert!(!matches!(v, PageVerdict::Unstable { .. }), "seed {seed}");
-                    if matches!(v, PageVerdict::Resweep { .. } | PageVerdict::Keyset { .. }) {
-                        queue.clear();
-                    }
-                    read.extend(page.into_iter().map(|m| m.id));
-                }
-            }
+                page_of(&window, r)
+            });
+            assert!(!failed, "seed {seed}: gave up");
             for (_, id) in start.iter().filter(|(_, id)| !removed.contains(id)) {
                 assert!(read.contains(id), "seed {seed}: {id} lost (inclusive: {inclusive})");
             }
