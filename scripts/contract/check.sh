@@ -7,6 +7,7 @@
 # the daemon must stop with exit 0 on the quit file.
 #
 #   scripts/contract/check.sh [fault-rate] [mutations-per-second] [mock flags: --shuffle-ties --same-second]
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,15 +18,7 @@ mock_flags=("$@")
 binary=target/release/ometria-importer
 cargo build --release --locked --quiet
 
-work="$(mktemp -d)"
-mock_pid=""
-importer_pid=""
-cleanup() {
-  [ -n "$importer_pid" ] && kill "$importer_pid" 2>/dev/null || true
-  [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/contract/common.sh
 
 fail() {
   echo "contract check FAILED: $*" >&2
@@ -34,16 +27,8 @@ fail() {
   exit 1
 }
 
-python3 -u scripts/contract/mock.py --lists c0ffee0001:4000,c0ffee0002:2500,c0ffee0003:1200 \
-  --fault-rate "$fault_rate" --mutations "$mutations" "${mock_flags[@]}" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do
-  grep -q '^ready ' "$work/mock.out" 2>/dev/null && break
-  sleep 0.1
-done
-port="$(awk '/^ready /{print $2}' "$work/mock.out")"
-[ -n "$port" ] || fail "the mock did not start: $(cat "$work/mock.err")"
-mock="http://127.0.0.1:$port"
+start_mock --lists c0ffee0001:4000,c0ffee0002:2500,c0ffee0003:1200 \
+  --fault-rate "$fault_rate" --mutations "$mutations" "${mock_flags[@]}"
 
 # Three lists, one of them twice with other parameters; unknown keys kept.
 mkdir -p "$work/state"
@@ -56,7 +41,6 @@ cat >"$work/state/state.json" <<'JSON'
 ]
 JSON
 
-export MAILCHIMP_APIKEY=contract0mailchimp0key-us9 OMETRIA_APIKEY=contract-ometria-key
 export MAILCHIMP_BASE_URL="$mock/3.0" OMETRIA_BASE_URL="$mock"
 export IMPORTER_STATE_DIR="$work/state" IMPORTER_TICK_SECONDS=1 IMPORTER_REFRESH_SECONDS=5
 export IMPORTER_HTTP_TIMEOUT_SECONDS=4 IMPORTER_MAX_CONCURRENT_LISTS=3

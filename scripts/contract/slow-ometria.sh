@@ -6,33 +6,20 @@
 # pushes were answered 429.
 #
 #   scripts/contract/slow-ometria.sh [RATE] [BINARY]
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rate="${1:-2}"
 binary="${2:-target/release/ometria-importer}"
 [ $# -ge 2 ] || cargo build --release --locked --quiet
 
-work="$(mktemp -d)"
-mock_pid=""
-cleanup() {
-  [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-python3 -u scripts/contract/mock.py --lists c0ffee0001:3000 --ometria-rate "$rate" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do
-  grep -q '^ready ' "$work/mock.out" 2>/dev/null && break
-  sleep 0.1
-done
-mock="http://127.0.0.1:$(awk '/^ready /{print $2}' "$work/mock.out")"
+source scripts/contract/common.sh
+start_mock --lists c0ffee0001:3000 --ometria-rate "$rate"
 mkdir "$work/state"
 echo '[{"list_id": "c0ffee0001"}]' >"$work/state/state.json"
 
 start=$(date +%s.%N)
-MAILCHIMP_APIKEY=contract0mailchimp0key-us9 OMETRIA_APIKEY=contract-ometria-key \
-  MAILCHIMP_BASE_URL="$mock/3.0" OMETRIA_BASE_URL="$mock" IMPORTER_STATE_DIR="$work/state" \
+MAILCHIMP_BASE_URL="$mock/3.0" OMETRIA_BASE_URL="$mock" IMPORTER_STATE_DIR="$work/state" \
   "$binary" once >"$work/importer.log" 2>&1
 end=$(date +%s.%N)
 python3 - "$mock" "$start" "$end" "$rate" <<'PY'
