@@ -237,6 +237,13 @@ mod tests {
     use serde_json::Value;
     use std::time::Duration;
 
+    /// The names of the files in `dir`, sorted.
+    fn files_in(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    }
+
     fn record(list_id: &str) -> SyncRecord {
         SyncRecord {
             key: EntryKey {
@@ -260,11 +267,7 @@ mod tests {
             fs::read_to_string(file.path()).unwrap(),
             "[\n  {\n    \"list_id\": \"a1\",\n    \"latest_timestamp\": \"2019-10-21T10:51:16\",\n    \"elapsed_seconds\": 2.0,\n    \"total_updates\": 5\n  }\n]\n"
         );
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["state.json"]);
+        assert_eq!(files_in(dir.path()), ["state.json"]);
     }
 
     #[test]
@@ -354,11 +357,7 @@ mod tests {
             .unwrap();
         assert!(!written, "the write must report that it has to start over");
         assert_eq!(fs::read_to_string(file.path()).unwrap(), saved);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["state.json"]);
+        assert_eq!(files_in(dir.path()), ["state.json"]);
     }
 
     #[test]
@@ -377,12 +376,7 @@ mod tests {
         fs::write(dir.path().join(".state.json.a1b2c3.tmp"), "[").unwrap();
         fs::write(dir.path().join("notes.tmp"), "mine").unwrap();
         assert_eq!(file.remove_stale_temp_files(), 1);
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["notes.tmp", "state.json"]);
+        assert_eq!(files_in(dir.path()), ["notes.tmp", "state.json"]);
     }
 
     #[cfg(unix)]

@@ -5,7 +5,7 @@ mod plan;
 mod schedule;
 mod window;
 
-pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, KEYSET_COUNT, OFFSET_SWEEPS};
+pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, human, lag, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY,
 };
