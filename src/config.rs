@@ -149,6 +149,9 @@ pub struct SandboxArgs {
     /// Return members sharing one last_changed second in a new order on every request.
     #[arg(long)]
     pub shuffle_ties: bool,
+    /// Every member of a list last changed in one second (a bulk import).
+    #[arg(long)]
+    pub same_second: bool,
     /// Server threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -216,6 +219,7 @@ impl SandboxArgs {
             ometria_requests_per_second: (self.ometria_rate > 0.0).then_some(self.ometria_rate),
             mutations_per_second: self.mutations_per_second,
             shuffle_ties: self.shuffle_ties,
+            same_second: self.same_second,
             workers: self.workers,
         }
     }

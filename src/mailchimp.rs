@@ -154,6 +154,11 @@ fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields<'
 
 /// The URL of one page of one pass over `window`.
 pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageRequest) -> String {
+    let before = page
+        .before
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .filter(|t| *t < window.before)
+        .unwrap_or(window.before);
     let mut query = form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("fields", MEMBER_FIELDS)
@@ -161,7 +166,7 @@ pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageReq
         .append_pair("offset", &page.offset.to_string())
         .append_pair("sort_field", "last_changed")
         .append_pair("sort_dir", "ASC")
-        .append_pair("before_last_changed", &format_for_mailchimp(window.before));
+        .append_pair("before_last_changed", &format_for_mailchimp(before));
     let since = match page.since {
         Some(t) => chrono::DateTime::from_timestamp(t, 0),
         None => window.since,
@@ -286,6 +291,7 @@ mod tests {
                 offset: 200,
                 count: 100,
                 since: None,
+                before: None,
                 keyed: false,
             },
         );
@@ -303,6 +309,7 @@ mod tests {
                 offset: 0,
                 count: 1000,
                 since: Some(1_571_437_223),
+                before: Some(1_571_437_225),
                 keyed: true,
             },
         );
@@ -313,6 +320,27 @@ mod tests {
             "{url}"
         );
         assert!(!url.contains("status="), "{url}");
+        // A run's query ends before the window does; never after it.
+        assert!(
+            url.contains("&before_last_changed=2019-10-18T22%3A20%3A25%2B00%3A00"),
+            "{url}"
+        );
+        let late = PageRequest {
+            before: Some(window.before.timestamp() + 1),
+            ..PageRequest {
+                pass: Pass::Members,
+                offset: 0,
+                count: 1000,
+                since: None,
+                before: None,
+                keyed: true,
+            }
+        };
+        let url = members_url("http://h/3.0", "a", &window, late);
+        assert!(
+            url.contains("&before_last_changed=2019-10-21T10%3A51%3A16%2B00%3A00"),
+            "{url}"
+        );
     }
 
     #[test]

@@ -115,6 +115,36 @@ async fn ties_returned_in_a_new_order_on_every_request_lose_no_member() {
     }
 }
 
+/// A bulk import: 2,600 members changed in one second, more than the
+/// largest page, in a new order on every request. The run is read with a
+/// query of its own until every member was seen, and the sync completes.
+#[actix_rt::test]
+async fn a_run_of_ties_longer_than_the_largest_page_in_a_new_order_loses_no_member() {
+    for seed in 1..=2u64 {
+        let config = SandboxConfig {
+            seed,
+            lists: vec![("bulk".into(), 2600)],
+            shuffle_ties: true,
+            same_second: true,
+            ..SandboxConfig::default()
+        };
+        let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+        let (dir, file) = state_dir(r#"[{"list_id": "bulk", "items_per_request": 500, "worker_count": 4}]"#);
+        let config = sandbox_config(&sandbox, dir.path());
+        let (log, buffer) = capture_log();
+        assert!(next_sync(&config, &log).await, "seed {seed}: {}", buffer.contents());
+        assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+        let verification = sandbox.world().verify(&[], None);
+        assert!(verification.ok, "seed {seed}: {verification:?}");
+        assert_eq!(verification.lists[0].matching, 2600);
+        assert!(
+            buffer.contents().contains("one page at a time"),
+            "seed {seed}: no keyset sweep"
+        );
+        sandbox.stop().await;
+    }
+}
+
 /// Members archived mid-sync with their `last_changed` kept (an API that
 /// does not count archiving as a change) move from the members' window to
 /// the archived pass's after that pass was read: it is read again, and

@@ -97,7 +97,13 @@ fn read_page(
             .and_then(parse_timestamp)
             .map(|t| t.timestamp())
     };
-    let id = |member: &Member| member.unique_email_id.as_deref().unwrap_or_default().to_owned();
+    // Members are told apart by `unique_email_id`, or by email without one
+    // (such members are not sent, but a run of ties still counts them).
+    let id = |member: &Member| match (member.unique_email_id.as_deref(), member.email_address.as_deref()) {
+        (Some(id), _) if !id.is_empty() => id.to_owned(),
+        (_, Some(email)) if !email.is_empty() => format!("email:{email}"),
+        _ => String::new(),
+    };
     let edges = if request.keyed {
         PageEdges::default()
     } else {

@@ -65,6 +65,9 @@ pub struct SandboxConfig {
     /// Members sharing one `last_changed` second come back in a new order
     /// on every request, as SQL may return ties.
     pub shuffle_ties: bool,
+    /// Every member of a list last changed in one second, as a bulk import
+    /// leaves them.
+    pub same_second: bool,
     /// Server threads.
     pub workers: usize,
 }
@@ -82,6 +85,7 @@ impl Default for SandboxConfig {
             ometria_requests_per_second: None,
             mutations_per_second: 0.0,
             shuffle_ties: false,
+            same_second: false,
             workers: 1,
         }
     }
@@ -174,7 +178,15 @@ impl World {
         let lists = config
             .lists
             .iter()
-            .map(|(id, size)| (id.clone(), Audience::generate(id, *size, config.seed, now)))
+            .map(|(id, size)| {
+                let audience = Audience::generate(id, *size, config.seed, now);
+                let audience = if config.same_second {
+                    audience.in_one_second()
+                } else {
+                    audience
+                };
+                (id.clone(), audience)
+            })
             .collect();
         World {
             lists: Mutex::new(lists),
