@@ -528,7 +528,10 @@ mod tests {
         assert!(a.members().all(|m| m.last_changed == second));
         assert!(all.windows(2).all(|w| sort_key(w[0]) < sort_key(w[1])));
         assert_eq!(a.len(), 500);
-        assert_eq!(a.window(StatusFilter::Default, Some(second), Some(second + 1)).len(), all.len());
+        assert_eq!(
+            a.window(StatusFilter::Default, Some(second), Some(second + 1)).len(),
+            all.len()
+        );
     }
 
     #[test]
