@@ -33,14 +33,15 @@
 //! their order.
 //!
 //! A run longer than a page gets a query of its own, bounded to its second
-//! by `before_last_changed`, whose pages are read — over and over if the
-//! order of the ties changes between requests — until the ids read since
-//! its `total_items` last changed are as many as that total: then every
-//! member of the run was seen (the window only shrinks, so no id read
-//! since then can have been replaced). The walk goes on at the offset the
-//! run ends at, a few members early: a page that starts past the run shows
-//! that members left meanwhile, and the walk steps back. A run that is
-//! never covered within [`RUN_ROUNDS`] reads of its pages fails the sync.
+//! by `before_last_changed`, whose pages are read concurrently — round
+//! after round if the order of the ties changes between requests — until
+//! the ids read since its `total_items` last changed are as many as that
+//! total: then every member of the run was seen (the window only shrinks,
+//! so no id read since then can have been replaced). The walk goes on at
+//! the offset the run ends at, a few members early: a page that starts
+//! past the run shows that members left meanwhile, and the walk steps
+//! back. A run that is never covered within [`RUN_ROUNDS`] reads of its
+//! pages fails the sync.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -68,7 +69,7 @@ impl Pass {
     pub fn name(self) -> &'static str {
         match self {
             Pass::Members => "members",
-            Pass::Archived => "archived",
+            Pass::Archived => "archived members",
         }
     }
 }
@@ -221,7 +222,10 @@ struct KeysetSweep {
     resume: Option<Resume>,
     /// The second of the last run covered.
     last_run: Option<i64>,
+    /// Whether the walk's page is being read.
     in_flight: bool,
+    /// Pages of runs being read.
+    run_in_flight: u32,
     /// Pages read, other than a run's.
     pages: u64,
     /// Pages after which the sweep gives up (it is not converging).
@@ -242,7 +246,8 @@ struct RunCover {
     /// Members without an id, per offset read since `total` was last set:
     /// all of them, and those changed in `second` or before.
     keyless: BTreeMap<u64, (u64, u64)>,
-    /// The offset of the next page (they are read round and round).
+    /// The offset of the next page to hand out: the pages are read
+    /// concurrently, round after round.
     next: u64,
     pages: u64,
 }
@@ -346,6 +351,7 @@ impl KeysetSweep {
             *run = RunCover {
                 second: run.second,
                 total: Some(total_items),
+                next: run.next,
                 pages: run.pages,
                 ..RunCover::default()
             };
@@ -361,10 +367,6 @@ impl KeysetSweep {
             }
         }
         run.keyless.insert(offset, keyless);
-        run.next = offset.saturating_add(count);
-        if run.next >= total_items {
-            run.next = 0;
-        }
         let mut offsets = (0..total_items).step_by(count as usize);
         let round_read = offsets.all(|o| run.keyless.contains_key(&o));
         let in_window = || run.keyless.range(..total_items).map(|(_, k)| *k);
@@ -447,20 +449,35 @@ impl SweepPlan {
                     o.in_flight += 1;
                     return Some(request(offset, None, false));
                 }
-                Mode::Keyset(k) if !k.in_flight => {
-                    k.in_flight = true;
+                Mode::Keyset(k) => {
                     let since = k.anchor.map(|a| a - 1);
-                    let (offset, before) = match &k.run {
-                        Some(run) => (run.next, Some(run.second + 1)),
-                        None => (k.offset, None),
+                    let keyset_count = k.count;
+                    let (offset, before) = match &mut k.run {
+                        // A run's pages are read concurrently, a round at a time.
+                        Some(run) => {
+                            let round_over = run.total.is_some_and(|t| run.next >= t);
+                            // Its first page alone, to learn the total; each
+                            // round starts when the last one is in.
+                            if (run.total.is_none() || round_over) && k.run_in_flight > 0 {
+                                continue;
+                            }
+                            let offset = if round_over { 0 } else { run.next };
+                            run.next = offset.saturating_add(keyset_count.into());
+                            k.run_in_flight += 1;
+                            (offset, Some(run.second + 1))
+                        }
+                        None if k.in_flight => continue,
+                        None => {
+                            k.in_flight = true;
+                            (k.offset, None)
+                        }
                     };
                     return Some(PageRequest {
-                        count: k.count,
+                        count: keyset_count,
                         before,
                         ..request(offset, since, true)
                     });
                 }
-                Mode::Keyset(_) => continue,
             }
         }
         None
@@ -586,7 +603,11 @@ impl SweepPlan {
         let Mode::Keyset(k) = &mut p.mode else {
             return (PageVerdict::Continue, vec![], false);
         };
-        k.in_flight = false;
+        if request.before.is_some() {
+            k.run_in_flight = k.run_in_flight.saturating_sub(1);
+        } else {
+            k.in_flight = false;
+        }
         let pass = p.pass;
         let unstable = |reason: String| (PageVerdict::Unstable { pass, reason }, vec![], false);
         if request.before.is_none() {
@@ -610,6 +631,11 @@ impl SweepPlan {
         }
         let count = u64::from(k.count);
         if request.before.is_some() {
+            // A page of a run covered already (read concurrently with the
+            // last one) only brings its members.
+            if k.run.as_ref().is_none_or(|run| request.before != Some(run.second + 1)) {
+                return (PageVerdict::Continue, fresh, false);
+            }
             return match k.run_page_read(request.offset, total_items, members) {
                 Ok(shifted) => (PageVerdict::Continue, fresh, shifted),
                 Err(reason) => unstable(reason),
@@ -968,10 +994,12 @@ mod tests {
         total: u64,
         page: &[MemberKey],
     ) -> Vec<bool> {
-        let r = drain(plan);
-        assert_eq!(r.len(), 1, "one keyset page at a time");
-        assert_eq!((r[0].since, r[0].before, r[0].offset), (since, before, offset));
-        let (verdict, fresh) = plan.keyed_page_read(r[0], total, page);
+        let r = plan.next_request().expect("a request");
+        assert_eq!((r.since, r.before, r.offset), (since, before, offset));
+        if before.is_none() {
+            assert_eq!(plan.next_request(), None, "one page of the walk at a time");
+        }
+        let (verdict, fresh) = plan.keyed_page_read(r, total, page);
         assert_eq!(verdict, PageVerdict::Continue);
         fresh
     }
@@ -1011,6 +1039,67 @@ mod tests {
         // a, b and c: the run is covered; the walk resumes at offset 2.
         let fresh = expect_read(&mut plan, (Some(4), None, 2), 4, &[key(5, "b"), key(9, "z")]);
         assert_eq!(fresh, [false, true]);
+        expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
+        assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_runs_pages_are_read_concurrently_a_round_at_a_time() {
+        let mut plan = keyset_plan(2);
+        let run: Vec<MemberKey> = (0..6).map(|i| key(5, &format!("m{i}"))).collect();
+        let page = |ids: [usize; 2]| ids.map(|i| run[i].clone());
+        expect_read(&mut plan, (None, None, 0), 7, &page([0, 1]));
+        expect_read(&mut plan, (Some(4), None, 0), 7, &page([0, 1]));
+        // The run's first page alone, for its total; then the rest at once.
+        expect_read(&mut plan, (Some(4), Some(6), 0), 6, &page([0, 1]));
+        let offsets = |round: &[PageRequest]| round.iter().map(|r| r.offset).collect::<Vec<_>>();
+        let round = drain(&mut plan);
+        assert_eq!(offsets(&round), [2, 4]);
+        plan.keyed_page_read(round[1], 6, &page([0, 2]));
+        assert_eq!(drain(&mut plan), [], "the next round waits for this one");
+        plan.keyed_page_read(round[0], 6, &page([2, 3]));
+        // m5 not seen yet: round again.
+        let round = drain(&mut plan);
+        assert_eq!(offsets(&round), [0, 2, 4]);
+        plan.keyed_page_read(round[1], 6, &page([5, 4]));
+        // Covered: the walk resumes while the rest of the round is out, and
+        // those pages only bring their members.
+        let resume = plan.next_request().expect("the walk goes on");
+        assert_eq!((resume.since, resume.before, resume.offset), (Some(4), None, 5));
+        let (verdict, fresh) = plan.keyed_page_read(round[0], 6, &page([1, 0]));
+        assert_eq!((verdict, fresh), (PageVerdict::Continue, vec![false, false]));
+        plan.keyed_page_read(round[2], 6, &page([3, 2]));
+        let (_, fresh) = plan.keyed_page_read(resume, 7, &[run[5].clone(), key(9, "z")]);
+        assert_eq!(fresh, [false, true]);
+        expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
+        assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_late_page_of_one_run_does_not_count_for_the_next() {
+        // m0..m3 changed in second 5, n0..n3 in 7, z in 9.
+        let mut plan = keyset_plan(2);
+        let m: Vec<MemberKey> = (0..4).map(|i| key(5, &format!("m{i}"))).collect();
+        let n: Vec<MemberKey> = (0..4).map(|i| key(7, &format!("n{i}"))).collect();
+        let two = |keys: &[MemberKey], a: usize, b: usize| vec![keys[a].clone(), keys[b].clone()];
+        expect_read(&mut plan, (None, None, 0), 9, &two(&m, 0, 1));
+        expect_read(&mut plan, (Some(4), None, 0), 9, &two(&m, 0, 1));
+        expect_read(&mut plan, (Some(4), Some(6), 0), 4, &two(&m, 0, 1));
+        expect_read(&mut plan, (Some(4), Some(6), 2), 4, &two(&m, 0, 2));
+        let round = drain(&mut plan);
+        plan.keyed_page_read(round[0], 4, &two(&m, 3, 1));
+        // The run at 5 is covered with its page at offset 2 still out.
+        expect_read(&mut plan, (Some(4), None, 3), 9, &[m[2].clone(), n[0].clone()]);
+        expect_read(&mut plan, (Some(6), None, 0), 5, &two(&n, 0, 1));
+        assert_eq!(drain(&mut plan), [], "the run at 7 waits for the late page");
+        // Its members are sent again (the walk forgot them when it moved
+        // on); it says nothing about the run at 7, whose pages are all read.
+        let (verdict, _) = plan.keyed_page_read(round[1], 4, &two(&m, 1, 0));
+        assert_eq!(verdict, PageVerdict::Continue);
+        expect_read(&mut plan, (Some(6), Some(8), 0), 4, &two(&n, 0, 1));
+        let fresh = expect_read(&mut plan, (Some(6), Some(8), 2), 4, &two(&n, 2, 3));
+        assert_eq!(fresh, [true, true]);
+        expect_read(&mut plan, (Some(6), None, 3), 5, &[n[3].clone(), key(9, "z")]);
         expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
         assert!(plan.is_complete());
     }
@@ -1087,13 +1176,14 @@ mod tests {
         expect_read(&mut plan, (None, None, 0), 9, &run);
         expect_read(&mut plan, (Some(4), None, 0), 9, &run);
         let mut pages = 0;
-        let last = loop {
-            let r = drain(&mut plan)[0];
-            assert_eq!(r.before, Some(6));
-            pages += 1;
-            match plan.keyed_page_read(r, 4, &run).0 {
-                PageVerdict::Continue => {}
-                v => break v,
+        let last = 'read: loop {
+            for r in drain(&mut plan) {
+                assert_eq!(r.before, Some(6));
+                pages += 1;
+                match plan.keyed_page_read(r, 4, &run).0 {
+                    PageVerdict::Continue => {}
+                    v => break 'read v,
+                }
             }
         };
         assert!(matches!(last, PageVerdict::Unstable { .. }), "{last:?}");
