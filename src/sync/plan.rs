@@ -1335,15 +1335,18 @@ mod tests {
         }
     }
 
-    /// A model of Mailchimp: members sorted by (last_changed, id), bounds
-    /// that are inclusive or exclusive, and members leaving the window
-    /// (several at once) between any two pages. Whatever happens, every member that stays
-    /// is read, and the sweep ends.
+    /// A model of Mailchimp: members sorted by last_changed (ties by id, or
+    /// in a new order on every request), bounds that are inclusive or
+    /// exclusive, and members leaving the window (several at once) between
+    /// any two pages. Whatever happens, no member that stays is lost: the
+    /// sweep reads every one, or (only with shuffled ties) gives up.
     #[test]
     fn no_member_that_stays_is_lost_whatever_leaves_meanwhile() {
+        let mut gave_up = 0;
         for seed in 0..300u64 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let bounds = (rng.bool(), rng.bool());
+            let shuffled = seed % 3 == 0;
             let count = rng.u32(1..6);
             // Runs of ties of one to about eight members on average.
             let spread = rng.u8(1..9);
@@ -1376,10 +1379,20 @@ mod tests {
                     };
                     removed.insert(list.remove(at).1);
                 }
-                let window: Vec<&(i64, String)> = list.iter().filter(|(c, _)| in_query(*c, r, bounds)).collect();
+                let mut window: Vec<&(i64, String)> = list.iter().filter(|(c, _)| in_query(*c, r, bounds)).collect();
+                if shuffled {
+                    rng.shuffle(&mut window);
+                    window.sort_by_key(|(c, _)| *c);
+                }
                 page_of(&window, r)
             });
-            assert_eq!(failed, None, "seed {seed}: gave up");
+            if let Some(reason) = failed {
+                // Ties in a new order on every request while members keep
+                // leaving may never be read in full: that sync fails (loudly).
+                assert!(shuffled, "seed {seed}: gave up: {reason}");
+                gave_up += 1;
+                continue;
+            }
             for (_, id) in start.iter().filter(|(_, id)| !removed.contains(id)) {
                 assert!(
                     read.contains(id),
@@ -1387,5 +1400,6 @@ mod tests {
                 );
             }
         }
+        assert!(gave_up < 10, "{gave_up} of 100 shuffled lists never read in full");
     }
 }
