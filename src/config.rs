@@ -275,6 +275,9 @@ pub struct Settings {
     /// Client timeout of every HTTP request, in seconds (Mailchimp itself gives up after 120 s).
     #[arg(long, env = "IMPORTER_HTTP_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
     pub http_timeout_seconds: u64,
+    /// Attempts per request, the first included, before a passing failure (429, 5xx, timeout…) fails the sync.
+    #[arg(long, env = "IMPORTER_RETRY_ATTEMPTS", default_value_t = crate::retry::DEFAULT_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
+    pub retry_attempts: u32,
 }
 
 pub const DEFAULT_OMETRIA_BASE_URL: &str = "https://api.ometria.com";
@@ -349,7 +352,7 @@ pub struct Config {
     pub overlap: Duration,
     pub grace: Duration,
     pub http_timeout: Duration,
-    /// Retries of each request (not a setting: tests shorten it).
+    /// Retries of each request (tests also shorten the waits).
     pub retry: RetryPolicy,
     /// How often a long sync logs its progress (not a setting either).
     pub progress_interval: Duration,
@@ -436,6 +439,10 @@ impl Settings {
             overlap: Duration::from_secs(self.overlap_seconds),
             grace: Duration::from_secs(self.grace_seconds),
             http_timeout: Duration::from_secs(self.http_timeout_seconds),
+            retry: RetryPolicy {
+                attempts: self.retry_attempts,
+                ..RetryPolicy::default()
+            },
             ..Config::new(
                 &mailchimp_base_url,
                 mailchimp_key,
@@ -552,6 +559,20 @@ mod tests {
         assert_eq!(config.ometria_api, OmetriaApi::Push);
         assert_eq!(config.state_dir, PathBuf::from("./state"));
         assert_eq!(config.grace, Duration::from_secs(8));
+        assert_eq!(config.retry.attempts, 8);
+    }
+
+    #[test]
+    fn retry_attempts_are_a_setting_within_bounds() {
+        let keys = ["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"];
+        let config = settings(&[&keys[..], &["--retry-attempts", "3"]].concat())
+            .resolve()
+            .unwrap();
+        assert_eq!(config.retry.attempts, 3);
+        for bad in ["0", "21", "many"] {
+            let err = Cli::try_parse_from(["x", "go", "--retry-attempts", bad]).unwrap_err();
+            assert!(err.to_string().contains("retry-attempts"), "{err}");
+        }
     }
 
     #[test]

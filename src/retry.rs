@@ -38,10 +38,14 @@ pub struct RetryPolicy {
     pub cap: Duration,
 }
 
+/// Attempts per request by default: at 30 % of requests failing, one in
+/// 15,000 requests fails all of them; waits add up to a minute at most.
+pub const DEFAULT_ATTEMPTS: u32 = 8;
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 6,
+            attempts: DEFAULT_ATTEMPTS,
             base: Duration::from_millis(500),
             cap: Duration::from_secs(30),
         }
