@@ -85,6 +85,22 @@ async fn ometria_equals_mailchimp_after_syncs_that_ran_while_members_changed() {
     assert!(fell_back > 0, "no seed exercised the keyset fallback");
 }
 
+/// One LOAD of the sandbox's single list through `entry` (a state file
+/// entry); asserts that it succeeded, moved the cursor and left Ometria
+/// equal to Mailchimp. Returns the log and how many members match.
+async fn load_shuffled(seed: u64, config: SandboxConfig, entry: &str) -> (String, usize) {
+    let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+    let (dir, file) = state_dir(&format!("[{entry}]"));
+    let config = sandbox_config(&sandbox, dir.path());
+    let (log, buffer) = capture_log();
+    assert!(next_sync(&config, &log).await, "seed {seed}: {}", buffer.contents());
+    assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "seed {seed}: {verification:?}");
+    sandbox.stop().await;
+    (buffer.contents(), verification.lists[0].matching)
+}
+
 /// Ties in `last_changed` returned in a new order on every request (SQL
 /// promises no order among them): pages of 7 cut through many runs of
 /// ties, and still no member is missed.
@@ -97,21 +113,12 @@ async fn ties_returned_in_a_new_order_on_every_request_lose_no_member() {
             shuffle_ties: true,
             ..SandboxConfig::default()
         };
-        let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
-        let (dir, file) = state_dir(r#"[{"list_id": "ties", "items_per_request": 7, "worker_count": 4}]"#);
-        let config = sandbox_config(&sandbox, dir.path());
-        let (log, buffer) = capture_log();
-        assert!(next_sync(&config, &log).await, "seed {seed}: {}", buffer.contents());
-        assert!(read_json(&file)[0]["latest_timestamp"].is_string());
-        let verification = sandbox.world().verify(&[], None);
-        assert!(verification.ok, "seed {seed}: {verification:?}");
+        let entry = r#"{"list_id": "ties", "items_per_request": 7, "worker_count": 4}"#;
+        let (log, _) = load_shuffled(seed, config, entry).await;
         assert!(
-            buffer
-                .contents()
-                .contains("in a different order from one page to the next"),
+            log.contains("in a different order from one page to the next"),
             "seed {seed}: the reordering went unnoticed"
         );
-        sandbox.stop().await;
     }
 }
 
@@ -128,20 +135,10 @@ async fn a_run_of_ties_longer_than_the_largest_page_in_a_new_order_loses_no_memb
             same_second: true,
             ..SandboxConfig::default()
         };
-        let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
-        let (dir, file) = state_dir(r#"[{"list_id": "bulk", "items_per_request": 500, "worker_count": 4}]"#);
-        let config = sandbox_config(&sandbox, dir.path());
-        let (log, buffer) = capture_log();
-        assert!(next_sync(&config, &log).await, "seed {seed}: {}", buffer.contents());
-        assert!(read_json(&file)[0]["latest_timestamp"].is_string());
-        let verification = sandbox.world().verify(&[], None);
-        assert!(verification.ok, "seed {seed}: {verification:?}");
-        assert_eq!(verification.lists[0].matching, 2600);
-        assert!(
-            buffer.contents().contains("one page at a time"),
-            "seed {seed}: no keyset sweep"
-        );
-        sandbox.stop().await;
+        let entry = r#"{"list_id": "bulk", "items_per_request": 500, "worker_count": 4}"#;
+        let (log, matching) = load_shuffled(seed, config, entry).await;
+        assert_eq!(matching, 2600);
+        assert!(log.contains("one page at a time"), "seed {seed}: no keyset sweep");
     }
 }
 

@@ -1043,11 +1043,21 @@ mod tests {
         assert!(plan.is_complete());
     }
 
+    /// `n` members changed in `second`, named `{prefix}0`, `{prefix}1`…
+    fn run_of(second: i64, prefix: &str, n: usize) -> Vec<MemberKey> {
+        (0..n).map(|i| key(second, &format!("{prefix}{i}"))).collect()
+    }
+
+    /// A page of the members of `keys` at `at`, in that order.
+    fn pick(keys: &[MemberKey], at: &[usize]) -> Vec<MemberKey> {
+        at.iter().map(|&i| keys[i].clone()).collect()
+    }
+
     #[test]
     fn a_runs_pages_are_read_concurrently_a_round_at_a_time() {
         let mut plan = keyset_plan(2);
-        let run: Vec<MemberKey> = (0..6).map(|i| key(5, &format!("m{i}"))).collect();
-        let page = |ids: [usize; 2]| ids.map(|i| run[i].clone());
+        let run = run_of(5, "m", 6);
+        let page = |at: [usize; 2]| pick(&run, &at);
         expect_read(&mut plan, (None, None, 0), 7, &page([0, 1]));
         expect_read(&mut plan, (Some(4), None, 0), 7, &page([0, 1]));
         // The run's first page alone, for its total; then the rest at once.
@@ -1079,9 +1089,8 @@ mod tests {
     fn a_late_page_of_one_run_does_not_count_for_the_next() {
         // m0..m3 changed in second 5, n0..n3 in 7, z in 9.
         let mut plan = keyset_plan(2);
-        let m: Vec<MemberKey> = (0..4).map(|i| key(5, &format!("m{i}"))).collect();
-        let n: Vec<MemberKey> = (0..4).map(|i| key(7, &format!("n{i}"))).collect();
-        let two = |keys: &[MemberKey], a: usize, b: usize| vec![keys[a].clone(), keys[b].clone()];
+        let (m, n) = (run_of(5, "m", 4), run_of(7, "n", 4));
+        let two = |keys: &[MemberKey], a: usize, b: usize| pick(keys, &[a, b]);
         expect_read(&mut plan, (None, None, 0), 9, &two(&m, 0, 1));
         expect_read(&mut plan, (Some(4), None, 0), 9, &two(&m, 0, 1));
         expect_read(&mut plan, (Some(4), Some(6), 0), 4, &two(&m, 0, 1));
