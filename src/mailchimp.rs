@@ -326,15 +326,12 @@ mod tests {
             "{url}"
         );
         let late = PageRequest {
+            pass: Pass::Members,
+            offset: 0,
+            count: 1000,
+            since: None,
             before: Some(window.before.timestamp() + 1),
-            ..PageRequest {
-                pass: Pass::Members,
-                offset: 0,
-                count: 1000,
-                since: None,
-                before: None,
-                keyed: true,
-            }
+            keyed: true,
         };
         let url = members_url("http://h/3.0", "a", &window, late);
         assert!(
