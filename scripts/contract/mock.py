@@ -258,7 +258,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
         elif kind == "slow":
-            time.sleep(8)  # longer than the importer's client timeout in the driver
+            # Longer than the importer's client timeout in the driver: the
+            # importer gives up and retries, but this request is still applied
+            # afterwards, as a real server that was merely slow would do.
+            time.sleep(8)
             return False
         return True
 
