@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ometria_importer::config::Config;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::sandbox::audience::Mutation;
-use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
+use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_OMETRIA_KEY};
 use ometria_importer::RunMode;
 use support::{capture_log, read_json, sandbox_config, state_dir};
 
@@ -179,6 +179,59 @@ async fn members_archived_quietly_mid_sync_arrive_as_archived() {
     let log = buffer.contents();
     assert!(log.contains("changed while its members were read"), "{log}");
     let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    sandbox.stop().await;
+}
+
+/// A push the importer gave up on (it timed out) may still be applied by
+/// Ometria later — after the next sync pushed a newer version of the same
+/// members. The SYNC after that reads its window again from
+/// `latest_timestamp` − overlap and repairs it.
+#[actix_rt::test]
+async fn a_push_applied_after_a_newer_one_is_repaired_by_the_next_sync() {
+    let config = SandboxConfig {
+        lists: vec![("late".into(), 500)],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+    let (dir, _) = state_dir(r#"[{"list_id": "late", "items_per_request": 100, "worker_count": 2}]"#);
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.refresh = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    assert!(next_sync(&config, &log).await, "the LOAD failed\n{}", buffer.contents());
+
+    // What the LOAD pushed for five members, who then change.
+    let world = sandbox.world();
+    let changed = world.mutate("late", Mutation::Change, 5);
+    let stale: Vec<_> = changed
+        .iter()
+        .filter_map(|done| world.ometria_contact(done.trim_start_matches("changed ")))
+        .map(|(contact, _)| contact)
+        .collect();
+    assert!(!stale.is_empty(), "{changed:?}");
+    assert!(next_sync(&config, &log).await, "the SYNC failed\n{}", buffer.contents());
+    assert!(world.verify(&[], None).ok);
+
+    // The LOAD's old push lands now.
+    let answer = awc::Client::default()
+        .post(format!("{}/v2/push", sandbox.ometria_url()))
+        .insert_header(("X-Ometria-Auth", DEFAULT_OMETRIA_KEY))
+        .send_json(&stale)
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let verification = world.verify(&[], None);
+    assert_eq!(
+        verification.lists[0].members - verification.lists[0].matching,
+        stale.len()
+    );
+
+    assert!(
+        next_sync(&config, &log).await,
+        "the last SYNC failed\n{}",
+        buffer.contents()
+    );
+    let verification = world.verify(&[], None);
     assert!(verification.ok, "{verification:?}");
     sandbox.stop().await;
 }
