@@ -1,7 +1,9 @@
 //! Retries of one request: which failures are worth another attempt, and
 //! how long to wait (exponential backoff with full jitter, SPEC §6).
 
+use std::cell::Cell;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::api::{ApiError, MAX_RETRY_AFTER};
@@ -30,15 +32,37 @@ pub fn verdict(error: &ApiError) -> Verdict {
     }
 }
 
+/// The requests of one sync that succeeded, shared by its Fetchers and
+/// Writers. A request that keeps failing while the others get through is
+/// unlucky, not facing an API that is down: its attempts count again from
+/// the last success of another request.
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Rc<Cell<u64>>);
+
+impl Progress {
+    fn made(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    fn so_far(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// However the sync progresses, a request gets at most this many times
+/// `attempts` in all.
+const MOST_ROUNDS: u32 = 4;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in a row while no other request of the sync succeeds, the
+    /// first included (and at most `MOST_ROUNDS` times as many in all).
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,
 }
 
-/// Attempts per request by default: at 30 % of requests failing, one in
+/// Attempts in a row by default: at 30 % of requests failing, one in
 /// 15,000 requests fails all of them; waits add up to a minute at most.
 pub const DEFAULT_ATTEMPTS: u32 = 8;
 
@@ -63,9 +87,12 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// attempts. `on_retry` hears of each retry and its wait before it starts.
+    /// attempts: `attempts` in a row without `progress` from other
+    /// requests, or `MOST_ROUNDS` × `attempts` in all. `on_retry` hears of
+    /// each retry (numbered from 1) and its wait before it starts.
     pub async fn run<T, F, Fut>(
         &self,
+        progress: &Progress,
         mut attempt: F,
         mut on_retry: impl FnMut(&ApiError, u32, Duration),
     ) -> Result<T, ApiError>
@@ -73,18 +100,29 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut retry = 0;
+        // Retries since another request last succeeded, and in all.
+        let (mut retry, mut retries) = (0, 0);
+        let mut seen = progress.so_far();
         loop {
             let error = match attempt().await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    progress.made();
+                    return Ok(value);
+                }
                 Err(e) => e,
             };
+            if progress.so_far() != seen {
+                seen = progress.so_far();
+                retry = 0;
+            }
+            let more = retry + 1 < self.attempts && retries + 1 < self.attempts.saturating_mul(MOST_ROUNDS);
             let after = match verdict(&error) {
-                Verdict::Retry { after } if retry + 1 < self.attempts => after,
+                Verdict::Retry { after } if more => after,
                 _ => return Err(error),
             };
             let wait = self.delay(retry, after, fastrand::f64());
-            on_retry(&error, retry + 1, wait);
+            retries += 1;
+            on_retry(&error, retries, wait);
             tokio::time::sleep(wait).await;
             retry += 1;
         }
@@ -164,6 +202,7 @@ mod tests {
         let mut retries = vec![];
         let result = policy
             .run(
+                &Progress::default(),
                 || {
                     calls.set(calls.get() + 1);
                     let n = calls.get();
@@ -192,6 +231,7 @@ mod tests {
         };
         let refused = policy
             .run(
+                &Progress::default(),
                 || {
                     calls.set(calls.get() + 1);
                     async {
@@ -211,6 +251,7 @@ mod tests {
         calls.set(0);
         let passing = policy
             .run(
+                &Progress::default(),
                 || {
                     calls.set(calls.get() + 1);
                     async { Err::<(), _>(throttled(None)) }
@@ -220,5 +261,59 @@ mod tests {
             .await;
         assert!(matches!(passing, Err(ApiError::Throttled { .. })));
         assert_eq!(calls.get(), 4);
+    }
+
+    /// Fails `failures` times, while other requests of the sync succeed
+    /// between the failures when `others_succeed`; returns how many
+    /// attempts it made, whether it succeeded, and the retries' numbers.
+    async fn unlucky(failures: u32, others_succeed: bool) -> (u32, bool, Vec<u32>) {
+        let policy = RetryPolicy {
+            attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let (progress, calls, mut numbers) = (Progress::default(), Cell::new(0), vec![]);
+        let result = policy
+            .run(
+                &progress,
+                || {
+                    calls.set(calls.get() + 1);
+                    if others_succeed {
+                        progress.made();
+                    }
+                    let fail = calls.get() <= failures;
+                    async move {
+                        if fail {
+                            Err(throttled(None))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+                |_, n, _| numbers.push(n),
+            )
+            .await;
+        (calls.get(), result.is_ok(), numbers)
+    }
+
+    #[actix_rt::test]
+    async fn attempts_count_again_while_the_other_requests_get_through() {
+        tokio::time::pause();
+        // Alone, 3 attempts; with the others succeeding, 6 failures in a
+        // row are no reason to stop, and the retries are numbered on.
+        assert_eq!(unlucky(6, false).await, (3, false, vec![1, 2]));
+        assert_eq!(unlucky(6, true).await, (7, true, (1..=6).collect()));
+        // However the others do, at most 4 × 3 attempts in all.
+        let (calls, ok, _) = unlucky(100, true).await;
+        assert_eq!((calls, ok), (12, false));
+    }
+
+    #[actix_rt::test]
+    async fn a_success_counts_as_progress_for_the_others() {
+        tokio::time::pause();
+        let policy = RetryPolicy::default();
+        let progress = Progress::default();
+        let done = policy.run(&progress, || async { Ok::<_, ApiError>(()) }, |_, _, _| {});
+        assert!(done.await.is_ok());
+        assert_eq!(progress.so_far(), 1);
     }
 }

@@ -190,14 +190,61 @@ async fn all_faults_mixed_at_a_high_rate() {
     assert!(injected >= 30, "only {injected} faults");
 }
 
-/// With too few attempts, syncs fail: their cursors stay, and a later run
-/// syncs what they could not.
+/// Without retries, syncs fail: their cursors stay, and a later run syncs
+/// what they could not.
 #[actix_rt::test]
 async fn failed_syncs_keep_their_cursor_and_a_later_run_completes_them() {
     let mut runs = 0;
     for seed in 1..=3 {
-        runs += sync_through("few attempts", Faults::all(0.03), seed, 4, 40).await.runs;
+        runs += sync_through("no retries", Faults::all(0.003), seed, 1, 40).await.runs;
     }
-    eprintln!("too few attempts: {runs} runs for 3 seeds, failed syncs kept their cursor, 0 records lost");
+    eprintln!("no retries: {runs} runs for 3 seeds, failed syncs kept their cursor, 0 records lost");
     assert!(runs > 3, "no sync failed: the scenario proves nothing");
+}
+
+/// A long sync (1,100 requests) where one request in six fails: 3 attempts
+/// in a row run out for one request in 200, so nearly every such sync
+/// would fail somewhere and start again from nothing. While the sync's
+/// other requests get through, a request's attempts count again, and the
+/// sync completes.
+#[actix_rt::test]
+async fn a_long_sync_that_makes_progress_outlasts_its_attempts_per_request() {
+    let behaviour = Behaviour {
+        latency: Duration::from_millis(1),
+        faults: Faults {
+            server_error: 0.17,
+            ..Faults::default()
+        },
+        ..Behaviour::default()
+    };
+    let config = SandboxConfig {
+        lists: vec![("long".into(), 10_000)],
+        mailchimp: behaviour,
+        ometria: behaviour,
+        workers: 2,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
+    let (dir, file) = state_dir(r#"[{"list_id": "long", "items_per_request": 10, "worker_count": 4}]"#);
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.retry = RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(2),
+        cap: Duration::from_millis(20),
+    };
+    let (log, buffer) = capture_log();
+    // The start and the end of a sync, where few requests run, may still
+    // run out of attempts now and then: three runs at most.
+    let mut runs = 0;
+    while read_json(&file)[0].get("latest_timestamp").is_none() {
+        runs += 1;
+        assert!(runs <= 3, "not synced in 3 runs\n{}", buffer.contents());
+        run_once(&config, log.clone()).await;
+    }
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    let stats = sandbox.world().stats();
+    let faults: u64 = stats.faults_injected.values().sum();
+    eprintln!("one request in six failing, 3 attempts: synced in {runs} run(s), {faults} faults, 0 records lost");
+    sandbox.stop().await;
 }

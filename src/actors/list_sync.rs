@@ -25,7 +25,7 @@ use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
 use crate::rejected::RejectedLog;
-use crate::retry::RetryPolicy;
+use crate::retry::{Progress, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
 use crate::telemetry::health::Health;
@@ -358,12 +358,14 @@ impl Actor for ListSync {
         info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
             "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
+        let progress = Progress::default();
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
                     client: self.deps.mailchimp.clone(),
                     limit: self.deps.limits.mailchimp.clone(),
                     retry: self.deps.retry,
+                    progress: progress.clone(),
                     list_id: list_id.clone(),
                     window: self.window,
                     api: self.deps.ometria.api(),
@@ -377,6 +379,7 @@ impl Actor for ListSync {
                     client: self.deps.ometria.clone(),
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
+                    progress: progress.clone(),
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
                     metrics: self.deps.metrics.clone(),

@@ -15,13 +15,15 @@ use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::rejected::{isolate, RejectedLog};
-use crate::retry::RetryPolicy;
+use crate::retry::{Progress, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
 pub struct Writer {
     pub client: OmetriaClient,
     pub pacer: Arc<Pacer>,
     pub retry: RetryPolicy,
+    /// The sync's successful requests, shared with its other workers.
+    pub progress: Progress,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
     pub metrics: Arc<Metrics>,
@@ -37,10 +39,11 @@ impl Handler<PushBatch> for Writer {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
-        let (client, pacer, retry, list_id, rejected_log, log) = (
+        let (client, pacer, retry, progress, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
             self.retry,
+            self.progress.clone(),
             self.list_id.clone(),
             self.rejected_log.clone(),
             self.log.clone(),
@@ -48,9 +51,10 @@ impl Handler<PushBatch> for Writer {
         let work = async move {
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
-                let (client, pacer, list_id, log, metrics) = (
+                let (client, pacer, progress, list_id, log, metrics) = (
                     client.clone(),
                     pacer.clone(),
+                    progress.clone(),
                     list_id.clone(),
                     log.clone(),
                     metrics.clone(),
@@ -58,6 +62,7 @@ impl Handler<PushBatch> for Writer {
                 async move {
                     retry
                         .run(
+                            &progress,
                             || async {
                                 pacer.wait_turn().await;
                                 client.push(&records).await
