@@ -361,6 +361,41 @@ async fn at_most_max_concurrent_lists_sync_at_once() {
     assert!((0..3).all(|i| state[i]["total_updates"] == 120));
 }
 
+/// Entries due often cannot keep one due rarely from ever starting: those
+/// waiting for a free slot start in the order they became due.
+#[actix_rt::test]
+async fn an_entry_due_again_at_once_does_not_starve_one_waiting_behind_it() {
+    let now = Utc::now();
+    // A sync of A takes longer than its refresh interval: A is due again
+    // the moment it ends, and comes first in the file.
+    let fake = FakeMailchimp::slow(Duration::from_millis(1500))
+        .with_list("A", generate_members(5, now))
+        .with_list("B", generate_members(5, now));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_dir(
+        r#"[{"list_id": "A", "refresh_seconds": 1, "latest_timestamp": "2019-10-18T22:20:23"}, {"list_id": "B"}]"#,
+    );
+    let mut config = apis.config(dir.path());
+    config.max_concurrent_lists = 1;
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(20), "the LOAD of B", || {
+        read_json(&file)[1].get("latest_timestamp").is_some()
+    })
+    .await;
+    quit(dir.path(), daemon).await;
+    let log = buffer.contents();
+    let fired: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("firing..."))
+        .map(|l| if l.contains("\"A\"") { "A" } else { "B" })
+        .collect();
+    // A had waited since 2019, B since the daemon started, A since its
+    // first sync's refresh ran out.
+    assert_eq!(fired[..2], ["A", "B"], "{log}");
+}
+
 #[actix_rt::test]
 async fn an_entry_never_syncs_twice_at_once() {
     let fake = FakeMailchimp::slow(Duration::from_millis(1500)).with_list("L", generate_members(5, Utc::now()));

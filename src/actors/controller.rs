@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
 use crate::state::{format_for_log, Entry, EntryKey};
-use crate::sync::{alert_threshold, decide, delta, human, lag, refresh_of, Backoff, Decision};
+use crate::sync::{alert_threshold, decide, delta, due_since, human, lag, refresh_of, Backoff, Decision};
 
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,7 +68,7 @@ pub struct Controller {
     log: Logger,
     running: HashMap<EntryKey, RunningSync>,
     backoff: HashMap<EntryKey, Backoff>,
-    /// Due entries waiting for a free slot, in file order.
+    /// Due entries waiting for a free slot, the longest waiting first.
     waiting: VecDeque<SyncJob>,
     /// When each entry was first seen (the lag of one never synced).
     first_seen: HashMap<EntryKey, DateTime<Utc>>,
@@ -140,17 +140,16 @@ impl Controller {
         if verbose {
             self.observe(&entries, now);
         }
-        self.waiting.clear();
+        let mut due = vec![];
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
-            match decide(
-                &entry,
-                now,
-                self.settings.refresh,
-                running,
-                self.backoff.get(&entry.key),
-            ) {
-                Decision::Due(kind) => self.waiting.push_back(SyncJob { entry, kind }),
+            let backoff = self.backoff.get(&entry.key);
+            match decide(&entry, now, self.settings.refresh, running, backoff) {
+                Decision::Due(kind) => {
+                    let first_seen = self.first_seen.get(&entry.key).copied().unwrap_or(now);
+                    let since = due_since(&entry, kind, first_seen, self.settings.refresh, backoff);
+                    due.push((since, SyncJob { entry, kind }));
+                }
                 _ if !verbose => {}
                 Decision::UpToDate { last, .. } => info!(
                     self.entry_log(&entry.key),
@@ -170,6 +169,9 @@ impl Controller {
                 ),
             }
         }
+        // A stable sort: file order among entries due since the same moment.
+        due.sort_by_key(|(since, _)| *since);
+        self.waiting = due.into_iter().map(|(_, job)| job).collect();
         self.start_waiting(ctx);
         if verbose {
             for job in &self.waiting {

@@ -126,6 +126,26 @@ pub fn decide(
     }
 }
 
+/// Since when a due entry has been due: the entries waiting for a free
+/// slot start in this order (the longest waiting first, file order among
+/// equals), so entries due often cannot keep one due rarely from ever
+/// starting. A LOAD is due since the entry was `first_seen`, a SYNC since
+/// its refresh interval ran out, and after a failure not before the
+/// backoff ended.
+pub fn due_since(
+    entry: &Entry,
+    kind: SyncKind,
+    first_seen: DateTime<Utc>,
+    default_refresh: Duration,
+    backoff: Option<&Backoff>,
+) -> DateTime<Utc> {
+    let since = match kind {
+        SyncKind::Load => first_seen,
+        SyncKind::Sync { cursor } => cursor + delta(refresh_of(entry, default_refresh)),
+    };
+    backoff.map_or(since, |b| since.max(b.retry_at))
+}
+
 /// std → chrono; every duration here is far below chrono's range.
 pub fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
@@ -185,6 +205,24 @@ mod tests {
             decide(&e, at(10, 0, 0), HOUR, false, None),
             Decision::Due(SyncKind::Sync { cursor: at(9, 0, 0) })
         );
+    }
+
+    #[test]
+    fn due_since_the_refresh_ran_out_the_entry_was_seen_or_the_backoff_ended() {
+        let e = entry(Some(at(9, 0, 0)), Some(300));
+        let sync = SyncKind::Sync { cursor: at(9, 0, 0) };
+        assert_eq!(due_since(&e, sync, at(8, 0, 0), HOUR, None), at(9, 5, 0));
+        assert_eq!(due_since(&e, SyncKind::Load, at(8, 0, 0), HOUR, None), at(8, 0, 0));
+        let backoff = Backoff {
+            failures: 2,
+            retry_at: at(9, 7, 0),
+        };
+        assert_eq!(due_since(&e, sync, at(8, 0, 0), HOUR, Some(&backoff)), at(9, 7, 0));
+        let early = Backoff {
+            failures: 1,
+            retry_at: at(9, 1, 0),
+        };
+        assert_eq!(due_since(&e, sync, at(8, 0, 0), HOUR, Some(&early)), at(9, 5, 0));
     }
 
     #[test]
