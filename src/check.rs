@@ -40,9 +40,10 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
     let scan = document.entries();
     writeln!(
         out,
-        "ok: {} holds {} entries, {} valid",
+        "ok: {} holds {} {}, {} valid",
         file.path().display(),
         document.len(),
+        if document.len() == 1 { "entry" } else { "entries" },
         scan.entries.len()
     )?;
     for w in &scan.warnings {

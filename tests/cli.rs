@@ -185,6 +185,7 @@ async fn check_prints_what_the_next_tick_would_do() {
         stdout.contains("ok: Mailchimp at https://us9.api.mailchimp.com/3.0"),
         "{stdout}"
     );
+    assert!(stdout.contains("holds 4 entries, 3 valid"), "{stdout}");
     assert!(stdout.contains("list \"a\": LOAD"), "{stdout}");
     assert!(
         stdout.contains("list \"b\": SYNC (members changed since \"2000-12-31 23:55:00\""),
@@ -197,6 +198,7 @@ async fn check_prints_what_the_next_tick_would_do() {
     let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
     let out = importer(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("holds 1 entry, 1 valid"));
 }
 
 #[actix_rt::test]
