@@ -625,6 +625,14 @@ impl SweepPlan {
             let Some(changed) = m.last_changed else {
                 return unstable("Mailchimp sent members without last_changed".into());
             };
+            if newest.is_some_and(|n| changed < n) {
+                // A sweep by last_changed would skip what comes later.
+                return unstable(
+                    "Mailchimp sent members out of last_changed order although sort_field=last_changed \
+                     and sort_dir=ASC were asked for"
+                        .into(),
+                );
+            }
             newest = newest.max(Some(changed));
             // Members with no id are not sent anyway; they only move the key on.
             fresh.push(!m.id.is_empty() && k.seen.insert(m.id.clone(), changed).is_none());
@@ -1169,6 +1177,14 @@ mod tests {
             ],
         );
         assert!(matches!(v, PageVerdict::Unstable { .. }));
+        // An API that does not sort: a walk by last_changed would skip b.
+        let mut plan = keyset_plan(3);
+        let r = drain(&mut plan)[0];
+        let (v, _) = plan.keyed_page_read(r, 5, &[key(5, "a"), key(3, "b"), key(6, "c")]);
+        assert!(
+            matches!(&v, PageVerdict::Unstable { reason, .. } if reason.contains("out of last_changed order")),
+            "{v:?}"
+        );
         let mut plan = keyset_plan(1);
         if let Mode::Keyset(k) = &mut plan.passes[0].mode {
             k.page_limit = 3;
