@@ -32,38 +32,53 @@ pub fn verdict(error: &ApiError) -> Verdict {
     }
 }
 
-/// The requests of one sync that succeeded, shared by its Fetchers and
-/// Writers. A request that keeps failing while the others get through is
-/// unlucky, not facing an API that is down: its attempts count again from
-/// the last success of another request.
+/// How one API answered the requests of one sync so far, shared by the
+/// sync's workers for that API. Once at least one request in five got
+/// through, the API is flaky rather than down, and a request that keeps
+/// failing is unlucky: it gets `FLAKY_ROUNDS` times the attempts, because
+/// failing it would throw the whole sync away.
 #[derive(Clone, Debug, Default)]
-pub struct Progress(Rc<Cell<u64>>);
+pub struct Progress(Rc<Cell<Outcomes>>);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Outcomes {
+    succeeded: u64,
+    failed: u64,
+}
 
 impl Progress {
-    fn made(&self) {
-        self.0.set(self.0.get() + 1);
+    fn record(&self, ok: bool) {
+        let mut o = self.0.get();
+        if ok {
+            o.succeeded += 1;
+        } else {
+            o.failed += 1;
+        }
+        self.0.set(o);
     }
 
-    fn so_far(&self) -> u64 {
-        self.0.get()
+    fn api_works(&self) -> bool {
+        let o = self.0.get();
+        o.succeeded > 0 && o.succeeded.saturating_mul(4) >= o.failed
     }
 }
 
-/// However the sync progresses, a request gets at most this many times
-/// `attempts` in all.
-const MOST_ROUNDS: u32 = 4;
+/// How many times `attempts` a request gets while its API works.
+const FLAKY_ROUNDS: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in a row while no other request of the sync succeeds, the
-    /// first included (and at most `MOST_ROUNDS` times as many in all).
+    /// Attempts of a request, the first included, while its sync has not
+    /// shown that the API works; `FLAKY_ROUNDS` times as many once it has.
+    /// 1 turns retries off.
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,
 }
 
-/// Attempts in a row by default: at 30 % of requests failing, one in
-/// 15,000 requests fails all of them; waits add up to a minute at most.
+/// Attempts by default: at 30 % of requests failing, one request in
+/// 15,000 would fail all 8 (all 32 once the sync has shown the API works:
+/// one in 10^16); 8 waits add up to about a minute at most.
 pub const DEFAULT_ATTEMPTS: u32 = 8;
 
 impl Default for RetryPolicy {
@@ -86,10 +101,20 @@ impl RetryPolicy {
         after.map_or(jittered, |a| a.max(jittered))
     }
 
+    /// Attempts a request gets, given whether its sync has shown that the
+    /// API works.
+    fn limit(&self, api_works: bool) -> u32 {
+        if api_works && self.attempts > 1 {
+            self.attempts.saturating_mul(FLAKY_ROUNDS)
+        } else {
+            self.attempts
+        }
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// attempts: `attempts` in a row without `progress` from other
-    /// requests, or `MOST_ROUNDS` × `attempts` in all. `on_retry` hears of
-    /// each retry (numbered from 1) and its wait before it starts.
+    /// attempts (see `limit`), recording each outcome in `progress`.
+    /// `on_retry` hears of each retry (numbered from 1) and its wait
+    /// before it starts.
     pub async fn run<T, F, Fut>(
         &self,
         progress: &Progress,
@@ -100,31 +125,24 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        // Retries since another request last succeeded, and in all.
-        let (mut retry, mut retries) = (0, 0);
-        let mut seen = progress.so_far();
+        let mut made = 0;
         loop {
+            made += 1;
             let error = match attempt().await {
                 Ok(value) => {
-                    progress.made();
+                    progress.record(true);
                     return Ok(value);
                 }
                 Err(e) => e,
             };
-            if progress.so_far() != seen {
-                seen = progress.so_far();
-                retry = 0;
-            }
-            let more = retry + 1 < self.attempts && retries + 1 < self.attempts.saturating_mul(MOST_ROUNDS);
+            progress.record(false);
             let after = match verdict(&error) {
-                Verdict::Retry { after } if more => after,
+                Verdict::Retry { after } if made < self.limit(progress.api_works()) => after,
                 _ => return Err(error),
             };
-            let wait = self.delay(retry, after, fastrand::f64());
-            retries += 1;
-            on_retry(&error, retries, wait);
+            let wait = self.delay(made - 1, after, fastrand::f64());
+            on_retry(&error, made, wait);
             tokio::time::sleep(wait).await;
-            retry += 1;
         }
     }
 }
@@ -263,23 +281,22 @@ mod tests {
         assert_eq!(calls.get(), 4);
     }
 
-    /// Fails `failures` times, while other requests of the sync succeed
-    /// between the failures when `others_succeed`; returns how many
-    /// attempts it made, whether it succeeded, and the retries' numbers.
-    async fn unlucky(failures: u32, others_succeed: bool) -> (u32, bool, Vec<u32>) {
+    /// With `attempts` 3, a request that fails `failures` times in a sync
+    /// whose other requests met `before` so far; returns how many attempts
+    /// it made, whether it succeeded, and the retries' numbers.
+    async fn unlucky(attempts: u32, failures: u32, before: Outcomes) -> (u32, bool, Vec<u32>) {
         let policy = RetryPolicy {
-            attempts: 3,
+            attempts,
             ..RetryPolicy::default()
         };
-        let (progress, calls, mut numbers) = (Progress::default(), Cell::new(0), vec![]);
+        let progress = Progress::default();
+        progress.0.set(before);
+        let (calls, mut numbers) = (Cell::new(0), vec![]);
         let result = policy
             .run(
                 &progress,
                 || {
                     calls.set(calls.get() + 1);
-                    if others_succeed {
-                        progress.made();
-                    }
                     let fail = calls.get() <= failures;
                     async move {
                         if fail {
@@ -295,25 +312,47 @@ mod tests {
         (calls.get(), result.is_ok(), numbers)
     }
 
-    #[actix_rt::test]
-    async fn attempts_count_again_while_the_other_requests_get_through() {
-        tokio::time::pause();
-        // Alone, 3 attempts; with the others succeeding, 6 failures in a
-        // row are no reason to stop, and the retries are numbered on.
-        assert_eq!(unlucky(6, false).await, (3, false, vec![1, 2]));
-        assert_eq!(unlucky(6, true).await, (7, true, (1..=6).collect()));
-        // However the others do, at most 4 × 3 attempts in all.
-        let (calls, ok, _) = unlucky(100, true).await;
-        assert_eq!((calls, ok), (12, false));
+    fn outcomes(succeeded: u64, failed: u64) -> Outcomes {
+        Outcomes { succeeded, failed }
     }
 
     #[actix_rt::test]
-    async fn a_success_counts_as_progress_for_the_others() {
+    async fn a_request_gets_four_times_the_attempts_once_the_api_showed_it_works() {
+        tokio::time::pause();
+        // Nothing got through yet, or less than one request in five: 3.
+        assert_eq!(unlucky(3, 6, outcomes(0, 0)).await, (3, false, vec![1, 2]));
+        assert_eq!(unlucky(3, 6, outcomes(2, 20)).await.0, 3);
+        // One in three got through (one in five after this request's own
+        // failures): 6 failures are no reason to stop.
+        assert_eq!(unlucky(3, 6, outcomes(10, 20)).await, (7, true, (1..=6).collect()));
+        // At most 4 × 3 attempts, however well the others do.
+        assert_eq!(unlucky(3, 100, outcomes(1000, 0)).await.0, 12);
+        // And 1 attempt means no retries at all.
+        assert_eq!(unlucky(1, 6, outcomes(1000, 0)).await, (1, false, vec![]));
+    }
+
+    #[actix_rt::test]
+    async fn every_outcome_is_recorded_for_the_sync() {
         tokio::time::pause();
         let policy = RetryPolicy::default();
         let progress = Progress::default();
-        let done = policy.run(&progress, || async { Ok::<_, ApiError>(()) }, |_, _, _| {});
+        let calls = Cell::new(0);
+        let done = policy.run(
+            &progress,
+            || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n < 3 {
+                        Err(throttled(None))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            |_, _, _| {},
+        );
         assert!(done.await.is_ok());
-        assert_eq!(progress.so_far(), 1);
+        assert_eq!(progress.0.get(), outcomes(1, 2));
     }
 }

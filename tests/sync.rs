@@ -309,6 +309,9 @@ async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
         }
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    // Ometria never answered well: its push got the plain 2 attempts,
+    // however well Mailchimp answered the same sync.
+    assert_eq!(apis.ometria.received_requests().await.unwrap().len(), 2);
 }
 
 #[actix_rt::test]

@@ -25,7 +25,7 @@ pub struct Fetcher {
     pub client: MailchimpClient,
     pub limit: Arc<ConnectionLimit>,
     pub retry: RetryPolicy,
-    /// The sync's successful requests, shared with its other workers.
+    /// How Mailchimp answered this sync's requests so far, shared by its workers.
     pub progress: Progress,
     pub list_id: Rc<str>,
     pub window: Window,

@@ -358,14 +358,15 @@ impl Actor for ListSync {
         info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
             "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
-        let progress = Progress::default();
+        // How each API has answered this sync so far.
+        let (mailchimp, ometria) = (Progress::default(), Progress::default());
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
                     client: self.deps.mailchimp.clone(),
                     limit: self.deps.limits.mailchimp.clone(),
                     retry: self.deps.retry,
-                    progress: progress.clone(),
+                    progress: mailchimp.clone(),
                     list_id: list_id.clone(),
                     window: self.window,
                     api: self.deps.ometria.api(),
@@ -379,7 +380,7 @@ impl Actor for ListSync {
                     client: self.deps.ometria.clone(),
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
-                    progress: progress.clone(),
+                    progress: ometria.clone(),
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
                     metrics: self.deps.metrics.clone(),

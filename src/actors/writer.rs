@@ -22,7 +22,7 @@ pub struct Writer {
     pub client: OmetriaClient,
     pub pacer: Arc<Pacer>,
     pub retry: RetryPolicy,
-    /// The sync's successful requests, shared with its other workers.
+    /// How Ometria answered this sync's requests so far, shared by its workers.
     pub progress: Progress,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
