@@ -57,6 +57,10 @@ impl Progress {
         self.0.set(o);
     }
 
+    fn succeeded(&self) -> u64 {
+        self.0.get().succeeded
+    }
+
     fn api_works(&self) -> bool {
         let o = self.0.get();
         o.succeeded > 0 && o.succeeded.saturating_mul(4) >= o.failed
@@ -112,7 +116,9 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// attempts (see `limit`), recording each outcome in `progress`.
+    /// attempts (see `limit`), recording each outcome in `progress`. The
+    /// backoff grows with the request's failures since another request to
+    /// the API succeeded: while others get through, the waits stay short.
     /// `on_retry` hears of each retry (numbered from 1) and its wait
     /// before it starts.
     pub async fn run<T, F, Fut>(
@@ -125,7 +131,9 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut made = 0;
+        // Attempts made; failures since the API last answered this sync well.
+        let (mut made, mut unanswered) = (0, 0);
+        let mut seen = progress.succeeded();
         loop {
             made += 1;
             let error = match attempt().await {
@@ -136,11 +144,16 @@ impl RetryPolicy {
                 Err(e) => e,
             };
             progress.record(false);
+            if progress.succeeded() != seen {
+                seen = progress.succeeded();
+                unanswered = 0;
+            }
             let after = match verdict(&error) {
                 Verdict::Retry { after } if made < self.limit(progress.api_works()) => after,
                 _ => return Err(error),
             };
-            let wait = self.delay(made - 1, after, fastrand::f64());
+            let wait = self.delay(unanswered, after, fastrand::f64());
+            unanswered += 1;
             on_retry(&error, made, wait);
             tokio::time::sleep(wait).await;
         }
@@ -329,6 +342,45 @@ mod tests {
         assert_eq!(unlucky(3, 100, outcomes(1000, 0)).await.0, 12);
         // And 1 attempt means no retries at all.
         assert_eq!(unlucky(1, 6, outcomes(1000, 0)).await, (1, false, vec![]));
+    }
+
+    /// The waits before the retries of a request (7 attempts) whose every
+    /// attempt fails, while another request to the API succeeds during
+    /// each attempt when `others_succeed`.
+    async fn waits(others_succeed: bool) -> Vec<Duration> {
+        let policy = RetryPolicy {
+            attempts: 7,
+            ..RetryPolicy::default()
+        };
+        let progress = Progress::default();
+        let mut waits = vec![];
+        let _ = policy
+            .run(
+                &progress,
+                || {
+                    if others_succeed {
+                        progress.record(true);
+                    }
+                    async { Err::<(), _>(throttled(None)) }
+                },
+                |_, _, wait| waits.push(wait),
+            )
+            .await;
+        waits
+    }
+
+    #[actix_rt::test]
+    async fn the_backoff_stays_short_while_other_requests_get_through() {
+        tokio::time::pause();
+        // Each wait is drawn below the first retry's ceiling (0.5 s), where
+        // alone the ceiling doubles with every retry (up to 30 s).
+        let busy = waits(true).await;
+        assert_eq!(busy.len(), 4 * 7 - 1, "the API works: 4 × the attempts");
+        assert!(busy.iter().all(|w| *w < Duration::from_millis(500)), "{busy:?}");
+        let alone = waits(false).await;
+        assert_eq!(alone.len(), 6);
+        let ceilings = [500, 1000, 2000, 4000, 8000, 16000].map(Duration::from_millis);
+        assert!(alone.iter().zip(ceilings).all(|(w, c)| *w < c), "{alone:?}");
     }
 
     #[actix_rt::test]
