@@ -70,6 +70,12 @@ impl Progress {
 /// How many times `attempts` a request gets while its API works.
 const FLAKY_ROUNDS: u32 = 4;
 
+/// While its API works, a request's backoff doubles at most this many
+/// times (0.5 s → 4 s by default): waits of tens of seconds spare an API
+/// that is down, not one that answers most requests, and the global
+/// limits already bound how hard the importer presses it.
+const FLAKY_DOUBLINGS: u32 = 3;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts of a request, the first included, while its sync has not
@@ -152,7 +158,12 @@ impl RetryPolicy {
                 Verdict::Retry { after } if made < self.limit(progress.api_works()) => after,
                 _ => return Err(error),
             };
-            let wait = self.delay(unanswered, after, fastrand::f64());
+            let doublings = if progress.api_works() {
+                unanswered.min(FLAKY_DOUBLINGS)
+            } else {
+                unanswered
+            };
+            let wait = self.delay(doublings, after, fastrand::f64());
             unanswered += 1;
             on_retry(&error, made, wait);
             tokio::time::sleep(wait).await;
@@ -345,14 +356,16 @@ mod tests {
     }
 
     /// The waits before the retries of a request (7 attempts) whose every
-    /// attempt fails, while another request to the API succeeds during
-    /// each attempt when `others_succeed`.
-    async fn waits(others_succeed: bool) -> Vec<Duration> {
+    /// attempt fails, in a sync whose other requests met `before`, while
+    /// another request to the API succeeds during each attempt when
+    /// `others_succeed`.
+    async fn waits(before: Outcomes, others_succeed: bool) -> Vec<Duration> {
         let policy = RetryPolicy {
             attempts: 7,
             ..RetryPolicy::default()
         };
         let progress = Progress::default();
+        progress.0.set(before);
         let mut waits = vec![];
         let _ = policy
             .run(
@@ -374,13 +387,24 @@ mod tests {
         tokio::time::pause();
         // Each wait is drawn below the first retry's ceiling (0.5 s), where
         // alone the ceiling doubles with every retry (up to 30 s).
-        let busy = waits(true).await;
+        let busy = waits(outcomes(0, 0), true).await;
         assert_eq!(busy.len(), 4 * 7 - 1, "the API works: 4 × the attempts");
         assert!(busy.iter().all(|w| *w < Duration::from_millis(500)), "{busy:?}");
-        let alone = waits(false).await;
+        let alone = waits(outcomes(0, 0), false).await;
         assert_eq!(alone.len(), 6);
         let ceilings = [500, 1000, 2000, 4000, 8000, 16000].map(Duration::from_millis);
         assert!(alone.iter().zip(ceilings).all(|(w, c)| *w < c), "{alone:?}");
+    }
+
+    #[actix_rt::test]
+    async fn the_backoff_of_a_lone_request_stops_doubling_at_4_s_while_the_api_works() {
+        tokio::time::pause();
+        // The sync met 100 successes: 27 retries (failures ≤ 4 × 127),
+        // none of them waiting 4 s or more, where the plain doubling
+        // would reach 30 s.
+        let lone = waits(outcomes(100, 0), false).await;
+        assert_eq!(lone.len(), 27);
+        assert!(lone.iter().all(|w| *w < Duration::from_secs(4)), "{lone:?}");
     }
 
     #[actix_rt::test]
