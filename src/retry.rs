@@ -38,15 +38,15 @@ pub fn verdict(error: &ApiError) -> Verdict {
 /// failing is unlucky: it gets `FLAKY_ROUNDS` times the attempts, because
 /// failing it would throw the whole sync away.
 #[derive(Clone, Debug, Default)]
-pub struct Progress(Rc<Cell<Outcomes>>);
+pub struct Outcomes(Rc<Cell<Counts>>);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Outcomes {
+struct Counts {
     succeeded: u64,
     failed: u64,
 }
 
-impl Progress {
+impl Outcomes {
     fn record(&self, ok: bool) {
         let mut o = self.0.get();
         if ok {
@@ -122,14 +122,14 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// attempts (see `limit`), recording each outcome in `progress`. The
+    /// attempts (see `limit`), recording each outcome in `outcomes`. The
     /// backoff grows with the request's failures since another request to
     /// the API succeeded: while others get through, the waits stay short.
     /// `on_retry` hears of each retry (numbered from 1) and its wait
     /// before it starts.
     pub async fn run<T, F, Fut>(
         &self,
-        progress: &Progress,
+        outcomes: &Outcomes,
         mut attempt: F,
         mut on_retry: impl FnMut(&ApiError, u32, Duration),
     ) -> Result<T, ApiError>
@@ -139,26 +139,27 @@ impl RetryPolicy {
     {
         // Attempts made; failures since the API last answered this sync well.
         let (mut made, mut unanswered) = (0, 0);
-        let mut seen = progress.succeeded();
+        let mut seen = outcomes.succeeded();
         loop {
             made += 1;
             let error = match attempt().await {
                 Ok(value) => {
-                    progress.record(true);
+                    outcomes.record(true);
                     return Ok(value);
                 }
                 Err(e) => e,
             };
-            progress.record(false);
-            if progress.succeeded() != seen {
-                seen = progress.succeeded();
+            outcomes.record(false);
+            if outcomes.succeeded() != seen {
+                seen = outcomes.succeeded();
                 unanswered = 0;
             }
+            let works = outcomes.api_works();
             let after = match verdict(&error) {
-                Verdict::Retry { after } if made < self.limit(progress.api_works()) => after,
+                Verdict::Retry { after } if made < self.limit(works) => after,
                 _ => return Err(error),
             };
-            let doublings = if progress.api_works() {
+            let doublings = if works {
                 unanswered.min(FLAKY_DOUBLINGS)
             } else {
                 unanswered
@@ -244,7 +245,7 @@ mod tests {
         let mut retries = vec![];
         let result = policy
             .run(
-                &Progress::default(),
+                &Outcomes::default(),
                 || {
                     calls.set(calls.get() + 1);
                     let n = calls.get();
@@ -273,7 +274,7 @@ mod tests {
         };
         let refused = policy
             .run(
-                &Progress::default(),
+                &Outcomes::default(),
                 || {
                     calls.set(calls.get() + 1);
                     async {
@@ -293,7 +294,7 @@ mod tests {
         calls.set(0);
         let passing = policy
             .run(
-                &Progress::default(),
+                &Outcomes::default(),
                 || {
                     calls.set(calls.get() + 1);
                     async { Err::<(), _>(throttled(None)) }
@@ -308,17 +309,17 @@ mod tests {
     /// With `attempts` 3, a request that fails `failures` times in a sync
     /// whose other requests met `before` so far; returns how many attempts
     /// it made, whether it succeeded, and the retries' numbers.
-    async fn unlucky(attempts: u32, failures: u32, before: Outcomes) -> (u32, bool, Vec<u32>) {
+    async fn unlucky(attempts: u32, failures: u32, before: Counts) -> (u32, bool, Vec<u32>) {
         let policy = RetryPolicy {
             attempts,
             ..RetryPolicy::default()
         };
-        let progress = Progress::default();
-        progress.0.set(before);
+        let outcomes = Outcomes::default();
+        outcomes.0.set(before);
         let (calls, mut numbers) = (Cell::new(0), vec![]);
         let result = policy
             .run(
-                &progress,
+                &outcomes,
                 || {
                     calls.set(calls.get() + 1);
                     let fail = calls.get() <= failures;
@@ -336,43 +337,43 @@ mod tests {
         (calls.get(), result.is_ok(), numbers)
     }
 
-    fn outcomes(succeeded: u64, failed: u64) -> Outcomes {
-        Outcomes { succeeded, failed }
+    fn counts(succeeded: u64, failed: u64) -> Counts {
+        Counts { succeeded, failed }
     }
 
     #[actix_rt::test]
     async fn a_request_gets_four_times_the_attempts_once_the_api_showed_it_works() {
         tokio::time::pause();
         // Nothing got through yet, or less than one request in five: 3.
-        assert_eq!(unlucky(3, 6, outcomes(0, 0)).await, (3, false, vec![1, 2]));
-        assert_eq!(unlucky(3, 6, outcomes(2, 20)).await.0, 3);
+        assert_eq!(unlucky(3, 6, counts(0, 0)).await, (3, false, vec![1, 2]));
+        assert_eq!(unlucky(3, 6, counts(2, 20)).await.0, 3);
         // One in three got through (one in five after this request's own
         // failures): 6 failures are no reason to stop.
-        assert_eq!(unlucky(3, 6, outcomes(10, 20)).await, (7, true, (1..=6).collect()));
+        assert_eq!(unlucky(3, 6, counts(10, 20)).await, (7, true, (1..=6).collect()));
         // At most 4 × 3 attempts, however well the others do.
-        assert_eq!(unlucky(3, 100, outcomes(1000, 0)).await.0, 12);
+        assert_eq!(unlucky(3, 100, counts(1000, 0)).await.0, 12);
         // And 1 attempt means no retries at all.
-        assert_eq!(unlucky(1, 6, outcomes(1000, 0)).await, (1, false, vec![]));
+        assert_eq!(unlucky(1, 6, counts(1000, 0)).await, (1, false, vec![]));
     }
 
     /// The waits before the retries of a request (7 attempts) whose every
     /// attempt fails, in a sync whose other requests met `before`, while
     /// another request to the API succeeds during each attempt when
     /// `others_succeed`.
-    async fn waits(before: Outcomes, others_succeed: bool) -> Vec<Duration> {
+    async fn waits(before: Counts, others_succeed: bool) -> Vec<Duration> {
         let policy = RetryPolicy {
             attempts: 7,
             ..RetryPolicy::default()
         };
-        let progress = Progress::default();
-        progress.0.set(before);
+        let outcomes = Outcomes::default();
+        outcomes.0.set(before);
         let mut waits = vec![];
         let _ = policy
             .run(
-                &progress,
+                &outcomes,
                 || {
                     if others_succeed {
-                        progress.record(true);
+                        outcomes.record(true);
                     }
                     async { Err::<(), _>(throttled(None)) }
                 },
@@ -387,10 +388,10 @@ mod tests {
         tokio::time::pause();
         // Each wait is drawn below the first retry's ceiling (0.5 s), where
         // alone the ceiling doubles with every retry (up to 30 s).
-        let busy = waits(outcomes(0, 0), true).await;
+        let busy = waits(counts(0, 0), true).await;
         assert_eq!(busy.len(), 4 * 7 - 1, "the API works: 4 × the attempts");
         assert!(busy.iter().all(|w| *w < Duration::from_millis(500)), "{busy:?}");
-        let alone = waits(outcomes(0, 0), false).await;
+        let alone = waits(counts(0, 0), false).await;
         assert_eq!(alone.len(), 6);
         let ceilings = [500, 1000, 2000, 4000, 8000, 16000].map(Duration::from_millis);
         assert!(alone.iter().zip(ceilings).all(|(w, c)| *w < c), "{alone:?}");
@@ -402,7 +403,7 @@ mod tests {
         // The sync met 100 successes: 27 retries (failures ≤ 4 × 127),
         // none of them waiting 4 s or more, where the plain doubling
         // would reach 30 s.
-        let lone = waits(outcomes(100, 0), false).await;
+        let lone = waits(counts(100, 0), false).await;
         assert_eq!(lone.len(), 27);
         assert!(lone.iter().all(|w| *w < Duration::from_secs(4)), "{lone:?}");
     }
@@ -411,10 +412,10 @@ mod tests {
     async fn every_outcome_is_recorded_for_the_sync() {
         tokio::time::pause();
         let policy = RetryPolicy::default();
-        let progress = Progress::default();
+        let outcomes = Outcomes::default();
         let calls = Cell::new(0);
         let done = policy.run(
-            &progress,
+            &outcomes,
             || {
                 calls.set(calls.get() + 1);
                 let n = calls.get();
@@ -429,6 +430,6 @@ mod tests {
             |_, _, _| {},
         );
         assert!(done.await.is_ok());
-        assert_eq!(progress.0.get(), outcomes(1, 2));
+        assert_eq!(outcomes.0.get(), counts(1, 2));
     }
 }

@@ -208,21 +208,14 @@ async fn failed_syncs_keep_their_cursor_and_a_later_run_completes_them() {
 /// nothing. Once the sync has shown that the APIs work, a request gets
 /// 4 × 3 attempts, and the sync completes.
 #[actix_rt::test]
-async fn a_long_sync_that_makes_progress_outlasts_its_attempts_per_request() {
-    let behaviour = Behaviour {
-        latency: Duration::from_millis(1),
-        faults: Faults {
-            server_error: 0.17,
-            ..Faults::default()
-        },
-        ..Behaviour::default()
+async fn a_long_sync_where_the_apis_work_outlasts_its_unlucky_requests() {
+    let faults = Faults {
+        server_error: 0.17,
+        ..Faults::default()
     };
     let config = SandboxConfig {
         lists: vec![("long".into(), 10_000)],
-        mailchimp: behaviour,
-        ometria: behaviour,
-        workers: 2,
-        ..SandboxConfig::default()
+        ..faulty(faults, 1)
     };
     let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
     let (dir, file) = state_dir(r#"[{"list_id": "long", "items_per_request": 10, "worker_count": 1}]"#);

@@ -15,7 +15,7 @@ use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
 use crate::mailchimp::{MailchimpClient, Member, MemberPage};
 use crate::ometria::encode;
-use crate::retry::{Progress, RetryPolicy};
+use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
 use crate::sync::{MemberKey, PageEdges, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
@@ -26,7 +26,7 @@ pub struct Fetcher {
     pub limit: Arc<ConnectionLimit>,
     pub retry: RetryPolicy,
     /// How Mailchimp answered this sync's requests so far, shared by its workers.
-    pub progress: Progress,
+    pub outcomes: Outcomes,
     pub list_id: Rc<str>,
     pub window: Window,
     /// The record format the Writers send.
@@ -44,11 +44,11 @@ impl Handler<FetchPage> for Fetcher {
 
     fn handle(&mut self, FetchPage(request): FetchPage, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
-        let (client, limit, retry, progress, list_id, window, api, log) = (
+        let (client, limit, retry, outcomes, list_id, window, api, log) = (
             self.client.clone(),
             self.limit.clone(),
             self.retry,
-            self.progress.clone(),
+            self.outcomes.clone(),
             self.list_id.clone(),
             self.window,
             self.api,
@@ -57,7 +57,7 @@ impl Handler<FetchPage> for Fetcher {
         let work = async move {
             retry
                 .run(
-                    &progress,
+                    &outcomes,
                     || async {
                         let body = {
                             let _connection = limit.acquire().await;

@@ -25,7 +25,7 @@ use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
 use crate::rejected::RejectedLog;
-use crate::retry::{Progress, RetryPolicy};
+use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
 use crate::telemetry::health::Health;
@@ -359,14 +359,14 @@ impl Actor for ListSync {
             "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
         // How each API has answered this sync so far.
-        let (mailchimp, ometria) = (Progress::default(), Progress::default());
+        let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
                     client: self.deps.mailchimp.clone(),
                     limit: self.deps.limits.mailchimp.clone(),
                     retry: self.deps.retry,
-                    progress: mailchimp.clone(),
+                    outcomes: mailchimp.clone(),
                     list_id: list_id.clone(),
                     window: self.window,
                     api: self.deps.ometria.api(),
@@ -380,7 +380,7 @@ impl Actor for ListSync {
                     client: self.deps.ometria.clone(),
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
-                    progress: ometria.clone(),
+                    outcomes: ometria.clone(),
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
                     metrics: self.deps.metrics.clone(),

@@ -15,7 +15,7 @@ use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
 use crate::rejected::{isolate, RejectedLog};
-use crate::retry::{Progress, RetryPolicy};
+use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
 pub struct Writer {
@@ -23,7 +23,7 @@ pub struct Writer {
     pub pacer: Arc<Pacer>,
     pub retry: RetryPolicy,
     /// How Ometria answered this sync's requests so far, shared by its workers.
-    pub progress: Progress,
+    pub outcomes: Outcomes,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
     pub metrics: Arc<Metrics>,
@@ -39,11 +39,11 @@ impl Handler<PushBatch> for Writer {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
-        let (client, pacer, retry, progress, list_id, rejected_log, log) = (
+        let (client, pacer, retry, outcomes, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
             self.retry,
-            self.progress.clone(),
+            self.outcomes.clone(),
             self.list_id.clone(),
             self.rejected_log.clone(),
             self.log.clone(),
@@ -51,10 +51,10 @@ impl Handler<PushBatch> for Writer {
         let work = async move {
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
-                let (client, pacer, progress, list_id, log, metrics) = (
+                let (client, pacer, outcomes, list_id, log, metrics) = (
                     client.clone(),
                     pacer.clone(),
-                    progress.clone(),
+                    outcomes.clone(),
                     list_id.clone(),
                     log.clone(),
                     metrics.clone(),
@@ -62,7 +62,7 @@ impl Handler<PushBatch> for Writer {
                 async move {
                     retry
                         .run(
-                            &progress,
+                            &outcomes,
                             || async {
                                 pacer.wait_turn().await;
                                 client.push(&records).await

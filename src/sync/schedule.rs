@@ -116,7 +116,7 @@ pub fn decide(
     match entry.cursor {
         None => Decision::Due(SyncKind::Load),
         Some(cursor) => {
-            let next_due = cursor + delta(refresh_of(entry, default_refresh));
+            let next_due = next_due(entry, cursor, default_refresh);
             if now >= next_due {
                 Decision::Due(SyncKind::Sync { cursor })
             } else {
@@ -124,6 +124,11 @@ pub fn decide(
             }
         }
     }
+}
+
+/// When an entry last synced at `cursor` is due again.
+fn next_due(entry: &Entry, cursor: DateTime<Utc>, default_refresh: Duration) -> DateTime<Utc> {
+    cursor + delta(refresh_of(entry, default_refresh))
 }
 
 /// Since when a due entry has been due: the entries waiting for a free
@@ -141,7 +146,7 @@ pub fn due_since(
 ) -> DateTime<Utc> {
     let since = match kind {
         SyncKind::Load => first_seen,
-        SyncKind::Sync { cursor } => cursor + delta(refresh_of(entry, default_refresh)),
+        SyncKind::Sync { cursor } => next_due(entry, cursor, default_refresh),
     };
     backoff.map_or(since, |b| since.max(b.retry_at))
 }
