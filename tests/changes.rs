@@ -29,6 +29,18 @@ async fn next_sync(config: &Config, log: &slog::Logger) -> bool {
     }
 }
 
+/// Returns once the clock's second is past the current one. A sync reads
+/// members changed before the second it started in (`before_last_changed`
+/// = T0); a member changed in that very second waits for the sync after.
+async fn second_turned() {
+    let now = chrono::Utc::now().timestamp();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while chrono::Utc::now().timestamp() <= now {
+        assert!(Instant::now() < deadline, "the clock did not move on");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn ometria_equals_mailchimp_after_syncs_that_ran_while_members_changed() {
     let mut fell_back = 0;
@@ -65,6 +77,7 @@ async fn ometria_equals_mailchimp_after_syncs_that_ran_while_members_changed() {
         assert!(buffer.contents().contains("requires \"SYNC\""));
 
         sandbox.stop_mutations();
+        second_turned().await;
         assert!(next_sync(&config, &log).await, "seed {seed}: the last SYNC failed");
         let verification = sandbox.world().verify(&[], None);
         assert!(verification.ok, "seed {seed}: {verification:?}");
@@ -209,6 +222,7 @@ async fn a_push_applied_after_a_newer_one_is_repaired_by_the_next_sync() {
         .map(|(contact, _)| contact)
         .collect();
     assert!(!stale.is_empty(), "{changed:?}");
+    second_turned().await;
     assert!(next_sync(&config, &log).await, "the SYNC failed\n{}", buffer.contents());
     assert!(world.verify(&[], None).ok);
 
