@@ -13,7 +13,7 @@ use ometria_importer::importer::{run, Signals};
 use ometria_importer::sandbox::audience::Mutation;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_OMETRIA_KEY};
 use ometria_importer::RunMode;
-use support::{capture_log, read_json, sandbox_config, state_dir};
+use support::{capture_log, read_json, sandbox_config, state_dir, wait_until};
 
 /// Runs `once` until a sync ran (the cursor must be a second old before a
 /// SYNC is due); returns whether it succeeded.
@@ -34,11 +34,10 @@ async fn next_sync(config: &Config, log: &slog::Logger) -> bool {
 /// = T0); a member changed in that very second waits for the sync after.
 async fn second_turned() {
     let now = chrono::Utc::now().timestamp();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while chrono::Utc::now().timestamp() <= now {
-        assert!(Instant::now() < deadline, "the clock did not move on");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(3), "the next second", || {
+        chrono::Utc::now().timestamp() > now
+    })
+    .await;
 }
 
 #[actix_rt::test]
