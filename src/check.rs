@@ -56,10 +56,23 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
         problems += usize::from(w.consequence == Consequence::Skipped);
     }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
-    let overlap = delta(std::time::Duration::from_secs(settings.overlap_seconds));
+    let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
+    let overlap = delta(overlap_std);
     for entry in &scan.entries {
-        let plan = match decide(entry, now, refresh, false, None) {
-            Decision::Due(SyncKind::Load) => "LOAD (no latest_timestamp: the whole list)".to_string(),
+        let plan = match decide(entry, now, refresh, overlap_std, false, None) {
+            Decision::Due(SyncKind::Load) => match entry.cursor {
+                None => "LOAD (no latest_timestamp: the whole list)".to_string(),
+                Some(cursor) => {
+                    writeln!(
+                        out,
+                        "warning: list {}: latest_timestamp \"{}\" is in the future by more than the {} s overlap (a local time, or a clock set back?); the whole list will LOAD",
+                        entry.key,
+                        format_for_log(cursor),
+                        settings.overlap_seconds
+                    )?;
+                    "LOAD (latest_timestamp in the future: the whole list)".to_string()
+                }
+            },
             Decision::Due(SyncKind::Sync { cursor }) => format!(
                 "SYNC (members changed since \"{}\", i.e. the last sync minus the overlap)",
                 format_for_log(cursor - overlap)

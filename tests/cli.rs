@@ -176,7 +176,7 @@ async fn check_reports_a_broken_state_file() {
 async fn check_prints_what_the_next_tick_would_do() {
     let recent = (Utc::now() - chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%S");
     let (dir, _) = state_dir(&format!(
-        r#"[{{"list_id": "a"}}, {{"list_id": "b", "latest_timestamp": "2001-01-01T00:00:00"}}, {{"list_id": "c", "latest_timestamp": "{recent}"}}, {{"list_id": "d", "worker_count": 0}}]"#
+        r#"[{{"list_id": "a"}}, {{"list_id": "b", "latest_timestamp": "2001-01-01T00:00:00"}}, {{"list_id": "c", "latest_timestamp": "{recent}"}}, {{"list_id": "d", "worker_count": 0}}, {{"list_id": "e", "latest_timestamp": "2999-01-01T00:00:00"}}]"#
     ));
     let out = importer(dir.path(), None).arg("check").output().unwrap();
     let stdout = text(&out.stdout);
@@ -185,13 +185,18 @@ async fn check_prints_what_the_next_tick_would_do() {
         stdout.contains("ok: Mailchimp at https://us9.api.mailchimp.com/3.0"),
         "{stdout}"
     );
-    assert!(stdout.contains("holds 4 entries, 3 valid"), "{stdout}");
+    assert!(stdout.contains("holds 5 entries, 4 valid"), "{stdout}");
     assert!(stdout.contains("list \"a\": LOAD"), "{stdout}");
     assert!(
         stdout.contains("list \"b\": SYNC (members changed since \"2000-12-31 23:55:00\""),
         "{stdout}"
     );
     assert!(stdout.contains("list \"c\": up to date (last updated on"), "{stdout}");
+    assert!(stdout.contains("warning: list \"e\": latest_timestamp \"2999-01-01 00:00:00\" is in the future by more than the 300 s overlap"), "{stdout}");
+    assert!(
+        stdout.contains("list \"e\": LOAD (latest_timestamp in the future: the whole list)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("error: entry at index 3 (list_id \"d\"), field \"worker_count\": must be a whole number from 1 to 64, found 0"), "{stdout}");
     assert!(!stdout.contains(MAILCHIMP_KEY));
 

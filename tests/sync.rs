@@ -172,6 +172,47 @@ async fn a_sync_reads_since_the_cursor_minus_the_overlap_and_moves_it_to_t0() {
 }
 
 #[actix_rt::test]
+async fn a_cursor_in_the_future_beyond_the_overlap_loads_the_whole_list() {
+    // Written in local time two hours ahead of UTC, say: a SYNC from it
+    // would skip every change of the next two hours.
+    let members = generate_members(150, Utc::now() - chrono::Duration::hours(1));
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let ahead = (Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%S");
+    let (dir, file) = state_dir(&format!(r#"[{{"list_id": "L", "latest_timestamp": "{ahead}"}}]"#));
+    let (log, buffer) = capture_log();
+
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+
+    let queries = apis.mailchimp_queries().await;
+    assert!(
+        queries.iter().all(|q| !q.contains_key("since_last_changed")),
+        "{queries:?}"
+    );
+    let pushed: HashSet<String> = by_id(&apis.pushed()).into_keys().collect();
+    assert_eq!(pushed, members.iter().map(|m| m.id.clone()).collect::<HashSet<_>>());
+    let state = read_json(&file);
+    let before = queries[0]["before_last_changed"].trim_end_matches("+00:00");
+    assert_eq!(state[0]["latest_timestamp"], before);
+    let log = buffer.contents();
+    assert!(
+        log.contains("controller: list \"L\" requires \"LOAD\", firing..."),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "controller: list \"L\" has latest_timestamp \"{}\", in the future by more than the 300 s overlap",
+            ahead.to_string().replace('T', " ")
+        )),
+        "{log}"
+    );
+}
+
+#[actix_rt::test]
 async fn members_without_id_or_email_are_skipped_and_counted() {
     let mut members = generate_members(10, Utc::now());
     members[2].id = String::new();

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
 use crate::state::{format_for_log, Entry, EntryKey};
-use crate::sync::{alert_threshold, decide, delta, due_since, human, lag, refresh_of, Backoff, Decision};
+use crate::sync::{alert_threshold, decide, delta, due_since, human, lag, refresh_of, Backoff, Decision, SyncKind};
 
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -144,7 +144,7 @@ impl Controller {
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
             let backoff = self.backoff.get(&entry.key);
-            match decide(&entry, now, self.settings.refresh, running, backoff) {
+            match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
                 Decision::Due(kind) => {
                     let first_seen = self.first_seen.get(&entry.key).copied().unwrap_or(now);
                     let since = due_since(&entry, kind, first_seen, self.settings.refresh, backoff);
@@ -251,6 +251,16 @@ impl Controller {
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.settings.max_concurrent_lists {
             let Some(job) = self.waiting.pop_front() else { break };
+            // A LOAD of an entry with a cursor: `decide` found it in the future.
+            if let (SyncKind::Load, Some(cursor)) = (job.kind, job.entry.cursor) {
+                warn!(
+                    self.entry_log(&job.entry.key),
+                    "controller: list {} has latest_timestamp \"{}\", in the future by more than the {} s overlap (a local time, or a clock set back?): a SYNC from it would skip the changes until then, so the whole list LOADs.",
+                    job.entry.key,
+                    format_for_log(cursor),
+                    self.deps.overlap.as_secs()
+                );
+            }
             info!(
                 self.entry_log(&job.entry.key),
                 "controller: list {} requires \"{}\", firing...",

@@ -95,10 +95,25 @@ pub fn refresh_of(entry: &Entry, default_refresh: Duration) -> Duration {
     entry.refresh.unwrap_or(default_refresh)
 }
 
+/// The entry's cursor if it can be trusted at `now`. A cursor further in
+/// the future than the overlap (written by hand in local time, say, or
+/// by this machine before its clock was set back) claims members that
+/// have not changed yet: a SYNC from it would skip every change until
+/// then, so it is no cursor at all and the entry LOADs.
+pub fn trusted_cursor(entry: &Entry, now: DateTime<Utc>, overlap: Duration) -> Option<DateTime<Utc>> {
+    entry.cursor.filter(|cursor| !cursor_in_future(*cursor, now, overlap))
+}
+
+/// Whether `cursor` lies further ahead of `now` than the overlap absorbs.
+pub fn cursor_in_future(cursor: DateTime<Utc>, now: DateTime<Utc>, overlap: Duration) -> bool {
+    cursor > now + delta(overlap)
+}
+
 pub fn decide(
     entry: &Entry,
     now: DateTime<Utc>,
     default_refresh: Duration,
+    overlap: Duration,
     running: bool,
     backoff: Option<&Backoff>,
 ) -> Decision {
@@ -113,7 +128,7 @@ pub fn decide(
             };
         }
     }
-    match entry.cursor {
+    match trusted_cursor(entry, now, overlap) {
         None => Decision::Due(SyncKind::Load),
         Some(cursor) => {
             let next_due = next_due(entry, cursor, default_refresh);
@@ -164,6 +179,7 @@ mod tests {
     use serde_json::Value;
 
     const HOUR: Duration = Duration::from_secs(3600);
+    const OVERLAP: Duration = Duration::from_secs(300);
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2019, 10, 21, h, m, s).unwrap()
@@ -191,7 +207,7 @@ mod tests {
     #[test]
     fn no_cursor_means_load() {
         assert_eq!(
-            decide(&entry(None, None), at(10, 0, 0), HOUR, false, None),
+            decide(&entry(None, None), at(10, 0, 0), HOUR, OVERLAP, false, None),
             Decision::Due(SyncKind::Load)
         );
     }
@@ -200,14 +216,14 @@ mod tests {
     fn sync_is_due_exactly_at_the_refresh_interval() {
         let e = entry(Some(at(9, 0, 0)), None);
         assert_eq!(
-            decide(&e, at(9, 59, 59), HOUR, false, None),
+            decide(&e, at(9, 59, 59), HOUR, OVERLAP, false, None),
             Decision::UpToDate {
                 last: at(9, 0, 0),
                 next_due: at(10, 0, 0)
             }
         );
         assert_eq!(
-            decide(&e, at(10, 0, 0), HOUR, false, None),
+            decide(&e, at(10, 0, 0), HOUR, OVERLAP, false, None),
             Decision::Due(SyncKind::Sync { cursor: at(9, 0, 0) })
         );
     }
@@ -234,24 +250,38 @@ mod tests {
     fn a_per_entry_refresh_overrides_the_default() {
         let e = entry(Some(at(9, 0, 0)), Some(300));
         assert_eq!(
-            decide(&e, at(9, 5, 0), HOUR, false, None),
+            decide(&e, at(9, 5, 0), HOUR, OVERLAP, false, None),
             Decision::Due(SyncKind::Sync { cursor: at(9, 0, 0) })
         );
     }
 
     #[test]
-    fn a_cursor_in_the_future_is_up_to_date() {
-        let e = entry(Some(at(12, 0, 0)), None);
-        assert!(matches!(
-            decide(&e, at(10, 0, 0), HOUR, false, None),
-            Decision::UpToDate { .. }
-        ));
+    fn a_cursor_in_the_future_within_the_overlap_is_up_to_date() {
+        let e = entry(Some(at(10, 5, 0)), None);
+        assert_eq!(
+            decide(&e, at(10, 0, 0), HOUR, OVERLAP, false, None),
+            Decision::UpToDate {
+                last: at(10, 5, 0),
+                next_due: at(11, 5, 0)
+            }
+        );
+    }
+
+    #[test]
+    fn a_cursor_further_in_the_future_than_the_overlap_means_load() {
+        let e = entry(Some(at(10, 5, 1)), None);
+        assert_eq!(
+            decide(&e, at(10, 0, 0), HOUR, OVERLAP, false, None),
+            Decision::Due(SyncKind::Load)
+        );
+        assert_eq!(trusted_cursor(&e, at(10, 0, 0), OVERLAP), None);
+        assert_eq!(trusted_cursor(&e, at(10, 0, 1), OVERLAP), Some(at(10, 5, 1)));
     }
 
     #[test]
     fn a_running_entry_is_never_started_twice() {
         assert_eq!(
-            decide(&entry(None, None), at(10, 0, 0), HOUR, true, None),
+            decide(&entry(None, None), at(10, 0, 0), HOUR, OVERLAP, true, None),
             Decision::Running
         );
     }
@@ -274,14 +304,14 @@ mod tests {
         let b = Backoff::after_failure(None, at(10, 0, 0), HOUR);
         let e = entry(None, None);
         assert_eq!(
-            decide(&e, at(10, 0, 59), HOUR, false, Some(&b)),
+            decide(&e, at(10, 0, 59), HOUR, OVERLAP, false, Some(&b)),
             Decision::BackingOff {
                 failures: 1,
                 retry_at: at(10, 1, 0)
             }
         );
         assert_eq!(
-            decide(&e, at(10, 1, 0), HOUR, false, Some(&b)),
+            decide(&e, at(10, 1, 0), HOUR, OVERLAP, false, Some(&b)),
             Decision::Due(SyncKind::Load)
         );
     }
