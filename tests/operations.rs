@@ -174,7 +174,9 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
         .collect();
     assert_eq!(errors.len(), 1, "{log}");
     assert!(
-        errors[0].contains("ERROR |controller| controller: list \"late\" is behind: it has never synced, "),
+        errors[0].contains(
+            "ERROR |controller| controller: list \"late\" is behind: it has had no latest_timestamp since \""
+        ),
         "{}",
         errors[0]
     );
@@ -216,6 +218,71 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
         log.contains("ERROR |controller| controller: list \"late\" has caught up: it last synced on \""),
         "{log}"
     );
+    quit(dir.path(), daemon).await;
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_cursor_set_back_to_null_by_hand_lags_from_then_not_from_the_start() {
+    // Setting latest_timestamp to null forces a LOAD: that list is not
+    // behind because the daemon has run longer than its alert threshold.
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            lists: vec![("reset".into(), 100)],
+            ..SandboxConfig::default()
+        },
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        false,
+    )
+    .unwrap();
+    let entry = |cursor: &str| {
+        format!(
+            r#"[{{"list_id": "reset", "latest_timestamp": {cursor}, "refresh_seconds": 1, "alert_after_seconds": 6}}]"#
+        )
+    };
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S");
+    let (dir, file) = state_dir(&entry(&format!("\"{now}\"")));
+    let mut config = config_for(&sandbox, dir.path());
+    config.retry.attempts = 1;
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    // Longer than the threshold, the cursor kept fresh by a SYNC a second.
+    wait_for_ticks(&buffer, 8).await;
+    // From now on every push fails, so the forced LOAD does not end the lag.
+    let failing = Behaviour {
+        faults: Faults {
+            server_error: 1.0,
+            ..Faults::default()
+        },
+        ..Behaviour::default()
+    };
+    sandbox.world().set_behaviour(Api::Ometria, failing);
+    std::fs::write(&file, entry("null")).unwrap();
+    let edited = chrono::Utc::now();
+    wait_until(Duration::from_secs(10), "the forced LOAD", || {
+        buffer
+            .contents()
+            .contains("controller: list \"reset\" requires \"LOAD\", firing...")
+    })
+    .await;
+    let log = buffer.contents();
+    assert!(!log.contains("is behind"), "{log}");
+
+    wait_until(Duration::from_secs(15), "the list to fall behind", || {
+        buffer.contents().contains("is behind")
+    })
+    .await;
+    let log = buffer.contents();
+    let line = log.lines().find(|l| l.contains("is behind")).unwrap();
+    let since = line
+        .split("it has had no latest_timestamp since \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    let since = support::utc(&since.replace(' ', "T"));
+    // The last tick that saw a cursor, shortly before the edit.
+    assert!(since > edited - chrono::Duration::seconds(3), "{line}");
+    assert!(since <= edited, "{line}");
     quit(dir.path(), daemon).await;
     sandbox.stop().await;
 }

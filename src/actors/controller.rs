@@ -16,7 +16,9 @@ use tokio::sync::oneshot;
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
 use crate::state::{format_for_log, Entry, EntryKey};
-use crate::sync::{alert_threshold, decide, delta, due_since, human, lag, refresh_of, Backoff, Decision, SyncKind};
+use crate::sync::{
+    alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
+};
 
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,8 +72,12 @@ pub struct Controller {
     backoff: HashMap<EntryKey, Backoff>,
     /// Due entries waiting for a free slot, the longest waiting first.
     waiting: VecDeque<SyncJob>,
-    /// When each entry was first seen (the lag of one never synced).
-    first_seen: HashMap<EntryKey, DateTime<Utc>>,
+    /// Since when each entry has had no cursor to trust — since it was
+    /// first seen, or since its `latest_timestamp` was set back to null by
+    /// hand to force a LOAD: the lag of an entry that needs a LOAD, and
+    /// the order in which such entries wait for a slot. For an entry with
+    /// a cursor, the last tick that saw it.
+    without_cursor_since: HashMap<EntryKey, DateTime<Utc>>,
     /// Entries behind: logged once on entering, once on leaving.
     behind: BTreeSet<EntryKey>,
     phase: Phase,
@@ -93,7 +99,7 @@ impl Controller {
             waiting: VecDeque::new(),
             phase: Phase::Running,
             summary: RunSummary::default(),
-            first_seen: HashMap::new(),
+            without_cursor_since: HashMap::new(),
             behind: BTreeSet::new(),
             finished: 0,
             done: Some(done),
@@ -146,8 +152,8 @@ impl Controller {
             let backoff = self.backoff.get(&entry.key);
             match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
                 Decision::Due(kind) => {
-                    let first_seen = self.first_seen.get(&entry.key).copied().unwrap_or(now);
-                    let since = due_since(&entry, kind, first_seen, self.settings.refresh, backoff);
+                    let without_cursor = self.without_cursor_since.get(&entry.key).copied().unwrap_or(now);
+                    let since = due_since(&entry, kind, without_cursor, self.settings.refresh, backoff);
                     due.push((since, SyncJob { entry, kind }));
                 }
                 _ if !verbose => {}
@@ -205,8 +211,15 @@ impl Controller {
         for entry in entries {
             let key = &entry.key;
             present.insert(key.clone());
-            let first_seen = *self.first_seen.entry(key.clone()).or_insert(now);
-            let lag = lag(entry, first_seen, now);
+            let cursor = trusted_cursor(entry, now, self.deps.overlap);
+            let without_cursor = match cursor {
+                Some(_) => {
+                    self.without_cursor_since.insert(key.clone(), now);
+                    now
+                }
+                None => *self.without_cursor_since.entry(key.clone()).or_insert(now),
+            };
+            let lag = lag(cursor, without_cursor, now);
             let threshold = delta(alert_threshold(entry, self.settings.refresh));
             let is_behind = lag > threshold;
             let rank = (key.rank + 1).to_string();
@@ -223,10 +236,18 @@ impl Controller {
             if let Some(records) = entry.last_total_updates {
                 m.list_last_sync_records.with_label_values(&labels).set(records as i64);
             }
-            let since = entry.cursor.map_or_else(
-                || "it has never synced".to_owned(),
-                |c| format!("it last synced on \"{}\"", format_for_log(c)),
-            );
+            let since = match (cursor, entry.cursor) {
+                (Some(c), _) => format!("it last synced on \"{}\"", format_for_log(c)),
+                (None, None) => format!(
+                    "it has had no latest_timestamp since \"{}\"",
+                    format_for_log(without_cursor)
+                ),
+                (None, Some(future)) => format!(
+                    "its latest_timestamp \"{}\" lies in the future and no LOAD has finished since \"{}\"",
+                    format_for_log(future),
+                    format_for_log(without_cursor)
+                ),
+            };
             if is_behind && self.behind.insert(key.clone()) {
                 error!(
                     self.entry_log(key).new(o!("behind" => true)),
@@ -241,7 +262,7 @@ impl Controller {
                 );
             }
         }
-        self.first_seen.retain(|key, _| present.contains(key));
+        self.without_cursor_since.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
         self.deps
             .health

@@ -7,6 +7,7 @@ mod window;
 
 pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, OFFSET_SWEEPS};
 pub use schedule::{
-    alert_threshold, decide, delta, due_since, human, lag, refresh_of, Backoff, Decision, SyncKind, FIRST_RETRY_DELAY,
+    alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
+    FIRST_RETRY_DELAY,
 };
 pub use window::{start_time, Window, DEFAULT_OVERLAP};

@@ -73,10 +73,10 @@ pub fn alert_threshold(entry: &Entry, default_refresh: Duration) -> Duration {
         .unwrap_or_else(|| refresh_of(entry, default_refresh).saturating_mul(3))
 }
 
-/// How long since the entry's last successful sync started — or, if it
-/// never synced, since the importer first saw it.
-pub fn lag(entry: &Entry, first_seen: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
-    now - entry.cursor.unwrap_or(first_seen)
+/// How long since the entry's last successful sync started (its trusted
+/// `cursor`) — or, without one, since it has had none.
+pub fn lag(cursor: Option<DateTime<Utc>>, without_cursor_since: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
+    now - cursor.unwrap_or(without_cursor_since)
 }
 
 /// `3 h 5 min`, `12 min 3 s`, `45 s`: durations for log lines.
@@ -149,18 +149,18 @@ fn next_due(entry: &Entry, cursor: DateTime<Utc>, default_refresh: Duration) -> 
 /// Since when a due entry has been due: the entries waiting for a free
 /// slot start in this order (the longest waiting first, file order among
 /// equals), so entries due often cannot keep one due rarely from ever
-/// starting. A LOAD is due since the entry was `first_seen`, a SYNC since
+/// starting. A LOAD is due since the entry has had no cursor, a SYNC since
 /// its refresh interval ran out, and after a failure not before the
 /// backoff ended.
 pub fn due_since(
     entry: &Entry,
     kind: SyncKind,
-    first_seen: DateTime<Utc>,
+    without_cursor_since: DateTime<Utc>,
     default_refresh: Duration,
     backoff: Option<&Backoff>,
 ) -> DateTime<Utc> {
     let since = match kind {
-        SyncKind::Load => first_seen,
+        SyncKind::Load => without_cursor_since,
         SyncKind::Sync { cursor } => next_due(entry, cursor, default_refresh),
     };
     backoff.map_or(since, |b| since.max(b.retry_at))
@@ -323,12 +323,9 @@ mod tests {
         e.alert_after = Some(Duration::from_secs(60));
         assert_eq!(alert_threshold(&e, HOUR), Duration::from_secs(60));
         assert_eq!(alert_threshold(&entry(None, None), HOUR), Duration::from_secs(3 * 3600));
-        assert_eq!(lag(&e, at(1, 0, 0), at(7, 30, 0)), TimeDelta::minutes(30));
-        // Never synced: the lag runs from when the entry was first seen.
-        assert_eq!(
-            lag(&entry(None, None), at(1, 0, 0), at(7, 30, 0)),
-            TimeDelta::minutes(390)
-        );
+        assert_eq!(lag(e.cursor, at(1, 0, 0), at(7, 30, 0)), TimeDelta::minutes(30));
+        // No cursor: the lag runs from when the entry was seen without one.
+        assert_eq!(lag(None, at(1, 0, 0), at(7, 30, 0)), TimeDelta::minutes(390));
         assert_eq!(human(TimeDelta::seconds(45)), "45 s");
         assert_eq!(human(TimeDelta::seconds(723)), "12 min 3 s");
         assert_eq!(human(TimeDelta::seconds(11_100)), "3 h 5 min");
