@@ -54,13 +54,16 @@ async fn a_cursor_edited_by_hand_during_the_sync_wins() {
 #[actix_rt::test]
 async fn an_entry_removed_during_its_sync_is_not_resurrected() {
     let apis = slow_apis(Duration::from_millis(400)).await;
-    let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M", "latest_timestamp": "2999-01-01T00:00:00"}]"#);
+    let up_to_date = cursor_now();
+    let (dir, file) = state_dir(&format!(
+        r#"[{{"list_id": "L"}}, {{"list_id": "M", "latest_timestamp": "{up_to_date}"}}]"#
+    ));
     let config = apis.config(dir.path());
     let (log, buffer) = capture_log();
     let once = spawn_run(config, RunMode::Once, log);
     first_request(&apis).await;
-    let edited = "[\n    {\"list_id\": \"M\", \"latest_timestamp\": \"2999-01-01T00:00:00\"}\n]";
-    std::fs::write(&file, edited).unwrap();
+    let edited = format!("[\n    {{\"list_id\": \"M\", \"latest_timestamp\": \"{up_to_date}\"}}\n]");
+    std::fs::write(&file, &edited).unwrap();
     let summary = once.await.unwrap().unwrap();
     assert_eq!(summary.succeeded, 1);
     assert_eq!(
@@ -148,7 +151,12 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
         .contents()
         .contains("1 sync result(s) wait in memory until it can be written."));
 
-    std::fs::write(&file, "[{\"list_id\": \"L\", \"saved\": true}, {\"list_id\": \"new\", \"latest_timestamp\": \"2999-01-01T00:00:00\"}]").unwrap();
+    let up_to_date = cursor_now();
+    std::fs::write(
+        &file,
+        format!(r#"[{{"list_id": "L", "saved": true}}, {{"list_id": "new", "latest_timestamp": "{up_to_date}"}}]"#),
+    )
+    .unwrap();
     wait_until(Duration::from_secs(5), "the pending result to be written", || {
         read_json(&file)[0].get("latest_timestamp").is_some()
     })
@@ -156,10 +164,7 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
     let state = read_json(&file);
     assert_eq!(state[0]["saved"], true);
     assert_eq!(state[0]["total_updates"], 40);
-    assert_eq!(
-        state[1],
-        json!({"list_id": "new", "latest_timestamp": "2999-01-01T00:00:00"})
-    );
+    assert_eq!(state[1], json!({"list_id": "new", "latest_timestamp": up_to_date}));
 
     let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.succeeded, 1, "synced once only");

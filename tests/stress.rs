@@ -46,9 +46,17 @@ fn importer(sandbox: &Sandbox, state_dir: &Path) -> Child {
         .unwrap()
 }
 
-/// A cursor a user sets by hand: in the future, so the entry stays up to
-/// date and the value must survive exactly.
-const USERS_CURSOR: &str = "2999-01-01T00:00:00";
+/// A cursor a user sets by hand, with a refresh interval of a day: the
+/// entry stays up to date and the value must survive exactly. An hour
+/// ago, so that it is never one the importer writes.
+fn users_cursor() -> &'static str {
+    static CURSOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CURSOR.get_or_init(|| {
+        (chrono::Utc::now() - chrono::Duration::hours(1))
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    })
+}
 
 /// What the user wrote in an entry: everything but the importer's fields
 /// (a cursor the user set is the user's).
@@ -56,7 +64,7 @@ fn users_part(entry: &Value) -> Value {
     let mut entry = entry.clone();
     if let Some(object) = entry.as_object_mut() {
         for owned in ["latest_timestamp", "elapsed_seconds", "total_updates"] {
-            if !(owned == "latest_timestamp" && object.get(owned) == Some(&json!(USERS_CURSOR))) {
+            if !(owned == "latest_timestamp" && object.get(owned) == Some(&json!(users_cursor()))) {
                 object.shift_remove(owned);
             }
         }
@@ -129,7 +137,8 @@ fn edit(model: &mut Vec<Value>, rng: &mut fastrand::Rng, next_id: &mut usize) {
         2 => rng.shuffle(model),
         3 if !model.is_empty() => {
             let i = rng.usize(0..model.len());
-            model[i]["latest_timestamp"] = json!(USERS_CURSOR);
+            model[i]["latest_timestamp"] = json!(users_cursor());
+            model[i]["refresh_seconds"] = json!(86_400);
         }
         _ if !model.is_empty() => {
             let i = rng.usize(0..model.len());

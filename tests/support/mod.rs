@@ -333,6 +333,12 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
+/// A `latest_timestamp` of now, as the state file writes it: keeps an
+/// entry up to date for its refresh interval (an hour by default).
+pub fn cursor_now() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
 pub fn utc(text: &str) -> DateTime<Utc> {
     Utc.from_utc_datetime(&chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").unwrap())
 }
