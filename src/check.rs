@@ -37,6 +37,10 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
             return Ok(2);
         }
     };
+    if let Err(e) = file.check_writable() {
+        writeln!(out, "error: {e}")?;
+        return Ok(2);
+    }
     let scan = document.entries();
     writeln!(
         out,

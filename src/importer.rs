@@ -43,11 +43,13 @@ pub enum StartError {
 }
 
 /// Runs the importer until it stops. Must be called inside an actix
-/// system. Fails only when it cannot start: an unusable state file, or a
-/// metrics address it cannot listen on.
+/// system. Fails only when it cannot start: a state file it cannot read
+/// (or whose folder it cannot write), or a metrics address it cannot
+/// listen on.
 pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StartError> {
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
+    file.check_writable()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.tick));
     let telemetry = match config.metrics_addr {

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     };
     let system = actix_rt::System::new();
     match system.block_on(importer::run(&config, mode, Signals::Handle, log.clone())) {
-        Ok(summary) if mode == RunMode::Once && (summary.failed > 0 || summary.abandoned > 0) => ExitCode::FAILURE,
+        Ok(summary) if mode == RunMode::Once && !summary.all_recorded() => ExitCode::FAILURE,
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             error!(log, "controller: {e}");

@@ -102,6 +102,77 @@ async fn once_exits_1_when_a_sync_fails() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
 }
 
+#[actix_rt::test]
+async fn once_exits_1_when_a_result_could_not_be_written() {
+    let apis = Apis::start(
+        FakeMailchimp::slow(Duration::from_millis(300)).with_list("L", generate_members(40, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let child = importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
+    apis.first_mailchimp_request().await;
+    // Half-saved by an editor, and left so: the sync's result cannot go in.
+    let half_saved = "[{\"list_id\": \"L\",";
+    std::fs::write(&file, half_saved).unwrap();
+    let out = exit_within(child, Duration::from_secs(20)).await;
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("sync: completed in"), "{log}");
+    assert!(
+        log.contains(
+            "controller: 1 sync result(s) could not be written to the state file; those lists will sync again."
+        ),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), half_saved);
+}
+
+/// Runs `command` without root's right to write anywhere, so that a
+/// folder's permissions hold for it as for any other user.
+fn without_root_override(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+            for capability in [1, 2] {
+                // Fails without CAP_SETPCAP: then the process is no root and
+                // has no override to drop.
+                libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_state_folder_it_cannot_write_stops_the_start_with_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let apis = apis_with_list(5).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let folder_hint = format!("must be able to create files in {}", dir.path().display());
+    for command in ["once", "check"] {
+        let out = without_root_override(importer(dir.path(), Some(&apis)).arg(command))
+            .output()
+            .unwrap();
+        let output = text(&out.stderr) + &text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{command}: {output}");
+        assert!(
+            output.contains(&format!(
+                "cannot write state file {}: Permission denied",
+                file.display()
+            )),
+            "{command}: {output}"
+        );
+        assert!(output.contains(&folder_hint), "{command}: {output}");
+    }
+    assert!(apis.pushed().is_empty(), "nothing synced");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 async fn go_until_stopped(stop: impl FnOnce(&Child, &Path)) {
     let apis = apis_with_list(30).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);

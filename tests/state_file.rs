@@ -17,14 +17,6 @@ async fn slow_apis(delay: Duration) -> Apis {
     Apis::start(fake, FakeOmetria::default()).await
 }
 
-async fn first_request(apis: &Apis) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while apis.mailchimp.received_requests().await.unwrap_or_default().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no request reached Mailchimp");
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[actix_rt::test]
 async fn a_cursor_edited_by_hand_during_the_sync_wins() {
     let apis = slow_apis(Duration::from_millis(400)).await;
@@ -32,7 +24,7 @@ async fn a_cursor_edited_by_hand_during_the_sync_wins() {
     let config = apis.config(dir.path());
     let (log, buffer) = capture_log();
     let once = spawn_run(config, RunMode::Once, log);
-    first_request(&apis).await;
+    apis.first_mailchimp_request().await;
     std::fs::write(
         &file,
         r#"[{"list_id": "L", "latest_timestamp": "2001-02-03T04:05:06", "mine": 1}]"#,
@@ -61,7 +53,7 @@ async fn an_entry_removed_during_its_sync_is_not_resurrected() {
     let config = apis.config(dir.path());
     let (log, buffer) = capture_log();
     let once = spawn_run(config, RunMode::Once, log);
-    first_request(&apis).await;
+    apis.first_mailchimp_request().await;
     let edited = format!("[\n    {{\"list_id\": \"M\", \"latest_timestamp\": \"{up_to_date}\"}}\n]");
     std::fs::write(&file, &edited).unwrap();
     let summary = once.await.unwrap().unwrap();
@@ -131,7 +123,7 @@ async fn an_unparseable_file_is_left_alone_and_the_result_waits_until_it_parses(
     config.tick = Duration::from_secs(1);
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
-    first_request(&apis).await;
+    apis.first_mailchimp_request().await;
     // An editor is half-way through saving.
     let half_saved = "[\n  {\"list_id\": \"L\",\n";
     std::fs::write(&file, half_saved).unwrap();
@@ -180,7 +172,7 @@ async fn a_stop_abandons_a_sync_after_the_grace_period_without_touching_its_curs
     config.grace = Duration::from_millis(300);
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
-    first_request(&apis).await;
+    apis.first_mailchimp_request().await;
     let summary = quit(dir.path(), daemon).await;
     assert_eq!(summary.abandoned, 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);

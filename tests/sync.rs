@@ -28,8 +28,7 @@ fn by_id(records: &[Value]) -> HashMap<String, Value> {
 fn ok_once() -> RunSummary {
     RunSummary {
         succeeded: 1,
-        failed: 0,
-        abandoned: 0,
+        ..RunSummary::default()
     }
 }
 
@@ -344,9 +343,8 @@ async fn a_failing_push_leaves_the_cursor_and_the_daemon_running() {
     assert_eq!(
         summary,
         RunSummary {
-            succeeded: 0,
             failed: 1,
-            abandoned: 0
+            ..RunSummary::default()
         }
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);

@@ -49,6 +49,17 @@ pub struct RunSummary {
     pub failed: usize,
     /// Syncs still running when the grace period ended.
     pub abandoned: usize,
+    /// Results of successful syncs the state file could not take by the
+    /// end (unwritable, or unparseable since): those lists sync again.
+    pub unwritten: usize,
+}
+
+impl RunSummary {
+    /// Whether every sync of the run succeeded and was recorded: the exit
+    /// code of `once`.
+    pub fn all_recorded(&self) -> bool {
+        self.failed == 0 && self.abandoned == 0 && self.unwritten == 0
+    }
 }
 
 struct RunningSync {
@@ -324,9 +335,16 @@ impl Controller {
             |unwritten, controller, ctx| {
                 match unwritten {
                     Ok(0) => {}
-                    Ok(n) => error!(controller.log,
-                        "controller: {n} sync result(s) could not be written to the state file; those lists will sync again."),
-                    Err(e) => error!(controller.log, "controller: the state keeper did not confirm its last writes ({e})."),
+                    Ok(n) => {
+                        error!(controller.log,
+                            "controller: {n} sync result(s) could not be written to the state file; those lists will sync again.");
+                        controller.summary.unwritten = n;
+                    }
+                    Err(e) => {
+                        error!(controller.log, "controller: the state keeper did not confirm its last writes ({e}).");
+                        // Any of this run's results may be among them.
+                        controller.summary.unwritten = controller.summary.succeeded;
+                    }
                 }
                 match std::fs::remove_file(&controller.settings.quit_file) {
                     Ok(()) => {}

@@ -22,10 +22,34 @@ pub enum StateFileError {
     Read { path: PathBuf, source: io::Error },
     #[error("state file {path} is {source}")]
     Invalid { path: PathBuf, source: DocumentError },
-    #[error("cannot write state file {path}: {source}")]
+    #[error("cannot write state file {path}: {source}{}", write_hint(source, path))]
     Write { path: PathBuf, source: io::Error },
     #[error("state file {path} kept changing while it was being written; the write will be retried")]
     Busy { path: PathBuf },
+}
+
+/// What to do about a write refused by the system.
+fn write_hint(source: &io::Error, path: &Path) -> String {
+    let dir = folder_of(path).display();
+    match source.kind() {
+        io::ErrorKind::PermissionDenied => format!(
+            ". This process (uid {}) must be able to create files in {dir}: make the folder writable \
+             for it, or in Docker run the image as the folder's owner \
+             (--user \"$(id -u):$(id -g)\", as run.sh does)",
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            unsafe { libc::geteuid() }
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => format!(". Mount {dir} writable"),
+        _ => String::new(),
+    }
+}
+
+/// The folder a state file lives in.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -164,10 +188,22 @@ impl StateFile {
     }
 
     fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
+        folder_of(&self.path)
+    }
+
+    /// Whether a write could create its temporary file beside the state
+    /// file: asked at start-up, so that a folder the importer may not write
+    /// stops it before a LOAD whose result could not be kept.
+    pub fn check_writable(&self) -> Result<(), StateFileError> {
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(self.dir())
+            .map(drop)
+            .map_err(|source| StateFileError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Removes temporary files a killed importer left beside the state

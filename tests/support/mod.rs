@@ -275,6 +275,15 @@ impl Apis {
         self.fake_ometria.records.lock().unwrap().clone()
     }
 
+    /// Waits until the first request reaches Mailchimp: a sync is under way.
+    pub async fn first_mailchimp_request(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.mailchimp.received_requests().await.unwrap_or_default().is_empty() {
+            assert!(Instant::now() < deadline, "no request reached Mailchimp");
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Query strings of every members request, in arrival order.
     pub async fn mailchimp_queries(&self) -> Vec<HashMap<String, String>> {
         self.mailchimp
