@@ -13,6 +13,7 @@ use crate::sync::{decide, delta, Decision, SyncKind};
 /// state file cannot be used at all.
 pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::Result<u8> {
     let mut problems = 0;
+    let mut warnings = 0;
     match settings.resolve() {
         Ok(config) => {
             writeln!(out, "ok: Mailchimp at {}", config.mailchimp_base_url)?;
@@ -58,6 +59,7 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
         };
         writeln!(out, "{level}: {w}")?;
         problems += usize::from(w.consequence == Consequence::Skipped);
+        warnings += usize::from(w.consequence != Consequence::Skipped);
     }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
@@ -67,6 +69,7 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
             Decision::Due(SyncKind::Load) => match entry.cursor {
                 None => "LOAD (no latest_timestamp: the whole list)".to_string(),
                 Some(cursor) => {
+                    warnings += 1;
                     writeln!(
                         out,
                         "warning: list {}: latest_timestamp \"{}\" is in the future by more than the {} s overlap (a local time, or a clock set back?); the whole list will LOAD",
@@ -105,6 +108,9 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
         writeln!(out, "{problems} problem(s) to fix.")?;
         return Ok(1);
     }
-    writeln!(out, "all good.")?;
+    match warnings {
+        0 => writeln!(out, "all good.")?,
+        n => writeln!(out, "all good, but for {n} warning(s) above.")?,
+    }
     Ok(0)
 }

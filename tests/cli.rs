@@ -275,6 +275,16 @@ async fn check_prints_what_the_next_tick_would_do() {
     let out = importer(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("holds 1 entry, 1 valid"));
+    assert!(text(&out.stdout).ends_with("all good.\n"));
+
+    let (dir, _) = state_dir(r#"[{"list_id": "a", "latest_timestamp": "soon"}]"#);
+    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).ends_with("all good, but for 1 warning(s) above.\n"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[actix_rt::test]
