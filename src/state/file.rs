@@ -150,14 +150,11 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        let dir = self.dir();
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(TEMP_SUFFIX)
-            .tempfile_in(dir)
-            .map_err(write_err)?;
+        let target = self.target();
+        let dir = folder_of(&target);
+        let mut temp = temp_file_for(&target).map_err(write_err)?;
         temp.write_all(content).map_err(write_err)?;
-        if let Ok(meta) = fs::metadata(&self.path) {
+        if let Ok(meta) = fs::metadata(&target) {
             // Keep the user's permissions; a failure here is not worth failing the write.
             let _ = temp.as_file().set_permissions(meta.permissions());
         }
@@ -166,17 +163,17 @@ impl StateFile {
             return Ok(false); // the temp file is removed on drop
         }
         before_swap();
-        match exchange(temp.path(), &self.path) {
+        match exchange(temp.path(), &target) {
             Ok(()) => {
                 // `temp` now names what we displaced.
                 if fs::read(temp.path()).map_err(write_err)? != expected {
-                    exchange(temp.path(), &self.path).map_err(write_err)?;
+                    exchange(temp.path(), &target).map_err(write_err)?;
                     return Ok(false);
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
                 // No atomic exchange on this file system: a plain rename.
-                temp.persist(&self.path).map_err(|e| write_err(e.error))?;
+                temp.persist(&target).map_err(|e| write_err(e.error))?;
             }
             Err(e) => return Err(write_err(e)),
         }
@@ -187,18 +184,24 @@ impl StateFile {
         Ok(true)
     }
 
-    fn dir(&self) -> &Path {
-        folder_of(&self.path)
+    /// The file a write replaces: the state file, or the file it is a
+    /// symbolic link to. The link stays a link (state kept on another
+    /// volume, say); replacing it with a plain file would leave the file it
+    /// names stale, and the user's edits of that file unread.
+    fn target(&self) -> PathBuf {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone())
+            }
+            _ => self.path.clone(),
+        }
     }
 
     /// Whether a write could create its temporary file beside the state
     /// file: asked at start-up, so that a folder the importer may not write
     /// stops it before a LOAD whose result could not be kept.
     pub fn check_writable(&self) -> Result<(), StateFileError> {
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(TEMP_SUFFIX)
-            .tempfile_in(self.dir())
+        temp_file_for(&self.target())
             .map(drop)
             .map_err(|source| StateFileError::Write {
                 path: self.path.clone(),
@@ -207,9 +210,11 @@ impl StateFile {
     }
 
     /// Removes temporary files a killed importer left beside the state
-    /// file; returns how many. (One importer per state folder.)
+    /// file; returns how many. (One importer per state file.)
     pub fn remove_stale_temp_files(&self) -> usize {
-        let Ok(entries) = fs::read_dir(self.dir()) else {
+        let target = self.target();
+        let prefix = temp_prefix(&target);
+        let Ok(entries) = fs::read_dir(folder_of(&target)) else {
             return 0;
         };
         entries
@@ -217,15 +222,30 @@ impl StateFile {
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+                name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX)
             })
             .filter(|e| fs::remove_file(e.path()).is_ok())
             .count()
     }
 }
 
-const TEMP_PREFIX: &str = ".state.json.";
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// Temporary files for `target` are named `.<its name>.XXXXXX.tmp`, so
+/// that state files of other importers sharing its folder are not taken
+/// for its own.
+fn temp_prefix(target: &Path) -> String {
+    let name = target.file_name().unwrap_or_else(|| STATE_FILE_NAME.as_ref());
+    format!(".{}.", name.to_string_lossy())
+}
+
+/// A new temporary file beside `target`, for a write that replaces it.
+fn temp_file_for(target: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(target))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(folder_of(target))
+}
 
 /// Atomically swaps two paths (Linux `renameat2(RENAME_EXCHANGE)`).
 #[cfg(target_os = "linux")]
@@ -413,6 +433,26 @@ mod tests {
         fs::write(dir.path().join("notes.tmp"), "mine").unwrap();
         assert_eq!(file.remove_stale_temp_files(), 1);
         assert_eq!(files_in(dir.path()), ["notes.tmp", "state.json"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_state_file_linked_elsewhere_stays_a_link_and_the_file_it_names_is_written() {
+        let (linked, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let real = elsewhere.path().join("shard-1.json");
+        fs::write(&real, "[{\"list_id\": \"a1\"}]").unwrap();
+        fs::write(elsewhere.path().join(".shard-2.json.x1y2z3.tmp"), "another importer's").unwrap();
+        fs::write(elsewhere.path().join(".shard-1.json.a1b2c3.tmp"), "[").unwrap();
+        let file = StateFile::in_dir(linked.path());
+        std::os::unix::fs::symlink(&real, file.path()).unwrap();
+
+        assert_eq!(file.remove_stale_temp_files(), 1);
+        file.check_writable().unwrap();
+        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::Applied);
+        assert!(fs::symlink_metadata(file.path()).unwrap().file_type().is_symlink());
+        assert!(fs::read_to_string(&real).unwrap().contains("\"total_updates\": 5"));
+        assert_eq!(files_in(linked.path()), ["state.json"]);
+        assert_eq!(files_in(elsewhere.path()), [".shard-2.json.x1y2z3.tmp", "shard-1.json"]);
     }
 
     #[cfg(unix)]
