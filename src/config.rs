@@ -70,6 +70,52 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+impl Cli {
+    /// Parses the flags and the environment, or exits. A bad value taken
+    /// from an environment variable is named by that variable (clap names
+    /// the flag, which the user did not write), with exit code 2.
+    pub fn parse_or_exit() -> Cli {
+        Cli::try_parse().unwrap_or_else(|e| {
+            if let Some(message) = bad_env_value(&e, |name| std::env::var(name).ok()) {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            e.exit()
+        })
+    }
+}
+
+/// `IMPORTER_TICK_SECONDS="0" is not valid: …` when the value clap refused
+/// came from an environment variable (as `env` reads them).
+fn bad_env_value(e: &clap::Error, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) =
+        (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split(' ').next()?;
+    let command = Cli::command();
+    let argument = command.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let variable = argument.get_env()?.to_str()?;
+    if env(variable).as_deref() != Some(value.as_str()) {
+        return None; // the flag's value
+    }
+    let why = match (e.get(ContextKind::ValidValue), std::error::Error::source(e)) {
+        (Some(ContextValue::Strings(valid)), _) => format!("expected one of {}", valid.join(", ")),
+        (_, Some(source)) => source.to_string(),
+        _ => return None,
+    };
+    if argument.is_hide_env_values_set() {
+        return Some(format!("{variable} is not valid: {why}")); // a secret
+    }
+    Some(format!("{variable}=\"{value}\" is not valid: {why}"))
+}
+
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum Command {
     /// Run the daemon: every tick, sync the lists that are due, until stopped.
@@ -488,6 +534,35 @@ mod tests {
         let mut argv = vec!["ometria-importer", "go"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).unwrap().settings
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_is_named_by_its_variable() {
+        let refused = |args: &[&str]| {
+            let mut argv = vec!["ometria-importer"];
+            argv.extend_from_slice(args);
+            argv.push("check");
+            Cli::try_parse_from(argv).unwrap_err()
+        };
+        let only = |name: &'static str, value: &'static str| move |n: &str| (n == name).then(|| value.to_owned());
+        let e = refused(&["--tick-seconds", "0"]);
+        assert_eq!(
+            bad_env_value(&e, only("IMPORTER_TICK_SECONDS", "0")).as_deref(),
+            Some("IMPORTER_TICK_SECONDS=\"0\" is not valid: 0 is not in 1..=86400")
+        );
+        // Given as a flag: clap's own message, which names the flag.
+        assert_eq!(bad_env_value(&e, |_| None), None);
+        let e = refused(&["--ometria-api", "pull"]);
+        assert_eq!(
+            bad_env_value(&e, only("OMETRIA_API", "pull")).as_deref(),
+            Some("OMETRIA_API=\"pull\" is not valid: expected one of push, record")
+        );
+        // A key's value is never repeated, whatever it is.
+        let e = refused(&["--mailchimp-apikey", " "]);
+        assert_eq!(
+            bad_env_value(&e, only("MAILCHIMP_APIKEY", " ")).as_deref(),
+            Some("MAILCHIMP_APIKEY is not valid: the API key is empty")
+        );
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
 use slog::error;
 
 use ometria_importer::config::{Cli, Command};
@@ -48,7 +47,7 @@ fn health(settings: &ometria_importer::config::Settings) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     let log = logger(cli.settings.log_format, io::stderr());
     let mode = match cli.command {
         Command::Version => {

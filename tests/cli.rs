@@ -288,7 +288,7 @@ async fn check_prints_what_the_next_tick_would_do() {
 }
 
 #[actix_rt::test]
-async fn missing_keys_are_named_with_exit_2() {
+async fn missing_keys_and_bad_values_are_named_with_exit_2() {
     let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
     let out = importer(dir.path(), None)
         .env_remove("MAILCHIMP_APIKEY")
@@ -303,6 +303,17 @@ async fn missing_keys_are_named_with_exit_2() {
         "{log}"
     );
     assert!(log.contains("OMETRIA_APIKEY is not set"), "{log}");
+
+    let out = importer(dir.path(), None)
+        .env("IMPORTER_TICK_SECONDS", "0")
+        .arg("go")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: IMPORTER_TICK_SECONDS=\"0\" is not valid: 0 is not in 1..=86400\n"
+    );
 }
 
 #[actix_rt::test]
