@@ -107,4 +107,15 @@ assert len(state) == 1 and state[0]["note"] == "mine" and state[0]["total_update
 assert isinstance(state[0]["latest_timestamp"], str)
 EOF
 echo "state file correct; exit code 0"
+
+step "a state file mounted on its own, not its folder, stops the start"
+echo '[{"list_id": "smoke"}]' >"$work/single.json"
+code=0
+out=$(podman run --rm --network host -v "$work/single.json:/opt/ometria/state/state.json:U" \
+  -e MAILCHIMP_APIKEY=sandbox0mailchimp0key-us1 -e OMETRIA_APIKEY=sandbox-ometria-key \
+  -e MAILCHIMP_BASE_URL="http://127.0.0.1:$port/3.0" -e OMETRIA_BASE_URL="http://127.0.0.1:$port" \
+  "$image" once 2>&1) || code=$?
+echo "$out" | tail -1
+[ "$code" = 2 ] || { echo "exit code $code, expected 2"; exit 1; }
+grep -q "is mounted on its own" <<<"$out"
 step "docker smoke test passed"

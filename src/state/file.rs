@@ -26,7 +26,16 @@ pub enum StateFileError {
     Write { path: PathBuf, source: io::Error },
     #[error("state file {path} kept changing while it was being written; the write will be retried")]
     Busy { path: PathBuf },
+    #[error(
+        "state file {path} is mounted on its own (a single-file bind mount), so it cannot be \
+         replaced atomically: {MOUNT_THE_FOLDER}"
+    )]
+    MountedOnItsOwn { path: PathBuf },
 }
+
+/// How to fix a state file mounted on its own.
+const MOUNT_THE_FOLDER: &str =
+    "mount its folder instead (docker run -v \"$PWD/state:/opt/ometria/state\" …, as run.sh does)";
 
 /// What to do about a write refused by the system.
 fn write_hint(source: &io::Error, path: &Path) -> String {
@@ -40,6 +49,9 @@ fn write_hint(source: &io::Error, path: &Path) -> String {
             unsafe { libc::geteuid() }
         ),
         io::ErrorKind::ReadOnlyFilesystem => format!(". Mount {dir} writable"),
+        // Renaming over a mount point: a file bind-mounted from the same
+        // file system, which the start-up check cannot tell.
+        io::ErrorKind::ResourceBusy => format!(". Is it mounted on its own? Then {MOUNT_THE_FOLDER}"),
         _ => String::new(),
     }
 }
@@ -197,16 +209,24 @@ impl StateFile {
         }
     }
 
-    /// Whether a write could create its temporary file beside the state
-    /// file: asked at start-up, so that a folder the importer may not write
-    /// stops it before a LOAD whose result could not be kept.
+    /// Whether a write could replace the state file: asked at start-up, so
+    /// that a folder the importer may not write, or a state file mounted on
+    /// its own, stops it before a LOAD whose result could not be kept.
     pub fn check_writable(&self) -> Result<(), StateFileError> {
-        temp_file_for(&self.target())
+        let target = self.target();
+        temp_file_for(&target)
             .map(drop)
             .map_err(|source| StateFileError::Write {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        // A rename over a mount point fails (EBUSY).
+        if is_mount_root(&target) {
+            return Err(StateFileError::MountedOnItsOwn {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Removes temporary files a killed importer left beside the state
@@ -245,6 +265,29 @@ fn temp_file_for(target: &Path) -> io::Result<tempfile::NamedTempFile> {
         .prefix(&temp_prefix(target))
         .suffix(TEMP_SUFFIX)
         .tempfile_in(folder_of(target))
+}
+
+/// Whether `path` is the root of a mount (a file bind-mounted on its
+/// own, say): Linux `statx`'s STATX_ATTR_MOUNT_ROOT, where the kernel
+/// reports it (5.8 and later).
+#[cfg(target_os = "linux")]
+fn is_mount_root(path: &Path) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut answer: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `answer` is ours to write.
+    let failed = unsafe { libc::statx(libc::AT_FDCWD, path.as_ptr(), 0, 0, &mut answer) } != 0;
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    !failed && answer.stx_attributes_mask & flag != 0 && answer.stx_attributes & flag != 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_mount_root(_: &Path) -> bool {
+    false
 }
 
 /// Atomically swaps two paths (Linux `renameat2(RENAME_EXCHANGE)`).
@@ -453,6 +496,32 @@ mod tests {
         assert!(fs::read_to_string(&real).unwrap().contains("\"total_updates\": 5"));
         assert_eq!(files_in(linked.path()), ["state.json"]);
         assert_eq!(files_in(elsewhere.path()), [".shard-2.json.x1y2z3.tmp", "shard-1.json"]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mount_roots_are_told_from_plain_files() {
+        assert!(is_mount_root(Path::new("/")));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        fs::write(&file, "[]").unwrap();
+        assert!(!is_mount_root(&file));
+        assert!(!is_mount_root(&dir.path().join("missing.json")));
+    }
+
+    #[test]
+    fn a_busy_rename_asks_whether_the_file_is_mounted_on_its_own() {
+        let err = StateFileError::Write {
+            path: "/opt/ometria/state/state.json".into(),
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        assert!(
+            err.to_string().ends_with(
+                "Is it mounted on its own? Then mount its folder instead \
+                 (docker run -v \"$PWD/state:/opt/ometria/state\" …, as run.sh does)"
+            ),
+            "{err}"
+        );
     }
 
     #[cfg(unix)]
