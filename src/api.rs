@@ -198,6 +198,10 @@ pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
+    // Not HTTP's form, but some servers and proxies send "1.5".
+    if let Some(secs) = value.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0) {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(wait.to_std().unwrap_or(Duration::ZERO))
@@ -287,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_in_seconds_and_as_a_date() {
+    fn retry_after_in_seconds_fractions_and_as_a_date() {
         let mut headers = awc::http::header::HeaderMap::new();
         headers.insert(awc::http::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
@@ -296,7 +300,11 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
-        headers.insert(awc::http::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&headers), None);
+        headers.insert(awc::http::header::RETRY_AFTER, "1.5".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+        for unusable in ["soon", "-2", "NaN", "inf"] {
+            headers.insert(awc::http::header::RETRY_AFTER, unusable.parse().unwrap());
+            assert_eq!(retry_after(&headers), None, "{unusable}");
+        }
     }
 }
