@@ -105,7 +105,7 @@ pub fn trusted_cursor(entry: &Entry, now: DateTime<Utc>, overlap: Duration) -> O
 }
 
 /// Whether `cursor` lies further ahead of `now` than the overlap absorbs.
-pub fn cursor_in_future(cursor: DateTime<Utc>, now: DateTime<Utc>, overlap: Duration) -> bool {
+fn cursor_in_future(cursor: DateTime<Utc>, now: DateTime<Utc>, overlap: Duration) -> bool {
     cursor > now + delta(overlap)
 }
 
