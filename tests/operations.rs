@@ -130,25 +130,30 @@ async fn metrics_match_what_the_apis_received() {
     sandbox.stop().await;
 }
 
-#[actix_rt::test]
-async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
-    let sandbox = Sandbox::start(
-        SandboxConfig {
-            lists: vec![("late".into(), 100)],
-            ..SandboxConfig::default()
-        },
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        false,
-    )
-    .unwrap();
-    let failing = Behaviour {
+/// A sandbox holding one list of 100 members.
+fn one_list_sandbox(list_id: &str) -> Sandbox {
+    let config = SandboxConfig {
+        lists: vec![(list_id.into(), 100)],
+        ..SandboxConfig::default()
+    };
+    Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap()
+}
+
+/// An API answering every request with a 5xx.
+fn every_request_failing() -> Behaviour {
+    Behaviour {
         faults: Faults {
             server_error: 1.0,
             ..Faults::default()
         },
         ..Behaviour::default()
-    };
-    sandbox.world().set_behaviour(Api::Ometria, failing);
+    }
+}
+
+#[actix_rt::test]
+async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
+    let sandbox = one_list_sandbox("late");
+    sandbox.world().set_behaviour(Api::Ometria, every_request_failing());
     // Behind after 2 s without a successful sync.
     let (dir, file) = state_dir(r#"[{"list_id": "late", "refresh_seconds": 1, "alert_after_seconds": 2}]"#);
     let mut config = config_for(&sandbox, dir.path());
@@ -226,15 +231,7 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
 async fn a_cursor_set_back_to_null_by_hand_lags_from_then_not_from_the_start() {
     // Setting latest_timestamp to null forces a LOAD: that list is not
     // behind because the daemon has run longer than its alert threshold.
-    let sandbox = Sandbox::start(
-        SandboxConfig {
-            lists: vec![("reset".into(), 100)],
-            ..SandboxConfig::default()
-        },
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        false,
-    )
-    .unwrap();
+    let sandbox = one_list_sandbox("reset");
     let entry = |cursor: &str| {
         format!(
             r#"[{{"list_id": "reset", "latest_timestamp": {cursor}, "refresh_seconds": 1, "alert_after_seconds": 6}}]"#
@@ -249,14 +246,7 @@ async fn a_cursor_set_back_to_null_by_hand_lags_from_then_not_from_the_start() {
     // Longer than the threshold, the cursor kept fresh by a SYNC a second.
     wait_for_ticks(&buffer, 8).await;
     // From now on every push fails, so the forced LOAD does not end the lag.
-    let failing = Behaviour {
-        faults: Faults {
-            server_error: 1.0,
-            ..Faults::default()
-        },
-        ..Behaviour::default()
-    };
-    sandbox.world().set_behaviour(Api::Ometria, failing);
+    sandbox.world().set_behaviour(Api::Ometria, every_request_failing());
     std::fs::write(&file, entry("null")).unwrap();
     let edited = chrono::Utc::now();
     wait_until(Duration::from_secs(10), "the forced LOAD", || {
