@@ -50,6 +50,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
     file.check_writable()?;
+    let lock = file.lock()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.tick));
     let telemetry = match config.metrics_addr {
@@ -122,6 +123,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     }
     let summary = finished.await.unwrap_or_default();
     state_thread.stop();
+    drop(lock);
     if let Some(server) = telemetry {
         server.stop().await;
     }

@@ -191,6 +191,40 @@ async fn go_until_stopped(stop: impl FnOnce(&Child, &Path)) {
 }
 
 #[actix_rt::test]
+async fn a_second_importer_on_the_same_state_file_stops_at_its_start() {
+    let apis = apis_with_list(30).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let first = importer(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
+    wait_until(Duration::from_secs(20), "the first sync", || {
+        std::fs::read_to_string(&file).unwrap().contains("latest_timestamp")
+    })
+    .await;
+    let second = exit_within(
+        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let log = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!("another importer is running on state file {}", file.display())),
+        "{log}"
+    );
+    // check only reads: it runs beside the daemon.
+    let check = importer(dir.path(), None).arg("check").output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+
+    std::fs::write(dir.path().join("controller.quit"), "").unwrap();
+    assert_eq!(exit_within(first, Duration::from_secs(10)).await.status.code(), Some(0));
+    let after = exit_within(
+        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after.stderr));
+}
+
+#[actix_rt::test]
 async fn go_stops_on_the_quit_file() {
     go_until_stopped(|_, dir| std::fs::write(dir.join("controller.quit"), "").unwrap()).await;
 }

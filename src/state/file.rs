@@ -31,6 +31,19 @@ pub enum StateFileError {
          replaced atomically: {MOUNT_THE_FOLDER}"
     )]
     MountedOnItsOwn { path: PathBuf },
+    #[error(
+        "another importer is running on state file {path}: stop it first, or give this one a state \
+         folder of its own (IMPORTER_STATE_DIR)"
+    )]
+    Locked { path: PathBuf },
+}
+
+/// Held by a running importer so that a second one on the same state file
+/// stops at its start (two would sync every list twice). Released when
+/// dropped, or when the process dies however it dies.
+#[derive(Debug)]
+pub struct StateLock {
+    _folder: Option<fs::File>,
 }
 
 /// How to fix a state file mounted on its own.
@@ -227,6 +240,31 @@ impl StateFile {
             });
         }
         Ok(())
+    }
+
+    /// Takes the state file's lock: an exclusive `flock` on the folder its
+    /// writes go to (the file itself is replaced by every write, so a lock
+    /// on it would not last). Where the file system has no such locks, the
+    /// run goes on without one.
+    pub fn lock(&self) -> Result<StateLock, StateFileError> {
+        let Ok(folder) = fs::File::open(folder_of(&self.target())) else {
+            return Ok(StateLock { _folder: None });
+        };
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own, kept open by the returned lock.
+            if unsafe { libc::flock(folder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Err(StateFileError::Locked {
+                        path: self.path.clone(),
+                    });
+                }
+                return Ok(StateLock { _folder: None });
+            }
+        }
+        Ok(StateLock { _folder: Some(folder) })
     }
 
     /// Removes temporary files a killed importer left beside the state
@@ -507,6 +545,29 @@ mod tests {
         fs::write(&file, "[]").unwrap();
         assert!(!is_mount_root(&file));
         assert!(!is_mount_root(&dir.path().join("missing.json")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn one_importer_at_a_time_holds_a_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[]").unwrap();
+        let held = file.lock().unwrap();
+        let err = StateFile::in_dir(dir.path()).lock().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another importer is running on state file {}: stop it first, or give this one a state \
+                 folder of its own (IMPORTER_STATE_DIR)",
+                file.path().display()
+            )
+        );
+        // A write of the state file does not end the lock.
+        file.patch(|d| d.apply(&record("a1"))).unwrap();
+        assert!(file.lock().is_err());
+        drop(held);
+        file.lock().unwrap();
     }
 
     #[test]
