@@ -2,7 +2,9 @@
 //! bodies, and the error type of a request, whose message names the API
 //! and says what to fix.
 
+use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 use awc::error::{PayloadError, SendRequestError};
@@ -40,6 +42,46 @@ pub fn http_client(timeout: Duration) -> awc::Client {
             concat!("ometria-importer/", env!("CARGO_PKG_VERSION")),
         ))
         .finish()
+}
+
+/// How long one attempt of a request may take before it is abandoned and
+/// retried. An answer normally comes in seconds, so the first attempt gets
+/// a quarter of the configured timeout (at least a second, and at least
+/// eight times the slowest recent answer, so an API that is slow but
+/// working is not cut off), and each retry twice as long as the one
+/// before, up to the whole timeout: a hung connection costs a quarter of
+/// the timeout instead of all of it.
+///
+/// One per API client, shared by its clones (all on the one system thread).
+#[derive(Clone, Debug)]
+pub struct Patience {
+    limit: Duration,
+    /// The slowest recent answer, decaying by 1 % with every answer.
+    slowest: Rc<Cell<Duration>>,
+}
+
+impl Patience {
+    pub fn new(limit: Duration) -> Self {
+        Patience {
+            limit,
+            slowest: Rc::default(),
+        }
+    }
+
+    /// The time attempt number `attempt` (1 = the first) may take.
+    pub fn for_attempt(&self, attempt: u32) -> Duration {
+        let first = (self.limit / 4)
+            .max(Duration::from_secs(1))
+            .max(self.slowest.get().saturating_mul(8));
+        first
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.limit)
+    }
+
+    /// Notes how long a complete answer took.
+    pub fn answered_in(&self, took: Duration) {
+        self.slowest.set(self.slowest.get().mul_f64(0.99).max(took));
+    }
 }
 
 /// An RFC 7807 problem document, as both APIs send with their errors.
@@ -213,6 +255,32 @@ mod tests {
 
     fn hint(_: u16) -> &'static str {
         "check the key"
+    }
+
+    #[test]
+    fn patience_starts_at_a_quarter_and_doubles_up_to_the_timeout() {
+        let secs = Duration::from_secs;
+        let p = Patience::new(secs(60));
+        let steps: Vec<_> = (1..=5).map(|n| p.for_attempt(n)).collect();
+        assert_eq!(steps, [secs(15), secs(30), secs(60), secs(60), secs(60)]);
+        // Never less than a second, never more than the timeout.
+        assert_eq!(Patience::new(secs(2)).for_attempt(1), secs(1));
+        assert_eq!(
+            Patience::new(Duration::from_millis(500)).for_attempt(1),
+            Duration::from_millis(500)
+        );
+        // A slow answer buys the next requests time; it is forgotten slowly.
+        p.answered_in(secs(3));
+        assert_eq!(p.for_attempt(1), secs(24));
+        p.answered_in(Duration::from_millis(10));
+        assert_eq!(p.for_attempt(1), secs(3).mul_f64(0.99).saturating_mul(8));
+        for _ in 0..400 {
+            p.answered_in(Duration::from_millis(10));
+        }
+        assert_eq!(p.for_attempt(1), secs(15));
+        // Shared by clones, as the clients are.
+        p.clone().answered_in(secs(10));
+        assert_eq!(p.for_attempt(1), secs(60));
     }
 
     #[test]

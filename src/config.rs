@@ -318,7 +318,7 @@ pub struct Settings {
     /// On stop, seconds running syncs get to finish before they are abandoned.
     #[arg(long, env = "IMPORTER_GRACE_SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
     pub grace_seconds: u64,
-    /// Client timeout of every HTTP request, in seconds (Mailchimp itself gives up after 120 s).
+    /// Client timeout of every HTTP request, in seconds (Mailchimp itself gives up after 120 s); a first attempt gets a quarter of it, each retry twice as long as the one before.
     #[arg(long, env = "IMPORTER_HTTP_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
     pub http_timeout_seconds: u64,
     /// Attempts of a request, the first included, before a passing failure (429, 5xx, timeout…) fails the sync; 4 × as many once one in five of the sync's requests to that API got through.

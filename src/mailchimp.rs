@@ -4,14 +4,14 @@ use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::api::{self, Api, ApiError};
+use crate::api::{self, Api, ApiError, Patience};
 use crate::config::ApiKey;
 use crate::state::format_for_mailchimp;
 use crate::sync::{PageRequest, Pass, Window};
@@ -199,7 +199,7 @@ pub struct MailchimpClient {
     http: awc::Client,
     base_url: Rc<str>,
     key: ApiKey,
-    timeout: Duration,
+    patience: Patience,
     metrics: Arc<Metrics>,
 }
 
@@ -209,25 +209,33 @@ impl MailchimpClient {
             http,
             base_url: base_url.trim_end_matches('/').into(),
             key,
-            timeout,
+            patience: Patience::new(timeout),
             metrics,
         }
     }
 
     /// Reads one page's body (parse it with [`MemberPage::parse`]). One
-    /// attempt: retries are the caller's.
-    pub async fn members_page(&self, list_id: &str, window: &Window, page: PageRequest) -> Result<Bytes, ApiError> {
+    /// attempt, number `attempt` of the caller's retries (see [`Patience`]).
+    pub async fn members_page(
+        &self,
+        list_id: &str,
+        window: &Window,
+        page: PageRequest,
+        attempt: u32,
+    ) -> Result<Bytes, ApiError> {
         let url = members_url(&self.base_url, list_id, window, page);
+        let timeout = self.patience.for_attempt(attempt);
         let request = self
             .http
             .get(url)
             .basic_auth("ometria-importer", self.key.expose())
-            .timeout(self.timeout);
+            .timeout(timeout);
+        let started = Instant::now();
         let read = async {
             let head = request.send().await;
             self.metrics
                 .http_request(Api::Mailchimp, head.as_ref().ok().map(|r| r.status().as_u16()));
-            let mut response = head.map_err(|e| ApiError::from_send(Api::Mailchimp, self.timeout, e))?;
+            let mut response = head.map_err(|e| ApiError::from_send(Api::Mailchimp, timeout, e))?;
             let body = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)
@@ -243,14 +251,16 @@ impl MailchimpClient {
                     hint,
                 ));
             }
-            api::complete_body(Api::Mailchimp, response.headers(), body)
+            let body = api::complete_body(Api::Mailchimp, response.headers(), body)?;
+            self.patience.answered_in(started.elapsed());
+            Ok(body)
         };
         // The request timeout covers the answer's head; this covers its body too.
-        actix_rt::time::timeout(self.timeout, read)
+        actix_rt::time::timeout(timeout, read)
             .await
             .unwrap_or(Err(ApiError::Timeout {
                 api: Api::Mailchimp,
-                after: self.timeout,
+                after: timeout,
             }))
     }
 }

@@ -3,12 +3,12 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, Api, ApiError};
+use crate::api::{self, Api, ApiError, Patience};
 use crate::config::{ApiKey, OmetriaApi};
 use crate::telemetry::metrics::Metrics;
 
@@ -170,7 +170,7 @@ pub struct OmetriaClient {
     endpoint: Rc<str>,
     key: ApiKey,
     api: OmetriaApi,
-    timeout: Duration,
+    patience: Patience,
     metrics: Arc<Metrics>,
 }
 
@@ -193,7 +193,7 @@ impl OmetriaClient {
             endpoint: endpoint.into(),
             key,
             api,
-            timeout,
+            patience: Patience::new(timeout),
             metrics,
         }
     }
@@ -204,8 +204,10 @@ impl OmetriaClient {
     }
 
     /// Pushes one batch (≤ [`MAX_BATCH`] records, each encoded by
-    /// [`encode`]). One attempt: retries are the caller's.
-    pub async fn push(&self, records: &[Bytes]) -> Result<PushOutcome, ApiError> {
+    /// [`encode`]). One attempt, number `attempt` of the caller's retries
+    /// (see [`Patience`]).
+    pub async fn push(&self, records: &[Bytes], attempt: u32) -> Result<PushOutcome, ApiError> {
+        let timeout = self.patience.for_attempt(attempt);
         let sent = records.len() as u64;
         let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
         body.push(b'[');
@@ -219,17 +221,18 @@ impl OmetriaClient {
         let request = self
             .http
             .post(&*self.endpoint)
-            .timeout(self.timeout)
+            .timeout(timeout)
             .content_type("application/json");
         let request = match self.api {
             OmetriaApi::Push => request.insert_header(("X-Ometria-Auth", self.key.expose())),
             OmetriaApi::Record => request.insert_header(("Authorization", self.key.expose())),
         };
+        let started = Instant::now();
         let exchange = async {
             let head = request.send_body(body).await;
             self.metrics
                 .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
-            let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, self.timeout, e))?;
+            let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, timeout, e))?;
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)
@@ -274,13 +277,14 @@ impl OmetriaClient {
                     rejected: outcome.rejected,
                 });
             }
+            self.patience.answered_in(started.elapsed());
             Ok(outcome)
         };
-        actix_rt::time::timeout(self.timeout, exchange)
+        actix_rt::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(ApiError::Timeout {
                 api: Api::Ometria,
-                after: self.timeout,
+                after: timeout,
             }))
     }
 }

@@ -121,8 +121,9 @@ impl RetryPolicy {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// attempts (see `limit`), recording each outcome in `outcomes`. The
+    /// Runs `attempt` (given its number, from 1) until it succeeds, fails
+    /// for good, or runs out of attempts (see `limit`), recording each
+    /// outcome in `outcomes`. The
     /// backoff grows with the request's failures since another request to
     /// the API succeeded: while others get through, the waits stay short.
     /// `on_retry` hears of each retry (numbered from 1) and its wait
@@ -134,7 +135,7 @@ impl RetryPolicy {
         mut on_retry: impl FnMut(&ApiError, u32, Duration),
     ) -> Result<T, ApiError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
         // Attempts made; failures since the API last answered this sync well.
@@ -142,7 +143,7 @@ impl RetryPolicy {
         let mut seen = outcomes.succeeded();
         loop {
             made += 1;
-            let error = match attempt().await {
+            let error = match attempt(made).await {
                 Ok(value) => {
                     outcomes.record(true);
                     return Ok(value);
@@ -246,9 +247,10 @@ mod tests {
         let result = policy
             .run(
                 &Outcomes::default(),
-                || {
+                |attempt| {
                     calls.set(calls.get() + 1);
                     let n = calls.get();
+                    assert_eq!(attempt, n, "attempts are numbered from 1");
                     async move {
                         if n < 3 {
                             Err(throttled(Some(1)))
@@ -275,7 +277,7 @@ mod tests {
         let refused = policy
             .run(
                 &Outcomes::default(),
-                || {
+                |_| {
                     calls.set(calls.get() + 1);
                     async {
                         Err::<(), _>(ApiError::Refused {
@@ -295,7 +297,7 @@ mod tests {
         let passing = policy
             .run(
                 &Outcomes::default(),
-                || {
+                |_| {
                     calls.set(calls.get() + 1);
                     async { Err::<(), _>(throttled(None)) }
                 },
@@ -320,7 +322,7 @@ mod tests {
         let result = policy
             .run(
                 &outcomes,
-                || {
+                |_| {
                     calls.set(calls.get() + 1);
                     let fail = calls.get() <= failures;
                     async move {
@@ -371,7 +373,7 @@ mod tests {
         let _ = policy
             .run(
                 &outcomes,
-                || {
+                |_| {
                     if others_succeed {
                         outcomes.record(true);
                     }
@@ -416,7 +418,7 @@ mod tests {
         let calls = Cell::new(0);
         let done = policy.run(
             &outcomes,
-            || {
+            |_| {
                 calls.set(calls.get() + 1);
                 let n = calls.get();
                 async move {

@@ -548,6 +548,37 @@ async fn every_request_has_a_client_timeout() {
     assert!(log.contains("sync: failed after"), "{log}");
 }
 
+/// A hung connection is given up after a quarter of the timeout, not all
+/// of it, and the retry gets longer: the page and the push still arrive.
+#[actix_rt::test]
+async fn a_hung_request_is_retried_after_a_quarter_of_the_timeout() {
+    let members = generate_members(30, Utc::now());
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
+    let hung = ResponseTemplate::new(503).set_delay(Duration::from_secs(60));
+    for (server, verb) in [(&apis.mailchimp, "GET"), (&apis.ometria, "POST")] {
+        Mock::given(method(verb))
+            .respond_with(hung.clone())
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.http_timeout = Duration::from_secs(8);
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&config, log).await, ok_once(), "{}", buffer.contents());
+    assert_eq!(by_id(&apis.pushed()).len(), 30);
+    assert_eq!(read_json(&file)[0]["total_updates"], 30);
+    let log = buffer.contents();
+    for api in ["Mailchimp", "Ometria"] {
+        assert!(
+            log.contains(&format!("{api} did not answer within 2 s; retry 1 in")),
+            "{log}"
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn passing_failures_are_retried_and_nothing_is_lost() {
     let members = generate_members(250, Utc::now());

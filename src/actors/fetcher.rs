@@ -58,13 +58,16 @@ impl Handler<FetchPage> for Fetcher {
             retry
                 .run(
                     &outcomes,
-                    || async {
-                        let body = {
-                            let _connection = limit.acquire().await;
-                            client.members_page(&list_id, &window, request).await?
-                        };
-                        // A page that does not parse is retried like a dropped connection.
-                        read_page(&body, request, &list_id, api, &log)
+                    |attempt| {
+                        let (client, limit, list_id, window, log) = (&client, &limit, &list_id, &window, &log);
+                        async move {
+                            let body = {
+                                let _connection = limit.acquire().await;
+                                client.members_page(list_id, window, request, attempt).await?
+                            };
+                            // A page that does not parse is retried like a dropped connection.
+                            read_page(&body, request, list_id, api, log)
+                        }
                     },
                     |e, n, wait| {
                         metrics.retry(Api::Mailchimp);

@@ -63,9 +63,12 @@ impl Handler<PushBatch> for Writer {
                     retry
                         .run(
                             &outcomes,
-                            || async {
-                                pacer.wait_turn().await;
-                                client.push(&records).await
+                            |attempt| {
+                                let (pacer, client, records) = (&pacer, &client, &records);
+                                async move {
+                                    pacer.wait_turn().await;
+                                    client.push(records, attempt).await
+                                }
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
