@@ -25,7 +25,7 @@ usage() {
 # demo: Run the importer against built-in fake APIs (no keys needed)
 # go: Run controller (until Ctrl+C, SIGTERM or state/controller.quit)
 # once: Sync every list that is due, then exit (0 = all succeeded)
-# check: Validate settings and state/state.json; show what the next tick would do
+# check: Validate settings and state/state.json; show what the next tick would do (--online: ask Mailchimp about each list)
 # sandbox: Serve only the fake APIs (see ometria-importer sandbox --help)
 # bench: Run the benchmark scenarios (BENCHMARKS.md)
 # ---

@@ -1,20 +1,28 @@
 //! `check`: validates the environment and the state file, and prints what
-//! the next tick would do for each entry, without calling either API.
+//! the next tick would do for each entry. Only with `--online` does it call
+//! an API: one page of one member of each list, from Mailchimp.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
 
-use crate::config::Settings;
+use crate::api::{http_client, ApiError};
+use crate::config::{Config, Settings};
+use crate::mailchimp::{MailchimpClient, MemberPage};
+use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Consequence, StateFile};
-use crate::sync::{decide, delta, Decision, SyncKind};
+use crate::sync::{decide, delta, Decision, PageRequest, Pass, SyncKind, Window};
+use crate::telemetry::metrics::Metrics;
 
-/// Exit codes: 0 all good, 1 a setting or an entry needs fixing, 2 the
-/// state file cannot be used at all.
-pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::Result<u8> {
+/// Exit codes: 0 all good, 1 a setting or an entry needs fixing (or, with
+/// `online`, Mailchimp refused a list), 2 the state file cannot be used at
+/// all.
+pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn Write) -> io::Result<u8> {
     let mut problems = 0;
     let mut warnings = 0;
-    match settings.resolve() {
+    let config = match settings.resolve() {
         Ok(config) => {
             writeln!(out, "ok: Mailchimp at {}", config.mailchimp_base_url)?;
             writeln!(
@@ -22,14 +30,16 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
                 "ok: Ometria at {} ({:?} API)",
                 config.ometria_base_url, config.ometria_api
             )?;
+            Some(config)
         }
         Err(errors) => {
             for e in &errors {
                 writeln!(out, "error: {e}")?;
             }
             problems += errors.len();
+            None
         }
-    }
+    };
     let file = StateFile::in_dir(&settings.state_dir);
     let document = match file.load() {
         Ok(d) => d,
@@ -104,6 +114,33 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
             }
         )?;
     }
+    if online {
+        match &config {
+            Some(config) => {
+                let mut list_ids: Vec<&str> = scan.entries.iter().map(|e| e.key.list_id.as_str()).collect();
+                list_ids.sort_unstable();
+                list_ids.dedup();
+                let answers = actix_rt::System::new().block_on(ask_mailchimp(config, &list_ids, now));
+                for (list_id, answer) in list_ids.iter().zip(answers) {
+                    match answer {
+                        Ok(total) => writeln!(
+                            out,
+                            "ok: Mailchimp lets the key read list \"{list_id}\": {total} member(s), archived ones aside"
+                        )?,
+                        Err(e) => {
+                            writeln!(out, "error: list \"{list_id}\": {e}")?;
+                            problems += 1;
+                        }
+                    }
+                }
+                writeln!(
+                    out,
+                    "note: Ometria was not called (it has no request that only tries a key); the first push shows whether OMETRIA_APIKEY works."
+                )?;
+            }
+            None => writeln!(out, "online check skipped: fix the settings above first.")?,
+        }
+    }
     if problems > 0 {
         writeln!(out, "{problems} problem(s) to fix.")?;
         return Ok(1);
@@ -113,4 +150,52 @@ pub fn run(settings: &Settings, now: DateTime<Utc>, out: &mut dyn Write) -> io::
         n => writeln!(out, "all good, but for {n} warning(s) above.")?,
     }
     Ok(0)
+}
+
+/// Reads one member of each list, as a sync would (same request, same
+/// retries of passing failures, at most `MAILCHIMP_MAX_CONNECTIONS` at a
+/// time): each list's `total_items`, or why Mailchimp would not tell.
+async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -> Vec<Result<u64, ApiError>> {
+    let client = MailchimpClient::new(
+        http_client(config.http_timeout),
+        &config.mailchimp_base_url,
+        config.mailchimp_key.clone(),
+        config.http_timeout,
+        Arc::new(Metrics::new()),
+    );
+    let window = Window {
+        since: None,
+        before: now,
+    };
+    let request = PageRequest {
+        pass: Pass::Members,
+        offset: 0,
+        count: 1,
+        since: None,
+        before: None,
+        keyed: false,
+    };
+    let policy = RetryPolicy {
+        attempts: config.retry.attempts.min(3),
+        ..config.retry
+    };
+    let outcomes = Outcomes::default();
+    let ask = |list_id: &str| {
+        let (client, outcomes, window) = (&client, &outcomes, &window);
+        let list_id = list_id.to_owned();
+        async move {
+            let attempt = |attempt| {
+                let list_id = &list_id;
+                async move {
+                    let body = client.members_page(list_id, window, request, attempt).await?;
+                    MemberPage::parse(&body).map(|page| page.total_items)
+                }
+            };
+            policy.run(outcomes, attempt, |_, _, _| {}).await
+        }
+    };
+    stream::iter(list_ids.iter().map(|id| ask(id)))
+        .buffered(config.mailchimp_max_connections.max(1))
+        .collect()
+        .await
 }

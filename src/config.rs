@@ -123,7 +123,7 @@ pub enum Command {
     /// One controller pass: sync every due list, wait; exit 0 if all succeeded, 1 if not.
     Once,
     /// Validate the environment and the state file; print what the next tick would do.
-    Check,
+    Check(CheckArgs),
     /// The whole importer against built-in fake APIs with generated lists; no keys needed.
     Demo(DemoArgs),
     /// Serve only the fake Mailchimp and Ometria APIs, until stopped.
@@ -134,6 +134,13 @@ pub enum Command {
     Health,
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct CheckArgs {
+    /// Also ask Mailchimp whether the key may read each list (one member of each is read; Ometria is not called).
+    #[arg(long)]
+    pub online: bool,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

@@ -54,8 +54,8 @@ fn main() -> ExitCode {
             println!("ometria-importer {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Check => {
-            return match check::run(&cli.settings, chrono::Utc::now(), &mut io::stdout()) {
+        Command::Check(args) => {
+            return match check::run(&cli.settings, args.online, chrono::Utc::now(), &mut io::stdout()) {
                 Ok(code) => ExitCode::from(code),
                 Err(_) => ExitCode::from(EXIT_FIX_FIRST),
             };

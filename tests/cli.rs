@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
 
 use support::*;
 
@@ -319,6 +321,75 @@ async fn check_prints_what_the_next_tick_would_do() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[actix_rt::test]
+async fn check_online_asks_mailchimp_about_each_list_once() {
+    let apis = apis_with_list(30).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}, {"list_id": "nope"}, {"list_id": "L", "items_per_request": 10}]"#);
+    // Offline, check calls nobody and sees nothing wrong.
+    let offline = exit_within(
+        importer(dir.path(), Some(&apis)).arg("check").spawn().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(offline.status.code(), Some(0), "{}", text(&offline.stdout));
+    assert!(apis.mailchimp.received_requests().await.unwrap().is_empty());
+
+    let online = exit_within(
+        importer(dir.path(), Some(&apis))
+            .args(["check", "--online"])
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let stdout = text(&online.stdout);
+    assert_eq!(online.status.code(), Some(1), "{stdout}");
+    let unarchived = apis.fake_mailchimp.lists.lock().unwrap()["L"]
+        .iter()
+        .filter(|m| m.status != "archived")
+        .count();
+    assert!(unarchived < 30);
+    assert!(
+        stdout.contains(&format!(
+            "ok: Mailchimp lets the key read list \"L\": {unarchived} member(s), archived ones aside\n"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error: list \"nope\": Mailchimp refused the request with HTTP 404 (Resource Not Found: The requested resource could not be found.): check the entry's list_id in state.json"), "{stdout}");
+    assert!(stdout.contains("note: Ometria was not called"), "{stdout}");
+    assert!(stdout.ends_with("1 problem(s) to fix.\n"), "{stdout}");
+    // One request per list, not per entry: one member each.
+    let requests = apis.mailchimp.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests
+        .iter()
+        .all(|r| r.url.query().unwrap_or("").contains("count=1&")));
+    assert!(apis.ometria.received_requests().await.unwrap().is_empty());
+
+    // A key Mailchimp refuses.
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).insert_header("content-type", "application/problem+json").set_body_string(
+            r#"{"type": "x", "title": "API Key Invalid", "status": 401, "detail": "Your API key may be invalid.", "instance": "i"}"#,
+        ))
+        .with_priority(10)
+        .mount(&apis.mailchimp)
+        .await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+    let refused = exit_within(
+        importer(dir.path(), Some(&apis))
+            .env("MAILCHIMP_APIKEY", "wrong0key-us9")
+            .args(["check", "--online"])
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let stdout = text(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("error: list \"L\": Mailchimp refused the request with HTTP 401 (API Key Invalid: Your API key may be invalid.): check MAILCHIMP_APIKEY"), "{stdout}");
+    assert!(!stdout.contains("wrong0key"), "{stdout}");
 }
 
 #[actix_rt::test]

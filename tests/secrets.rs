@@ -96,6 +96,12 @@ async fn keys_never_appear_in_anything_a_run_leaves() {
             vec![("MAILCHIMP_APIKEY", wrong_mailchimp)],
         ),
         ("check", vec!["check"], vec![]),
+        ("check --online", vec!["check", "--online"], vec![]),
+        (
+            "check --online, a key Mailchimp refuses",
+            vec!["check", "--online"],
+            vec![("MAILCHIMP_APIKEY", wrong_mailchimp)],
+        ),
         ("help", vec!["--help"], vec![]),
         ("a usage error", vec!["go", "--tick-seconds", "zero"], vec![]),
     ];
