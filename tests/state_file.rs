@@ -68,6 +68,35 @@ async fn an_entry_removed_during_its_sync_is_not_resurrected() {
         .contains("state: list \"L\" was removed from the state file during its sync; its result is dropped."));
 }
 
+/// One line per list up to date, as the original logged, up to 100
+/// entries; one line for them all above that.
+#[actix_rt::test]
+async fn many_lists_up_to_date_are_logged_in_one_line() {
+    let apis = slow_apis(Duration::ZERO).await;
+    let recent = (Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    for (entries, lines, summary) in [(100, 100, None), (101, 0, Some("101 of 101 lists"))] {
+        let state: Vec<serde_json::Value> = (0..entries)
+            .map(|i| json!({"list_id": format!("L{i}"), "latest_timestamp": recent}))
+            .collect();
+        let (dir, _) = state_dir(&serde_json::to_string(&state).unwrap());
+        let (log, buffer) = capture_log();
+        let summary_of_run = run_once(&apis.config(dir.path()), log).await;
+        assert_eq!(summary_of_run.succeeded + summary_of_run.failed, 0);
+        let log = buffer.contents();
+        assert_eq!(log.matches("up to date, last updated on").count(), lines, "{log}");
+        let summaries: Vec<&str> = log.lines().filter(|l| l.contains("lists up to date")).collect();
+        match summary {
+            None => assert!(summaries.is_empty(), "{log}"),
+            Some(figures) => {
+                let line = format!("controller: {figures} up to date (one line each only up to 100 entries).");
+                assert!(summaries.len() == 1 && summaries[0].ends_with(&line), "{log}")
+            }
+        }
+    }
+}
+
 #[actix_rt::test]
 async fn entries_sharing_a_list_id_are_synced_and_tracked_separately() {
     let apis = slow_apis(Duration::ZERO).await;

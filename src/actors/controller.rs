@@ -23,6 +23,10 @@ use crate::sync::{
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
 pub const QUIT_FILE_NAME: &str = "controller.quit";
+/// Above this many entries, a tick logs one line for the lists that are up
+/// to date instead of one per list: thousands of lists would otherwise
+/// log thousands of lines a minute that say nothing new.
+pub const LISTS_LOGGED_ONE_BY_ONE: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
@@ -158,6 +162,7 @@ impl Controller {
             self.observe(&entries, now);
         }
         let mut due = vec![];
+        let (listed, mut up_to_date) = (entries.len(), 0);
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
             let backoff = self.backoff.get(&entry.key);
@@ -168,6 +173,7 @@ impl Controller {
                     due.push((since, SyncJob { entry, kind }));
                 }
                 _ if !verbose => {}
+                Decision::UpToDate { .. } if listed > LISTS_LOGGED_ONE_BY_ONE => up_to_date += 1,
                 Decision::UpToDate { last, .. } => info!(
                     self.entry_log(&entry.key),
                     "controller: list {} up to date, last updated on \"{}\".",
@@ -185,6 +191,12 @@ impl Controller {
                     format_for_log(retry_at)
                 ),
             }
+        }
+        if up_to_date > 0 {
+            info!(
+                self.log,
+                "controller: {up_to_date} of {listed} lists up to date (one line each only up to {LISTS_LOGGED_ONE_BY_ONE} entries)."
+            );
         }
         // A stable sort: file order among entries due since the same moment.
         due.sort_by_key(|(since, _)| *since);
