@@ -97,6 +97,27 @@ async fn many_lists_up_to_date_are_logged_in_one_line() {
     }
 }
 
+/// Likewise the lists waiting for a free slot, above 100 of them.
+#[actix_rt::test]
+async fn many_lists_waiting_for_a_slot_are_logged_in_one_line() {
+    let apis = slow_apis(Duration::ZERO).await;
+    for (entries, lines) in [(101, 100), (102, 0)] {
+        // Unknown lists: each sync fails at its first request.
+        let state: Vec<serde_json::Value> = (0..entries).map(|i| json!({"list_id": format!("gone{i}")})).collect();
+        let (dir, _) = state_dir(&serde_json::to_string(&state).unwrap());
+        let mut config = apis.config(dir.path());
+        config.max_concurrent_lists = 1;
+        let (log, buffer) = capture_log();
+        assert_eq!(run_once(&config, log).await.failed, entries);
+        let log = buffer.contents();
+        assert_eq!(log.matches("waiting for a free slot (").count(), lines, "{log}");
+        let summaries = log
+            .matches("controller: 101 lists wait for a free slot (1 syncs running); list \"gone1\" (\"LOAD\") is next.")
+            .count();
+        assert_eq!(summaries, usize::from(lines == 0), "{log}");
+    }
+}
+
 #[actix_rt::test]
 async fn entries_sharing_a_list_id_are_synced_and_tracked_separately() {
     let apis = slow_apis(Duration::ZERO).await;

@@ -23,9 +23,10 @@ use crate::sync::{
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
 pub const QUIT_FILE_NAME: &str = "controller.quit";
-/// Above this many entries, a tick logs one line for the lists that are up
-/// to date instead of one per list: thousands of lists would otherwise
-/// log thousands of lines a minute that say nothing new.
+/// Above this many entries (or entries waiting for a slot), a tick logs one
+/// line for the lists that are up to date (or waiting) instead of one per
+/// list: thousands of lists would otherwise log thousands of lines a
+/// minute that say nothing new.
 pub const LISTS_LOGGED_ONE_BY_ONE: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +203,17 @@ impl Controller {
         due.sort_by_key(|(since, _)| *since);
         self.waiting = due.into_iter().map(|(_, job)| job).collect();
         self.start_waiting(ctx);
-        if verbose {
+        if verbose && self.waiting.len() > LISTS_LOGGED_ONE_BY_ONE {
+            let first = &self.waiting[0];
+            info!(
+                self.log,
+                "controller: {} lists wait for a free slot ({} syncs running); list {} (\"{}\") is next.",
+                self.waiting.len(),
+                self.running.len(),
+                first.entry.key,
+                first.kind.name()
+            );
+        } else if verbose {
             for job in &self.waiting {
                 info!(
                     self.entry_log(&job.entry.key),
