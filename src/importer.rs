@@ -78,9 +78,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     // The StateKeeper's file I/O (with fsync) gets a thread of its own, so
     // it never stalls the HTTP work on this one.
     let state_thread = Arbiter::new();
-    let keeper_log = log.clone();
+    let (keeper_log, keeper_metrics) = (log.clone(), metrics.clone());
     let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
-        StateKeeper::new(file, document, keeper_log)
+        StateKeeper::new(file, document, keeper_metrics, keeper_log)
     });
     let deps = SyncDeps {
         mailchimp: MailchimpClient::new(

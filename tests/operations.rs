@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
 use ometria_importer::config::Config;
@@ -300,5 +300,77 @@ async fn a_metrics_address_in_use_stops_the_start() {
         )),
         "{err}"
     );
+    sandbox.stop().await;
+}
+
+/// Syncs that end while a tick reads the state file (a large one, read
+/// every 100 ms here) are not started again by a view that predates their
+/// results; and a tick reads the file once, however many syncs end.
+#[actix_rt::test]
+async fn syncs_ending_while_a_tick_reads_the_file_are_not_started_again() {
+    const LISTS: usize = 300;
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            lists: (0..LISTS).map(|i| (format!("l{i:03}"), 2)).collect(),
+            ..Default::default()
+        },
+        loopback(),
+        false,
+    )
+    .unwrap();
+    // Several megabytes the user keeps in the file (kept verbatim): each
+    // read takes long enough for syncs to end during it.
+    let mut entries: Vec<Value> = (0..LISTS).map(|i| json!({"list_id": format!("l{i:03}")})).collect();
+    entries[0]["notes"] = json!("x".repeat(4_000_000));
+    let (dir, file) = state_dir(&serde_json::to_string(&entries).unwrap());
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.metrics_addr = Some(loopback());
+    config.tick = Duration::from_millis(100);
+    config.grace = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(60), "every LOAD", || {
+        read_json(&file)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("latest_timestamp").is_some())
+    })
+    .await;
+    let log = buffer.contents();
+    let address = metrics_address(&log).unwrap();
+    let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+    let mut fired: HashMap<&str, usize> = HashMap::new();
+    for line in log.lines().filter(|l| l.contains("firing...")) {
+        *fired.entry(line.split('"').nth(1).unwrap()).or_default() += 1;
+    }
+    let twice: Vec<_> = fired.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "synced more than once: {twice:?}");
+    assert_eq!(fired.len(), LISTS);
+    let ticks = log.matches("controller: checking all lists.").count();
+    assert!(ticks >= 3, "{ticks} ticks: too few to prove anything");
+    // A tick comes while the last one's read is unanswered: it is skipped,
+    // not piled up behind it.
+    let tick_lines: Vec<bool> = log
+        .lines()
+        .filter(|l| l.contains("checking all lists") || l.contains("sleeping for"))
+        .map(|l| l.contains("checking all lists"))
+        .collect();
+    assert!(
+        tick_lines.windows(2).all(|w| w[0] != w[1]),
+        "a tick read the file while another's read was unanswered"
+    );
+    // The file is read by ticks and before writes only, not whenever a
+    // sync ends; results that end together are written together.
+    let (reads, writes) = (
+        m["ometria_importer_state_file_reads_total"],
+        m["ometria_importer_state_file_writes_total"],
+    );
+    assert!(
+        reads - writes <= ticks as f64,
+        "{reads} reads, {writes} writes, {ticks} ticks"
+    );
+    assert!(writes < LISTS as f64, "{writes} writes");
+    quit(dir.path(), daemon).await;
     sandbox.stop().await;
 }

@@ -100,6 +100,12 @@ pub struct Controller {
     summary: RunSummary,
     /// Syncs finished so far: tells a view that may predate a result.
     finished: u64,
+    /// The value of `finished` when each entry's last sync finished.
+    finished_at: HashMap<EntryKey, u64>,
+    /// A tick's read of the state file has not been answered yet: the
+    /// next tick does not ask again (a huge file read more slowly than the
+    /// ticks come would otherwise pile the reads up).
+    tick_unanswered: bool,
     done: Option<oneshot::Sender<RunSummary>>,
 }
 
@@ -118,27 +124,32 @@ impl Controller {
             without_cursor_since: HashMap::new(),
             behind: BTreeSet::new(),
             finished: 0,
+            finished_at: HashMap::new(),
+            tick_unanswered: false,
             done: Some(done),
         }
     }
 
-    /// Asks the StateKeeper for the entries, then plans; `verbose` logs a
-    /// line per entry, as a tick does.
+    /// Asks the StateKeeper for the entries, then plans; `verbose` (a tick)
+    /// has the file read again and logs a line per entry.
     ///
     /// A view asked for before a sync finished may not show that sync's
-    /// result; planning with it would start the entry again. Such a view
-    /// is dropped and asked for anew.
+    /// result: planning leaves the entries that finished since alone (see
+    /// `finished_since`) rather than start them again. (Asking anew instead
+    /// never ends when syncs finish faster than the file is read.)
     fn load_and_plan(&mut self, verbose: bool, ctx: &mut Context<Self>) {
         let asked_at = self.finished;
         let load = self
             .deps
             .state_keeper
-            .send(LoadEntries)
+            .send(LoadEntries { reread: verbose })
             .into_actor(self)
             .map(move |entries, controller, ctx| {
+                if verbose {
+                    controller.tick_unanswered = false;
+                }
                 match entries {
-                    Ok(_) if controller.finished != asked_at => return controller.load_and_plan(verbose, ctx),
-                    Ok(entries) => controller.plan(entries, verbose, ctx),
+                    Ok(entries) => controller.plan(entries, asked_at, verbose, ctx),
                     Err(e) => error!(controller.log, "controller: the state keeper is gone ({e})."),
                 }
                 if verbose && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
@@ -152,7 +163,13 @@ impl Controller {
         ctx.spawn(load);
     }
 
-    fn plan(&mut self, entries: Vec<Entry>, verbose: bool, ctx: &mut Context<Self>) {
+    /// Whether the entry's last sync finished after the view asked for at
+    /// `asked_at` was taken: the view may not show its result.
+    fn finished_since(&self, key: &EntryKey, asked_at: u64) -> bool {
+        self.finished_at.get(key).is_some_and(|&n| n > asked_at)
+    }
+
+    fn plan(&mut self, entries: Vec<Entry>, asked_at: u64, verbose: bool, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running {
             return;
         }
@@ -160,12 +177,15 @@ impl Controller {
         // Per-entry figures each tick: after every finished sync would cost
         // a pass over all entries per sync, quadratic with many lists.
         if verbose {
-            self.observe(&entries, now);
+            self.observe(&entries, asked_at, now);
         }
         let mut due = vec![];
         let (listed, mut up_to_date) = (entries.len(), 0);
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
+            if !running && self.finished_since(&entry.key, asked_at) {
+                continue; // the next plan sees its result
+            }
             let backoff = self.backoff.get(&entry.key);
             match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
                 Decision::Due(kind) => {
@@ -234,7 +254,7 @@ impl Controller {
 
     /// Lag, behind and last-sync figures of every entry, for the metrics,
     /// the health endpoint and the falling-behind log lines (SPEC §11).
-    fn observe(&mut self, entries: &[Entry], now: DateTime<Utc>) {
+    fn observe(&mut self, entries: &[Entry], asked_at: u64, now: DateTime<Utc>) {
         let m = &self.deps.metrics;
         for gauge in [&m.list_lag_seconds, &m.list_last_sync_duration_seconds] {
             gauge.reset();
@@ -255,7 +275,12 @@ impl Controller {
             };
             let lag = lag(cursor, without_cursor, now);
             let threshold = delta(alert_threshold(entry, self.settings.refresh));
-            let is_behind = lag > threshold;
+            // A result the view may not show changes nothing until the next tick.
+            let is_behind = if self.finished_since(key, asked_at) {
+                self.behind.contains(key)
+            } else {
+                lag > threshold
+            };
             let rank = (key.rank + 1).to_string();
             let labels = [key.list_id.as_str(), rank.as_str()];
             m.list_lag_seconds
@@ -414,9 +439,10 @@ impl Handler<Tick> for Controller {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running {
+        if self.phase != Phase::Running || self.tick_unanswered {
             return;
         }
+        self.tick_unanswered = true;
         let now = Utc::now();
         self.deps.health.ticked(now.timestamp());
         self.deps
@@ -436,6 +462,7 @@ impl Handler<SyncFinished> for Controller {
             return;
         };
         self.finished += 1;
+        self.finished_at.insert(finished.key.clone(), self.finished);
         match &finished.result {
             Ok(_) => {
                 self.summary.succeeded += 1;
@@ -461,8 +488,15 @@ impl Handler<SyncFinished> for Controller {
                 self.start_waiting(ctx);
                 self.finish_once_if_idle(ctx);
             }
-            // A slot is free: see what is due now, without a line per entry.
-            (Phase::Running, RunMode::Go) => self.load_and_plan(false, ctx),
+            // A slot is free: the next list waiting since the tick, or
+            // else whatever is due now (from the StateKeeper's view, without
+            // a line per entry).
+            (Phase::Running, RunMode::Go) => {
+                self.start_waiting(ctx);
+                if self.waiting.is_empty() {
+                    self.load_and_plan(false, ctx);
+                }
+            }
         }
     }
 }

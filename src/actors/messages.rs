@@ -26,12 +26,16 @@ pub struct Shutdown {
     pub immediate: bool,
 }
 
-/// Controller → StateKeeper: re-read `state.json` and answer its valid
-/// entries — the last good view, with results not yet written applied, if
-/// the file cannot be read just now.
+/// Controller → StateKeeper: answer the valid entries of `state.json`.
+/// With `reread` (each tick), the file is read again (results waiting in
+/// memory written first); without (when a slot frees up), or if the file
+/// cannot be read just now, the last good view answers, with the results
+/// not yet written applied.
 #[derive(Message)]
 #[rtype(result = "Vec<Entry>")]
-pub struct LoadEntries;
+pub struct LoadEntries {
+    pub reread: bool,
+}
 
 /// ListSync → StateKeeper and Controller: one sync of one entry ended.
 #[derive(Message, Clone, Debug)]

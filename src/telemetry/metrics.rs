@@ -3,7 +3,8 @@
 //! Per entry (labels `list_id`, and `entry`: its rank among the entries of
 //! that list, from 1): lag, last sync duration and records, behind (0/1).
 //! Totals: records pushed, rejected and skipped; HTTP requests by API and
-//! status; retries by API; syncs by result; syncs running; the last tick.
+//! status; retries by API; syncs by result; syncs running; the last tick;
+//! reads and writes of the state file.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub syncs: IntCounterVec,
     pub syncs_running: IntGauge,
     pub last_tick_timestamp_seconds: Gauge,
+    pub state_file_reads: IntCounter,
+    pub state_file_writes: IntCounter,
 }
 
 const PREFIX: &str = "ometria_importer";
@@ -90,6 +93,16 @@ impl Metrics {
                 "When the controller last checked the lists (Unix time).",
             )
             .expect("valid metric"),
+            state_file_reads: IntCounter::new(
+                name("state_file_reads_total"),
+                "Times state.json was read (each tick, and before each write).",
+            )
+            .expect("valid metric"),
+            state_file_writes: IntCounter::new(
+                name("state_file_writes_total"),
+                "Times state.json was replaced with sync results (one write takes every result that came in together).",
+            )
+            .expect("valid metric"),
             registry,
         };
         for collector in [
@@ -105,6 +118,8 @@ impl Metrics {
             Box::new(metrics.syncs.clone()),
             Box::new(metrics.syncs_running.clone()),
             Box::new(metrics.last_tick_timestamp_seconds.clone()),
+            Box::new(metrics.state_file_reads.clone()),
+            Box::new(metrics.state_file_writes.clone()),
         ] {
             metrics
                 .registry
