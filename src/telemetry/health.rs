@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+/// Entries behind named in the `reason` text, and listed in `behind`.
+const NAMED_IN_REASON: usize = 10;
+const LISTED_IN_BEHIND: usize = 100;
+
 pub struct Health {
     tick: Duration,
     /// Unix time of the last tick (0 before the first).
@@ -50,10 +54,20 @@ impl Health {
             };
             return (503, json!({"status": "unhealthy", "reason": reason}));
         }
-        let behind = self.behind.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let behind = self.behind.lock().unwrap_or_else(|e| e.into_inner());
         if !behind.is_empty() {
-            let reason = format!("{} list(s) behind: {}", behind.len(), behind.join(", "));
-            return (503, json!({"status": "unhealthy", "reason": reason, "behind": behind}));
+            // Thousands of lists behind (Ometria down) would make an answer
+            // of megabytes: the first few are named, all are counted.
+            let named = behind[..behind.len().min(NAMED_IN_REASON)].join(", ");
+            let reason = match behind.len() {
+                n if n > NAMED_IN_REASON => format!("{n} list(s) behind: {named} and {} more", n - NAMED_IN_REASON),
+                n => format!("{n} list(s) behind: {named}"),
+            };
+            let listed = &behind[..behind.len().min(LISTED_IN_BEHIND)];
+            return (
+                503,
+                json!({"status": "unhealthy", "reason": reason, "behind_count": behind.len(), "behind": listed}),
+            );
         }
         (200, json!({"status": "ok"}))
     }
@@ -97,6 +111,16 @@ mod tests {
         let (status, body) = h.report(1010);
         assert_eq!(status, 503);
         assert_eq!(body["reason"], "1 list(s) behind: \"a1\"");
+        let many: Vec<String> = (0..250).map(|i| format!("\"l{i}\"")).collect();
+        h.set_behind(many);
+        let (status, body) = h.report(1010);
+        assert_eq!(status, 503);
+        assert_eq!(
+            body["reason"],
+            "250 list(s) behind: \"l0\", \"l1\", \"l2\", \"l3\", \"l4\", \"l5\", \"l6\", \"l7\", \"l8\", \"l9\" and 240 more"
+        );
+        assert_eq!(body["behind_count"], 250);
+        assert_eq!(body["behind"].as_array().unwrap().len(), 100);
         h.set_behind(vec![]);
         assert_eq!(h.report(1010).0, 200);
     }
