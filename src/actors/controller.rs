@@ -322,6 +322,7 @@ impl Controller {
             }
         }
         self.without_cursor_since.retain(|key, _| present.contains(key));
+        self.finished_at.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
         self.deps
             .health
