@@ -95,12 +95,12 @@ impl Metrics {
             .expect("valid metric"),
             state_file_reads: IntCounter::new(
                 name("state_file_reads_total"),
-                "Times state.json was read (each tick, and before each write).",
+                "Times the state keeper read state.json: at each tick, and once per write.",
             )
             .expect("valid metric"),
             state_file_writes: IntCounter::new(
                 name("state_file_writes_total"),
-                "Times state.json was replaced with sync results (one write takes every result that came in together).",
+                "Times sync results were written to state.json (one write takes every result that came in together).",
             )
             .expect("valid metric"),
             registry,
