@@ -281,7 +281,7 @@ async fn check_reports_a_broken_state_file() {
 
 #[actix_rt::test]
 async fn check_prints_what_the_next_tick_would_do() {
-    let recent = (Utc::now() - chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%S");
+    let recent = cursor_minutes_ago(5);
     let (dir, _) = state_dir(&format!(
         r#"[{{"list_id": "a"}}, {{"list_id": "b", "latest_timestamp": "2001-01-01T00:00:00"}}, {{"list_id": "c", "latest_timestamp": "{recent}"}}, {{"list_id": "d", "worker_count": 0}}, {{"list_id": "e", "latest_timestamp": "2999-01-01T00:00:00"}}]"#
     ));

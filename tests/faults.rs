@@ -13,7 +13,7 @@ use serde_json::Value;
 use ometria_importer::retry::RetryPolicy;
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
-use support::{capture_log, read_json, run_once, sandbox_config, state_dir};
+use support::{capture_log, every_entry_synced, read_json, run_once, sandbox_config, state_dir};
 
 const ENTRIES: &str = r#"[{"list_id": "a", "items_per_request": 20, "worker_count": 4}, {"list_id": "b", "items_per_request": 20, "worker_count": 4}]"#;
 
@@ -85,12 +85,7 @@ async fn sync_through(name: &str, faults: Faults, seed: u64, attempts: u32, max_
             // A failed sync is done again from the start: what it wrote is written again.
             explained += sandbox.world().stats().records_accepted - accepted;
         }
-        if after
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e.get("latest_timestamp").is_some())
-        {
+        if every_entry_synced(&after) {
             break;
         }
         assert!(summary.failed > 0, "{name}: an entry neither synced nor failed");

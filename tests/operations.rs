@@ -16,7 +16,8 @@ use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
 use support::{
-    capture_log, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_for_ticks, wait_until,
+    capture_log, every_entry_synced, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_for_ticks,
+    wait_until,
 };
 
 fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
@@ -72,12 +73,7 @@ async fn metrics_match_what_the_apis_received() {
     // During a sync: it shows as running, and records are counted as they go.
     let mut seen_running = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while read_json(&file)
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e.get("latest_timestamp").is_none())
-    {
+    while !every_entry_synced(&read_json(&file)) {
         assert!(std::time::Instant::now() < deadline, "the syncs did not finish");
         let m = samples(&get(&format!("http://{address}/metrics")).await.1);
         seen_running |= m.get("ometria_importer_syncs_running") == Some(&1.0);
@@ -330,11 +326,7 @@ async fn syncs_ending_while_a_tick_reads_the_file_are_not_started_again() {
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
     wait_until(Duration::from_secs(60), "every LOAD", || {
-        read_json(&file)
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e.get("latest_timestamp").is_some())
+        every_entry_synced(&read_json(&file))
     })
     .await;
     let log = buffer.contents();

@@ -73,9 +73,7 @@ async fn an_entry_removed_during_its_sync_is_not_resurrected() {
 #[actix_rt::test]
 async fn many_lists_up_to_date_are_logged_in_one_line() {
     let apis = slow_apis(Duration::ZERO).await;
-    let recent = (Utc::now() - chrono::Duration::minutes(5))
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string();
+    let recent = cursor_minutes_ago(5);
     for (entries, lines, summary) in [(100, 100, None), (101, 0, Some("101 of 101 lists"))] {
         let state: Vec<serde_json::Value> = (0..entries)
             .map(|i| json!({"list_id": format!("L{i}"), "latest_timestamp": recent}))
@@ -121,9 +119,7 @@ async fn many_lists_waiting_for_a_slot_are_logged_in_one_line() {
 #[actix_rt::test]
 async fn entries_sharing_a_list_id_are_synced_and_tracked_separately() {
     let apis = slow_apis(Duration::ZERO).await;
-    let recent = (Utc::now() - chrono::Duration::minutes(5))
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string();
+    let recent = cursor_minutes_ago(5);
     let (dir, file) = state_dir(&format!(
         r#"[{{"list_id": "L", "latest_timestamp": "{recent}"}}, {{"list_id": "L", "items_per_request": 7, "worker_count": 2}}]"#
     ));

@@ -757,11 +757,7 @@ async fn lists_finishing_together_are_loaded_once() {
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
     wait_until(Duration::from_secs(10), "every list synced", || {
-        read_json(&file)
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e.get("latest_timestamp").is_some())
+        every_entry_synced(&read_json(&file))
     })
     .await;
     wait_for_ticks(&buffer, 2).await;

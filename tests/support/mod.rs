@@ -345,7 +345,23 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
 /// A `latest_timestamp` of now, as the state file writes it: keeps an
 /// entry up to date for its refresh interval (an hour by default).
 pub fn cursor_now() -> String {
-    Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
+    cursor_minutes_ago(0)
+}
+
+/// A `latest_timestamp` `minutes` ago, as the state file writes it.
+pub fn cursor_minutes_ago(minutes: i64) -> String {
+    (Utc::now() - chrono::Duration::minutes(minutes))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// Whether every entry of the state file `state` has a `latest_timestamp`.
+pub fn every_entry_synced(state: &Value) -> bool {
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e.get("latest_timestamp").is_some())
 }
 
 pub fn utc(text: &str) -> DateTime<Utc> {
