@@ -738,6 +738,40 @@ async fn a_failing_entry_backs_off_while_the_others_sync() {
     assert!((1..=3).contains(&nope), "{nope} requests for the failing list");
 }
 
+/// Removing an entry forgets it: added back, it is tried at the next tick
+/// rather than after the backoff its old failures earned.
+#[actix_rt::test]
+async fn an_entry_removed_and_added_back_does_not_keep_its_backoff() {
+    let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "nope"}]"#);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    let fired = || {
+        buffer
+            .contents()
+            .matches("controller: list \"nope\" requires \"LOAD\", firing...")
+            .count()
+    };
+    wait_until(Duration::from_secs(10), "the entry backing off", || {
+        buffer
+            .contents()
+            .contains("controller: list \"nope\" failed 1 time(s) in a row")
+    })
+    .await;
+    std::fs::write(&file, "[]\n").unwrap();
+    let ticks = buffer.contents().matches("controller: checking all lists.").count();
+    wait_for_ticks(&buffer, ticks + 2).await;
+    std::fs::write(&file, "[{\"list_id\": \"nope\"}]\n").unwrap();
+    wait_until(Duration::from_secs(10), "the entry added back tried again", || {
+        fired() == 2
+    })
+    .await;
+    quit(dir.path(), daemon).await;
+    assert_eq!(fired(), 2, "{}", buffer.contents());
+}
+
 /// Many syncs finishing at once: the Controller must never plan with a view
 /// of the state file that predates a result, or it LOADs a list again.
 #[actix_rt::test]

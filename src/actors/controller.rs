@@ -321,8 +321,10 @@ impl Controller {
                 );
             }
         }
+        // An entry removed from the file is forgotten: added back, it is new.
         self.without_cursor_since.retain(|key, _| present.contains(key));
         self.finished_at.retain(|key, _| present.contains(key));
+        self.backoff.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
         self.deps
             .health
