@@ -76,24 +76,24 @@ impl<'a> From<&Contact<'a>> for LegacyRecord<'a> {
 /// The push record is written by hand: it is the hottest code of a sync,
 /// and most text needs no escaping, which serde_json checks byte by byte.
 /// The output is byte for byte what `serde_json::to_writer(contact)` gives.
-pub fn encode(contact: &Contact, api: OmetriaApi, out: &mut Vec<u8>) {
+pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut Vec<u8>) {
     if api == OmetriaApi::Record {
         serde_json::to_writer(out, &LegacyRecord::from(contact)).expect("writing to memory cannot fail");
         return;
     }
     out.extend_from_slice(br#"{"@type":"#);
-    text(out, contact.record_type);
+    text(out, contact.record_type, parsed);
     out.extend_from_slice(br#","id":"#);
-    text(out, contact.id);
+    text(out, contact.id, parsed);
     out.extend_from_slice(br#","email":"#);
-    text(out, contact.email);
+    text(out, contact.email, parsed);
     if let Some(name) = contact.firstname {
         out.extend_from_slice(br#","firstname":"#);
-        text(out, name);
+        text(out, name, parsed);
     }
     if let Some(name) = contact.lastname {
         out.extend_from_slice(br#","lastname":"#);
-        text(out, name);
+        text(out, name, parsed);
     }
     out.extend_from_slice(match contact.marketing_optin {
         MarketingOptin::ExplicitlyOptedin => br#","marketing_optin":"EXPLICITLY_OPTEDIN""#.as_slice(),
@@ -102,18 +102,36 @@ pub fn encode(contact: &Contact, api: OmetriaApi, out: &mut Vec<u8>) {
     });
     if let Some(at) = contact.timestamp_subscribed {
         out.extend_from_slice(br#","timestamp_subscribed":"#);
-        text(out, at);
+        text(out, at, parsed);
     }
     out.extend_from_slice(br#","properties":{"mailchimp_status":"#);
-    text(out, contact.properties.mailchimp_status);
+    text(out, contact.properties.mailchimp_status, parsed);
     out.extend_from_slice(br#","mailchimp_list_id":"#);
-    text(out, contact.properties.mailchimp_list_id);
+    text(out, contact.properties.mailchimp_list_id, parsed);
     out.extend_from_slice(b"}}");
 }
 
+/// The JSON document a contact's text was parsed from, if any.
+///
+/// serde_json lends out a string of the document it parses only when the
+/// string holds no escape sequence, and it refuses raw control characters,
+/// so text lying inside the document has no `"`, `\\` or control character
+/// in it: [`encode`] copies such text without looking at it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParsedFrom<'a>(pub &'a [u8]);
+
+impl ParsedFrom<'_> {
+    fn holds(&self, text: &str) -> bool {
+        let document = self.0.as_ptr_range();
+        let text = text.as_bytes().as_ptr_range();
+        document.start <= text.start && text.end <= document.end
+    }
+}
+
 /// A JSON string: copied as it is unless it holds something to escape.
-fn text(out: &mut Vec<u8>, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+fn text(out: &mut Vec<u8>, value: &str, parsed: ParsedFrom) {
+    let plain = parsed.holds(value) || !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    if plain {
         out.reserve(value.len() + 2);
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
@@ -325,12 +343,39 @@ mod tests {
                 },
             };
             let mut ours = vec![];
-            encode(&contact, OmetriaApi::Push, &mut ours);
+            encode(&contact, OmetriaApi::Push, ParsedFrom::default(), &mut ours);
             assert_eq!(
                 String::from_utf8(ours).unwrap(),
                 serde_json::to_string(&contact).unwrap()
             );
         }
+    }
+
+    /// Text serde_json lent out of the page is copied unchecked; text it
+    /// unescaped (a copy outside the page) is escaped again.
+    #[test]
+    fn text_parsed_from_the_page_is_copied_and_unescaped_text_escaped_again() {
+        let page = r#"{"total_items": 2, "members": [
+            {"unique_email_id": "plain1", "email_address": "a@x.io", "status": "subscribed",
+             "merge_fields": {"FNAME": "Zoë 李", "LNAME": "O'Brien"}, "timestamp_opt": "2019-10-18T22:20:23+00:00"},
+            {"unique_email_id": "esc\"aped", "email_address": "b\\c@x.io", "status": "pending",
+             "merge_fields": {"FNAME": "tab\there\nnew", "LNAME": "\u00e9\u0001"}}
+        ]}"#
+        .as_bytes();
+        let parsed = crate::mailchimp::MemberPage::parse(page).unwrap();
+        for member in &parsed.members {
+            let contact = crate::transform::member_to_contact(member, "l\"1").unwrap();
+            let mut ours = vec![];
+            encode(&contact, OmetriaApi::Push, ParsedFrom(page), &mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&contact).unwrap()
+            );
+        }
+        let within = ParsedFrom(page);
+        assert!(within.holds(parsed.members[0].email_address.as_deref().unwrap()));
+        assert!(!within.holds(parsed.members[1].email_address.as_deref().unwrap()));
+        assert!(!within.holds("a@x.io"));
     }
 
     #[test]
@@ -349,7 +394,7 @@ mod tests {
             },
         };
         let mut out = vec![];
-        encode(&contact, OmetriaApi::Record, &mut out);
+        encode(&contact, OmetriaApi::Record, ParsedFrom::default(), &mut out);
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
             r#"{"id":"u1","email":"a@x.io","status":"cleaned","firstname":"Zoë"}"#

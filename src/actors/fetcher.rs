@@ -14,7 +14,7 @@ use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
 use crate::mailchimp::{MailchimpClient, Member, MemberPage};
-use crate::ometria::encode;
+use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
 use crate::sync::{MemberKey, PageEdges, PageRequest, Pass, Window};
@@ -132,7 +132,7 @@ fn read_page(
         }
         match member_to_contact(&member, list_id) {
             Ok(contact) => {
-                encode(&contact, api, &mut buffer);
+                encode(&contact, api, ParsedFrom(body), &mut buffer);
                 ends.push(Some(buffer.len()));
             }
             Err(reason) => {
