@@ -146,7 +146,7 @@ pub enum ApiError {
         status: u16,
         retry_after: Option<Duration>,
     },
-    /// 5xx.
+    /// 5xx, or 408.
     #[error("{api} failed with HTTP {status}{}", Summary(.problem))]
     Unavailable {
         api: Api,
@@ -184,7 +184,9 @@ impl ApiError {
                 status: code,
                 retry_after,
             }
-        } else if status.is_server_error() {
+        } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+            // 408: the server (or a proxy) gave up waiting for the request;
+            // HTTP says it may be sent again.
             ApiError::Unavailable {
                 api,
                 status: code,
@@ -343,6 +345,14 @@ mod tests {
             hint,
         );
         assert_eq!(e.to_string(), "Ometria failed with HTTP 502 (<html>upstream</html>)");
+    }
+
+    #[test]
+    fn a_request_timeout_is_passing_like_a_server_error() {
+        for api in [Api::Mailchimp, Api::Ometria] {
+            let e = ApiError::from_status(api, StatusCode::REQUEST_TIMEOUT, None, b"", hint);
+            assert!(matches!(e, ApiError::Unavailable { status: 408, .. }), "{e}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub enum Verdict {
     GiveUp,
 }
 
-/// 429, Mailchimp's body-less 403, 5xx, timeouts, dropped connections and
+/// 429, Mailchimp's body-less 403, 5xx, 408, timeouts, dropped connections and
 /// unreadable answers are passing; refusals and miscounts are not.
 pub fn verdict(error: &ApiError) -> Verdict {
     match error {
