@@ -81,6 +81,24 @@ async fn once_syncs_writes_the_state_and_exits_0() {
     }
 }
 
+/// Logs that cannot be written (a full disk, a log collector gone) are
+/// lost, not fatal: the syncs go on and are recorded.
+#[actix_rt::test]
+async fn a_log_that_cannot_be_written_does_not_stop_the_syncs() {
+    let apis = apis_with_list(250).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let child = importer(dir.path(), Some(&apis))
+        .arg("once")
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let out = exit_within(child, Duration::from_secs(20)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(apis.pushed().len(), 250);
+    assert_eq!(read_json(&file)[0]["total_updates"], 250);
+}
+
 #[actix_rt::test]
 async fn once_exits_1_when_a_sync_fails() {
     let apis = Apis::start(

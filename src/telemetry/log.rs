@@ -22,10 +22,13 @@ use slog::{Drain, Key, Level, Logger, OwnedKVList, Record, KV};
 use crate::config::LogFormat;
 
 /// A logger writing to `out` in `format`. Writes are synchronous, so the
-/// last line (`controller: done.`) is out before the process exits.
+/// last line (`controller: done.`) is out before the process exits. A line
+/// that cannot be written (a full disk, a log reader gone) is dropped: the
+/// syncs matter more than their log, and a panic in the middle of one
+/// would stop the daemon.
 pub fn logger(format: LogFormat, out: impl Write + Send + 'static) -> Logger {
     let out = Mutex::new(Box::new(out) as Box<dyn Write + Send>);
-    Logger::root(LineDrain { format, out }.fuse(), slog::o!())
+    Logger::root(LineDrain { format, out }.ignore_res(), slog::o!())
 }
 
 /// A logger that writes nothing (for callers that do not log).
