@@ -172,7 +172,7 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
 async fn follow(
     sandbox: &Sandbox,
     file: &StateFile,
-    daemon: &actix_rt::task::JoinHandle<Result<crate::RunSummary, crate::importer::StartError>>,
+    daemon: &actix_rt::task::JoinHandle<Result<crate::RunSummary, crate::importer::RunError>>,
     every: Duration,
     out: &mut dyn Write,
 ) -> io::Result<()> {

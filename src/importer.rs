@@ -30,9 +30,9 @@ pub enum Signals {
     Ignore,
 }
 
-/// Why a run could not start.
+/// Why a run could not start, or ended without its summary.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum RunError {
     #[error(transparent)]
     State(#[from] StateFileError),
     #[error("cannot serve metrics on IMPORTER_METRICS_ADDR={addr}: {source}")]
@@ -40,13 +40,27 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// Not a start error: the Controller went away without saying how the
+    /// run ended, so nothing may be taken as having succeeded.
+    #[error(
+        "the controller stopped without finishing its run (an internal error); syncs still running were \
+         abandoned and their cursors left alone"
+    )]
+    ControllerLost,
+}
+
+impl RunError {
+    /// Whether the operator must fix something before a run can start.
+    pub fn fix_first(&self) -> bool {
+        !matches!(self, RunError::ControllerLost)
+    }
 }
 
 /// Runs the importer until it stops. Must be called inside an actix
-/// system. Fails only when it cannot start: a state file it cannot read
-/// (or whose folder it cannot write), or a metrics address it cannot
-/// listen on.
-pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, StartError> {
+/// system. Fails when it cannot start — a state file it cannot read (or
+/// whose folder it cannot write), a metrics address it cannot listen on —
+/// or when the Controller ends without a summary.
+pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, RunError> {
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
     file.check_writable()?;
@@ -56,7 +70,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let telemetry = match config.metrics_addr {
         Some(addr) => Some(
             TelemetryServer::start(addr, metrics.clone(), health.clone())
-                .map_err(|source| StartError::Metrics { addr, source })?,
+                .map_err(|source| RunError::Metrics { addr, source })?,
         ),
         None => None,
     };
@@ -121,13 +135,13 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     if signals == Signals::Handle {
         forward_signals(controller.recipient(), log);
     }
-    let summary = finished.await.unwrap_or_default();
+    let summary = finished.await.map_err(|_| RunError::ControllerLost);
     state_thread.stop();
     drop(lock);
     if let Some(server) = telemetry {
         server.stop().await;
     }
-    Ok(summary)
+    summary
 }
 
 /// SIGINT and SIGTERM ask the Controller to stop; a second one asks it

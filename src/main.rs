@@ -118,7 +118,11 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             error!(log, "controller: {e}");
-            ExitCode::from(EXIT_FIX_FIRST)
+            if e.fix_first() {
+                ExitCode::from(EXIT_FIX_FIRST)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

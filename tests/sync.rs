@@ -738,6 +738,84 @@ async fn a_failing_entry_backs_off_while_the_others_sync() {
     assert!((1..=3).contains(&nope), "{nope} requests for the failing list");
 }
 
+/// A logger that panics on the line containing `message` (standing for a
+/// bug in the actor that logs it) and passes every other line on.
+struct PanicsOn {
+    message: &'static str,
+    inner: slog::Logger,
+}
+
+impl slog::Drain for PanicsOn {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.msg().to_string().contains(self.message) {
+            panic!("a bug while logging {:?}", self.message);
+        }
+        slog::Drain::log(&self.inner, record, values)
+    }
+}
+
+fn panicking_on(message: &'static str) -> (slog::Logger, ometria_importer::telemetry::log::SharedBuffer) {
+    let (inner, buffer) = capture_log();
+    (slog::Logger::root(PanicsOn { message, inner }, slog::o!()), buffer)
+}
+
+/// A Controller that dies must not pass for a run that succeeded: `once`
+/// would exit 0 having synced nothing.
+#[actix_rt::test]
+async fn a_run_whose_controller_dies_is_an_error_not_a_success() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(10, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, _file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, _) = panicking_on("controller: starting");
+    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
+    let ended = actix_rt::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .expect("the run itself does not panic");
+    assert!(
+        matches!(ended, Err(ometria_importer::importer::RunError::ControllerLost)),
+        "{ended:?}"
+    );
+}
+
+/// A sync that dies is a failed sync: its cursor stays, the Controller
+/// hears of it (so `once` ends instead of waiting for ever, and `go` tries
+/// the list again after its backoff), and the other lists go on.
+#[actix_rt::test]
+async fn a_sync_that_dies_fails_its_entry_and_the_run_goes_on() {
+    let apis = Apis::start(
+        FakeMailchimp::default()
+            .with_list("L", generate_members(10, Utc::now()))
+            .with_list("M", generate_members(10, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M"}]"#);
+    let (log, buffer) = panicking_on("sync: starting for list \"L\"");
+    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
+    let summary = actix_rt::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .expect("the run itself does not panic")
+        .expect("the run starts");
+    assert_eq!((summary.succeeded, summary.failed), (1, 1), "{}", buffer.contents());
+    let state = read_json(&file);
+    assert!(state[0].get("latest_timestamp").is_none(), "{state}");
+    assert_eq!(state[1]["total_updates"], 10);
+    assert!(
+        buffer
+            .contents()
+            .contains("controller: list \"L\" failed; next attempt after"),
+        "{}",
+        buffer.contents()
+    );
+}
+
 /// Removing an entry forgets it: added back, it is tried at the next tick
 /// rather than after the backoff its old failures earned.
 #[actix_rt::test]

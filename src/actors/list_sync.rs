@@ -89,6 +89,8 @@ pub struct ListSync {
     ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
     finished: bool,
+    /// Counted in `syncs_running` (from `started` until dropped).
+    counted_running: bool,
 }
 
 impl ListSync {
@@ -121,6 +123,7 @@ impl ListSync {
             ready: VecDeque::new(),
             counts: SyncCounts::default(),
             finished: false,
+            counted_running: false,
         }
     }
 
@@ -349,6 +352,7 @@ impl Actor for ListSync {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.deps.metrics.syncs_running.inc();
+        self.counted_running = true;
         let entry = &self.job.entry;
         let workers = entry.worker_count as usize;
         let since = self
@@ -396,12 +400,30 @@ impl Actor for ListSync {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.deps.metrics.syncs_running.dec();
         for f in &self.fetchers {
             f.do_send(StopWorker);
         }
         for w in &self.writers {
             w.do_send(StopWorker);
+        }
+    }
+}
+
+/// A sync that ends without a word — its actor dropped by a panic, a bug —
+/// is reported as failed, so that the Controller does not wait for it for
+/// ever and its cursor stays where it was. Nothing is logged here: a
+/// logger that panicked could not be asked again (Rust prints the panic).
+impl Drop for ListSync {
+    fn drop(&mut self) {
+        if self.counted_running {
+            self.deps.metrics.syncs_running.dec();
+        }
+        if !self.finished {
+            self.finished = true;
+            self.count_end("failed");
+            self.report(Err(
+                "the sync stopped unexpectedly (an internal error; the panic message above says where)".into(),
+            ));
         }
     }
 }

@@ -13,7 +13,7 @@ use wiremock::matchers::{basic_auth, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use ometria_importer::config::{ApiKey, Config};
-use ometria_importer::importer::StartError;
+use ometria_importer::importer::RunError;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
 use ometria_importer::sandbox::{Sandbox, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
@@ -380,12 +380,12 @@ pub fn spawn_run(
     config: Config,
     mode: RunMode,
     log: slog::Logger,
-) -> actix_rt::task::JoinHandle<Result<RunSummary, StartError>> {
+) -> actix_rt::task::JoinHandle<Result<RunSummary, RunError>> {
     actix_rt::spawn(async move { run(&config, mode, Signals::Ignore, log).await })
 }
 
 /// Touches the quit file and waits (at most 5 s) for the run to end.
-pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSummary, StartError>>) -> RunSummary {
+pub async fn quit(state_dir: &Path, run: actix_rt::task::JoinHandle<Result<RunSummary, RunError>>) -> RunSummary {
     std::fs::write(state_dir.join("controller.quit"), "").unwrap();
     actix_rt::time::timeout(Duration::from_secs(5), run)
         .await
