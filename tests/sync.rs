@@ -783,6 +783,34 @@ async fn a_run_whose_controller_dies_is_an_error_not_a_success() {
     );
 }
 
+/// Without its StateKeeper no result can be recorded: the run ends as lost
+/// (exit code 1) rather than wait, or sync the same lists, for ever.
+#[actix_rt::test]
+async fn a_run_whose_state_keeper_dies_ends_as_lost() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(10, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    // The second entry's warning is the StateKeeper's first line.
+    let (dir, _file) = state_dir(r#"[{"list_id": "L"}, {"list_id": 5}]"#);
+    let (log, buffer) = panicking_on("state: ");
+    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
+    let ended = actix_rt::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .expect("the run itself does not panic");
+    assert!(
+        matches!(ended, Err(ometria_importer::importer::RunError::ControllerLost)),
+        "{ended:?}"
+    );
+    assert!(
+        buffer.contents().contains("controller: the state keeper is gone"),
+        "{}",
+        buffer.contents()
+    );
+}
+
 /// A sync that dies is a failed sync: its cursor stays, the Controller
 /// hears of it (so `once` ends instead of waiting for ever, and `go` tries
 /// the list again after its backoff), and the other lists go on.

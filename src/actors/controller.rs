@@ -150,7 +150,13 @@ impl Controller {
                 }
                 match entries {
                     Ok(entries) => controller.plan(entries, asked_at, verbose, ctx),
-                    Err(e) => error!(controller.log, "controller: the state keeper is gone ({e})."),
+                    Err(e) => {
+                        error!(
+                            controller.log,
+                            "controller: the state keeper is gone ({e}): no result can be recorded any more, so the run ends."
+                        );
+                        controller.give_up(ctx);
+                    }
                 }
                 if verbose && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
                     info!(
@@ -361,6 +367,20 @@ impl Controller {
         if self.settings.mode == RunMode::Once && self.running.is_empty() && self.waiting.is_empty() {
             self.finish(ctx);
         }
+    }
+
+    /// Ends the run without a summary (the run reports it as lost): with
+    /// the StateKeeper gone, nothing can be recorded, and a daemon that went
+    /// on would sync the same lists again and again. Running syncs are
+    /// abandoned; their cursors stay.
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        for (_, running) in self.running.drain() {
+            running.sync.do_send(CancelSync);
+        }
+        self.waiting.clear();
+        self.phase = Phase::Finishing;
+        self.done = None;
+        ctx.stop();
     }
 
     fn abandon_running(&mut self, ctx: &mut Context<Self>) {
