@@ -115,7 +115,7 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
 ///
 /// serde_json lends out a string of the document it parses only when the
 /// string holds no escape sequence, and it refuses raw control characters,
-/// so text lying inside the document has no `"`, `\\` or control character
+/// so text lying inside the document has no `"`, `\` or control character
 /// in it: [`encode`] copies such text without looking at it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ParsedFrom<'a>(pub &'a [u8]);
