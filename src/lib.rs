@@ -15,7 +15,7 @@
 //! - [`rejected`]: naming the records Ometria rejects, and their file.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
-//! - [`check`], [`demo`], [`bench`]: the commands of those names.
+//! - [`check`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
 //! - [`telemetry`]: log formats, metrics, the health endpoint.
 
