@@ -844,6 +844,30 @@ async fn a_sync_that_dies_fails_its_entry_and_the_run_goes_on() {
     );
 }
 
+/// A Fetcher that dies fails its sync, with the cursor kept.
+#[actix_rt::test]
+async fn a_fetcher_that_dies_fails_its_sync() {
+    let mut members = generate_members(10, Utc::now());
+    members[3].id = String::new();
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    // The Fetcher's line about the member it cannot send.
+    let (log, buffer) = panicking_on("skipped: it has no unique_email_id");
+    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
+    let summary = actix_rt::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .expect("the run itself does not panic")
+        .expect("the run starts");
+    assert_eq!((summary.succeeded, summary.failed), (0, 1), "{}", buffer.contents());
+    assert!(read_json(&file)[0].get("latest_timestamp").is_none());
+    assert!(
+        buffer.contents().contains("a Fetcher stopped unexpectedly"),
+        "{}",
+        buffer.contents()
+    );
+}
+
 /// Removing an entry forgets it: added back, it is tried at the next tick
 /// rather than after the backoff its old failures earned.
 #[actix_rt::test]
