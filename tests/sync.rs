@@ -756,6 +756,18 @@ impl slog::Drain for PanicsOn {
     }
 }
 
+/// A `once` run in the background, which must end within 10 s whatever
+/// panicked inside it.
+async fn once_despite_the_panic(
+    config: ometria_importer::config::Config,
+    log: slog::Logger,
+) -> Result<RunSummary, ometria_importer::importer::RunError> {
+    actix_rt::time::timeout(Duration::from_secs(10), spawn_run(config, RunMode::Once, log))
+        .await
+        .expect("the run ends")
+        .expect("the run itself does not panic")
+}
+
 fn panicking_on(message: &'static str) -> (slog::Logger, ometria_importer::telemetry::log::SharedBuffer) {
     let (inner, buffer) = capture_log();
     (slog::Logger::root(PanicsOn { message, inner }, slog::o!()), buffer)
@@ -772,11 +784,7 @@ async fn a_run_whose_controller_dies_is_an_error_not_a_success() {
     .await;
     let (dir, _file) = state_dir(r#"[{"list_id": "L"}]"#);
     let (log, _) = panicking_on("controller: starting");
-    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
-    let ended = actix_rt::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("the run ends")
-        .expect("the run itself does not panic");
+    let ended = once_despite_the_panic(apis.config(dir.path()), log).await;
     assert!(
         matches!(ended, Err(ometria_importer::importer::RunError::ControllerLost)),
         "{ended:?}"
@@ -795,11 +803,7 @@ async fn a_run_whose_state_keeper_dies_ends_as_lost() {
     // The second entry's warning is the StateKeeper's first line.
     let (dir, _file) = state_dir(r#"[{"list_id": "L"}, {"list_id": 5}]"#);
     let (log, buffer) = panicking_on("state: ");
-    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
-    let ended = actix_rt::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("the run ends")
-        .expect("the run itself does not panic");
+    let ended = once_despite_the_panic(apis.config(dir.path()), log).await;
     assert!(
         matches!(ended, Err(ometria_importer::importer::RunError::ControllerLost)),
         "{ended:?}"
@@ -825,11 +829,8 @@ async fn a_sync_that_dies_fails_its_entry_and_the_run_goes_on() {
     .await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M"}]"#);
     let (log, buffer) = panicking_on("sync: starting for list \"L\"");
-    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
-    let summary = actix_rt::time::timeout(Duration::from_secs(10), run)
+    let summary = once_despite_the_panic(apis.config(dir.path()), log)
         .await
-        .expect("the run ends")
-        .expect("the run itself does not panic")
         .expect("the run starts");
     assert_eq!((summary.succeeded, summary.failed), (1, 1), "{}", buffer.contents());
     let state = read_json(&file);
@@ -853,11 +854,8 @@ async fn a_fetcher_that_dies_fails_its_sync() {
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     // The Fetcher's line about the member it cannot send.
     let (log, buffer) = panicking_on("skipped: it has no unique_email_id");
-    let run = spawn_run(apis.config(dir.path()), RunMode::Once, log);
-    let summary = actix_rt::time::timeout(Duration::from_secs(10), run)
+    let summary = once_despite_the_panic(apis.config(dir.path()), log)
         .await
-        .expect("the run ends")
-        .expect("the run itself does not panic")
         .expect("the run starts");
     assert_eq!((summary.succeeded, summary.failed), (0, 1), "{}", buffer.contents());
     assert!(read_json(&file)[0].get("latest_timestamp").is_none());
