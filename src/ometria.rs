@@ -372,6 +372,12 @@ mod tests {
                 serde_json::to_string(&contact).unwrap()
             );
         }
+        // What makes borrowed text safe: serde_json refuses raw control
+        // characters in strings (a page holding one is unreadable and retried).
+        assert!(crate::mailchimp::MemberPage::parse(
+            b"{\"total_items\": 1, \"members\": [{\"unique_email_id\": \"a\tb\"}]}"
+        )
+        .is_err());
         let within = ParsedFrom(page);
         assert!(within.holds(parsed.members[0].email_address.as_deref().unwrap()));
         assert!(!within.holds(parsed.members[1].email_address.as_deref().unwrap()));
