@@ -16,8 +16,9 @@ pub enum Verdict {
     GiveUp,
 }
 
-/// 429, Mailchimp's body-less 403, 5xx, 408, timeouts, dropped connections and
-/// unreadable answers are passing; refusals and miscounts are not.
+/// 429, Mailchimp's body-less 403, 5xx, 408, timeouts, dropped connections,
+/// unreadable answers and push answers that do not add up (the push is
+/// sent again: writes are idempotent by id) are passing; refusals are not.
 pub fn verdict(error: &ApiError) -> Verdict {
     match error {
         ApiError::Throttled { retry_after, .. } => match retry_after {
@@ -27,8 +28,9 @@ pub fn verdict(error: &ApiError) -> Verdict {
         ApiError::Unavailable { .. }
         | ApiError::Timeout { .. }
         | ApiError::Connection { .. }
-        | ApiError::Malformed { .. } => Verdict::Retry { after: None },
-        ApiError::Refused { .. } | ApiError::Unaccounted { .. } => Verdict::GiveUp,
+        | ApiError::Malformed { .. }
+        | ApiError::Unaccounted { .. } => Verdict::Retry { after: None },
+        ApiError::Refused { .. } => Verdict::GiveUp,
     }
 }
 
@@ -221,7 +223,7 @@ mod tests {
                 accepted: 1,
                 rejected: 0
             }),
-            Verdict::GiveUp
+            Verdict::Retry { after: None }
         );
     }
 

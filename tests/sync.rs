@@ -615,6 +615,43 @@ async fn passing_failures_are_retried_and_nothing_is_lost() {
     );
 }
 
+/// An answer whose counts fall short of the batch is retried (writes are
+/// idempotent by id): the records it leaves unaccounted for are sent again
+/// rather than the whole sync thrown away.
+#[actix_rt::test]
+async fn a_push_answer_that_does_not_add_up_is_retried() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(250, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"status": "OK", "request_id": "r", "accepted": 1, "rejected": 0})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&apis.ometria)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run_once(&apis.config(dir.path()), log).await,
+        ok_once(),
+        "{}",
+        buffer.contents()
+    );
+    assert_eq!(by_id(&apis.pushed()).len(), 250);
+    assert_eq!(read_json(&file)[0]["total_updates"], 250);
+    let log = buffer.contents();
+    assert!(
+        log.contains("Ometria accounted for 1 accepted and 0 rejected records of "),
+        "{log}"
+    );
+    assert!(log.contains("; retry 1 in"), "{log}");
+}
+
 #[actix_rt::test]
 async fn mailchimp_requests_in_flight_stay_under_the_global_cap() {
     let now = Utc::now();
