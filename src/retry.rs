@@ -125,9 +125,9 @@ impl RetryPolicy {
 
     /// Runs `attempt` (given its number, from 1) until it succeeds, fails
     /// for good, or runs out of attempts (see `limit`), recording each
-    /// outcome in `outcomes`. The
-    /// backoff grows with the request's failures since another request to
-    /// the API succeeded: while others get through, the waits stay short.
+    /// outcome in `outcomes`. The backoff grows with the request's failures
+    /// since another request to the API succeeded: while others get
+    /// through, the waits stay short.
     /// `on_retry` hears of each retry (numbered from 1) and its wait
     /// before it starts.
     pub async fn run<T, F, Fut>(

@@ -419,7 +419,6 @@ impl Drop for ListSync {
             self.deps.metrics.syncs_running.dec();
         }
         if !self.finished {
-            self.finished = true;
             self.count_end("failed");
             self.report(Err(
                 "the sync stopped unexpectedly (an internal error; the panic message above says where)".into(),
