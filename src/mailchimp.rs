@@ -17,6 +17,8 @@ use crate::state::format_for_mailchimp;
 use crate::sync::{PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 
+mod scan;
+
 /// Only what the mapping needs, plus `last_changed` and `total_items`.
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
 members.merge_fields.FNAME,members.merge_fields.LNAME,members.timestamp_opt,members.last_changed,total_items";
@@ -33,7 +35,7 @@ pub fn base_url_for_key(key: &ApiKey) -> Option<String> {
 
 /// One page of `GET /lists/{list_id}/members`, borrowing its text from
 /// the answer's body: reading a member allocates only for escaped text.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct MemberPage<'a> {
     #[serde(default, borrow)]
     pub members: Vec<Member<'a>>,
@@ -48,7 +50,11 @@ impl MemberPage<'_> {
         };
         // One UTF-8 check of the whole body is cheaper than one per string.
         let text = std::str::from_utf8(body).map_err(|e| malformed(format!("members page: {e}")))?;
-        serde_json::from_str(text).map_err(|e| malformed(format!("members page: {e}")))
+        // The usual page quickly; anything unusual, and every error, by serde_json.
+        match scan::read(text) {
+            Some(page) => Ok(page),
+            None => serde_json::from_str(text).map_err(|e| malformed(format!("members page: {e}"))),
+        }
     }
 }
 
