@@ -726,6 +726,26 @@ mod tests {
         })
     }
 
+    /// If the page is read here, serde_json reads it too, and the same.
+    fn read_as_serde_json_reads(text: &str) -> Result<(), TestCaseError> {
+        if let Some(page) = read(text) {
+            let expected = by_serde(text);
+            prop_assert!(
+                expected.is_ok(),
+                "read here, refused by serde_json ({:?}): {text}",
+                expected.err()
+            );
+            prop_assert_eq!(&page, &expected.unwrap());
+            prop_assert!(borrowed_text_is_plain(&page));
+        }
+        Ok(())
+    }
+
+    /// The start of the character at byte `at` (or `at` itself at the end).
+    fn char_start(text: &str, at: usize) -> usize {
+        (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -742,15 +762,9 @@ mod tests {
             let mut text = render(&json, spaces);
             if cutting {
                 let at = cut.index(text.len() + 1);
-                let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-                text.truncate(at);
+                text.truncate(char_start(&text, at));
             }
-            if let Some(page) = read(&text) {
-                let expected = by_serde(&text);
-                prop_assert!(expected.is_ok(), "read here, refused by serde_json ({:?}): {text}", expected.err());
-                prop_assert_eq!(&page, &expected.unwrap());
-                prop_assert!(borrowed_text_is_plain(&page));
-            }
+            read_as_serde_json_reads(&text)?;
         }
 
         /// A page read here, with a few odd bytes put in anywhere: what is
@@ -771,19 +785,15 @@ mod tests {
                     };
                     (at..text.len()).find(|&i| edge(i)).unwrap_or(0)
                 } else {
-                    (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+                    char_start(&text, at)
                 };
                 text.insert_str(at, bytes);
             }
-            if let Some(page) = read(&text) {
-                let expected = by_serde(&text);
-                prop_assert!(expected.is_ok(), "read here, refused by serde_json ({:?}): {text}", expected.err());
-                prop_assert_eq!(&page, &expected.unwrap());
-                prop_assert!(borrowed_text_is_plain(&page));
-            }
+            read_as_serde_json_reads(&text)?;
         }
 
-        /// Pages without escapes or numbers for text are all read here.
+        /// Pages whose text fields hold text (escaped or not) and whose
+        /// fields are each there once are all read here.
         #[test]
         fn plain_pages_are_read_here(json in page(true), spaces in spaces()) {
             let text = render(&json, spaces);
