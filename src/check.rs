@@ -174,6 +174,7 @@ async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -
         since: None,
         before: None,
         keyed: false,
+        recount: false,
     };
     let policy = RetryPolicy {
         attempts: config.retry.attempts.min(3),

@@ -309,6 +309,7 @@ mod tests {
                 since: None,
                 before: None,
                 keyed: false,
+                recount: false,
             },
         );
         assert_eq!(
@@ -327,6 +328,7 @@ mod tests {
                 since: Some(1_571_437_223),
                 before: Some(1_571_437_225),
                 keyed: true,
+                recount: false,
             },
         );
         assert!(url.starts_with("http://h/3.0/lists/a%2Fb%3F-_.~/members?"), "{url}");
@@ -348,6 +350,7 @@ mod tests {
             since: None,
             before: Some(window.before.timestamp() + 1),
             keyed: true,
+            recount: false,
         };
         let url = members_url("http://h/3.0", "a", &window, late);
         assert!(

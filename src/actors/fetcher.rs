@@ -17,7 +17,7 @@ use crate::mailchimp::{MailchimpClient, Member, MemberPage};
 use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
-use crate::sync::{MemberKey, PageEdges, PageRequest, Pass, Window};
+use crate::sync::{MemberKey, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::member_to_contact;
 
@@ -96,7 +96,6 @@ fn read_page(
     log: &Logger,
 ) -> Result<FetchedPage, ApiError> {
     let page = MemberPage::parse(body)?;
-    let returned = page.members.len() as u64;
     let second = |member: &Member| {
         member
             .last_changed
@@ -111,25 +110,17 @@ fn read_page(
         (_, Some(email)) if !email.is_empty() => format!("email:{email}"),
         _ => String::new(),
     };
-    let edges = if request.keyed {
-        PageEdges::default()
-    } else {
-        PageEdges::scan(page.members.len(), |i| (second(&page.members[i]), id(&page.members[i])))
-    };
     let mut buffer = Vec::with_capacity(page.members.len() * 320);
     let mut ends: Vec<Option<usize>> = Vec::with_capacity(page.members.len());
-    let mut keys = Vec::new();
-    let mut skipped = 0;
+    let mut keys = Vec::with_capacity(page.members.len());
     for (position, mut member) in page.members.into_iter().enumerate() {
         if request.pass == Pass::Archived && member.status.is_none() {
             member.status = Some(Cow::Borrowed("archived"));
         }
-        if request.keyed {
-            keys.push(MemberKey {
-                last_changed: second(&member),
-                id: id(&member),
-            });
-        }
+        keys.push(MemberKey {
+            last_changed: second(&member),
+            id: id(&member),
+        });
         match member_to_contact(&member, list_id) {
             Ok(contact) => {
                 encode(&contact, api, ParsedFrom(body), &mut buffer);
@@ -137,7 +128,6 @@ fn read_page(
             }
             Err(reason) => {
                 ends.push(None);
-                skipped += 1;
                 let id = member.unique_email_id.as_deref().filter(|id| !id.is_empty());
                 warn!(
                     log,
@@ -150,31 +140,22 @@ fn read_page(
     }
     let buffer = Bytes::from(buffer);
     let mut start = 0;
-    let mut slices = ends.into_iter().map(|end| {
-        end.map(|end| {
-            let record = buffer.slice(start..end);
-            start = end;
-            record
+    let records = ends
+        .into_iter()
+        .map(|end| {
+            end.map(|end| {
+                let record = buffer.slice(start..end);
+                start = end;
+                record
+            })
         })
-    });
-    let mut fetched = FetchedPage {
+        .collect();
+    Ok(FetchedPage {
         request,
         total_items: page.total_items,
-        returned,
-        records: vec![],
-        skipped: 0,
         keys,
-        keyed_records: vec![],
-        edges,
-    };
-    if request.keyed {
-        // The ListSync counts the skipped members it has not seen before.
-        fetched.keyed_records = slices.collect();
-    } else {
-        fetched.records = slices.by_ref().flatten().collect();
-        fetched.skipped = skipped;
-    }
-    Ok(fetched)
+        records,
+    })
 }
 
 impl Handler<StopWorker> for Fetcher {

@@ -27,7 +27,7 @@ use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
 use crate::rejected::RejectedLog;
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
-use crate::sync::{start_time, PageVerdict, Pass, SweepPlan, SyncKind, Window};
+use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
@@ -104,7 +104,11 @@ impl ListSync {
             job.entry.start_offset,
             job.entry.items_per_request,
             &[(Pass::Members, blind_pages), (Pass::Archived, 1)],
-        );
+        )
+        .within(Bounds {
+            since: window.since.map(|t| t.timestamp()),
+            before: Some(window.before.timestamp()),
+        });
         let log = deps.log.new(o!("list_id" => job.entry.key.list_id.clone()));
         ListSync {
             job,
@@ -189,41 +193,41 @@ impl ListSync {
 
     fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
         self.counts.pages += 1;
-        self.counts.read += page.returned;
-        self.count_skipped(page.skipped);
-        let (verdict, records) = if page.request.keyed {
-            let (verdict, fresh) = self.plan.keyed_page_read(page.request, page.total_items, &page.keys);
-            let mut records = Vec::with_capacity(page.keyed_records.len());
-            for (record, new) in page.keyed_records.into_iter().zip(fresh) {
-                match (record, new) {
-                    (Some(record), true) => records.push(record),
-                    (None, true) => self.count_skipped(1),
-                    (_, false) => {}
-                }
+        self.counts.read += page.keys.len() as u64;
+        // Only members new to the sweep are sent: one read twice is pushed once.
+        let (verdict, fresh) = self.plan.page_read(page.request, page.total_items, &page.keys);
+        let mut records = Vec::with_capacity(page.records.len());
+        for (record, new) in page.records.into_iter().zip(fresh) {
+            match (record, new) {
+                (Some(record), true) => records.push(record),
+                (None, true) => self.count_skipped(1),
+                (_, false) => {}
             }
-            (verdict, records)
-        } else {
-            (
-                self.plan
-                    .page_read(page.request, page.total_items, page.returned, page.edges),
-                page.records,
-            )
-        };
+        }
         let key = &self.job.entry.key;
         match verdict {
             PageVerdict::Continue => {}
-            PageVerdict::Resweep { pass, sweep, reordered } => warn!(
-                self.log,
-                "sync: {}; reading them again (sweep {}).",
-                why_again(key, pass, reordered),
-                sweep + 1
-            ),
-            PageVerdict::Keyset { pass, reordered } => warn!(
-                self.log,
-                "sync: {}; reading them again one page at a time, by last_changed.",
-                why_again(key, pass, reordered)
-            ),
-            PageVerdict::Unstable { pass, reason } => {
+            PageVerdict::Resweep { pass, sweep, why } => {
+                self.count_fault(&why);
+                warn!(
+                    self.log,
+                    "sync: {}; reading them again (sweep {}).",
+                    why_again(key, pass, &why),
+                    sweep + 1
+                )
+            }
+            PageVerdict::Keyset { pass, why } => {
+                self.count_fault(&why);
+                warn!(
+                    self.log,
+                    "sync: {}; reading them again one page at a time, by last_changed.",
+                    why_again(key, pass, &why)
+                )
+            }
+            PageVerdict::Unstable { pass, reason, fault } => {
+                if let Some(fault) = fault {
+                    self.count_fault(&Why::Fault(fault));
+                }
                 return self.fail(
                     format!("its {} could not be read completely: {reason}", pass.name()),
                     ctx,
@@ -246,6 +250,13 @@ impl ListSync {
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
         self.deps.metrics.records_rejected.inc_by(outcome.rejected);
         self.dispatch(ctx);
+    }
+
+    /// Counts a rule of paging the server broke (`paging_faults_total`).
+    fn count_fault(&self, why: &Why) {
+        if let Why::Fault(fault) = why {
+            self.deps.metrics.paging_faults.with_label_values(&[fault.kind()]).inc();
+        }
     }
 
     fn count_skipped(&mut self, skipped: u64) {
@@ -333,17 +344,20 @@ impl ListSync {
 }
 
 /// Why a pass is read again, for the log.
-fn why_again(key: &impl std::fmt::Display, pass: Pass, reordered: bool) -> String {
-    if reordered {
-        format!(
+fn why_again(key: &impl std::fmt::Display, pass: Pass, why: &Why) -> String {
+    match why {
+        Why::Reordered => format!(
             "Mailchimp returned members of list {key} sharing one last_changed second in a different order from one page to the next, so some of its {} may have been missed",
             pass.name()
-        )
-    } else {
-        format!(
+        ),
+        Why::Changed => format!(
             "list {key} changed while its {} were read, so some may have shifted past the readers",
             pass.name()
-        )
+        ),
+        Why::Fault(fault) => format!(
+            "reading the {} of list {key}, {fault}, so some may have been missed",
+            pass.name()
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
-use crate::sync::{MemberKey, PageEdges, PageRequest};
+use crate::sync::{MemberKey, PageRequest};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -67,17 +67,12 @@ pub struct FetchPage(pub PageRequest);
 pub struct FetchedPage {
     pub request: PageRequest,
     pub total_items: u64,
-    /// Members on the page, sent or skipped.
-    pub returned: u64,
-    /// The mapped contacts, each already encoded as the JSON record Ometria takes.
-    pub records: Vec<Bytes>,
-    /// Keyed pages only (`records` is empty): every member's key, and
-    /// beside it its record (`None` if the mapping skipped it).
+    /// Every member on the page, in the order it came: when it last
+    /// changed and its id, for the paging plan's checks.
     pub keys: Vec<MemberKey>,
-    pub keyed_records: Vec<Option<Bytes>>,
-    /// Offset pages only: the runs of ties at the page's edges.
-    pub edges: PageEdges,
-    pub skipped: u64,
+    /// Beside each key, the member's contact encoded as the JSON record
+    /// Ometria takes, or `None` if the mapping skipped the member.
+    pub records: Vec<Option<Bytes>>,
 }
 
 /// ListSync → Writer: push one batch of at most 100 encoded records.

@@ -1,11 +1,13 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
-//! a sync reads, and the paging plan with its consistency checks.
+//! a sync reads, the paging plan, and the checks its pages must pass.
 
+mod checks;
 mod plan;
 mod schedule;
 mod window;
 
-pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, OFFSET_SWEEPS};
+pub use checks::{check_page, Bounds, IdSet, PagingFault};
+pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
     FIRST_RETRY_DELAY,

@@ -16,6 +16,15 @@
 //! member still in the window. Members that left are changed after `T0`
 //! and belong to the next sync.
 //!
+//! Whatever the server did, a sweep is trusted only when its pages pass
+//! the checks of [`super::checks`] (at most `count` members, in
+//! `last_changed` order, within the window, no member read twice) and the
+//! distinct members it read are as many as `total_items` says. A server
+//! that breaks them — a proxy dropping `offset`, a sort ignored — has its
+//! pass swept again like a changed window, then read as a keyset sweep;
+//! if that does not add up either, the sync fails and says what the
+//! server did.
+//!
 //! Members sharing one `last_changed` second may come back in another
 //! order from one request to the next (SQL promises no order among ties).
 //! A run of ties that straddles two pages can then hold a member twice and
@@ -30,7 +39,11 @@
 //! window no longer move what is left to read. Members seen before are
 //! recognised by id. Keyset pages are as large as Mailchimp allows, so
 //! runs of ties shorter than that are read whole, in one answer, whatever
-//! their order.
+//! their order. A keyset page shorter than its `total_items` implies is
+//! asked for again (with a `count` of what came, in case something caps
+//! pages) at most [`KEYSET_REREADS`] times; when the walk ends, one more
+//! request counts the window, and the distinct members read must be at
+//! least as many.
 //!
 //! A run longer than a page gets a query of its own, bounded to its second
 //! by `before_last_changed`, whose pages are read concurrently — round
@@ -43,7 +56,10 @@
 //! back. A run that is never covered within [`RUN_ROUNDS`] reads of its
 //! pages fails the sync.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashSet};
+
+use super::checks::{check_page, Bounds, IdSet, PagingFault};
 
 /// Concurrent sweeps of a pass before it falls back to a keyset sweep.
 pub const OFFSET_SWEEPS: u32 = 2;
@@ -56,6 +72,10 @@ pub const KEYSET_COUNT: u32 = 1000;
 /// stable order; in a new order on every request, a member is missed by
 /// all of them with a chance below (1 - 1/pages)^(30 × pages) < e^-30.
 pub const RUN_ROUNDS: u64 = 30;
+
+/// How many times a keyset sweep asks again for a page shorter than its
+/// `total_items` implies before it gives up.
+pub const KEYSET_REREADS: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pass {
@@ -87,32 +107,49 @@ pub struct PageRequest {
     pub before: Option<i64>,
     /// Whether the reader must report each member's `last_changed` and id.
     pub keyed: bool,
+    /// Asked only for its `total_items`: the window's size at the end of a
+    /// keyset sweep, which the members read must add up to.
+    pub recount: bool,
+}
+
+/// Why a pass is read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The window changed while it was read (`total_items` moved, or a page
+    /// came back short): members may have shifted past the readers.
+    Changed,
+    /// Mailchimp returned members sharing one second in a different order
+    /// from one page to the next.
+    Reordered,
+    /// The pages broke a rule that holds whatever the list did.
+    Fault(PagingFault),
 }
 
 /// What the plan makes of a page just read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PageVerdict {
     Continue,
-    /// The window changed during this pass's sweep (or, with `reordered`,
-    /// Mailchimp ordered ties differently between two pages): it starts over.
+    /// The pass's sweep cannot be trusted: it starts over.
     Resweep {
         pass: Pass,
         sweep: u32,
-        reordered: bool,
+        why: Why,
     },
-    /// The window kept changing: the pass goes on as a keyset sweep.
+    /// The pass's sweeps could not be trusted: it goes on as a keyset sweep.
     Keyset {
         pass: Pass,
-        reordered: bool,
+        why: Why,
     },
-    /// The pass cannot be completed; the sync fails (cursor kept).
+    /// The pass cannot be completed; the sync fails (cursor kept). `fault`
+    /// is what the server did wrong, if that is the reason.
     Unstable {
         pass: Pass,
         reason: String,
+        fault: Option<PagingFault>,
     },
 }
 
-/// A member of a keyed page: when it last changed and its id.
+/// A member of a page: when it last changed and its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberKey {
     pub last_changed: Option<i64>,
@@ -130,52 +167,48 @@ pub struct PageEdges {
     trail: Vec<String>,
     /// Every member shares one second (all of them are in `lead`).
     whole: bool,
+    /// The first and the last `last_changed` on the page that are known.
+    low: Option<i64>,
+    high: Option<i64>,
 }
 
 impl PageEdges {
-    /// The edges of a page of `len` members; `key(i)` gives member `i`'s
-    /// second and id and is asked only near the edges.
-    pub fn scan(len: usize, mut key: impl FnMut(usize) -> (Option<i64>, String)) -> PageEdges {
-        if len == 0 {
+    /// The edges of a page of `members`, in the order they came.
+    pub fn of(members: &[MemberKey]) -> PageEdges {
+        let Some(head) = members.first() else {
             return PageEdges::default();
-        }
-        let (first, id) = key(0);
-        let mut lead = vec![id];
-        let mut end = 1;
-        while end < len {
-            let (second, id) = key(end);
-            if second != first {
-                break;
-            }
-            lead.push(id);
-            end += 1;
-        }
-        if end == len {
+        };
+        let low = members.iter().find_map(|m| m.last_changed);
+        let high = members.iter().rev().find_map(|m| m.last_changed);
+        let first = head.last_changed;
+        let end = members.iter().take_while(|m| m.last_changed == first).count();
+        let lead = members[..end].iter().map(|m| m.id.clone()).collect();
+        if end == members.len() {
             return PageEdges {
                 first,
                 lead,
                 last: first,
                 trail: vec![],
                 whole: true,
+                low,
+                high,
             };
         }
-        let (last, id) = key(len - 1);
-        let mut trail = vec![id];
-        let mut start = len - 1;
-        while start > end {
-            let (second, id) = key(start - 1);
-            if second != last {
-                break;
-            }
-            trail.push(id);
-            start -= 1;
-        }
+        let last = members[members.len() - 1].last_changed;
+        let trail = members[end..]
+            .iter()
+            .rev()
+            .take_while(|m| m.last_changed == last)
+            .map(|m| m.id.clone())
+            .collect();
         PageEdges {
             first,
             lead,
             last,
             trail,
             whole: false,
+            low,
+            high,
         }
     }
 }
@@ -202,11 +235,17 @@ struct OffsetSweep {
     /// The offset of the next page to fold.
     folded: u64,
     run: Option<TieRun>,
+    /// The latest `last_changed` of the pages folded so far.
+    high: Option<i64>,
     /// A member was read twice within one run of ties.
     reordered: bool,
+    /// The members read in this sweep.
+    read: IdSet,
+    /// The first rule the pages broke, if any.
+    fault: Option<PagingFault>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct KeysetSweep {
     /// Members per page.
     count: u32,
@@ -214,8 +253,8 @@ struct KeysetSweep {
     anchor: Option<i64>,
     /// Where the next page starts among the members since `anchor - 1`.
     offset: u64,
-    /// Ids read with a `last_changed` of `anchor - 1` or later.
-    seen: HashMap<String, i64>,
+    /// The members read in this sweep.
+    read: IdSet,
     /// The run of ties at `anchor`, while it is read with its own query.
     run: Option<RunCover>,
     /// The run just covered, while the walk checks it resumed before its end.
@@ -230,6 +269,18 @@ struct KeysetSweep {
     pages: u64,
     /// Pages after which the sweep gives up (it is not converging).
     page_limit: u64,
+    /// Short pages asked for again.
+    rereads: u32,
+    /// The walk reached the end: the window is counted once more.
+    recount: Recount,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Recount {
+    #[default]
+    NotYet,
+    Due,
+    InFlight,
 }
 
 /// A run of members sharing one second longer than a page, read with the
@@ -286,11 +337,15 @@ pub struct SweepPlan {
     count: u32,
     /// Members per page of a keyset sweep.
     keyset_count: u32,
+    /// The sync's window, which every member read must lie in.
+    bounds: Bounds,
+    /// Keys of the fingerprints of ids, random per sync.
+    keys: RandomState,
     passes: Vec<PassPlan>,
 }
 
 impl OffsetSweep {
-    fn new(start: u64) -> OffsetSweep {
+    fn new(start: u64, keys: &RandomState) -> OffsetSweep {
         OffsetSweep {
             next: start,
             total: None,
@@ -300,16 +355,25 @@ impl OffsetSweep {
             edges: BTreeMap::new(),
             folded: start,
             run: None,
+            high: None,
             reordered: false,
+            read: IdSet::new(keys.clone()),
+            fault: None,
         }
     }
 
     /// Folds the edges of the pages read so far, in offset order, into the
     /// run of ties they end with; an id met twice within a run means the
-    /// ties were ordered differently by two pages.
+    /// ties were ordered differently by two pages, and a page starting
+    /// before the last one ended means the sort was not kept.
     fn fold(&mut self, count: u64) {
         while let Some(page) = self.edges.remove(&self.folded) {
+            let offset = self.folded;
             self.folded += count;
+            if page.low.is_some_and(|low| self.high.is_some_and(|high| low < high)) {
+                PagingFault::note(&mut self.fault, PagingFault::OutOfOrder { offset });
+            }
+            self.high = self.high.max(page.high);
             if page.lead.is_empty() {
                 self.run = None;
                 continue;
@@ -337,7 +401,37 @@ impl OffsetSweep {
     }
 }
 
+/// Where an offset sweep stops handing out pages: past `total`, and one
+/// page further when the last page would end exactly at `total` — that
+/// page must come back empty, or `total_items` understated the window
+/// (a short last page shows it by itself: it would hold more).
+fn sweep_end(start: u64, count: u64, total: u64) -> u64 {
+    if total.saturating_sub(start) % count.max(1) == 0 {
+        total + 1
+    } else {
+        total
+    }
+}
+
 impl KeysetSweep {
+    fn new(count: u32, start: u64, page_limit: u64, keys: &RandomState) -> KeysetSweep {
+        KeysetSweep {
+            count,
+            anchor: None,
+            offset: start,
+            read: IdSet::new(keys.clone()),
+            run: None,
+            resume: None,
+            last_run: None,
+            in_flight: false,
+            run_in_flight: 0,
+            pages: 0,
+            page_limit,
+            rereads: 0,
+            recount: Recount::NotYet,
+        }
+    }
+
     /// Records a page of the run's own query. Returns whether the run's
     /// total changed (members left the window), or why it cannot be read.
     fn run_page_read(&mut self, offset: u64, total_items: u64, members: &[MemberKey]) -> Result<bool, String> {
@@ -396,17 +490,37 @@ impl KeysetSweep {
     }
 }
 
+/// What [`SweepPlan::keyset_page_read`] concluded.
+struct KeysetRead {
+    verdict: PageVerdict,
+    fresh: Vec<bool>,
+    /// The window shrank under the walk.
+    shifted: bool,
+}
+
+impl KeysetRead {
+    fn go_on(fresh: Vec<bool>, shifted: bool) -> KeysetRead {
+        KeysetRead {
+            verdict: PageVerdict::Continue,
+            fresh,
+            shifted,
+        }
+    }
+}
+
 impl SweepPlan {
     /// `passes`: each pass and how many pages it reads before it knows
-    /// its `total_items` (at least one).
+    /// its `total_items` (at least one). Members may come from any time
+    /// until [`Self::within`] says which.
     pub fn new(start_offset: u64, count: u32, passes: &[(Pass, u32)]) -> SweepPlan {
+        let keys = RandomState::new();
         let passes = passes
             .iter()
             .map(|&(pass, blind_pages)| PassPlan {
                 pass,
                 blind_pages: blind_pages.max(1),
                 sweep: 0,
-                mode: Mode::Offset(OffsetSweep::new(start_offset)),
+                mode: Mode::Offset(OffsetSweep::new(start_offset, &keys)),
                 done: false,
                 reopened: false,
             })
@@ -415,14 +529,23 @@ impl SweepPlan {
             start: start_offset,
             count,
             keyset_count: KEYSET_COUNT.max(count),
+            bounds: Bounds::default(),
+            keys,
             passes,
         }
+    }
+
+    /// The plan of a sync whose window is `bounds` (unix seconds, both
+    /// inclusive): a member read from outside it shows a server that
+    /// ignores the window asked for.
+    pub fn within(self, bounds: Bounds) -> SweepPlan {
+        SweepPlan { bounds, ..self }
     }
 
     /// The next page to read, if one may be read now. `None` while every
     /// pass waits for a page it needs first, or when everything was handed out.
     pub fn next_request(&mut self) -> Option<PageRequest> {
-        let count = self.count;
+        let (count, start) = (self.count, self.start);
         for p in self.passes.iter_mut().filter(|p| !p.done) {
             let request = |offset, since, keyed| PageRequest {
                 pass: p.pass,
@@ -431,12 +554,13 @@ impl SweepPlan {
                 since,
                 before: None,
                 keyed,
+                recount: false,
             };
             match &mut p.mode {
                 Mode::Offset(o) => {
                     let may_read = match o.total {
                         None => o.handed_out_blind < p.blind_pages,
-                        Some(total) => o.next < total,
+                        Some(total) => o.next < sweep_end(start, count.into(), total),
                     };
                     if !may_read {
                         continue;
@@ -452,6 +576,18 @@ impl SweepPlan {
                 Mode::Keyset(k) => {
                     let since = k.anchor.map(|a| a - 1);
                     let keyset_count = k.count;
+                    if k.recount != Recount::NotYet {
+                        // The walk is over; once every page is in, count the window.
+                        if k.recount == Recount::InFlight || k.run_in_flight > 0 || k.in_flight {
+                            continue;
+                        }
+                        k.recount = Recount::InFlight;
+                        return Some(PageRequest {
+                            count: 1,
+                            recount: true,
+                            ..request(start, None, true)
+                        });
+                    }
                     let (offset, before) = match &mut k.run {
                         // A run's pages are read concurrently, a round at a time.
                         Some(run) => {
@@ -483,20 +619,29 @@ impl SweepPlan {
         None
     }
 
-    /// Records an offset page read for `request` that reported
-    /// `total_items` and held `returned` members with these `edges`.
+    /// Records a page read for `request` that reported `total_items` and
+    /// held `members`, in the order they came. Returns the verdict and, per
+    /// member, whether it is new to the pass's sweep: only new members are
+    /// sent, so a member read twice is pushed once.
     pub fn page_read(
         &mut self,
         request: PageRequest,
         total_items: u64,
-        returned: u64,
-        edges: PageEdges,
-    ) -> PageVerdict {
-        let verdict = self.offset_page_read(request, total_items, returned, edges);
-        if let PageVerdict::Resweep { reordered: false, .. } | PageVerdict::Keyset { reordered: false, .. } = verdict {
+        members: &[MemberKey],
+    ) -> (PageVerdict, Vec<bool>) {
+        if request.keyed {
+            let read = self.keyset_page_read(request, total_items, members);
+            if read.shifted {
+                self.reopen_others(request.pass);
+            }
+            return (read.verdict, read.fresh);
+        }
+        let (verdict, fresh) = self.offset_page_read(request, total_items, members);
+        if let PageVerdict::Resweep { why: Why::Changed, .. } | PageVerdict::Keyset { why: Why::Changed, .. } = verdict
+        {
             self.reopen_others(request.pass);
         }
-        verdict
+        (verdict, fresh)
     }
 
     /// A member that left one pass's window may have entered another's
@@ -512,7 +657,7 @@ impl SweepPlan {
         {
             other.done = false;
             other.reopened = true;
-            other.mode = Mode::Offset(OffsetSweep::new(start));
+            other.mode = Mode::Offset(OffsetSweep::new(start, &self.keys));
         }
     }
 
@@ -520,16 +665,16 @@ impl SweepPlan {
         &mut self,
         request: PageRequest,
         total_items: u64,
-        returned: u64,
-        edges: PageEdges,
-    ) -> PageVerdict {
-        let start = self.start;
+        members: &[MemberKey],
+    ) -> (PageVerdict, Vec<bool>) {
+        let (start, bounds) = (self.start, self.bounds);
         let count = u64::from(self.count);
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
-            return PageVerdict::Continue;
+            return (PageVerdict::Continue, vec![]);
         };
         let Mode::Offset(o) = &mut p.mode else {
-            return PageVerdict::Continue;
+            // A page of a sweep given up since: its members are new if unseen.
+            return (PageVerdict::Continue, vec![true; members.len()]);
         };
         o.in_flight = o.in_flight.saturating_sub(1);
         match o.total {
@@ -537,116 +682,149 @@ impl SweepPlan {
             Some(total) if total != total_items => o.changed = true,
             Some(_) => {}
         }
-        if returned != count.min(total_items.saturating_sub(request.offset)) {
+        let returned = members.len() as u64;
+        let expected = count.min(total_items.saturating_sub(request.offset));
+        if returned < expected {
             o.changed = true;
+        } else if returned > expected && returned <= count {
+            // More than the window holds by its own count: the total is
+            // not to be trusted, and members past it may be unread.
+            PagingFault::note(
+                &mut o.fault,
+                PagingFault::Overfull {
+                    offset: request.offset,
+                    returned,
+                    expected,
+                },
+            );
         }
-        o.edges.insert(request.offset, edges);
+        if let Err(fault) = check_page(members, request.offset, self.count, bounds) {
+            PagingFault::note(&mut o.fault, fault);
+        }
+        let fresh: Vec<bool> = members.iter().map(|m| o.read.insert(&m.id)).collect();
+        if let Some(m) = members.iter().zip(&fresh).find(|(_, new)| !**new).map(|(m, _)| m) {
+            PagingFault::note(&mut o.fault, PagingFault::Repeated { id: m.id.clone() });
+        }
+        o.edges.insert(request.offset, PageEdges::of(members));
         o.fold(count);
-        let all_read = o.in_flight == 0 && o.total.is_some_and(|t| o.next >= t);
+        let all_read = o.in_flight == 0 && o.total.is_some_and(|t| o.next >= sweep_end(start, count, t));
         if !all_read {
-            return PageVerdict::Continue;
+            return (PageVerdict::Continue, fresh);
         }
-        if !o.changed && !o.reordered {
-            p.done = true;
-            return PageVerdict::Continue;
+        let total = o.total.unwrap_or(total_items);
+        if !o.changed && !o.reordered && o.fault.is_none() {
+            let expected = total.saturating_sub(start);
+            if o.read.len() == expected {
+                p.done = true;
+                return (PageVerdict::Continue, fresh);
+            }
+            o.fault = Some(PagingFault::Miscount {
+                read: o.read.len(),
+                total: expected,
+            });
         }
-        let reordered = o.reordered && !o.changed;
+        let why = match (o.changed, o.reordered, o.fault.take()) {
+            (true, _, _) => Why::Changed,
+            (false, true, _) => Why::Reordered,
+            (false, false, fault) => Why::Fault(fault.expect("a sweep not trusted has a reason")),
+        };
         p.sweep += 1;
         if p.sweep < OFFSET_SWEEPS {
-            p.mode = Mode::Offset(OffsetSweep::new(start));
-            return PageVerdict::Resweep {
-                pass: p.pass,
-                sweep: p.sweep,
-                reordered,
-            };
+            p.mode = Mode::Offset(OffsetSweep::new(start, &self.keys));
+            return (
+                PageVerdict::Resweep {
+                    pass: p.pass,
+                    sweep: p.sweep,
+                    why,
+                },
+                fresh,
+            );
         }
         // Generous: every page may be re-read a few times within runs of ties.
         let page_limit = 4 * (total_items / count + 1) + 100;
-        p.mode = Mode::Keyset(KeysetSweep {
-            count: self.keyset_count,
-            offset: start,
-            page_limit,
-            ..KeysetSweep::default()
-        });
-        PageVerdict::Keyset {
-            pass: p.pass,
-            reordered,
-        }
+        p.mode = Mode::Keyset(KeysetSweep::new(self.keyset_count, start, page_limit, &self.keys));
+        (PageVerdict::Keyset { pass: p.pass, why }, fresh)
     }
 
-    /// Records a keyset page: its `total_items` and its members in order.
-    /// Returns the verdict and, per member, whether it is new to this
-    /// sweep (only new members are sent).
-    pub fn keyed_page_read(
-        &mut self,
-        request: PageRequest,
-        total_items: u64,
-        members: &[MemberKey],
-    ) -> (PageVerdict, Vec<bool>) {
-        let (verdict, fresh, shifted) = self.keyset_page_read(request, total_items, members);
-        if shifted {
-            self.reopen_others(request.pass);
-        }
-        (verdict, fresh)
-    }
-
-    /// [`Self::keyed_page_read`], and whether the window shrank under the walk.
-    fn keyset_page_read(
-        &mut self,
-        request: PageRequest,
-        total_items: u64,
-        members: &[MemberKey],
-    ) -> (PageVerdict, Vec<bool>, bool) {
+    /// Records a keyset page (see [`Self::page_read`]).
+    fn keyset_page_read(&mut self, request: PageRequest, total_items: u64, members: &[MemberKey]) -> KeysetRead {
+        let (start, window) = (self.start, self.bounds);
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
-            return (PageVerdict::Continue, vec![], false);
+            return KeysetRead::go_on(vec![], false);
         };
         let Mode::Keyset(k) = &mut p.mode else {
-            return (PageVerdict::Continue, vec![], false);
+            return KeysetRead::go_on(vec![false; members.len()], false);
         };
+        let pass = p.pass;
+        let unstable = |reason: String, fault: Option<PagingFault>| KeysetRead {
+            verdict: PageVerdict::Unstable { pass, reason, fault },
+            fresh: vec![],
+            shifted: false,
+        };
+        if request.recount {
+            // The window's size now: every member in it was in it when the
+            // walk began (it only shrinks), so every one of them was read.
+            let fresh: Vec<bool> = members
+                .iter()
+                .map(|m| !m.id.is_empty() && k.read.insert(&m.id))
+                .collect();
+            let expected = total_items.saturating_sub(start);
+            if k.read.len() < expected {
+                let fault = PagingFault::Miscount {
+                    read: k.read.len(),
+                    total: expected,
+                };
+                return unstable(fault.to_string(), Some(fault));
+            }
+            p.done = true;
+            return KeysetRead::go_on(fresh, false);
+        }
         if request.before.is_some() {
             k.run_in_flight = k.run_in_flight.saturating_sub(1);
         } else {
             k.in_flight = false;
         }
-        let pass = p.pass;
-        let unstable = |reason: String| (PageVerdict::Unstable { pass, reason }, vec![], false);
         if request.before.is_none() {
             k.pages += 1;
             if k.pages > k.page_limit {
-                return unstable(format!(
-                    "a one-by-one sweep read {} pages without reaching the end: the list kept changing",
-                    k.page_limit
-                ));
-            }
-        }
-        let mut fresh = Vec::with_capacity(members.len());
-        let mut newest = None;
-        for m in members {
-            let Some(changed) = m.last_changed else {
-                return unstable("Mailchimp sent members without last_changed".into());
-            };
-            if newest.is_some_and(|n| changed < n) {
-                // A sweep by last_changed would skip what comes later.
                 return unstable(
-                    "Mailchimp sent members out of last_changed order although sort_field=last_changed \
-                     and sort_dir=ASC were asked for"
-                        .into(),
+                    format!(
+                        "a one-by-one sweep read {} pages without reaching the end: the list kept changing",
+                        k.page_limit
+                    ),
+                    None,
                 );
             }
-            newest = newest.max(Some(changed));
-            // Members with no id are not sent anyway; they only move the key on.
-            fresh.push(!m.id.is_empty() && k.seen.insert(m.id.clone(), changed).is_none());
         }
+        let bounds = Bounds {
+            since: request.since.or(window.since),
+            before: match (request.before, window.before) {
+                (Some(b), Some(w)) => Some(b.min(w)),
+                (b, w) => b.or(w),
+            },
+        };
+        if let Err(fault) = check_page(members, request.offset, request.count, bounds) {
+            return unstable(fault.to_string(), Some(fault));
+        }
+        if members.iter().any(|m| m.last_changed.is_none()) {
+            return unstable("Mailchimp sent members without last_changed".into(), None);
+        }
+        let newest = members.last().and_then(|m| m.last_changed);
+        // Members with no id are not sent anyway; they only move the key on.
+        let fresh: Vec<bool> = members
+            .iter()
+            .map(|m| !m.id.is_empty() && k.read.insert(&m.id))
+            .collect();
         let count = u64::from(k.count);
         if request.before.is_some() {
             // A page of a run covered already (read concurrently with the
             // last one) only brings its members.
             if k.run.as_ref().is_none_or(|run| request.before != Some(run.second + 1)) {
-                return (PageVerdict::Continue, fresh, false);
+                return KeysetRead::go_on(fresh, false);
             }
             return match k.run_page_read(request.offset, total_items, members) {
-                Ok(shifted) => (PageVerdict::Continue, fresh, shifted),
-                Err(reason) => unstable(reason),
+                Ok(shifted) => KeysetRead::go_on(fresh, shifted),
+                Err(reason) => unstable(reason, None),
             };
         }
         if let Some(resume) = k.resume {
@@ -660,7 +838,7 @@ impl SweepPlan {
                     back: resume.back.saturating_mul(2),
                     ..resume
                 });
-                return (PageVerdict::Continue, fresh, true);
+                return KeysetRead::go_on(fresh, true);
             }
             if members.len() as u64 == count && newest <= Some(resume.second) {
                 // Still within the run (the walk stepped back far): on to
@@ -670,33 +848,53 @@ impl SweepPlan {
                     back: resume.overlap,
                     ..resume
                 });
-                return (PageVerdict::Continue, fresh, false);
+                return KeysetRead::go_on(fresh, false);
             }
             k.resume = None;
         }
-        if (members.len() as u64) < count {
-            p.done = true;
+        let returned = members.len() as u64;
+        if returned < count {
+            let expected = total_items.saturating_sub(request.offset).min(count);
+            if returned < expected {
+                // Shorter than its own total says: asked again, with the
+                // count that came (something may cap pages), a few times.
+                if k.rereads >= KEYSET_REREADS {
+                    let fault = PagingFault::Short {
+                        offset: request.offset,
+                        returned,
+                        expected,
+                    };
+                    return unstable(fault.to_string(), Some(fault));
+                }
+                k.rereads += 1;
+                if returned > 0 {
+                    k.count = returned as u32;
+                }
+                return KeysetRead::go_on(fresh, false);
+            }
+            k.recount = Recount::Due;
         } else if newest > k.anchor {
-            let anchor = newest.expect("a full page has members");
-            k.anchor = Some(anchor);
-            k.seen.retain(|_, changed| *changed >= anchor - 1);
+            k.anchor = newest;
             k.offset = 0;
         } else {
             // A full page and no later second: the members since `anchor - 1`
             // up to `anchor` are more than a page. Read them on their own.
             let second = k.anchor.expect("an anchor is set by the first full page");
             if k.last_run == Some(second) {
-                return unstable(format!(
-                    "Mailchimp's answers do not add up: after every member changed in one second \
-                     ({second}) was read, more of them came"
-                ));
+                return unstable(
+                    format!(
+                        "Mailchimp's answers do not add up: after every member changed in one second \
+                         ({second}) was read, more of them came"
+                    ),
+                    None,
+                );
             }
             k.run = Some(RunCover {
                 second,
                 ..RunCover::default()
             });
         }
-        (PageVerdict::Continue, fresh, false)
+        KeysetRead::go_on(fresh, false)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -728,7 +926,17 @@ mod tests {
             since: None,
             before: None,
             keyed: false,
+            recount: false,
         }
+    }
+
+    /// Reads a page of `n` members at `r`'s offset: ids and seconds
+    /// follow the offset, as in a list of one member per second.
+    fn read_n(plan: &mut SweepPlan, r: PageRequest, total: u64, n: u64) -> PageVerdict {
+        let members: Vec<MemberKey> = (r.offset..r.offset + n)
+            .map(|i| key(i as i64, &format!("m{i}")))
+            .collect();
+        plan.page_read(r, total, &members).0
     }
 
     fn drain(plan: &mut SweepPlan) -> Vec<PageRequest> {
@@ -743,20 +951,20 @@ mod tests {
             [req(Pass::Members, 0, 100), req(Pass::Archived, 0, 100)]
         );
         assert_eq!(
-            plan.page_read(req(Pass::Members, 0, 100), 450, 100, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Members, 0, 100), 450, 100),
             PageVerdict::Continue
         );
         let offsets: Vec<_> = drain(&mut plan).iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [100, 200, 300, 400]);
         for (o, n) in [(100, 100), (300, 100), (400, 50), (200, 100)] {
             assert_eq!(
-                plan.page_read(req(Pass::Members, o, 100), 450, n, PageEdges::default()),
+                read_n(&mut plan, req(Pass::Members, o, 100), 450, n),
                 PageVerdict::Continue
             );
         }
         assert!(!plan.is_complete());
         assert_eq!(
-            plan.page_read(req(Pass::Archived, 0, 100), 3, 3, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Archived, 0, 100), 3, 3),
             PageVerdict::Continue
         );
         assert!(plan.is_complete());
@@ -768,10 +976,10 @@ mod tests {
     fn start_offset_is_where_paging_begins() {
         let mut plan = SweepPlan::new(250, 100, &[(Pass::Members, 1)]);
         assert_eq!(plan.next_request(), Some(req(Pass::Members, 250, 100)));
-        plan.page_read(req(Pass::Members, 250, 100), 420, 100, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 250, 100), 420, 100);
         let offsets: Vec<_> = drain(&mut plan).iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [350]);
-        plan.page_read(req(Pass::Members, 350, 100), 420, 70, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 350, 100), 420, 70);
         assert!(plan.is_complete());
         assert_eq!(plan.expected_members(), Some(170));
     }
@@ -780,11 +988,11 @@ mod tests {
     fn empty_lists_and_offsets_past_the_end_finish_after_one_page() {
         let mut plan = SweepPlan::new(0, 100, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 0, 100), 0, 0, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 0, 100), 0, 0);
         assert!(plan.is_complete());
         let mut plan = SweepPlan::new(500, 100, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 500, 100), 20, 0, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 500, 100), 20, 0);
         assert!(plan.is_complete());
     }
 
@@ -801,15 +1009,15 @@ mod tests {
         );
         // The second page answers first; the rest follows from its total.
         assert_eq!(
-            plan.page_read(req(Pass::Members, 100, 100), 250, 100, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Members, 100, 100), 250, 100),
             PageVerdict::Continue
         );
         assert_eq!(drain(&mut plan), [req(Pass::Members, 200, 100)]);
-        plan.page_read(req(Pass::Members, 0, 100), 250, 100, PageEdges::default());
-        plan.page_read(req(Pass::Members, 200, 100), 250, 50, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 0, 100), 250, 100);
+        read_n(&mut plan, req(Pass::Members, 200, 100), 250, 50);
         // A blind page past the end is empty, and that is no change.
         assert_eq!(
-            plan.page_read(req(Pass::Archived, 0, 100), 7, 7, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Archived, 0, 100), 7, 7),
             PageVerdict::Continue
         );
         assert!(plan.is_complete());
@@ -817,11 +1025,11 @@ mod tests {
         let mut small = SweepPlan::new(0, 100, &[(Pass::Members, 2)]);
         drain(&mut small);
         assert_eq!(
-            small.page_read(req(Pass::Members, 0, 100), 40, 40, PageEdges::default()),
+            read_n(&mut small, req(Pass::Members, 0, 100), 40, 40),
             PageVerdict::Continue
         );
         assert_eq!(
-            small.page_read(req(Pass::Members, 100, 100), 40, 0, PageEdges::default()),
+            read_n(&mut small, req(Pass::Members, 100, 100), 40, 0),
             PageVerdict::Continue
         );
         assert!(small.is_complete());
@@ -831,23 +1039,23 @@ mod tests {
     fn a_changed_total_sweeps_the_pass_again() {
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 0, 10), 25, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 0, 10), 25, 10);
         drain(&mut plan);
         // A member left the window: the later pages report one fewer.
-        plan.page_read(req(Pass::Members, 10, 10), 24, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 10, 10), 24, 10);
         assert_eq!(
-            plan.page_read(req(Pass::Members, 20, 10), 24, 4, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Members, 20, 10), 24, 4),
             PageVerdict::Resweep {
                 pass: Pass::Members,
                 sweep: 1,
-                reordered: false
+                why: Why::Changed
             }
         );
         assert_eq!(drain(&mut plan), [req(Pass::Members, 0, 10)]);
-        plan.page_read(req(Pass::Members, 0, 10), 24, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 0, 10), 24, 10);
         assert_eq!(drain(&mut plan).len(), 2);
-        plan.page_read(req(Pass::Members, 10, 10), 24, 10, PageEdges::default());
-        plan.page_read(req(Pass::Members, 20, 10), 24, 4, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 10, 10), 24, 10);
+        read_n(&mut plan, req(Pass::Members, 20, 10), 24, 4);
         assert!(plan.is_complete());
     }
 
@@ -857,56 +1065,53 @@ mod tests {
         // archived pass, already read, may not have seen it arrive.
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1), (Pass::Archived, 1)]);
         drain(&mut plan);
-        plan.page_read(req(Pass::Archived, 0, 10), 3, 3, PageEdges::default());
-        plan.page_read(req(Pass::Members, 0, 10), 20, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Archived, 0, 10), 3, 3);
+        read_n(&mut plan, req(Pass::Members, 0, 10), 18, 10);
         assert_eq!(drain(&mut plan), [req(Pass::Members, 10, 10)]);
         assert!(matches!(
-            plan.page_read(req(Pass::Members, 10, 10), 19, 9, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Members, 10, 10), 17, 7),
             PageVerdict::Resweep { .. }
         ));
         assert_eq!(
             drain(&mut plan),
             [req(Pass::Members, 0, 10), req(Pass::Archived, 0, 10)]
         );
-        plan.page_read(req(Pass::Archived, 0, 10), 4, 4, PageEdges::default());
-        plan.page_read(req(Pass::Members, 0, 10), 19, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Archived, 0, 10), 4, 4);
+        read_n(&mut plan, req(Pass::Members, 0, 10), 17, 10);
         drain(&mut plan);
-        plan.page_read(req(Pass::Members, 10, 10), 19, 9, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 10, 10), 17, 7);
         assert!(plan.is_complete());
 
         // Once per sync: a list that never stops changing must still end.
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1), (Pass::Archived, 1)]);
         drain(&mut plan);
-        plan.page_read(req(Pass::Archived, 0, 10), 3, 3, PageEdges::default());
-        plan.page_read(req(Pass::Members, 0, 10), 8, 7, PageEdges::default());
+        read_n(&mut plan, req(Pass::Archived, 0, 10), 3, 3);
+        read_n(&mut plan, req(Pass::Members, 0, 10), 8, 7);
         assert_eq!(
             drain(&mut plan),
             [req(Pass::Members, 0, 10), req(Pass::Archived, 0, 10)]
         );
-        plan.page_read(req(Pass::Archived, 0, 10), 4, 4, PageEdges::default());
-        plan.page_read(req(Pass::Members, 0, 10), 6, 5, PageEdges::default());
+        read_n(&mut plan, req(Pass::Archived, 0, 10), 4, 4);
+        read_n(&mut plan, req(Pass::Members, 0, 10), 6, 5);
         assert_eq!(drain(&mut plan).len(), 1, "the keyset sweep of the members alone");
     }
 
     #[test]
     fn a_shift_under_a_keyset_walk_reads_the_other_pass_again() {
         let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1), (Pass::Archived, 1)]);
-        plan.passes[0].mode = Mode::Keyset(KeysetSweep {
-            count: 2,
-            anchor: Some(5),
-            run: Some(RunCover {
-                second: 5,
-                total: Some(5),
-                next: 2,
-                ..RunCover::default()
-            }),
-            page_limit: 1000,
-            ..KeysetSweep::default()
+        let mut keyset = KeysetSweep::new(2, 0, 1000, &plan.keys);
+        keyset.anchor = Some(5);
+        keyset.run = Some(RunCover {
+            second: 5,
+            total: Some(5),
+            next: 2,
+            ..RunCover::default()
         });
+        plan.passes[0].mode = Mode::Keyset(keyset);
         plan.passes[1].done = true;
         let run = drain(&mut plan)[0];
         assert_eq!((run.since, run.before, run.offset), (Some(4), Some(6), 2));
-        plan.keyed_page_read(run, 4, &[key(5, "c"), key(5, "d")]);
+        plan.page_read(run, 4, &[key(5, "c"), key(5, "d")]);
         assert!(drain(&mut plan).contains(&req(Pass::Archived, 0, 2)));
     }
 
@@ -914,12 +1119,49 @@ mod tests {
     fn a_short_page_is_a_change_too() {
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 0, 10), 20, 10, PageEdges::default());
+        read_n(&mut plan, req(Pass::Members, 0, 10), 15, 10);
         drain(&mut plan);
         assert!(matches!(
-            plan.page_read(req(Pass::Members, 10, 10), 20, 9, PageEdges::default()),
+            read_n(&mut plan, req(Pass::Members, 10, 10), 15, 4),
             PageVerdict::Resweep { .. }
         ));
+    }
+
+    /// A last page that would end exactly at `total_items` is followed by
+    /// one more, which must come back empty: otherwise the total
+    /// understated the window and members past it were never asked for.
+    #[test]
+    fn a_window_ending_at_a_page_edge_is_checked_one_page_further() {
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
+        plan.next_request();
+        read_n(&mut plan, req(Pass::Members, 0, 10), 20, 10);
+        assert_eq!(
+            drain(&mut plan),
+            [req(Pass::Members, 10, 10), req(Pass::Members, 20, 10)]
+        );
+        read_n(&mut plan, req(Pass::Members, 10, 10), 20, 10);
+        assert!(!plan.is_complete(), "the page past the end is still out");
+        read_n(&mut plan, req(Pass::Members, 20, 10), 20, 0);
+        assert!(plan.is_complete());
+
+        // Members past what total_items said: the sweep is not trusted.
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
+        plan.next_request();
+        read_n(&mut plan, req(Pass::Members, 0, 10), 20, 10);
+        drain(&mut plan);
+        read_n(&mut plan, req(Pass::Members, 10, 10), 20, 10);
+        assert_eq!(
+            read_n(&mut plan, req(Pass::Members, 20, 10), 20, 3),
+            PageVerdict::Resweep {
+                pass: Pass::Members,
+                sweep: 1,
+                why: Why::Fault(PagingFault::Overfull {
+                    offset: 20,
+                    returned: 3,
+                    expected: 0
+                })
+            }
+        );
     }
 
     #[test]
@@ -928,9 +1170,9 @@ mod tests {
         let mut verdicts = vec![];
         for sweep in 0..OFFSET_SWEEPS as u64 {
             plan.next_request();
-            plan.page_read(req(Pass::Members, 0, 10), 15 - sweep, 10, PageEdges::default());
+            read_n(&mut plan, req(Pass::Members, 0, 10), 15 - sweep, 10);
             drain(&mut plan);
-            verdicts.push(plan.page_read(req(Pass::Members, 10, 10), 14 - sweep, 4 - sweep, PageEdges::default()));
+            verdicts.push(read_n(&mut plan, req(Pass::Members, 10, 10), 14 - sweep, 4 - sweep));
         }
         assert_eq!(
             verdicts,
@@ -938,11 +1180,11 @@ mod tests {
                 PageVerdict::Resweep {
                     pass: Pass::Members,
                     sweep: 1,
-                    reordered: false
+                    why: Why::Changed
                 },
                 PageVerdict::Keyset {
                     pass: Pass::Members,
-                    reordered: false
+                    why: Why::Changed
                 }
             ]
         );
@@ -954,6 +1196,7 @@ mod tests {
             since: None,
             before: None,
             keyed: true,
+            recount: false,
         };
         assert_eq!(drain(&mut plan), [first]);
     }
@@ -967,12 +1210,17 @@ mod tests {
 
     fn keyset_plan(count: u32) -> SweepPlan {
         let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1)]);
-        plan.passes[0].mode = Mode::Keyset(KeysetSweep {
-            count,
-            page_limit: 1000,
-            ..KeysetSweep::default()
-        });
+        plan.passes[0].mode = Mode::Keyset(KeysetSweep::new(count, 0, 1000, &plan.keys));
         plan
+    }
+
+    /// Answers the request that counts the window at the end of a keyset
+    /// walk: it holds `total` members now.
+    fn recount(plan: &mut SweepPlan, total: u64) -> PageVerdict {
+        let r = plan.next_request().expect("the window is counted");
+        assert!(r.recount && r.keyed && r.count == 1, "{r:?}");
+        assert_eq!((r.since, r.before), (None, None));
+        plan.page_read(r, total, &[]).0
     }
 
     #[test]
@@ -980,17 +1228,19 @@ mod tests {
         let mut plan = keyset_plan(3);
         let r = drain(&mut plan);
         assert_eq!((r.len(), r[0].since, r[0].offset), (1, None, 0));
-        let (v, fresh) = plan.keyed_page_read(r[0], 9, &[key(10, "a"), key(11, "b"), key(12, "c")]);
+        let (v, fresh) = plan.page_read(r[0], 9, &[key(10, "a"), key(11, "b"), key(12, "c")]);
         assert_eq!((v, fresh), (PageVerdict::Continue, vec![true, true, true]));
         let r = drain(&mut plan);
         assert_eq!((r[0].since, r[0].offset), (Some(11), 0));
         // The answer repeats b and c (since is inclusive here); only d is new.
-        let (_, fresh) = plan.keyed_page_read(r[0], 7, &[key(11, "b"), key(12, "c"), key(13, "d")]);
+        let (_, fresh) = plan.page_read(r[0], 7, &[key(11, "b"), key(12, "c"), key(13, "d")]);
         assert_eq!(fresh, [false, false, true]);
         let r = drain(&mut plan);
         assert_eq!(r[0].since, Some(12));
-        let (_, fresh) = plan.keyed_page_read(r[0], 2, &[key(13, "d"), key(14, "e")]);
+        let (_, fresh) = plan.page_read(r[0], 2, &[key(13, "d"), key(14, "e")]);
         assert_eq!(fresh, [false, true]);
+        assert!(!plan.is_complete(), "the window is counted first");
+        assert_eq!(recount(&mut plan, 5), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1007,7 +1257,7 @@ mod tests {
         if before.is_none() {
             assert_eq!(plan.next_request(), None, "one page of the walk at a time");
         }
-        let (verdict, fresh) = plan.keyed_page_read(r, total, page);
+        let (verdict, fresh) = plan.page_read(r, total, page);
         assert_eq!(verdict, PageVerdict::Continue);
         fresh
     }
@@ -1028,6 +1278,7 @@ mod tests {
         assert_eq!(fresh, [false, true]);
         expect_read(&mut plan, (Some(5), None, 0), 2, &[key(6, "e"), key(7, "f")]);
         expect_read(&mut plan, (Some(6), None, 0), 1, &[key(7, "f")]);
+        assert_eq!(recount(&mut plan, 6), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1048,6 +1299,7 @@ mod tests {
         let fresh = expect_read(&mut plan, (Some(4), None, 2), 4, &[key(5, "b"), key(9, "z")]);
         assert_eq!(fresh, [false, true]);
         expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
+        assert_eq!(recount(&mut plan, 4), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1073,23 +1325,24 @@ mod tests {
         let offsets = |round: &[PageRequest]| round.iter().map(|r| r.offset).collect::<Vec<_>>();
         let round = drain(&mut plan);
         assert_eq!(offsets(&round), [2, 4]);
-        plan.keyed_page_read(round[1], 6, &page([0, 2]));
+        plan.page_read(round[1], 6, &page([0, 2]));
         assert_eq!(drain(&mut plan), [], "the next round waits for this one");
-        plan.keyed_page_read(round[0], 6, &page([2, 3]));
+        plan.page_read(round[0], 6, &page([2, 3]));
         // m5 not seen yet: round again.
         let round = drain(&mut plan);
         assert_eq!(offsets(&round), [0, 2, 4]);
-        plan.keyed_page_read(round[1], 6, &page([5, 4]));
+        plan.page_read(round[1], 6, &page([5, 4]));
         // Covered: the walk resumes while the rest of the round is out, and
         // those pages only bring their members.
         let resume = plan.next_request().expect("the walk goes on");
         assert_eq!((resume.since, resume.before, resume.offset), (Some(4), None, 5));
-        let (verdict, fresh) = plan.keyed_page_read(round[0], 6, &page([1, 0]));
+        let (verdict, fresh) = plan.page_read(round[0], 6, &page([1, 0]));
         assert_eq!((verdict, fresh), (PageVerdict::Continue, vec![false, false]));
-        plan.keyed_page_read(round[2], 6, &page([3, 2]));
-        let (_, fresh) = plan.keyed_page_read(resume, 7, &[run[5].clone(), key(9, "z")]);
+        plan.page_read(round[2], 6, &page([3, 2]));
+        let (_, fresh) = plan.page_read(resume, 7, &[run[5].clone(), key(9, "z")]);
         assert_eq!(fresh, [false, true]);
         expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
+        assert_eq!(recount(&mut plan, 7), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1104,20 +1357,21 @@ mod tests {
         expect_read(&mut plan, (Some(4), Some(6), 0), 4, &two(&m, 0, 1));
         expect_read(&mut plan, (Some(4), Some(6), 2), 4, &two(&m, 0, 2));
         let round = drain(&mut plan);
-        plan.keyed_page_read(round[0], 4, &two(&m, 3, 1));
+        plan.page_read(round[0], 4, &two(&m, 3, 1));
         // The run at 5 is covered with its page at offset 2 still out.
         expect_read(&mut plan, (Some(4), None, 3), 9, &[m[2].clone(), n[0].clone()]);
         expect_read(&mut plan, (Some(6), None, 0), 5, &two(&n, 0, 1));
         assert_eq!(drain(&mut plan), [], "the run at 7 waits for the late page");
-        // Its members are sent again (the walk forgot them when it moved
-        // on); it says nothing about the run at 7, whose pages are all read.
-        let (verdict, _) = plan.keyed_page_read(round[1], 4, &two(&m, 1, 0));
-        assert_eq!(verdict, PageVerdict::Continue);
+        // Its members were read already; it says nothing about the run at
+        // 7, whose pages are all read.
+        let (verdict, fresh) = plan.page_read(round[1], 4, &two(&m, 1, 0));
+        assert_eq!((verdict, fresh), (PageVerdict::Continue, vec![false, false]));
         expect_read(&mut plan, (Some(6), Some(8), 0), 4, &two(&n, 0, 1));
         let fresh = expect_read(&mut plan, (Some(6), Some(8), 2), 4, &two(&n, 2, 3));
         assert_eq!(fresh, [true, true]);
         expect_read(&mut plan, (Some(6), None, 3), 5, &[n[3].clone(), key(9, "z")]);
         expect_read(&mut plan, (Some(8), None, 0), 1, &[key(9, "z")]);
+        assert_eq!(recount(&mut plan, 9), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1132,8 +1386,8 @@ mod tests {
         // b and c left after the run was covered: offset 3 is now past e.
         let r = drain(&mut plan)[0];
         assert_eq!((r.before, r.offset), (None, 3));
-        let (_, fresh, shifted) = plan.keyset_page_read(r, 5, &[key(6, "f"), key(6, "g")]);
-        assert_eq!((fresh, shifted), (vec![true, true], true));
+        let read = plan.keyset_page_read(r, 5, &[key(6, "f"), key(6, "g")]);
+        assert_eq!((read.fresh, read.shifted), (vec![true, true], true));
         // One back, still past the run; then two more back.
         let fresh = expect_read(
             &mut plan,
@@ -1158,6 +1412,7 @@ mod tests {
             3,
             &[key(6, "e"), key(6, "f"), key(6, "g")],
         );
+        assert_eq!(recount(&mut plan, 5), PageVerdict::Continue);
         assert!(plan.is_complete());
     }
 
@@ -1165,7 +1420,7 @@ mod tests {
     fn a_keyset_sweep_without_timestamps_or_without_end_gives_up() {
         let mut plan = keyset_plan(2);
         let r = drain(&mut plan)[0];
-        let (v, _) = plan.keyed_page_read(
+        let (v, _) = plan.page_read(
             r,
             5,
             &[
@@ -1180,7 +1435,7 @@ mod tests {
         // An API that does not sort: a walk by last_changed would skip b.
         let mut plan = keyset_plan(3);
         let r = drain(&mut plan)[0];
-        let (v, _) = plan.keyed_page_read(r, 5, &[key(5, "a"), key(3, "b"), key(6, "c")]);
+        let (v, _) = plan.page_read(r, 5, &[key(5, "a"), key(3, "b"), key(6, "c")]);
         assert!(
             matches!(&v, PageVerdict::Unstable { reason, .. } if reason.contains("out of last_changed order")),
             "{v:?}"
@@ -1192,7 +1447,7 @@ mod tests {
         let mut last = PageVerdict::Continue;
         for i in 0..4 {
             let r = drain(&mut plan)[0];
-            last = plan.keyed_page_read(r, 100, &[key(i, &i.to_string())]).0;
+            last = plan.page_read(r, 100, &[key(i, &i.to_string())]).0;
         }
         assert!(matches!(last, PageVerdict::Unstable { .. }), "{last:?}");
         // A run whose pages never show all of its members.
@@ -1205,7 +1460,7 @@ mod tests {
             for r in drain(&mut plan) {
                 assert_eq!(r.before, Some(6));
                 pages += 1;
-                match plan.keyed_page_read(r, 4, &run).0 {
+                match plan.page_read(r, 4, &run).0 {
                     PageVerdict::Continue => {}
                     v => break 'read v,
                 }
@@ -1217,8 +1472,7 @@ mod tests {
 
     #[test]
     fn page_edges_hold_the_runs_of_ties_at_both_ends() {
-        let keys = [(1, "a"), (1, "b"), (2, "c"), (3, "d"), (3, "e")];
-        let edges = PageEdges::scan(keys.len(), |i| (Some(keys[i].0), keys[i].1.into()));
+        let edges = PageEdges::of(&keys(&[(1, "a"), (1, "b"), (2, "c"), (3, "d"), (3, "e")]));
         assert_eq!(
             (edges.first, edges.lead, edges.last, edges.trail, edges.whole),
             (
@@ -1229,15 +1483,17 @@ mod tests {
                 false
             )
         );
-        let edges = PageEdges::scan(3, |i| (Some(7), format!("m{i}")));
+        assert_eq!((edges.low, edges.high), (Some(1), Some(3)));
+        let edges = PageEdges::of(&run_of(7, "m", 3));
         assert!(edges.whole && edges.lead.len() == 3 && edges.trail.is_empty());
-        let edges = PageEdges::scan(2, |i| (Some(i as i64), format!("m{i}")));
+        let edges = PageEdges::of(&keys(&[(0, "m0"), (1, "m1")]));
         assert_eq!((edges.lead.len(), edges.trail.len()), (1, 1));
-        assert_eq!(PageEdges::scan(0, |_| unreachable!()), PageEdges::default());
+        assert_eq!(PageEdges::of(&[]), PageEdges::default());
     }
 
-    fn edges(keys: &[(i64, &str)]) -> PageEdges {
-        PageEdges::scan(keys.len(), |i| (Some(keys[i].0), keys[i].1.into()))
+    /// Members with these seconds and ids.
+    fn keys(page: &[(i64, &str)]) -> Vec<MemberKey> {
+        page.iter().map(|(c, id)| key(*c, id)).collect()
     }
 
     #[test]
@@ -1247,25 +1503,28 @@ mod tests {
         let pages = [[(4, "a"), (5, "b")], [(5, "c"), (5, "d")], [(5, "b"), (6, "f")]];
         let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 0, 2), 6, 2, edges(&pages[0]));
+        plan.page_read(req(Pass::Members, 0, 2), 6, &keys(&pages[0]));
         let rest = drain(&mut plan);
+        assert_eq!(rest.len(), 3, "two pages, and one past the end");
+        assert_eq!(plan.page_read(rest[2], 6, &[]).0, PageVerdict::Continue);
         // Answers in any order: the edges are folded in offset order.
-        assert_eq!(plan.page_read(rest[1], 6, 2, edges(&pages[2])), PageVerdict::Continue);
+        assert_eq!(plan.page_read(rest[1], 6, &keys(&pages[2])).0, PageVerdict::Continue);
         assert_eq!(
-            plan.page_read(rest[0], 6, 2, edges(&pages[1])),
+            plan.page_read(rest[0], 6, &keys(&pages[1])).0,
             PageVerdict::Resweep {
                 pass: Pass::Members,
                 sweep: 1,
-                reordered: true
+                why: Why::Reordered
             }
         );
         // The same ties in one order throughout are a clean sweep.
         let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1)]);
         plan.next_request();
-        plan.page_read(req(Pass::Members, 0, 2), 6, 2, edges(&pages[0]));
+        plan.page_read(req(Pass::Members, 0, 2), 6, &keys(&pages[0]));
         let rest = drain(&mut plan);
-        plan.page_read(rest[1], 6, 2, edges(&[(5, "e"), (6, "f")]));
-        plan.page_read(rest[0], 6, 2, edges(&pages[1]));
+        plan.page_read(rest[2], 6, &[]);
+        plan.page_read(rest[1], 6, &keys(&[(5, "e"), (6, "f")]));
+        plan.page_read(rest[0], 6, &keys(&pages[1]));
         assert!(plan.is_complete());
     }
 
@@ -1308,16 +1567,8 @@ mod tests {
             assert!(steps < 10_000, "seed {seed}: does not end");
             let r = queue.remove(rng.usize(0..queue.len()));
             let (page, total) = answer(&r, rng);
-            let verdict = if r.keyed {
-                let (v, fresh) = plan.keyed_page_read(r, total, &page);
-                read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
-                v
-            } else {
-                let edges = PageEdges::scan(page.len(), |i| (page[i].last_changed, page[i].id.clone()));
-                let v = plan.page_read(r, total, page.len() as u64, edges);
-                read.extend(page.into_iter().map(|m| m.id));
-                v
-            };
+            let (verdict, fresh) = plan.page_read(r, total, &page);
+            read.extend(page.iter().zip(fresh).filter(|(_, f)| *f).map(|(m, _)| m.id.clone()));
             match verdict {
                 PageVerdict::Resweep { .. } | PageVerdict::Keyset { .. } => queue.clear(),
                 PageVerdict::Unstable { reason, .. } => return (read, Some(reason)),
@@ -1426,5 +1677,239 @@ mod tests {
             }
         }
         assert!(gave_up < 10, "{gave_up} of 100 shuffled lists never read in full");
+    }
+
+    /// The failing input of issue 14: a proxy drops `offset`, so every page
+    /// holds the first members again while `total_items` says there are
+    /// more. Each repeat is pushed once, and the sweep is not trusted.
+    #[test]
+    fn members_read_again_at_another_offset_are_not_new_and_the_sweep_is_not_trusted() {
+        let mut plan = SweepPlan::new(0, 3, &[(Pass::Members, 1)]);
+        let same = keys(&[(1, "u1"), (2, "u2"), (3, "u3")]);
+        let r = plan.next_request().unwrap();
+        assert_eq!(plan.page_read(r, 9, &same), (PageVerdict::Continue, vec![true; 3]));
+        let rest = drain(&mut plan);
+        assert_eq!(rest.len(), 3, "offsets 3 and 6, and 9 past the end");
+        assert_eq!(
+            plan.page_read(rest[0], 9, &same),
+            (PageVerdict::Continue, vec![false; 3])
+        );
+        plan.page_read(rest[2], 9, &[]);
+        let (verdict, fresh) = plan.page_read(rest[1], 9, &same);
+        assert_eq!(fresh, [false; 3]);
+        assert_eq!(
+            verdict,
+            PageVerdict::Resweep {
+                pass: Pass::Members,
+                sweep: 1,
+                why: Why::Fault(PagingFault::Repeated { id: "u1".into() })
+            }
+        );
+    }
+
+    #[test]
+    fn a_member_outside_the_window_asked_for_is_a_fault() {
+        let bounds = Bounds {
+            since: Some(10),
+            before: Some(20),
+        };
+        let mut plan = SweepPlan::new(0, 5, &[(Pass::Members, 1)]).within(bounds);
+        let r = plan.next_request().unwrap();
+        let (verdict, _) = plan.page_read(r, 2, &keys(&[(9, "a"), (12, "b")]));
+        assert_eq!(
+            verdict,
+            PageVerdict::Resweep {
+                pass: Pass::Members,
+                sweep: 1,
+                why: Why::Fault(PagingFault::OutsideWindow { offset: 0, second: 9 })
+            }
+        );
+    }
+
+    #[test]
+    fn a_keyset_page_shorter_than_its_total_is_asked_again_with_the_count_that_came() {
+        let mut plan = keyset_plan(10);
+        let page = keys(&[(1, "a"), (2, "b"), (3, "c")]);
+        let r = plan.next_request().unwrap();
+        assert_eq!((r.offset, r.count), (0, 10));
+        // Three of the seven total_items says are there: something caps pages.
+        assert_eq!(plan.page_read(r, 7, &page), (PageVerdict::Continue, vec![true; 3]));
+        let again = plan.next_request().unwrap();
+        assert_eq!((again.since, again.offset, again.count), (None, 0, 3));
+        plan.page_read(again, 7, &page);
+        let next = plan.next_request().unwrap();
+        assert_eq!((next.since, next.offset, next.count), (Some(2), 0, 3));
+        plan.page_read(next, 5, &keys(&[(3, "c"), (4, "d"), (5, "e")]));
+        expect_read(&mut plan, (Some(4), None, 0), 3, &keys(&[(5, "e"), (6, "f"), (7, "g")]));
+        expect_read(&mut plan, (Some(6), None, 0), 2, &keys(&[(7, "g"), (8, "h")]));
+        assert_eq!(recount(&mut plan, 8), PageVerdict::Continue);
+        assert!(plan.is_complete());
+
+        // A page that stays short fails the pass after a few asks.
+        let mut plan = keyset_plan(10);
+        let mut last = PageVerdict::Continue;
+        for _ in 0..=KEYSET_REREADS {
+            let r = plan.next_request().unwrap();
+            last = plan.page_read(r, 7, &[]).0;
+        }
+        assert!(
+            matches!(
+                &last,
+                PageVerdict::Unstable {
+                    fault: Some(PagingFault::Short { expected: 7, .. }),
+                    ..
+                }
+            ),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn a_keyset_walk_that_read_fewer_members_than_the_window_holds_fails() {
+        let mut plan = keyset_plan(10);
+        expect_read(&mut plan, (None, None, 0), 3, &keys(&[(1, "a"), (2, "b"), (3, "c")]));
+        let verdict = recount(&mut plan, 5);
+        assert!(
+            matches!(&verdict, PageVerdict::Unstable { fault: Some(PagingFault::Miscount { read: 3, total: 5 }), reason, .. }
+                if reason.contains("3 distinct members where Mailchimp's total_items says 5")),
+            "{verdict:?}"
+        );
+        assert!(!plan.is_complete());
+    }
+
+    /// Ways a server (or a proxy in front of it) breaks the paging contract.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Broken {
+        /// Every page starts at the window's first member.
+        IgnoresOffset,
+        /// Pages start this many members early.
+        Overlaps(usize),
+        /// Pages start one member late.
+        SkipsAtEdges,
+        /// Pages end one member early.
+        DropsLast,
+        /// Pages hold at most this many members.
+        CapsCount(usize),
+        /// Pages hold Mailchimp's default of 10 whatever `count` says.
+        IgnoresCount,
+        /// Members in a new random order on every request.
+        IgnoresSort,
+        /// Members by id, not by last_changed, in the same order every time.
+        SortsById,
+        /// `since_last_changed` is not applied.
+        IgnoresSince,
+        /// `before_last_changed` is not applied.
+        IgnoresBefore,
+        /// `total_items` says this many more (or fewer) than the window holds.
+        MiscountsBy(i64),
+    }
+
+    /// Whatever a server does wrong, a sweep never ends as complete with
+    /// a member of the window unread: it reads every one, or gives up.
+    /// Where the fault leaves a way through (offset or count dropped,
+    /// overlapping pages, a total too low), the keyset sweep finds it.
+    #[test]
+    fn a_server_that_breaks_paging_never_passes_for_a_complete_read() {
+        let kinds = [
+            Broken::IgnoresOffset,
+            Broken::Overlaps(1),
+            Broken::Overlaps(3),
+            Broken::SkipsAtEdges,
+            Broken::DropsLast,
+            Broken::CapsCount(3),
+            Broken::IgnoresCount,
+            Broken::IgnoresSort,
+            Broken::SortsById,
+            Broken::IgnoresSince,
+            Broken::IgnoresBefore,
+            Broken::MiscountsBy(5),
+            Broken::MiscountsBy(-5),
+        ];
+        for broken in kinds {
+            let (mut completed, mut gave_up) = (0, 0);
+            for seed in 0..200u64 {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let count = rng.u32(2..12);
+                let spread = rng.u8(1..4);
+                let mut t = 100;
+                // The window is [since, before]: members outside it exist too.
+                let list: Vec<(i64, String)> = (0..rng.usize(30..120))
+                    .map(|i| {
+                        t += i64::from(rng.u8(0..spread) == 0);
+                        (t, format!("m{i}"))
+                    })
+                    .collect();
+                let (since, before) = (list[5].0, list[list.len() - 6].0);
+                let in_window: Vec<&String> = list
+                    .iter()
+                    .filter(|(c, _)| (since..=before).contains(c))
+                    .map(|(_, id)| id)
+                    .collect();
+                let sync = seed % 2 == 0;
+                let bounds = Bounds {
+                    since: sync.then_some(since),
+                    before: Some(before),
+                };
+                let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1 + (seed % 3) as u32)]).within(bounds);
+                let (read, failed) = drive(&mut plan, seed, &mut rng, |r, rng| {
+                    let since = if broken == Broken::IgnoresSince {
+                        None
+                    } else {
+                        r.since.or(bounds.since)
+                    };
+                    let before = match (broken, r.before) {
+                        (Broken::IgnoresBefore, _) => None,
+                        (_, Some(b)) => Some(b.min(before + 1)),
+                        (_, None) => Some(before + 1),
+                    };
+                    let mut window: Vec<&(i64, String)> = list
+                        .iter()
+                        .filter(|(c, _)| since.is_none_or(|s| *c >= s) && before.is_none_or(|b| *c < b))
+                        .collect();
+                    match broken {
+                        Broken::IgnoresSort => rng.shuffle(&mut window),
+                        Broken::SortsById => window.sort_by_key(|(_, id)| id[1..].parse::<u32>().unwrap() % 7),
+                        _ => {}
+                    }
+                    let total = window.len() as i64;
+                    let (offset, count) = (r.offset as usize, r.count as usize);
+                    let (skip, take) = match broken {
+                        Broken::IgnoresOffset => (0, count),
+                        Broken::Overlaps(k) => (offset.saturating_sub(k), count),
+                        Broken::SkipsAtEdges => (offset + 1, count),
+                        Broken::DropsLast => (offset, count - 1),
+                        Broken::CapsCount(cap) => (offset, count.min(cap)),
+                        Broken::IgnoresCount => (offset, 10),
+                        _ => (offset, count),
+                    };
+                    let page = window.iter().skip(skip).take(take).map(|(c, id)| key(*c, id)).collect();
+                    let reported = match broken {
+                        Broken::MiscountsBy(d) => (total + d).max(0),
+                        _ => total,
+                    };
+                    (page, reported as u64)
+                });
+                match failed {
+                    Some(_) => gave_up += 1,
+                    None => {
+                        completed += 1;
+                        for id in &in_window {
+                            assert!(read.contains(*id), "{broken:?}, seed {seed}: {id} unread, yet complete");
+                        }
+                    }
+                }
+            }
+            eprintln!("{broken:?}: {completed} read in full, {gave_up} gave up");
+            if matches!(
+                broken,
+                Broken::IgnoresOffset
+                    | Broken::Overlaps(_)
+                    | Broken::CapsCount(_)
+                    | Broken::IgnoresCount
+                    | Broken::MiscountsBy(-5)
+            ) {
+                assert!(completed > 100, "{broken:?}: only {completed} of 200 recovered");
+            }
+        }
     }
 }

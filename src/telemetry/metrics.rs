@@ -3,7 +3,8 @@
 //! Per entry (labels `list_id`, and `entry`: its rank among the entries of
 //! that list, from 1): lag, last sync duration and records, behind (0/1).
 //! Totals: records pushed, rejected and skipped; HTTP requests by API and
-//! status; retries by API; syncs by result; syncs running; the last tick;
+//! status; retries by API; paging rules Mailchimp broke, by kind; syncs
+//! by result; syncs running; the last tick;
 //! reads and writes of the state file.
 
 use prometheus::{
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub records_skipped: IntCounter,
     pub http_requests: IntCounterVec,
     pub retries: IntCounterVec,
+    pub paging_faults: IntCounterVec,
     pub syncs: IntCounterVec,
     pub syncs_running: IntGauge,
     pub last_tick_timestamp_seconds: Gauge,
@@ -85,6 +87,16 @@ impl Metrics {
             .expect("valid metric"),
             retries: IntCounterVec::new(Opts::new(name("retries_total"), "Requests retried, by API."), &["api"])
                 .expect("valid metric"),
+            paging_faults: IntCounterVec::new(
+                Opts::new(
+                    name("paging_faults_total"),
+                    "Sweeps of a list's members that Mailchimp's answers broke a paging rule in \
+                     (a member read twice, out of order, outside the window, a page over count or \
+                     short, a miscount), by kind.",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
             syncs: IntCounterVec::new(Opts::new(name("syncs_total"), "Syncs ended, by result."), &["result"])
                 .expect("valid metric"),
             syncs_running: IntGauge::new(name("syncs_running"), "Syncs running now.").expect("valid metric"),
@@ -115,6 +127,7 @@ impl Metrics {
             Box::new(metrics.records_skipped.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.retries.clone()),
+            Box::new(metrics.paging_faults.clone()),
             Box::new(metrics.syncs.clone()),
             Box::new(metrics.syncs_running.clone()),
             Box::new(metrics.last_tick_timestamp_seconds.clone()),

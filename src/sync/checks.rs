@@ -1,0 +1,317 @@
+//! What every members page must satisfy, whatever the server did (issue 14,
+//! SPEC §4): the sweeps of [`super::SweepPlan`] trust a pass only when its
+//! pages pass these checks and its reads add up.
+//!
+//! A proxy that drops `offset` or `count`, or a server that ignores the
+//! sort or the window, answers with pages that parse and look plausible.
+//! Each such fault breaks one of these rules:
+//! - a page holds at most `count` members;
+//! - under `sort_field=last_changed&sort_dir=ASC`, `last_changed` never
+//!   goes backwards within a page or from one page to the next;
+//! - every member changed within the window asked for
+//!   (`since_last_changed`, `before_last_changed`; both taken as
+//!   inclusive, since APIs differ on that);
+//! - a member is read once per sweep: one read at two offsets of a sweep,
+//!   with no change of the window to explain it, shows broken paging;
+//! - at the end of a sweep, the distinct members read are as many as
+//!   `total_items` says the window holds.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::BuildHasher;
+
+use super::plan::MemberKey;
+
+/// The window a page was asked for, in unix seconds; both bounds inclusive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    pub since: Option<i64>,
+    pub before: Option<i64>,
+}
+
+impl Bounds {
+    fn holds(&self, second: i64) -> bool {
+        self.since.is_none_or(|s| second >= s) && self.before.is_none_or(|b| second <= b)
+    }
+}
+
+/// What Mailchimp (or a proxy in front of it) did that its paging contract
+/// does not allow. The text says what it did, for the log and the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PagingFault {
+    /// More members than the `count` asked for.
+    Oversized { offset: u64, returned: u64, count: u32 },
+    /// `last_changed` went backwards at or after this offset.
+    OutOfOrder { offset: u64 },
+    /// A member changed at `second`, outside the window asked for.
+    OutsideWindow { offset: u64, second: i64 },
+    /// The member `id` came back twice within one sweep while the window
+    /// did not change.
+    Repeated { id: String },
+    /// A sweep read `read` distinct members where `total_items` said the
+    /// window holds `total`.
+    Miscount { read: u64, total: u64 },
+    /// A page of `returned` members where `total_items` said `expected`
+    /// were there, again after it was asked once more.
+    Short { offset: u64, returned: u64, expected: u64 },
+    /// A page of `returned` members where `total_items` said only
+    /// `expected` were left: the total understates the window.
+    Overfull { offset: u64, returned: u64, expected: u64 },
+}
+
+impl PagingFault {
+    /// Keeps in `slot` the fault that says most about what the server did:
+    /// a member read twice says more than the disorder it also causes.
+    pub fn note(slot: &mut Option<PagingFault>, fault: PagingFault) {
+        if slot.as_ref().is_none_or(|kept| fault.rank() > kept.rank()) {
+            *slot = Some(fault);
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            PagingFault::Miscount { .. } => 0,
+            PagingFault::Short { .. } | PagingFault::Overfull { .. } => 1,
+            PagingFault::OutOfOrder { .. } => 2,
+            PagingFault::OutsideWindow { .. } => 3,
+            PagingFault::Repeated { .. } => 4,
+            PagingFault::Oversized { .. } => 5,
+        }
+    }
+
+    /// The label of this kind of fault in the `paging_faults_total` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PagingFault::Oversized { .. } => "oversized_page",
+            PagingFault::OutOfOrder { .. } => "out_of_order",
+            PagingFault::OutsideWindow { .. } => "outside_window",
+            PagingFault::Repeated { .. } => "repeated_member",
+            PagingFault::Miscount { .. } => "miscount",
+            PagingFault::Short { .. } => "short_page",
+            PagingFault::Overfull { .. } => "overfull_page",
+        }
+    }
+}
+
+impl fmt::Display for PagingFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PagingFault::Oversized {
+                offset,
+                returned,
+                count,
+            } => write!(
+                f,
+                "Mailchimp returned {returned} members at offset {offset} for count={count} \
+                 (something between us and Mailchimp may be dropping the count parameter)"
+            ),
+            PagingFault::OutOfOrder { offset } => write!(
+                f,
+                "Mailchimp returned members out of last_changed order at offset {offset} although \
+                 sort_field=last_changed and sort_dir=ASC were asked for"
+            ),
+            PagingFault::OutsideWindow { offset, second } => write!(
+                f,
+                "Mailchimp returned a member at offset {offset} changed at {}, outside the \
+                 since_last_changed/before_last_changed window asked for",
+                chrono::DateTime::from_timestamp(*second, 0).map_or(second.to_string(), |t| t.to_rfc3339())
+            ),
+            PagingFault::Repeated { id } => write!(
+                f,
+                "Mailchimp returned member \"{id}\" at two offsets of one sweep while the list did not \
+                 change (something between us and Mailchimp may be dropping the offset parameter)"
+            ),
+            PagingFault::Miscount { read, total } => write!(
+                f,
+                "the pages held {read} distinct members where Mailchimp's total_items says {total}"
+            ),
+            PagingFault::Short {
+                offset,
+                returned,
+                expected,
+            } => write!(
+                f,
+                "Mailchimp returned {returned} members at offset {offset} where its total_items says \
+                 {expected} were there, again when asked once more"
+            ),
+            PagingFault::Overfull {
+                offset,
+                returned,
+                expected,
+            } => write!(
+                f,
+                "Mailchimp returned {returned} members at offset {offset} where its total_items says \
+                 only {expected} were left"
+            ),
+        }
+    }
+}
+
+/// Checks one page, as its members came (`offset` is where it starts):
+/// at most `count` members, in `last_changed` order, within `bounds`, no
+/// id twice. Members without `last_changed` are not ordered or bounded.
+pub fn check_page(members: &[MemberKey], offset: u64, count: u32, bounds: Bounds) -> Result<(), PagingFault> {
+    if members.len() as u64 > u64::from(count) {
+        return Err(PagingFault::Oversized {
+            offset,
+            returned: members.len() as u64,
+            count,
+        });
+    }
+    let mut newest = None;
+    for (i, m) in members.iter().enumerate() {
+        let Some(second) = m.last_changed else { continue };
+        let at = offset + i as u64;
+        if newest.is_some_and(|n| second < n) {
+            return Err(PagingFault::OutOfOrder { offset: at });
+        }
+        newest = Some(second);
+        if !bounds.holds(second) {
+            return Err(PagingFault::OutsideWindow { offset: at, second });
+        }
+    }
+    if members.len() > 1 {
+        let mut ids = HashSet::with_capacity(members.len());
+        if let Some(m) = members.iter().find(|m| !m.id.is_empty() && !ids.insert(m.id.as_str())) {
+            return Err(PagingFault::Repeated { id: m.id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The distinct members read in one sweep: a 64-bit fingerprint per id
+/// (about 16 bytes of memory per member), keyed at random per sync, so
+/// that the rare collision of two ids — which shows as a miscount and
+/// fails the sync loudly, never as a member skipped — is not met again by
+/// the retry. Members without an id count once per read.
+#[derive(Clone, Debug)]
+pub struct IdSet {
+    keys: RandomState,
+    ids: HashSet<u64>,
+    keyless: u64,
+}
+
+impl IdSet {
+    pub fn new(keys: RandomState) -> IdSet {
+        IdSet {
+            keys,
+            ids: HashSet::new(),
+            keyless: 0,
+        }
+    }
+
+    /// An empty set with the same keys.
+    pub fn emptied(&self) -> IdSet {
+        IdSet::new(self.keys.clone())
+    }
+
+    /// Adds a member's id; whether it was new (a member without an id always is).
+    pub fn insert(&mut self, id: &str) -> bool {
+        if id.is_empty() {
+            self.keyless += 1;
+            return true;
+        }
+        self.ids.insert(self.keys.hash_one(id))
+    }
+
+    /// Distinct members added.
+    pub fn len(&self) -> u64 {
+        self.ids.len() as u64 + self.keyless
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(second: i64, id: &str) -> MemberKey {
+        MemberKey {
+            last_changed: Some(second),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn a_page_in_order_within_its_window_passes() {
+        let page = [key(5, "a"), key(5, "b"), key(7, "c")];
+        let bounds = Bounds {
+            since: Some(5),
+            before: Some(7),
+        };
+        assert_eq!(check_page(&page, 0, 3, bounds), Ok(()));
+        assert_eq!(check_page(&[], 40, 3, bounds), Ok(()));
+        // A member without last_changed is neither ordered nor bounded.
+        let mut odd = page.to_vec();
+        odd.insert(
+            1,
+            MemberKey {
+                last_changed: None,
+                id: "x".into(),
+            },
+        );
+        assert_eq!(check_page(&odd, 0, 4, bounds), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_names_what_the_server_did() {
+        let bounds = Bounds {
+            since: Some(5),
+            before: Some(9),
+        };
+        let page = [key(5, "a"), key(6, "b"), key(7, "c")];
+        assert_eq!(
+            check_page(&page, 10, 2, bounds),
+            Err(PagingFault::Oversized {
+                offset: 10,
+                returned: 3,
+                count: 2
+            })
+        );
+        assert_eq!(
+            check_page(&[key(6, "a"), key(5, "b")], 10, 2, bounds),
+            Err(PagingFault::OutOfOrder { offset: 11 })
+        );
+        assert_eq!(
+            check_page(&[key(4, "a")], 3, 2, bounds),
+            Err(PagingFault::OutsideWindow { offset: 3, second: 4 })
+        );
+        assert_eq!(
+            check_page(&[key(9, "a"), key(10, "b")], 0, 2, bounds),
+            Err(PagingFault::OutsideWindow { offset: 1, second: 10 })
+        );
+        assert_eq!(
+            check_page(&[key(6, "a"), key(6, "a")], 0, 2, bounds),
+            Err(PagingFault::Repeated { id: "a".into() })
+        );
+        let text = PagingFault::Repeated { id: "u7".into() }.to_string();
+        assert!(
+            text.contains("\"u7\" at two offsets") && text.contains("offset parameter"),
+            "{text}"
+        );
+        assert!(PagingFault::Oversized {
+            offset: 0,
+            returned: 5,
+            count: 2
+        }
+        .to_string()
+        .contains("5 members at offset 0 for count=2"));
+    }
+
+    #[test]
+    fn the_id_set_counts_distinct_members() {
+        let mut set = IdSet::new(RandomState::new());
+        assert!(set.insert("a") && set.insert("b") && !set.insert("a"));
+        assert!(
+            set.insert("") && set.insert(""),
+            "members without an id count once per read"
+        );
+        assert_eq!(set.len(), 4);
+        let empty = set.emptied();
+        assert!(empty.is_empty());
+    }
+}
