@@ -205,6 +205,9 @@ pub struct SandboxArgs {
     /// Every member of a list last changed in one second (a bulk import).
     #[arg(long)]
     pub same_second: bool,
+    /// Break Mailchimp's paging as a broken server or proxy would, to see the importer's checks.
+    #[arg(long, value_enum)]
+    pub paging_bug: Option<crate::sandbox::mailchimp::PagingBug>,
     /// Server threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -273,6 +276,7 @@ impl SandboxArgs {
             mutations_per_second: self.mutations_per_second,
             shuffle_ties: self.shuffle_ties,
             same_second: self.same_second,
+            paging_bug: self.paging_bug,
             workers: self.workers,
         }
     }

@@ -641,3 +641,48 @@ async fn the_health_command_asks_the_running_importer() {
     std::fs::write(dir.path().join("controller.quit"), "").unwrap();
     assert_eq!(exit_within(child, Duration::from_secs(10)).await.status.code(), Some(0));
 }
+
+/// The failing input of issue 14: a proxy that drops `offset`, so every
+/// page holds the same 100 members while `total_items` says 5,000. `once`
+/// must not report a sync it did not do: exit 1, the state file untouched,
+/// and the log says what Mailchimp did.
+#[actix_rt::test]
+async fn once_exits_1_when_mailchimp_pages_do_not_add_up() {
+    let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
+    let first_hundred: Vec<_> = generate_members(100, Utc::now())
+        .iter()
+        .map(FakeMember::to_json)
+        .collect();
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"members": first_hundred, "total_items": 5000})),
+        )
+        .with_priority(1)
+        .mount(&apis.mailchimp)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let out = exit_within(
+        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
+    assert!(
+        log.contains("Mailchimp returned member \"u000000\" at two offsets of one sweep"),
+        "{log}"
+    );
+    assert!(log.contains("latest_timestamp stays null (full LOAD)"), "{log}");
+    // A member read again is pushed at most once per sweep — two offset
+    // sweeps and a keyset sweep, of each of the two passes (the double
+    // ignores status=archived too) — not once per page (50 times).
+    let pushed = apis.pushed();
+    let most = pushed
+        .iter()
+        .map(|r| pushed.iter().filter(|o| o["id"] == r["id"]).count())
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 6, "a member was pushed {most} times");
+}

@@ -335,6 +335,7 @@ impl Controller {
         self.deps
             .health
             .set_behind(self.behind.iter().map(ToString::to_string).collect());
+        self.deps.health.retain_failing(|key| present.contains(key));
     }
 
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
@@ -486,6 +487,9 @@ impl Handler<SyncFinished> for Controller {
         };
         self.finished += 1;
         self.finished_at.insert(finished.key.clone(), self.finished);
+        self.deps
+            .health
+            .sync_ended(&finished.key, finished.result.as_ref().err().map(String::as_str));
         match &finished.result {
             Ok(_) => {
                 self.summary.succeeded += 1;

@@ -199,6 +199,39 @@ impl Serialize for Page<'_> {
     }
 }
 
+/// What a broken server, or a proxy in front of Mailchimp, does to the
+/// importer's members queries (`--paging-bug`): the failures users of the
+/// API have reported, for the importer's paging checks (issue 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PagingBug {
+    /// `offset` is dropped: every page starts at the window's first member.
+    IgnoresOffset,
+    /// Pages start five members early, overlapping the page before.
+    OverlapsPages,
+    /// Pages start one member late: the member at each page edge is skipped.
+    SkipsAtEdges,
+    /// Pages end one member early: every page is short.
+    ShortPages,
+    /// `sort_field`/`sort_dir` are dropped: a new order on every request.
+    IgnoresSort,
+    /// `count` is dropped: pages hold Mailchimp's default of 10.
+    IgnoresCount,
+}
+
+impl PagingBug {
+    /// The positions a page asked for at `offset` with `count` covers instead.
+    fn positions(self, offset: usize, count: usize) -> (usize, usize) {
+        match self {
+            PagingBug::IgnoresOffset => (0, count),
+            PagingBug::OverlapsPages => (offset.saturating_sub(5), count),
+            PagingBug::SkipsAtEdges => (offset + 1, count),
+            PagingBug::ShortPages => (offset, count.saturating_sub(1)),
+            PagingBug::IgnoresCount => (offset, 10),
+            PagingBug::IgnoresSort => (offset, count),
+        }
+    }
+}
+
 /// Positions `offset..offset + count` of `slice` after shuffling every run
 /// of members sharing one `last_changed` second that they touch.
 fn shuffled<'a>(slice: &'a [Member], offset: usize, count: usize, rng: &mut fastrand::Rng) -> Vec<&'a Member> {
@@ -227,18 +260,26 @@ fn shuffled<'a>(slice: &'a [Member], offset: usize, count: usize, rng: &mut fast
 }
 
 /// The page for `query`, projected, as JSON; `ties` shuffles the order of
-/// members sharing a second (ascending `last_changed` queries only).
-fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>) -> Vec<u8> {
+/// members sharing a second (ascending `last_changed` queries only), and
+/// `bug` breaks the paging of those queries (drawing on `ties` for
+/// [`PagingBug::IgnoresSort`]).
+fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>, bug: Option<PagingBug>) -> Vec<u8> {
     let by_last_changed = !matches!(query.sort_field.as_deref(), Some("timestamp_opt"));
     let (total, members): (usize, Vec<&Member>) = match query.status {
         // The importer's queries: a page straight out of the sorted list.
         StatusFilter::Default | StatusFilter::Only(Status::Archived) if by_last_changed => {
             let archived = query.status != StatusFilter::Default;
             let slice = audience.slice(archived, query.since, query.before);
+            let (offset, count) = bug.map_or((query.offset, query.count), |b| b.positions(query.offset, query.count));
             let page = match ties {
-                _ if query.descending => slice.iter().rev().skip(query.offset).take(query.count).collect(),
-                Some(rng) => shuffled(slice, query.offset, query.count, rng),
-                None => slice.iter().skip(query.offset).take(query.count).collect(),
+                _ if query.descending => slice.iter().rev().skip(offset).take(count).collect(),
+                Some(rng) if bug == Some(PagingBug::IgnoresSort) => {
+                    let mut all: Vec<&Member> = slice.iter().collect();
+                    rng.shuffle(&mut all);
+                    all.into_iter().skip(offset).take(count).collect()
+                }
+                Some(rng) => shuffled(slice, offset, count, rng),
+                None => slice.iter().skip(offset).take(count).collect(),
             };
             (slice.len(), page)
         }
@@ -324,8 +365,10 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
         let Some(audience) = lists.get(list_id.as_str()) else {
             return problem(404, "Resource Not Found", "The requested resource could not be found.");
         };
-        let mut rng = world.config.shuffle_ties.then(|| world.tie_rng());
-        page(audience, &query, rng.as_deref_mut())
+        let bug = world.config.paging_bug;
+        let shuffles = world.config.shuffle_ties || bug == Some(PagingBug::IgnoresSort);
+        let mut rng = shuffles.then(|| world.tie_rng());
+        page(audience, &query, rng.as_deref_mut(), bug)
     };
     match fault {
         Some(Fault::Drop) => cut_short(JSON, body, 0),
@@ -379,7 +422,7 @@ mod tests {
             timestamp_text(before).replace('+', "%2B")
         ))
         .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, None)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, None, None)).unwrap();
         let ids: Vec<&str> = v["members"]
             .as_array()
             .unwrap()
@@ -399,7 +442,7 @@ mod tests {
     fn unprojected_pages_are_bulky_and_exclude_fields_works() {
         let audience = Audience::generate("l", 20, 1, NOW);
         let page = |q: &str| -> serde_json::Value {
-            serde_json::from_slice(&page(&audience, &parse_query(q).unwrap(), None)).unwrap()
+            serde_json::from_slice(&page(&audience, &parse_query(q).unwrap(), None, None)).unwrap()
         };
         let full = page("count=10");
         assert_eq!(full["members"].as_array().unwrap().len(), 10);
@@ -414,6 +457,44 @@ mod tests {
             .unwrap()
             .last_changed;
         assert_eq!(desc["members"][0]["last_changed"], timestamp_text(newest));
+    }
+
+    #[test]
+    fn paging_bugs_break_what_they_say() {
+        let audience = Audience::generate("l", 60, 1, NOW);
+        let all: Vec<&str> = audience
+            .slice(false, None, None)
+            .iter()
+            .map(|m| m.unique_email_id.as_str())
+            .collect();
+        let ids = |bug: PagingBug, offset: usize, count: usize| -> Vec<String> {
+            let q = parse_query(&format!(
+                "count={count}&offset={offset}&sort_field=last_changed&sort_dir=ASC&fields=members.unique_email_id,total_items"
+            ))
+            .unwrap();
+            let mut rng = fastrand::Rng::with_seed(3);
+            let rng = (bug == PagingBug::IgnoresSort).then_some(&mut rng);
+            let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, rng, Some(bug))).unwrap();
+            assert_eq!(v["total_items"], all.len(), "{bug:?}: the total is the window's");
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["unique_email_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(PagingBug::IgnoresOffset, 20, 5), all[0..5]);
+        assert_eq!(ids(PagingBug::OverlapsPages, 20, 10), all[15..25]);
+        assert_eq!(ids(PagingBug::SkipsAtEdges, 20, 5), all[21..26]);
+        assert_eq!(ids(PagingBug::ShortPages, 20, 5), all[20..24]);
+        assert_eq!(ids(PagingBug::IgnoresCount, 20, 25), all[20..30]);
+        let shuffled = ids(PagingBug::IgnoresSort, 0, 60);
+        assert_ne!(shuffled, all, "a new order");
+        let mut sorted = shuffled.clone();
+        sorted.sort();
+        let mut expected: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(sorted, expected, "the same members");
     }
 
     #[test]

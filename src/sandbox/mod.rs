@@ -68,6 +68,8 @@ pub struct SandboxConfig {
     /// Every member of a list last changed in one second, as a bulk import
     /// leaves them.
     pub same_second: bool,
+    /// A broken server or proxy in front of Mailchimp, if any.
+    pub paging_bug: Option<mailchimp::PagingBug>,
     /// Server threads.
     pub workers: usize,
 }
@@ -86,6 +88,7 @@ impl Default for SandboxConfig {
             mutations_per_second: 0.0,
             shuffle_ties: false,
             same_second: false,
+            paging_bug: None,
             workers: 1,
         }
     }

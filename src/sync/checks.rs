@@ -53,8 +53,13 @@ pub enum PagingFault {
     /// window holds `total`.
     Miscount { read: u64, total: u64 },
     /// A page of `returned` members where `total_items` said `expected`
-    /// were there, again after it was asked once more.
-    Short { offset: u64, returned: u64, expected: u64 },
+    /// were there, each of the `asked` times it was asked for.
+    Short {
+        offset: u64,
+        returned: u64,
+        expected: u64,
+        asked: u32,
+    },
     /// A page of `returned` members where `total_items` said only
     /// `expected` were left: the total understates the window.
     Overfull { offset: u64, returned: u64, expected: u64 },
@@ -130,11 +135,18 @@ impl fmt::Display for PagingFault {
                 offset,
                 returned,
                 expected,
-            } => write!(
-                f,
-                "Mailchimp returned {returned} members at offset {offset} where its total_items says \
-                 {expected} were there, again when asked once more"
-            ),
+                asked,
+            } => {
+                write!(
+                    f,
+                    "Mailchimp returned {returned} members at offset {offset} where its total_items says \
+                     {expected} were there"
+                )?;
+                if *asked > 1 {
+                    write!(f, ", each of the {asked} times it was asked")?;
+                }
+                Ok(())
+            }
             PagingFault::Overfull {
                 offset,
                 returned,

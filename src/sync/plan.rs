@@ -115,8 +115,8 @@ pub struct PageRequest {
 /// Why a pass is read again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Why {
-    /// The window changed while it was read (`total_items` moved, or a page
-    /// came back short): members may have shifted past the readers.
+    /// The window changed while it was read (`total_items` moved): members
+    /// may have shifted past the readers.
     Changed,
     /// Mailchimp returned members sharing one second in a different order
     /// from one page to the next.
@@ -637,9 +637,11 @@ impl SweepPlan {
             return (read.verdict, read.fresh);
         }
         let (verdict, fresh) = self.offset_page_read(request, total_items, members);
-        if let PageVerdict::Resweep { why: Why::Changed, .. } | PageVerdict::Keyset { why: Why::Changed, .. } = verdict
-        {
-            self.reopen_others(request.pass);
+        if let PageVerdict::Resweep { why, .. } | PageVerdict::Keyset { why, .. } = &verdict {
+            // A short page may be a change the total did not show yet.
+            if matches!(why, Why::Changed | Why::Fault(PagingFault::Short { .. })) {
+                self.reopen_others(request.pass);
+            }
         }
         (verdict, fresh)
     }
@@ -685,7 +687,16 @@ impl SweepPlan {
         let returned = members.len() as u64;
         let expected = count.min(total_items.saturating_sub(request.offset));
         if returned < expected {
-            o.changed = true;
+            // Explained if the total moved in this sweep; a server fault if not.
+            PagingFault::note(
+                &mut o.fault,
+                PagingFault::Short {
+                    offset: request.offset,
+                    returned,
+                    expected,
+                    asked: 1,
+                },
+            );
         } else if returned > expected && returned <= count {
             // More than the window holds by its own count: the total is
             // not to be trusted, and members past it may be unread.
@@ -863,6 +874,7 @@ impl SweepPlan {
                         offset: request.offset,
                         returned,
                         expected,
+                        asked: k.rereads + 1,
                     };
                     return unstable(fault.to_string(), Some(fault));
                 }
@@ -1116,14 +1128,32 @@ mod tests {
     }
 
     #[test]
-    fn a_short_page_is_a_change_too() {
+    fn a_short_page_is_read_again_and_said_to_be_a_fault_unless_the_total_moved() {
+        let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
+        plan.next_request();
+        read_n(&mut plan, req(Pass::Members, 0, 10), 15, 10);
+        drain(&mut plan);
+        assert_eq!(
+            read_n(&mut plan, req(Pass::Members, 10, 10), 15, 4),
+            PageVerdict::Resweep {
+                pass: Pass::Members,
+                sweep: 1,
+                why: Why::Fault(PagingFault::Short {
+                    offset: 10,
+                    returned: 4,
+                    expected: 5,
+                    asked: 1
+                })
+            }
+        );
+        // With the total moved, a short page is what the change explains.
         let mut plan = SweepPlan::new(0, 10, &[(Pass::Members, 1)]);
         plan.next_request();
         read_n(&mut plan, req(Pass::Members, 0, 10), 15, 10);
         drain(&mut plan);
         assert!(matches!(
-            read_n(&mut plan, req(Pass::Members, 10, 10), 15, 4),
-            PageVerdict::Resweep { .. }
+            read_n(&mut plan, req(Pass::Members, 10, 10), 14, 3),
+            PageVerdict::Resweep { why: Why::Changed, .. }
         ));
     }
 

@@ -1,7 +1,10 @@
 //! Health (SPEC §12): healthy when the controller ticked within two tick
-//! intervals and no list is behind. Shared by the Controller, which
-//! updates it, and the HTTP endpoint and `health` command, which read it.
+//! intervals and no list is behind. Entries whose last sync failed are
+//! listed with their error, whatever the status (a failing list turns it
+//! 503 once it is behind). Shared by the Controller, which updates it,
+//! and the HTTP endpoint and `health` command, which read it.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,6 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
+
+use crate::state::EntryKey;
 
 /// Entries behind named in the `reason` text, and listed in `behind`.
 const NAMED_IN_REASON: usize = 10;
@@ -20,6 +25,8 @@ pub struct Health {
     last_tick: AtomicI64,
     /// Entries behind, as the log names them.
     behind: Mutex<Vec<String>>,
+    /// Entries whose last sync failed, with why.
+    failing: Mutex<BTreeMap<EntryKey, String>>,
 }
 
 impl Health {
@@ -28,7 +35,25 @@ impl Health {
             tick,
             last_tick: AtomicI64::new(0),
             behind: Mutex::new(vec![]),
+            failing: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<EntryKey, String>> {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last sync of `entry` failed with `error` (or, `None`, succeeded).
+    pub fn sync_ended(&self, entry: &EntryKey, error: Option<&str>) {
+        match error {
+            Some(error) => self.failing().insert(entry.clone(), error.to_owned()),
+            None => self.failing().remove(entry),
+        };
+    }
+
+    /// Forgets the failures of entries no longer in the state file.
+    pub fn retain_failing(&self, present: impl Fn(&EntryKey) -> bool) {
+        self.failing().retain(|key, _| present(key));
     }
 
     pub fn ticked(&self, at: i64) {
@@ -39,8 +64,25 @@ impl Health {
         *self.behind.lock().unwrap_or_else(|e| e.into_inner()) = entries;
     }
 
-    /// The HTTP status and JSON body `/healthz` answers at `now` (Unix time).
+    /// The HTTP status and JSON body `/healthz` answers at `now` (Unix
+    /// time); with failing entries, the body also holds `failing_count`
+    /// and `failing`: the first hundred, `{"entry": …, "error": …}`.
     pub fn report(&self, now: i64) -> (u16, serde_json::Value) {
+        let (status, mut body) = self.status(now);
+        let failing = self.failing();
+        if !failing.is_empty() {
+            let listed: Vec<_> = failing
+                .iter()
+                .take(LISTED_IN_BEHIND)
+                .map(|(key, error)| json!({"entry": key.to_string(), "error": error}))
+                .collect();
+            body["failing_count"] = json!(failing.len());
+            body["failing"] = json!(listed);
+        }
+        (status, body)
+    }
+
+    fn status(&self, now: i64) -> (u16, serde_json::Value) {
         let last = self.last_tick.load(Ordering::Relaxed);
         let allowed = 2 * self.tick.as_secs().max(1) as i64;
         if last == 0 || now - last > allowed {
@@ -123,5 +165,29 @@ mod tests {
         assert_eq!(body["behind"].as_array().unwrap().len(), 100);
         h.set_behind(vec![]);
         assert_eq!(h.report(1010).0, 200);
+    }
+
+    #[test]
+    fn entries_whose_last_sync_failed_are_listed_with_their_error() {
+        let h = Health::new(Duration::from_secs(60));
+        h.ticked(1000);
+        let key = |list_id: &str, rank| EntryKey {
+            list_id: list_id.into(),
+            rank,
+        };
+        let (a, b) = (key("a", 0), key("b", 1));
+        h.sync_ended(&a, Some("its members could not be read completely: …"));
+        h.sync_ended(&b, Some("Ometria refused the request"));
+        let (status, body) = h.report(1010);
+        assert_eq!(status, 200, "failing is not behind");
+        assert_eq!(body["failing_count"], 2);
+        assert_eq!(
+            body["failing"][0],
+            json!({"entry": "\"a\"", "error": "its members could not be read completely: …"})
+        );
+        assert_eq!(body["failing"][1]["entry"], "\"b\" (#2)");
+        h.sync_ended(&a, None);
+        h.retain_failing(|key| key.list_id != "b");
+        assert_eq!(h.report(1010), (200, json!({"status": "ok"})));
     }
 }

@@ -1,0 +1,179 @@
+//! A Mailchimp whose paging is broken (issue 14): a proxy that drops
+//! `offset` or `count`, pages that overlap or skip a member at their
+//! edges, short pages, the sort ignored. Whatever it does, a sync ends
+//! with every member in Ometria, or fails with its cursor kept and says
+//! what the server did — never a success with a member missing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use ometria_importer::sandbox::mailchimp::PagingBug;
+use ometria_importer::sandbox::{Sandbox, SandboxConfig};
+use ometria_importer::RunMode;
+use support::{
+    capture_log, generate_members, loopback, quit, read_json, run_once, sandbox_config, spawn_run, state_dir,
+    wait_until, Apis, FakeMailchimp, FakeMember, FakeOmetria,
+};
+
+/// What became of a list synced through a broken Mailchimp.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Synced, and Ometria holds exactly what Mailchimp holds.
+    Synced,
+    /// Failed with the cursor kept; the error says what the server did.
+    Failed,
+}
+
+async fn sync_through(bug: PagingBug, seed: u64) -> (End, String) {
+    let config = SandboxConfig {
+        seed,
+        lists: vec![("p".into(), 1234)],
+        paging_bug: Some(bug),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let entries = r#"[{"list_id": "p", "items_per_request": 50, "worker_count": 4}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&sandbox_config(&sandbox, dir.path()), log).await;
+    let text = buffer.contents();
+    let end = if summary.failed == 0 {
+        assert_eq!(summary.succeeded, 1, "{bug:?}: {summary:?}");
+        let verification = sandbox.world().verify(&[], None);
+        assert!(
+            verification.ok,
+            "{bug:?}: synced with members missing: {verification:?}\n{text}"
+        );
+        assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+        End::Synced
+    } else {
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            entries,
+            "{bug:?}: the state file of a failed sync changed"
+        );
+        assert!(
+            text.contains("sync: failed after") && text.contains("could not be read completely: Mailchimp"),
+            "{bug:?}: the failure does not say what Mailchimp did:\n{text}"
+        );
+        End::Failed
+    };
+    sandbox.stop().await;
+    (end, text)
+}
+
+#[actix_rt::test]
+async fn a_broken_mailchimp_never_lets_a_sync_pass_with_a_member_missing() {
+    // Where the fault leaves a way through, the keyset sweep finds it;
+    // where it does not, the sync fails loudly.
+    let expected = [
+        (PagingBug::IgnoresOffset, End::Synced, "at two offsets of one sweep"),
+        (PagingBug::OverlapsPages, End::Synced, "at two offsets of one sweep"),
+        (
+            PagingBug::IgnoresCount,
+            End::Synced,
+            "Mailchimp returned 10 members at offset 0 where its total_items says 50 were there",
+        ),
+        (PagingBug::SkipsAtEdges, End::Failed, "each of the 5 times it was asked"),
+        (PagingBug::ShortPages, End::Failed, "each of the 5 times it was asked"),
+        (PagingBug::IgnoresSort, End::Failed, "out of last_changed order"),
+    ];
+    for (bug, end, says) in expected {
+        for seed in 1..=2 {
+            let (got, log) = sync_through(bug, seed).await;
+            assert_eq!(got, end, "{bug:?}, seed {seed}:\n{log}");
+            assert!(log.contains(says), "{bug:?}, seed {seed}: no \"{says}\" in\n{log}");
+            eprintln!("{bug:?}, seed {seed}: {got:?}");
+        }
+    }
+}
+
+/// A Mailchimp double that answers every members request with the same
+/// 100 members and `total_items: 5000`, whatever it was asked.
+async fn static_mailchimp() -> Apis {
+    let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
+    let first_hundred: Vec<_> = generate_members(100, Utc::now())
+        .iter()
+        .map(FakeMember::to_json)
+        .collect();
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"members": first_hundred, "total_items": 5000})))
+        .with_priority(1)
+        .mount(&apis.mailchimp)
+        .await;
+    apis
+}
+
+/// Samples of a metrics page, by name with labels (`name{a="b"}`).
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap())))
+        .collect()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let mut answer = awc::Client::default().get(url).send().await.unwrap();
+    let body = answer.body().await.unwrap();
+    (answer.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What the server did shows in the metrics (a counter per kind of
+/// fault) and in the health endpoint (the entry and its error), not only
+/// in the log; the cursor stays and the entry backs off.
+#[actix_rt::test]
+async fn pages_that_do_not_add_up_show_in_metrics_and_health() {
+    let apis = static_mailchimp().await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let mut config = apis.config(dir.path());
+    config.metrics_addr = Some(loopback());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(20), "the sync to fail", || {
+        buffer
+            .contents()
+            .contains("controller: list \"L\" failed; next attempt after")
+    })
+    .await;
+    let text = buffer.contents();
+    let address = text
+        .lines()
+        .find_map(|l| l.split("serving /metrics and /healthz on http://").nth(1))
+        .expect("the metrics address")
+        .trim_end_matches('.')
+        .to_owned();
+    let metrics = samples(&get(&format!("http://{address}/metrics")).await.1);
+    let faults = |kind: &str| {
+        metrics
+            .get(&format!("ometria_importer_paging_faults_total{{kind=\"{kind}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert!(faults("repeated_member") >= 1.0, "{metrics:?}");
+    assert!(faults("outside_window") + faults("short_page") >= 1.0, "{metrics:?}");
+    assert_eq!(
+        metrics.get("ometria_importer_syncs_total{result=\"failed\"}"),
+        Some(&1.0)
+    );
+    let (status, body) = get(&format!("http://{address}/healthz")).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "failing is not yet behind: {body}");
+    assert_eq!(body["failing_count"], 1, "{body}");
+    assert_eq!(body["failing"][0]["entry"], "\"L\"");
+    let error = body["failing"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("its members could not be read completely: Mailchimp"),
+        "{error}"
+    );
+    let summary = quit(dir.path(), daemon).await;
+    assert_eq!((summary.succeeded, summary.failed), (0, 1));
+    assert_eq!(read_json(&file), json!([{"list_id": "L"}]));
+}
