@@ -263,7 +263,7 @@ async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
             l.split(": ")
                 .nth(2)
                 .unwrap()
-                .split("; kept in")
+                .split(" (Ometria counted it as rejected); kept in")
                 .next()
                 .unwrap()
                 .split(", ")
@@ -285,6 +285,7 @@ async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
         (&json!("L"), &m.expected_contact("L"))
     );
     assert!(line["rejected_at"].is_string());
+    assert_eq!(line["reason"], "Ometria counted it as rejected");
     // Every other record arrived.
     assert_eq!(by_id_allowing_repeats(&apis.pushed()).len(), 147);
 }

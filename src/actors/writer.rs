@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use chrono::Utc;
-use slog::{error, warn, Logger};
+use slog::{warn, Logger};
 
 use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
-use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
-use crate::rejected::{isolate, RejectedLog};
+use crate::ometria::{OmetriaClient, PushOutcome};
+use crate::rejected::{isolate, RejectedLog, Rejection, COUNTED_AS_REJECTED};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -94,18 +93,20 @@ impl Handler<PushBatch> for Writer {
             };
             let outcome = push(batch.clone()).await?;
             if outcome.rejected > 0 {
-                let rejected = isolate(&batch, outcome.rejected, &push).await?;
-                let ids = record_ids(&rejected).join(", ");
-                match rejected_log.append(&list_id, &rejected, Utc::now()) {
-                    Ok(path) => {
-                        warn!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; kept in {}.",
-                        outcome.rejected, batch.len(), path.display(); "rejected" => outcome.rejected)
-                    }
-                    Err(e) => {
-                        error!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; they could not be kept in {}: {e}",
-                        outcome.rejected, batch.len(), rejected_log.file_for(&list_id).display(); "rejected" => outcome.rejected)
-                    }
-                }
+                let rejected: Vec<Rejection> = isolate(&batch, outcome.rejected, &push)
+                    .await?
+                    .into_iter()
+                    .map(|record| Rejection {
+                        record,
+                        reason: COUNTED_AS_REJECTED.into(),
+                    })
+                    .collect();
+                let what = format!(
+                    "Ometria rejected {} of {} records of list \"{list_id}\"",
+                    rejected.len(),
+                    batch.len()
+                );
+                rejected_log.keep(&list_id, &rejected, &what, &log);
             }
             Ok(outcome)
         };
