@@ -18,7 +18,10 @@ use crate::telemetry::metrics::Metrics;
 pub const MAX_BATCH: usize = 100;
 
 /// Ometria takes at most 60 KB per record (SPEC §6), read here as
-/// 60 × 1024 = 61,440 bytes of the record as encoded (JSON, UTF-8).
+/// 60 × 1024 = 61,440 bytes of the record as encoded (JSON, UTF-8). The
+/// larger reading of "KB": should Ometria count in thousands, the push
+/// holding a record between the two is refused and split, and the record
+/// found that way ([`crate::rejected::deliver`]).
 pub const MAX_RECORD_BYTES: usize = 60 * 1024;
 
 /// A push body (`[`, the records joined by `,`, `]`) is kept within this
@@ -27,7 +30,8 @@ pub const MAX_RECORD_BYTES: usize = 60 * 1024;
 /// less, and 1 MiB is the common default (nginx's `client_max_body_size`).
 /// It still holds 100 records of 10 KB each; a contact mapped from
 /// Mailchimp is about 300 bytes, so only batches of unusually large records
-/// are cut shorter.
+/// are cut shorter. A server that takes less answers 413, and the push is
+/// split ([`crate::rejected::deliver`]).
 pub const MAX_PUSH_BYTES: usize = 1024 * 1024;
 
 /// Gathers encoded records into push batches within Ometria's limits
@@ -288,11 +292,29 @@ struct RecordAnswer {
     content: u64,
 }
 
+/// Whether Ometria refused a push as a whole for what it holds (400, 413,
+/// 422; SPEC §6): possibly for one record's content, so the push is split
+/// to find it ([`crate::rejected::deliver`]) instead of failing.
+pub fn refused_for_content(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Refused {
+            status: 400 | 413 | 422,
+            ..
+        }
+    )
+}
+
 /// What to fix when Ometria refuses a request.
 fn hint(status: u16) -> &'static str {
     match status {
         401 | 403 => "check OMETRIA_APIKEY",
         404 | 405 => "check OMETRIA_BASE_URL and OMETRIA_API",
+        // Such a refusal fails a sync only once parts of the batch were
+        // refused alike (see `refused_for_content`).
+        400 | 413 | 422 => {
+            "Ometria refused the batch and the parts of it tried alike, so not for one record's content; the detail above says why"
+        }
         _ => "Ometria refused the batch; the detail above says why",
     }
 }
@@ -587,6 +609,28 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_048_576), "1,048,576");
+    }
+
+    #[test]
+    fn refusals_for_content_are_told_apart() {
+        let refused = |status| ApiError::Refused {
+            api: Api::Ometria,
+            status,
+            problem: None,
+            hint: hint(status),
+        };
+        for status in [400, 413, 422] {
+            assert!(refused_for_content(&refused(status)), "{status}");
+        }
+        for status in [401, 403, 404, 405, 409] {
+            assert!(!refused_for_content(&refused(status)), "{status}");
+        }
+        let throttled = ApiError::Throttled {
+            api: Api::Ometria,
+            status: 429,
+            retry_after: None,
+        };
+        assert!(!refused_for_content(&throttled));
     }
 
     #[test]

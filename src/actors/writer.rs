@@ -1,6 +1,7 @@
 //! A Writer pushes one batch of at most 100 contacts at a time to Ometria,
 //! paced by the global request rate and with retries. When Ometria rejects
-//! records, it finds which and keeps them in the list's rejected file.
+//! records, or refuses the batch for what one of them holds, it finds which
+//! (see [`crate::rejected`]) and keeps them in the list's rejected file.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{OmetriaClient, PushOutcome};
-use crate::rejected::{isolate, RejectedLog, Rejection, COUNTED_AS_REJECTED};
+use crate::rejected::{deliver, RejectedLog};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -91,24 +92,14 @@ impl Handler<PushBatch> for Writer {
                         .await
                 }
             };
-            let outcome = push(batch.clone()).await?;
-            if outcome.rejected > 0 {
-                let rejected: Vec<Rejection> = isolate(&batch, outcome.rejected, &push)
-                    .await?
-                    .into_iter()
-                    .map(|record| Rejection {
-                        record,
-                        reason: COUNTED_AS_REJECTED.into(),
-                    })
-                    .collect();
-                let what = format!(
-                    "Ometria rejected {} of {} records of list \"{list_id}\"",
-                    rejected.len(),
-                    batch.len()
-                );
-                rejected_log.keep(&list_id, &rejected, &what, &log);
-            }
-            Ok(outcome)
+            let delivery = deliver(&batch, &push, || outcomes.any_succeeded()).await?;
+            let what = format!(
+                "Ometria rejected {} of {} records of list \"{list_id}\"",
+                delivery.rejected.len(),
+                batch.len()
+            );
+            rejected_log.keep(&list_id, &delivery.rejected, &what, &log);
+            Ok(delivery.outcome)
         };
         Box::pin(work.into_actor(self))
     }
