@@ -274,6 +274,7 @@ impl SandboxArgs {
             shuffle_ties: self.shuffle_ties,
             same_second: self.same_second,
             workers: self.workers,
+            ..SandboxConfig::default()
         }
     }
 }
