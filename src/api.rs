@@ -84,24 +84,47 @@ impl Patience {
     }
 }
 
-/// An RFC 7807 problem document, as both APIs send with their errors.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// What an error body says: the `title` and `detail` of an RFC 7807
+/// problem document, as Mailchimp sends (SPEC §6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Problem {
-    #[serde(default)]
     pub title: Option<String>,
-    #[serde(default)]
     pub detail: Option<String>,
 }
 
+/// The fields an error body may say something in.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+    /// Ometria's errors: `{"status": "ERROR", "message": "…"}`.
+    #[serde(default)]
+    message: Option<String>,
+}
+
 impl Problem {
-    /// Reads an error body: a problem document, or else its first bytes as text.
+    /// Reads an error body: a problem document; or Ometria's
+    /// `{"status": "ERROR", "message": "…"}`, whose message becomes the
+    /// detail; or else its first 200 characters as text. `None` for an
+    /// empty body.
     pub fn from_body(body: &[u8]) -> Option<Problem> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        if let Ok(p) = serde_json::from_slice::<Problem>(body) {
-            if p.title.is_some() || p.detail.is_some() {
-                return Some(p);
+        if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
+            if b.title.is_some() || b.detail.is_some() {
+                return Some(Problem {
+                    title: b.title,
+                    detail: b.detail,
+                });
+            }
+            if let Some(message) = b.message {
+                return Some(Problem {
+                    title: None,
+                    detail: Some(message),
+                });
             }
         }
         let text = String::from_utf8_lossy(body);
@@ -113,17 +136,26 @@ impl Problem {
     }
 }
 
-/// `: title — detail`, or nothing when the body said nothing.
+impl fmt::Display for Problem {
+    /// `title: detail`, or whichever of the two it has.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.title, &self.detail) {
+            (Some(t), Some(d)) => write!(f, "{t}: {d}"),
+            (Some(t), None) => write!(f, "{t}"),
+            (None, Some(d)) => write!(f, "{d}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// ` (title: detail)`, or nothing when the body said nothing.
 struct Summary<'a>(&'a Option<Problem>);
 
 impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(p) = self.0 else { return Ok(()) };
-        match (&p.title, &p.detail) {
-            (Some(t), Some(d)) => write!(f, " ({t}: {d})"),
-            (Some(t), None) => write!(f, " ({t})"),
-            (None, Some(d)) => write!(f, " ({d})"),
-            (None, None) => Ok(()),
+        match self.0 {
+            Some(p) if p.title.is_some() || p.detail.is_some() => write!(f, " ({p})"),
+            _ => Ok(()),
         }
     }
 }
@@ -293,6 +325,26 @@ mod tests {
             e.to_string(),
             "Mailchimp refused the request with HTTP 401 (API Key Invalid: Your API key may be invalid, or you've attempted to access the wrong datacenter.): check the key"
         );
+    }
+
+    #[test]
+    fn ometria_error_bodies_are_surfaced() {
+        let body = br#"{"status":"ERROR","message":"Payload invalid: Record is too large."}"#;
+        let e = ApiError::from_status(Api::Ometria, StatusCode::BAD_REQUEST, None, body, hint);
+        assert_eq!(
+            e.to_string(),
+            "Ometria refused the request with HTTP 400 (Payload invalid: Record is too large.): check the key"
+        );
+        let ApiError::Refused { problem: Some(p), .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(p.to_string(), "Payload invalid: Record is too large.");
+        // A body with neither title, detail nor message is kept as text.
+        assert_eq!(
+            Problem::from_body(br#"{"status":"ERROR"}"#).unwrap().to_string(),
+            r#"{"status":"ERROR"}"#
+        );
+        assert_eq!(Problem::from_body(b" \n"), None);
     }
 
     #[test]

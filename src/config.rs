@@ -278,6 +278,7 @@ impl SandboxArgs {
             same_second: self.same_second,
             paging_bug: self.paging_bug,
             workers: self.workers,
+            ..SandboxConfig::default()
         }
     }
 }

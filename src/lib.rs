@@ -12,7 +12,7 @@
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors.
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
-//! - [`rejected`]: naming the records Ometria rejects, and their file.
+//! - [`rejected`]: finding the records Ometria rejects or refuses, and their file.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`demo`], [`bench`](mod@bench): the commands of those names.

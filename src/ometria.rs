@@ -1,5 +1,6 @@
 //! Ometria Data API v2 (`POST /v2/push`) and the legacy `/record` endpoint
-//! (SPEC §6): contact records and the push client.
+//! (SPEC §6): contact records, batches within Ometria's limits, and the
+//! push client.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,10 +11,128 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError, Patience};
 use crate::config::{ApiKey, OmetriaApi};
+use crate::rejected::Rejection;
 use crate::telemetry::metrics::Metrics;
 
-/// Ometria takes at most this many records per push.
+/// Ometria takes at most this many records per push (SPEC §6).
 pub const MAX_BATCH: usize = 100;
+
+/// Ometria takes at most 60 KB per record (SPEC §6), read here as
+/// 60 × 1024 = 61,440 bytes of the record as encoded (JSON, UTF-8). The
+/// larger reading of "KB": should Ometria count in thousands, the push
+/// holding a record between the two is refused and split, and the record
+/// found that way ([`crate::rejected::deliver`]).
+pub const MAX_RECORD_BYTES: usize = 60 * 1024;
+
+/// A push body (`[`, the records joined by `,`, `]`) is kept within this
+/// many bytes, 1 MiB. Ometria publishes no body limit beyond 100 records of
+/// 60 KB (about 6 MB), but what stands in front of an HTTP API often takes
+/// less, and 1 MiB is the common default (nginx's `client_max_body_size`).
+/// It still holds 100 records of 10 KB each; a contact mapped from
+/// Mailchimp is about 300 bytes, so only batches of unusually large records
+/// are cut shorter. A server that takes less answers 413, and the push is
+/// split ([`crate::rejected::deliver`]).
+pub const MAX_PUSH_BYTES: usize = 1024 * 1024;
+
+/// Gathers encoded records into push batches within Ometria's limits
+/// (SPEC §6): at most [`MAX_BATCH`] records whose body — `[`, the records
+/// joined by `,`, `]` — is at most [`MAX_PUSH_BYTES`] bytes. A record over
+/// [`MAX_RECORD_BYTES`] is handed back as a [`Rejection`] instead of
+/// batched: Ometria would refuse the whole push holding it.
+///
+/// Records keep their order; a batch is closed when it is full or when the
+/// next record would not fit, which then opens the next batch.
+#[derive(Debug)]
+pub struct Batcher {
+    open: Vec<Bytes>,
+    /// Bytes of the body `open` makes (0 while empty).
+    body: usize,
+    max_records: usize,
+    /// The largest record taken: within the record limit, and small enough
+    /// for a body of its own.
+    max_record: usize,
+    max_body: usize,
+}
+
+impl Default for Batcher {
+    /// Ometria's limits: [`MAX_BATCH`], [`MAX_RECORD_BYTES`], [`MAX_PUSH_BYTES`].
+    fn default() -> Self {
+        Batcher::with_limits(MAX_BATCH, MAX_RECORD_BYTES, MAX_PUSH_BYTES)
+    }
+}
+
+impl Batcher {
+    /// A batcher of at most `max_records` records (at least 1) per batch,
+    /// `max_record_bytes` per record and `max_body_bytes` per body. A
+    /// record is refused when it is over `max_record_bytes`, or too large
+    /// for a body of its own.
+    pub fn with_limits(max_records: usize, max_record_bytes: usize, max_body_bytes: usize) -> Batcher {
+        let max_records = max_records.max(1);
+        Batcher {
+            open: Vec::with_capacity(max_records),
+            body: 0,
+            max_records,
+            max_record: max_record_bytes.min(max_body_bytes.saturating_sub(2)),
+            max_body: max_body_bytes,
+        }
+    }
+
+    /// Takes one record. `Ok(Some(batch))` when that closed a batch,
+    /// `Ok(None)` while the batch stays open, and `Err` with the record and
+    /// the reason when it is too large to send at all.
+    pub fn add(&mut self, record: Bytes) -> Result<Option<Vec<Bytes>>, Rejection> {
+        if record.len() > self.max_record {
+            let reason = format!(
+                "the record is {} bytes once encoded; Ometria takes at most {}",
+                thousands(record.len()),
+                thousands(self.max_record)
+            );
+            return Err(Rejection { record, reason });
+        }
+        // A record that does not fit closes the open batch and opens the
+        // next; one that fits an empty batch always does (checked above).
+        let closed = if !self.open.is_empty() && self.body + 1 + record.len() > self.max_body {
+            self.flush()
+        } else {
+            None
+        };
+        self.body = if self.open.is_empty() {
+            record.len() + 2
+        } else {
+            self.body + 1 + record.len()
+        };
+        self.open.push(record);
+        // Never both: a batch just closed held at least one record, fewer
+        // than `max_records`, so this record alone does not fill the next.
+        if self.open.len() == self.max_records {
+            return Ok(self.flush());
+        }
+        Ok(closed)
+    }
+
+    /// The open batch, if it holds any record: the last batch, once every
+    /// record was added.
+    pub fn flush(&mut self) -> Option<Vec<Bytes>> {
+        if self.open.is_empty() {
+            return None;
+        }
+        self.body = 0;
+        Some(std::mem::replace(&mut self.open, Vec::with_capacity(self.max_records)))
+    }
+}
+
+/// `70123` as `70,123`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
 
 /// A contact record as pushed to Ometria (SPEC §5), borrowing its text
 /// from the member it was mapped from.
@@ -173,11 +292,29 @@ struct RecordAnswer {
     content: u64,
 }
 
+/// Whether Ometria refused a push as a whole for what it holds (400, 413,
+/// 422; SPEC §6): possibly for one record's content, so the push is split
+/// to find it ([`crate::rejected::deliver`]) instead of failing.
+pub fn refused_for_content(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Refused {
+            status: 400 | 413 | 422,
+            ..
+        }
+    )
+}
+
 /// What to fix when Ometria refuses a request.
 fn hint(status: u16) -> &'static str {
     match status {
         401 | 403 => "check OMETRIA_APIKEY",
         404 | 405 => "check OMETRIA_BASE_URL and OMETRIA_API",
+        // Such a refusal fails a sync only once parts of the batch were
+        // refused alike (see `refused_for_content`).
+        400 | 413 | 422 => {
+            "Ometria refused the batch and the parts of it tried alike, so not for one record's content; the detail above says why"
+        }
         _ => "Ometria refused the batch; the detail above says why",
     }
 }
@@ -222,8 +359,8 @@ impl OmetriaClient {
     }
 
     /// Pushes one batch (≤ [`MAX_BATCH`] records, each encoded by
-    /// [`encode`]). One attempt, number `attempt` of the caller's retries
-    /// (see [`Patience`]).
+    /// [`encode`], as a [`Batcher`] makes them). One attempt, number
+    /// `attempt` of the caller's retries (see [`Patience`]).
     pub async fn push(&self, records: &[Bytes], attempt: u32) -> Result<PushOutcome, ApiError> {
         let timeout = self.patience.for_attempt(attempt);
         let sent = records.len() as u64;
@@ -382,6 +519,118 @@ mod tests {
         assert!(within.holds(parsed.members[0].email_address.as_deref().unwrap()));
         assert!(!within.holds(parsed.members[1].email_address.as_deref().unwrap()));
         assert!(!within.holds("a@x.io"));
+    }
+
+    /// A record of exactly `len` bytes.
+    fn sized(len: usize) -> Bytes {
+        let pad = len - r#"{"id":""}"#.len();
+        Bytes::from(format!(r#"{{"id":"{}"}}"#, "x".repeat(pad)))
+    }
+
+    /// The body a push of `batch` sends.
+    fn body_len(batch: &[Bytes]) -> usize {
+        batch.iter().map(Bytes::len).sum::<usize>() + batch.len().saturating_sub(1) + 2
+    }
+
+    #[test]
+    fn batches_hold_at_most_max_batch_records() {
+        let mut batcher = Batcher::default();
+        let mut batches = vec![];
+        for _ in 0..250 {
+            batches.extend(batcher.add(sized(300)).unwrap());
+        }
+        batches.extend(batcher.flush());
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        assert_eq!(batcher.flush(), None, "nothing left open");
+    }
+
+    #[test]
+    fn batches_stay_within_the_body_budget() {
+        // 100 records of 20 KB would make a 2 MB body.
+        let mut batcher = Batcher::default();
+        let mut batches = vec![];
+        for _ in 0..100 {
+            batches.extend(batcher.add(sized(20 * 1024)).unwrap());
+        }
+        batches.extend(batcher.flush());
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [51, 49]);
+        assert!(batches.iter().all(|b| body_len(b) <= MAX_PUSH_BYTES));
+        assert!(body_len(&[batches[0].clone(), vec![sized(20 * 1024)]].concat()) > MAX_PUSH_BYTES);
+        // A body of exactly the budget is taken; one byte more is not.
+        let mut batcher = Batcher::with_limits(10, 100, 2 + 40 + 1 + 40);
+        assert_eq!(batcher.add(sized(40)).unwrap(), None);
+        assert_eq!(batcher.add(sized(40)).unwrap(), None);
+        assert_eq!(batcher.add(sized(10)).unwrap(), Some(vec![sized(40), sized(40)]));
+        let mut batcher = Batcher::with_limits(10, 100, 2 + 40 + 1 + 40);
+        assert_eq!(batcher.add(sized(40)).unwrap(), None);
+        assert_eq!(batcher.add(sized(41)).unwrap(), Some(vec![sized(40)]));
+        assert_eq!(batcher.flush(), Some(vec![sized(41)]));
+    }
+
+    #[test]
+    fn a_record_over_60_kb_is_handed_back_with_the_reason() {
+        let mut batcher = Batcher::default();
+        assert_eq!(batcher.add(sized(10)).unwrap(), None);
+        assert_eq!(
+            batcher.add(sized(MAX_RECORD_BYTES)).unwrap(),
+            None,
+            "the limit itself is taken"
+        );
+        let rejection = batcher.add(sized(70_123)).unwrap_err();
+        assert_eq!(rejection.record, sized(70_123));
+        assert_eq!(
+            rejection.reason,
+            "the record is 70,123 bytes once encoded; Ometria takes at most 61,440"
+        );
+        let rejection = batcher.add(sized(MAX_RECORD_BYTES + 1)).unwrap_err();
+        assert_eq!(
+            rejection.reason,
+            "the record is 61,441 bytes once encoded; Ometria takes at most 61,440"
+        );
+        // The batch is not disturbed.
+        assert_eq!(batcher.flush(), Some(vec![sized(10), sized(MAX_RECORD_BYTES)]));
+        // Nor does a record too large for a body of its own get in.
+        let mut batcher = Batcher::with_limits(10, 100, 50);
+        assert!(batcher.add(sized(48)).is_ok());
+        assert_eq!(
+            batcher.add(sized(49)).unwrap_err().reason,
+            "the record is 49 bytes once encoded; Ometria takes at most 48"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_one_record_closes_at_once() {
+        let mut batcher = Batcher::with_limits(1, 100, 1000);
+        assert_eq!(batcher.add(sized(20)).unwrap(), Some(vec![sized(20)]));
+        assert_eq!(batcher.add(sized(30)).unwrap(), Some(vec![sized(30)]));
+        assert_eq!(batcher.flush(), None);
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_048_576), "1,048,576");
+    }
+
+    #[test]
+    fn refusals_for_content_are_told_apart() {
+        let refused = |status| ApiError::Refused {
+            api: Api::Ometria,
+            status,
+            problem: None,
+            hint: hint(status),
+        };
+        for status in [400, 413, 422] {
+            assert!(refused_for_content(&refused(status)), "{status}");
+        }
+        for status in [401, 403, 404, 405, 409] {
+            assert!(!refused_for_content(&refused(status)), "{status}");
+        }
+        let throttled = ApiError::Throttled {
+            api: Api::Ometria,
+            status: 429,
+            retry_after: None,
+        };
+        assert!(!refused_for_content(&throttled));
     }
 
     #[test]

@@ -1,22 +1,165 @@
-//! Records Ometria rejected (SPEC §6): which ones they were, and the file
-//! they are kept in, `<state dir>/rejected/<list_id>.jsonl`.
+//! Records Ometria will not take (SPEC §6): which ones they are, why, and
+//! the file they are kept in, `<state dir>/rejected/<list_id>.jsonl`.
 //!
-//! A push answer only counts rejected records. To name them, the batch is
-//! split in halves and one half pushed again: its answer counts its own
-//! rejected records, and the rest are in the other half, which is searched
-//! without a push of its own; down to single records. Re-sending is
-//! harmless because Ometria writes by id. It costs about log2(100) ≈ 7
-//! pushes per rejected record, paid only when a batch has one.
+//! Ometria turns a record down in one of two ways. It may take the push
+//! and count the record as rejected: the answer does not name it, so the
+//! batch is split in halves and one half pushed again: its answer counts
+//! its own rejected records, and the rest are in the other half, which is
+//! searched without a push of its own; down to single records
+//! ([`isolate`]). It costs about log2(100) ≈ 7 pushes per rejected record.
+//!
+//! Or it may refuse the whole push (400, 413, 422) for what one record
+//! holds, storing nothing. Then both halves are pushed, level by level,
+//! until the parts refused are single records ([`deliver`]): about two
+//! pushes per halving, 15 for one such record in a batch of 100, while the
+//! other parts are written. A refusal that every part gets is no record's
+//! content (a request Ometria cannot read at all) and fails the sync after
+//! a bounded number of pushes.
+//!
+//! Both searches are paid only when a batch has such a record, and
+//! re-sending is harmless because Ometria writes by id.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use slog::{error, warn, Logger};
 
 use crate::api::ApiError;
-use crate::ometria::PushOutcome;
+use crate::ometria::{record_ids, refused_for_content, PushOutcome};
+
+/// A record kept out of Ometria, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The record, as encoded for Ometria.
+    pub record: Bytes,
+    /// Why, for an operator: Ometria's own message when it gave one.
+    pub reason: String,
+}
+
+/// The reason given for records Ometria took but counted as rejected: its
+/// answer says no more.
+pub const COUNTED_AS_REJECTED: &str = "Ometria counted it as rejected";
+
+/// How many pushes of a refused batch and its parts may all be refused
+/// before the search gives up: the first five levels of halving (1 + 2 +
+/// 4 + 8 + 16). A batch holding at most 15 records Ometria refuses is
+/// always searched to the end, since one of the 16 parts of the fifth
+/// level holds none of them and is taken.
+pub const REFUSED_PUSHES_BEFORE_GIVING_UP: u32 = 31;
+
+/// How a batch went in the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Ometria's counts, summed over the pushes that settled each part
+    /// (records refused alone count as rejected).
+    pub outcome: PushOutcome,
+    /// The records Ometria would not take, each with why.
+    pub rejected: Vec<Rejection>,
+    /// Pushes made (not counting retries of one push).
+    pub pushes: u32,
+}
+
+/// Pushes `batch` with `push` (one push, retried as it sees fit), and finds
+/// the records Ometria will not take.
+///
+/// A push refused for its content ([`refused_for_content`]: 400, 413, 422)
+/// is split in halves, and both pushed, breadth first, so that the parts
+/// without a bad record are taken early; a single record refused is kept
+/// aside with Ometria's message. A part taken with `rejected > 0` is
+/// searched by [`isolate`].
+///
+/// Errors: any other failure of a push, as it is (401, 403, 404, 405, or
+/// passing failures `push` gave up on). A refusal for content when it is
+/// clearly not one record's: the first [`REFUSED_PUSHES_BEFORE_GIVING_UP`]
+/// pushes were all refused; or every record was refused alone, and
+/// `accepted_elsewhere()` says Ometria took no other push of this sync
+/// either (with nothing taken, a record refused alone proves nothing).
+pub async fn deliver<F, Fut>(
+    batch: &[Bytes],
+    mut push: F,
+    accepted_elsewhere: impl Fn() -> bool,
+) -> Result<Delivery, ApiError>
+where
+    F: FnMut(Vec<Bytes>) -> Fut,
+    Fut: Future<Output = Result<PushOutcome, ApiError>>,
+{
+    let mut pushes = 0;
+    let mut counted = |records: Vec<Bytes>| {
+        pushes += 1;
+        push(records)
+    };
+    let mut delivery = Delivery::default();
+    let mut any_taken = false;
+    let mut refused_alone = vec![];
+    let mut last_refusal = None;
+    let mut made = 0;
+    let mut parts = VecDeque::from([batch]);
+    while let Some(part) = parts.pop_front() {
+        made += 1;
+        match counted(part.to_vec()).await {
+            Ok(outcome) => {
+                any_taken = true;
+                // Counts are Ometria's word: never trusted not to overflow.
+                delivery.outcome.accepted = delivery.outcome.accepted.saturating_add(outcome.accepted);
+                delivery.outcome.rejected = delivery.outcome.rejected.saturating_add(outcome.rejected);
+                if outcome.rejected > 0 {
+                    let found = isolate(part, outcome.rejected, &mut counted).await?;
+                    delivery.rejected.extend(found.into_iter().map(|record| Rejection {
+                        record,
+                        reason: COUNTED_AS_REJECTED.into(),
+                    }));
+                }
+            }
+            Err(e) if refused_for_content(&e) => {
+                if !any_taken && made >= REFUSED_PUSHES_BEFORE_GIVING_UP {
+                    return Err(e);
+                }
+                if let [record] = part {
+                    refused_alone.push(Rejection {
+                        record: record.clone(),
+                        reason: refusal_reason(&e),
+                    });
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push_back(first);
+                    parts.push_back(second);
+                }
+                last_refusal = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = last_refusal {
+        if !any_taken && !accepted_elsewhere() {
+            return Err(e);
+        }
+    }
+    delivery.outcome.rejected = delivery.outcome.rejected.saturating_add(refused_alone.len() as u64);
+    delivery.rejected.extend(refused_alone);
+    delivery.pushes = pushes;
+    Ok(delivery)
+}
+
+/// Why a record refused alone was: Ometria's status and message.
+fn refusal_reason(e: &ApiError) -> String {
+    match e {
+        ApiError::Refused {
+            status,
+            problem: Some(p),
+            ..
+        } if p.title.is_some() || p.detail.is_some() => {
+            format!("Ometria refused a push of this record alone with HTTP {status}: {p}")
+        }
+        ApiError::Refused { status, .. } => {
+            format!("Ometria refused a push of this record alone with HTTP {status}")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// The records of `batch` that Ometria rejects, found by pushing halves
 /// again. `rejected` is how many the whole batch's answer reported; the
@@ -43,6 +186,26 @@ where
         parts.push((first, in_first));
     }
     Ok(found)
+}
+
+/// The ids of `rejections` with their reasons, for the log: ids sharing a
+/// reason are listed together, `u1, u2 (reason); u3 (other reason)`.
+pub fn describe(rejections: &[Rejection]) -> String {
+    let mut groups: Vec<(&str, Vec<String>)> = vec![];
+    for r in rejections {
+        let id = record_ids(std::slice::from_ref(&r.record))
+            .pop()
+            .unwrap_or_else(|| "(a record without an id)".into());
+        match groups.iter_mut().find(|(reason, _)| *reason == r.reason) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((&r.reason, vec![id])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(reason, ids)| format!("{} ({reason})", ids.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where a list's rejected records go.
@@ -72,26 +235,46 @@ impl RejectedLog {
         self.dir.join(format!("{name}.jsonl"))
     }
 
-    /// Appends one line per record: `{"rejected_at": …, "list_id": …, "record": {…}}`.
-    pub fn append(&self, list_id: &str, records: &[Bytes], at: DateTime<Utc>) -> io::Result<PathBuf> {
+    /// Appends one line per record, `{"rejected_at": …, "list_id": …,
+    /// "reason": …, "record": {…}}` (`rejected_at` in the state file's
+    /// format), to the list's file, creating it and its folder if need be.
+    /// Returns the file's path.
+    pub fn append(&self, list_id: &str, rejections: &[Rejection], at: DateTime<Utc>) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.file_for(list_id);
         let mut lines = Vec::new();
         let at = crate::state::format_timestamp(at);
-        for record in records {
+        let list_id = serde_json::Value::from(list_id);
+        for r in rejections {
             lines.extend_from_slice(
                 format!(
-                    r#"{{"rejected_at":"{at}","list_id":{},"record":"#,
-                    serde_json::Value::from(list_id)
+                    r#"{{"rejected_at":"{at}","list_id":{list_id},"reason":{},"record":"#,
+                    serde_json::Value::from(r.reason.as_str())
                 )
                 .as_bytes(),
             );
-            lines.extend_from_slice(record);
+            lines.extend_from_slice(&r.record);
             lines.extend_from_slice(b"}\n");
         }
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         file.write_all(&lines)?;
         Ok(path)
+    }
+
+    /// Keeps `rejections` in the list's file and logs them by id and
+    /// reason: a WARNING, or an ERROR if the file could not be written.
+    /// `what` opens the line, e.g. `Ometria rejected 2 of 100 records of
+    /// list "L"`.
+    pub fn keep(&self, list_id: &str, rejections: &[Rejection], what: &str, log: &Logger) {
+        if rejections.is_empty() {
+            return;
+        }
+        let (named, n) = (describe(rejections), rejections.len());
+        match self.append(list_id, rejections, Utc::now()) {
+            Ok(path) => warn!(log, "sync: {what}: {named}; kept in {}.", path.display(); "rejected" => n),
+            Err(e) => error!(log, "sync: {what}: {named}; they could not be kept in {}: {e}",
+                self.file_for(list_id).display(); "rejected" => n),
+        }
     }
 }
 
@@ -167,19 +350,241 @@ mod tests {
         assert_eq!(*calls.borrow(), 0);
     }
 
+    /// A push that refuses, with `status` and Ometria's error, any part
+    /// holding a record in `poison`, and else takes it, counting the
+    /// records in `counted` as rejected. Counts its calls.
+    fn refusing<'a>(
+        status: u16,
+        poison: &'a [usize],
+        counted: &'a [usize],
+        calls: &'a RefCell<u32>,
+    ) -> impl FnMut(Vec<Bytes>) -> std::future::Ready<Result<PushOutcome, ApiError>> + 'a {
+        move |part: Vec<Bytes>| {
+            *calls.borrow_mut() += 1;
+            let holds = |ids: &[usize]| {
+                part.iter()
+                    .filter(|r| ids.iter().any(|b| r[..] == *format!(r#"{{"id":"r{b}"}}"#).as_bytes()))
+                    .count() as u64
+            };
+            std::future::ready(if holds(poison) > 0 {
+                Err(ApiError::from_status(
+                    crate::api::Api::Ometria,
+                    awc::http::StatusCode::from_u16(status).unwrap(),
+                    None,
+                    br#"{"status":"ERROR","message":"Payload invalid: lastname is not text."}"#,
+                    |_| "",
+                ))
+            } else {
+                let rejected = holds(counted);
+                Ok(PushOutcome {
+                    accepted: part.len() as u64 - rejected,
+                    rejected,
+                })
+            })
+        }
+    }
+
+    fn ids(rejections: &[Rejection]) -> Vec<usize> {
+        let mut ids: Vec<usize> = record_ids(&rejections.iter().map(|r| r.record.clone()).collect::<Vec<_>>())
+            .iter()
+            .map(|id| id[1..].parse().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_refused_for_one_record_is_split_breadth_first_to_find_it() {
+        for status in [400, 413, 422] {
+            let calls = RefCell::new(0);
+            let d = deliver(&batch(100), refusing(status, &[42], &[], &calls), || false)
+                .await
+                .unwrap();
+            assert_eq!(
+                d.outcome,
+                PushOutcome {
+                    accepted: 99,
+                    rejected: 1
+                }
+            );
+            assert_eq!(ids(&d.rejected), [42]);
+            assert_eq!(
+                d.rejected[0].reason,
+                format!("Ometria refused a push of this record alone with HTTP {status}: Payload invalid: lastname is not text.")
+            );
+            // The whole batch, then two parts per halving: 100 → 50 → 25 →
+            // 13 → 7 → 4 → 2 → 1.
+            assert_eq!((d.pushes, *calls.borrow()), (15, 15));
+        }
+        // Wherever the record is, at most 2 pushes per halving.
+        for at in 0..100 {
+            let calls = RefCell::new(0);
+            let d = deliver(&batch(100), refusing(400, &[at], &[], &calls), || false)
+                .await
+                .unwrap();
+            assert_eq!(ids(&d.rejected), [at]);
+            assert!(d.pushes <= 15, "{} pushes for record {at}", d.pushes);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn several_refused_records_and_counted_ones_are_all_found() {
+        let calls = RefCell::new(0);
+        let poison = [0, 1, 50, 99];
+        let counted = [10, 70];
+        let d = deliver(&batch(100), refusing(422, &poison, &counted, &calls), || false)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), [0, 1, 10, 50, 70, 99]);
+        assert_eq!(
+            d.outcome,
+            PushOutcome {
+                accepted: 94,
+                rejected: 6
+            }
+        );
+        for r in &d.rejected {
+            let id = ids(std::slice::from_ref(r))[0];
+            if counted.contains(&id) {
+                assert_eq!(r.reason, COUNTED_AS_REJECTED);
+            } else {
+                assert!(r.reason.contains("HTTP 422: Payload invalid"), "{}", r.reason);
+            }
+        }
+        assert_eq!(d.pushes, *calls.borrow());
+        // Fifteen refused records spread over every part are still found.
+        let spread: Vec<usize> = (0..15).map(|i| i * 100 / 16).collect();
+        let d = deliver(&batch(100), refusing(400, &spread, &[], &calls), || false)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), spread);
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_taken_at_once_costs_one_push() {
+        let calls = RefCell::new(0);
+        let d = deliver(&batch(100), refusing(400, &[], &[], &calls), || false)
+            .await
+            .unwrap();
+        assert_eq!((d.outcome.accepted, d.rejected.len(), d.pushes), (100, 0, 1));
+        // Counted rejections go through `isolate`.
+        let d = deliver(&batch(100), refusing(400, &[], &[7], &calls), || false)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), [7]);
+        assert_eq!(d.rejected[0].reason, COUNTED_AS_REJECTED);
+        assert!(d.pushes <= 1 + 7, "{}", d.pushes);
+    }
+
+    #[actix_rt::test]
+    async fn a_refusal_of_every_part_fails_after_31_pushes() {
+        let calls = RefCell::new(0);
+        let all: Vec<usize> = (0..100).collect();
+        let e = deliver(&batch(100), refusing(400, &all, &[], &calls), || true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Refused { status: 400, .. }), "{e}");
+        assert!(e.to_string().contains("Payload invalid: lastname is not text."), "{e}");
+        assert_eq!(*calls.borrow(), REFUSED_PUSHES_BEFORE_GIVING_UP);
+        // Sixteen refused records, one in each part of the fifth level, look
+        // the same: the search gives up.
+        *calls.borrow_mut() = 0;
+        let sixteen: Vec<usize> = (0..16).map(|i| i * 100 / 16).collect();
+        assert!(deliver(&batch(100), refusing(400, &sixteen, &[], &calls), || true)
+            .await
+            .is_err());
+        assert_eq!(*calls.borrow(), REFUSED_PUSHES_BEFORE_GIVING_UP);
+    }
+
+    #[actix_rt::test]
+    async fn a_small_batch_refused_record_by_record_fails_unless_ometria_took_another_push() {
+        let calls = RefCell::new(0);
+        let all: Vec<usize> = (0..5).collect();
+        let e = deliver(&batch(5), refusing(400, &all, &[], &calls), || false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Refused { status: 400, .. }), "{e}");
+        assert_eq!(*calls.borrow(), 9, "2n − 1 pushes");
+        // One record alone: refused, and nothing else taken in the sync.
+        assert!(deliver(&batch(1), refusing(400, &[0], &[], &calls), || false)
+            .await
+            .is_err());
+        // Once Ometria took a push of the sync, a record refused alone is the record's fault.
+        let d = deliver(&batch(1), refusing(400, &[0], &[], &calls), || true)
+            .await
+            .unwrap();
+        assert_eq!((ids(&d.rejected), d.outcome.rejected, d.pushes), (vec![0], 1, 1));
+        let d = deliver(&batch(5), refusing(400, &all, &[], &calls), || true)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), all);
+    }
+
+    #[actix_rt::test]
+    async fn other_failures_end_the_search_at_once() {
+        let calls = RefCell::new(0);
+        let e = deliver(&batch(100), refusing(401, &[3], &[], &calls), || true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Refused { status: 401, .. }));
+        assert_eq!(*calls.borrow(), 1);
+        // A passing failure the push gave up on, in the middle of a search.
+        let calls = RefCell::new(0);
+        let mut inner = refusing(400, &[3], &[], &calls);
+        let e = deliver(
+            &batch(100),
+            |part: Vec<Bytes>| {
+                if part.len() == 25 {
+                    std::future::ready(Err(ApiError::Timeout {
+                        api: crate::api::Api::Ometria,
+                        after: std::time::Duration::from_secs(1),
+                    }))
+                } else {
+                    inner(part)
+                }
+            },
+            || true,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ApiError::Timeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn log_lines_name_each_id_with_its_reason() {
+        let r = |i: usize, reason: &str| Rejection {
+            record: batch(10)[i].clone(),
+            reason: reason.into(),
+        };
+        assert_eq!(describe(&[r(1, "a"), r(2, "b"), r(3, "a")]), "r1, r3 (a); r2 (b)");
+        assert_eq!(
+            describe(&[Rejection {
+                record: Bytes::from_static(b"{}"),
+                reason: "x".into()
+            }]),
+            "(a record without an id) (x)"
+        );
+    }
+
     #[test]
     fn rejected_records_are_appended_as_json_lines() {
         let dir = tempfile::tempdir().unwrap();
         let log = RejectedLog::in_state_dir(dir.path());
         assert_eq!(log.file_for("a/b c"), dir.path().join("rejected/a%2Fb%20c.jsonl"));
         let at = DateTime::from_timestamp(1_571_437_223, 0).unwrap();
-        log.append("l1", &batch(2)[..1], at).unwrap();
-        let path = log.append("l1", &batch(2)[1..], at).unwrap();
+        let rejection = |i: usize, reason: &str| Rejection {
+            record: batch(2)[i].clone(),
+            reason: reason.into(),
+        };
+        log.append("l1", &[rejection(0, COUNTED_AS_REJECTED)], at).unwrap();
+        let path = log
+            .append("l1", &[rejection(1, "HTTP 400: \"quoted\" text")], at)
+            .unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(
             text,
-            "{\"rejected_at\":\"2019-10-18T22:20:23\",\"list_id\":\"l1\",\"record\":{\"id\":\"r0\"}}\n\
-             {\"rejected_at\":\"2019-10-18T22:20:23\",\"list_id\":\"l1\",\"record\":{\"id\":\"r1\"}}\n"
+            "{\"rejected_at\":\"2019-10-18T22:20:23\",\"list_id\":\"l1\",\"reason\":\"Ometria counted it as rejected\",\"record\":{\"id\":\"r0\"}}\n\
+             {\"rejected_at\":\"2019-10-18T22:20:23\",\"list_id\":\"l1\",\"reason\":\"HTTP 400: \\\"quoted\\\" text\",\"record\":{\"id\":\"r1\"}}\n"
         );
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();

@@ -63,6 +63,11 @@ impl Outcomes {
         self.0.get().succeeded
     }
 
+    /// Whether any request to the API succeeded in this sync so far.
+    pub fn any_succeeded(&self) -> bool {
+        self.succeeded() > 0
+    }
+
     fn api_works(&self) -> bool {
         let o = self.0.get();
         o.succeeded > 0 && o.succeeded.saturating_mul(4) >= o.failed
@@ -433,7 +438,9 @@ mod tests {
             },
             |_, _, _| {},
         );
+        assert!(!outcomes.any_succeeded());
         assert!(done.await.is_ok());
         assert_eq!(outcomes.0.get(), counts(1, 2));
+        assert!(outcomes.any_succeeded());
     }
 }

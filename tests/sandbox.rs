@@ -212,6 +212,47 @@ async fn the_fake_ometria_keeps_the_contract() {
 }
 
 #[actix_rt::test]
+async fn the_fake_ometria_refuses_a_push_too_large_as_ometria_does() {
+    let config = SandboxConfig {
+        ometria_max_body_bytes: 100_000,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let url = sandbox.ometria_url();
+    // A record over 60 KB: the whole push is refused, nothing of it stored.
+    let mut large = contact("large");
+    large["lastname"] = json!("x".repeat(61 * 1024));
+    let (status, _, body) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a"), large])).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"status": "ERROR", "message": "Payload invalid: Record is too large."})
+        )
+    );
+    assert!(sandbox.world().ometria_contact("a").is_none());
+    // A body over the configured size: 413, nothing stored; half of it fits.
+    let many: Vec<Value> = (0..100)
+        .map(|i| {
+            let mut c = contact(&format!("c{i}"));
+            c["lastname"] = json!("y".repeat(1000));
+            c
+        })
+        .collect();
+    assert!(json!(many).to_string().len() > 100_000);
+    let (status, _, body) = push(&url, DEFAULT_OMETRIA_KEY, &json!(many)).await;
+    assert_eq!(
+        (status, body),
+        (413, json!({"status": "ERROR", "message": "Payload too large."}))
+    );
+    assert!(sandbox.world().ometria_contact("c0").is_none());
+    let (status, _, _) = push(&url, DEFAULT_OMETRIA_KEY, &json!(many[..50])).await;
+    assert_eq!(status, 200);
+    assert!(sandbox.world().ometria_contact("c0").is_some());
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
 async fn injected_faults_reach_the_client() {
     let config = SandboxConfig {
         lists: vec![("l".into(), 10)],

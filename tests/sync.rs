@@ -13,6 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use ometria_importer::config::OmetriaApi;
 use ometria_importer::mailchimp::MEMBER_FIELDS;
+use ometria_importer::ometria::MAX_PUSH_BYTES;
 use ometria_importer::{RunMode, RunSummary};
 use support::*;
 
@@ -263,7 +264,7 @@ async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
             l.split(": ")
                 .nth(2)
                 .unwrap()
-                .split("; kept in")
+                .split(" (Ometria counted it as rejected); kept in")
                 .next()
                 .unwrap()
                 .split(", ")
@@ -285,8 +286,210 @@ async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
         (&json!("L"), &m.expected_contact("L"))
     );
     assert!(line["rejected_at"].is_string());
+    assert_eq!(line["reason"], "Ometria counted it as rejected");
     // Every other record arrived.
     assert_eq!(by_id_allowing_repeats(&apis.pushed()).len(), 147);
+}
+
+/// The lines of a list's rejected file.
+fn rejected_lines(state_dir: &std::path::Path, list_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(state_dir.join(format!("rejected/{list_id}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The contacts of `members` the importer must push, by id, leaving out `except`.
+fn expected_except(members: &[FakeMember], except: &str) -> HashMap<String, Value> {
+    members
+        .iter()
+        .filter(|m| m.id != except)
+        .map(|m| (m.id.clone(), m.expected_contact("L")))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_record_too_large_for_ometria_is_kept_aside_before_sending_and_the_list_syncs() {
+    // Issue 14: one member with a 70,000-character last name among 250.
+    // Ometria refuses a push holding a record over 60 KB, storing nothing.
+    let mut members = generate_members(250, Utc::now());
+    members[42].lname = "Ł".repeat(70_000);
+    let ometria = FakeOmetria {
+        refusals: Refusals {
+            record_over: Some(60 * 1024),
+            ..Refusals::default()
+        },
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+
+    // The 249 others are in Ometria, each pushed once.
+    assert_eq!(by_id(&apis.pushed()), expected_except(&members, "u000042"));
+    // The large one never reached Ometria, and no push was refused.
+    let pushes = apis.pushes();
+    assert!(pushes.iter().all(|p| p.status == 200), "{pushes:?}");
+    assert!(!pushes.iter().any(|p| p.ids.iter().any(|id| id == "u000042")));
+    // It is in the rejected file, with why.
+    let lines = rejected_lines(dir.path(), "L");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["record"], members[42].expected_contact("L"));
+    let encoded = lines[0]["record"].to_string().len();
+    assert!(encoded > 140_000, "{encoded}");
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the record is ") && reason.ends_with(" bytes once encoded; Ometria takes at most 61,440"),
+        "{reason}"
+    );
+    // The log names it with the reason; it counts as rejected; the cursor moved.
+    let log = buffer.contents();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("u000042 (the record is ") && l.contains("rejected=1")),
+        "{log}"
+    );
+    assert!(log.contains("rejected=1 skipped=0"), "{log}");
+    let state = read_json(&file);
+    assert!(state[0]["latest_timestamp"].is_string(), "{state}");
+    assert_eq!(state[0]["total_updates"], 250);
+}
+
+#[actix_rt::test]
+async fn a_batch_refused_whole_for_one_record_is_split_and_only_that_record_is_kept_aside() {
+    for status in [400, 422] {
+        let members = generate_members(250, Utc::now());
+        let ometria = FakeOmetria {
+            refusals: Refusals {
+                holding: Some((status, vec!["u000042".into()])),
+                ..Refusals::default()
+            },
+            ..Default::default()
+        };
+        let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
+        // One reader: batches of 100, 100 and 50 in offset order, the first holding u000042.
+        let (dir, file) = state_dir(r#"[{"list_id": "L", "worker_count": 1}]"#);
+        let (log, buffer) = capture_log();
+        let summary = run_once(&apis.config(dir.path()), log).await;
+        assert_eq!(summary, ok_once(), "{}", buffer.contents());
+
+        // The others are written, once each (a refused push keeps nothing).
+        assert_eq!(by_id(&apis.pushed()), expected_except(&members, "u000042"));
+        let lines = rejected_lines(dir.path(), "L");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["record"], members[42].expected_contact("L"));
+        let reason = format!("Ometria refused a push of this record alone with HTTP {status}: {POISON_MESSAGE}");
+        assert_eq!(lines[0]["reason"], reason.as_str());
+        let log = buffer.contents();
+        assert!(log.contains(&format!("u000042 ({reason}); kept in")), "{log}");
+        let state = read_json(&file);
+        assert!(state[0]["latest_timestamp"].is_string(), "{state}");
+        assert_eq!(state[0]["total_updates"], 250);
+        assert!(log.contains("rejected=1 skipped=0"), "{log}");
+
+        // The cost: two pushes per halving of 100 (100 → 50 → 25 → 13 → 7
+        // → 4 → 2 → 1), besides the three batches.
+        let pushes = apis.pushes();
+        let holding = pushes.iter().filter(|p| p.ids.iter().any(|id| id == "u000042")).count();
+        assert_eq!((holding, pushes.len()), (8, 3 + 14), "{pushes:?}");
+        assert!(pushes.iter().all(|p| p.status == 200 || p.status == status));
+    }
+}
+
+#[actix_rt::test]
+async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search() {
+    // 100 members make one batch: levels 0–4 of the split are 31 pushes.
+    // 5 make one small batch, split to single records: 9 pushes.
+    for (members, most) in [(100, 31), (5, 9)] {
+        let ometria = FakeOmetria {
+            refusals: Refusals {
+                every_push: true,
+                ..Refusals::default()
+            },
+            ..Default::default()
+        };
+        let apis = Apis::start(
+            FakeMailchimp::default().with_list("L", generate_members(members, Utc::now())),
+            ometria,
+        )
+        .await;
+        let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+        let (dir, file) = state_dir(text);
+        let (log, buffer) = capture_log();
+        let summary = run_once(&apis.config(dir.path()), log).await;
+        let log = buffer.contents();
+        assert_eq!(
+            summary,
+            RunSummary {
+                failed: 1,
+                ..RunSummary::default()
+            },
+            "{log}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "the cursor stays");
+        assert!(apis.pushed().is_empty());
+        assert!(
+            rejected_lines(dir.path(), "L").is_empty(),
+            "nothing is kept as rejected"
+        );
+        assert_eq!(apis.pushes().len(), most, "{members} members");
+        assert!(
+            log.contains("Ometria refused the request with HTTP 400 (Payload invalid: unexpected input.)"),
+            "{log}"
+        );
+        assert!(log.contains("latest_timestamp stays \"2001-01-01 00:00:00\""), "{log}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_push_too_large_for_the_server_is_split_and_every_record_arrives() {
+    let members = generate_members(250, Utc::now());
+    // A batch of 100 contacts is about 30 KB, half of one about 15 KB.
+    let limit = 20_000;
+    let ometria = FakeOmetria {
+        refusals: Refusals {
+            body_over: Some(limit),
+            ..Refusals::default()
+        },
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+    assert_eq!(by_id(&apis.pushed()), expected_except(&members, ""));
+    assert!(rejected_lines(dir.path(), "L").is_empty());
+    let pushes = apis.pushes();
+    assert!(pushes.iter().any(|p| p.status == 413), "{pushes:?}");
+    assert!(pushes.iter().all(|p| (p.status == 200) == (p.body_bytes <= limit)));
+    assert_eq!(read_json(&file)[0]["total_updates"], 250);
+}
+
+#[actix_rt::test]
+async fn push_bodies_stay_within_the_byte_budget() {
+    // 100 records of about 20 KB each would make a 2 MB body.
+    let mut members = generate_members(100, Utc::now());
+    for m in &mut members {
+        m.lname = "x".repeat(20 * 1024);
+    }
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, _file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+    assert_eq!(by_id(&apis.pushed()), expected_except(&members, ""));
+    let sizes: Vec<usize> = apis.pushes().iter().map(|p| p.body_bytes).collect();
+    assert!(sizes.len() >= 2, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= MAX_PUSH_BYTES), "{sizes:?}");
+    assert!(rejected_lines(dir.path(), "L").is_empty());
 }
 
 /// Records by id; the search for rejected records re-sends some.

@@ -1,7 +1,8 @@
 //! A ListSync is one sync of one entry, start to finish (SPEC §4).
 //!
 //! It owns the paging plan, hands page offsets to idle Fetchers, gathers
-//! the mapped contacts into batches of 100, and hands batches to idle
+//! the mapped contacts into batches within Ometria's limits (a record too
+//! large to send is kept as rejected instead), and hands batches to idle
 //! Writers. Fetchers only get work while the queue of ready batches is
 //! short, so a slow Ometria slows the reading instead of filling memory.
 //! The sync succeeds when every page was read and every batch accounted
@@ -23,8 +24,8 @@ use super::state_keeper::StateKeeper;
 use super::writer::Writer;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
-use crate::ometria::{OmetriaClient, PushOutcome, MAX_BATCH};
-use crate::rejected::RejectedLog;
+use crate::ometria::{Batcher, OmetriaClient, PushOutcome};
+use crate::rejected::{RejectedLog, Rejection};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
@@ -84,7 +85,7 @@ pub struct ListSync {
     writers: Vec<Addr<Writer>>,
     idle_writers: Vec<usize>,
     /// Records not yet making up a full batch.
-    open_batch: Vec<Bytes>,
+    batcher: Batcher,
     /// Full batches waiting for a Writer.
     ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
@@ -123,7 +124,7 @@ impl ListSync {
             idle_fetchers: vec![],
             writers: vec![],
             idle_writers: vec![],
-            open_batch: Vec::with_capacity(MAX_BATCH),
+            batcher: Batcher::default(),
             ready: VecDeque::new(),
             counts: SyncCounts::default(),
             finished: false,
@@ -147,8 +148,8 @@ impl ListSync {
             self.fetch(worker, FetchPage(request), ctx);
         }
         let reading = self.idle_fetchers.len() < self.fetchers.len();
-        if !reading && self.plan.is_complete() && !self.open_batch.is_empty() {
-            self.ready.push_back(std::mem::take(&mut self.open_batch));
+        if !reading && self.plan.is_complete() {
+            self.ready.extend(self.batcher.flush());
         }
         while !self.ready.is_empty() && !self.idle_writers.is_empty() {
             let batch = self.ready.pop_front().expect("checked non-empty");
@@ -234,14 +235,28 @@ impl ListSync {
                 );
             }
         }
+        let mut unsendable = vec![];
         for record in records {
-            self.open_batch.push(record);
-            if self.open_batch.len() == MAX_BATCH {
-                let full = std::mem::replace(&mut self.open_batch, Vec::with_capacity(MAX_BATCH));
-                self.ready.push_back(full);
+            match self.batcher.add(record) {
+                Ok(full) => self.ready.extend(full),
+                Err(rejection) => unsendable.push(rejection),
             }
         }
+        self.reject_unsendable(&unsendable);
         self.dispatch(ctx);
+    }
+
+    /// Keeps records too large to send in the rejected file, and counts them.
+    fn reject_unsendable(&mut self, rejections: &[Rejection]) {
+        if rejections.is_empty() {
+            return;
+        }
+        let list_id = &self.job.entry.key.list_id;
+        let what = format!("{} records of list \"{list_id}\" cannot be sent", rejections.len());
+        self.deps.rejected_log.keep(list_id, rejections, &what, &self.log);
+        let n = rejections.len() as u64;
+        self.counts.rejected += n;
+        self.deps.metrics.records_rejected.inc_by(n);
     }
 
     fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {

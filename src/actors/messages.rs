@@ -75,7 +75,8 @@ pub struct FetchedPage {
     pub records: Vec<Option<Bytes>>,
 }
 
-/// ListSync → Writer: push one batch of at most 100 encoded records.
+/// ListSync → Writer: push one batch of encoded records, as an
+/// [`crate::ometria::Batcher`] makes them (≤ 100 records, ≤ 1 MiB).
 #[derive(Message)]
 #[rtype(result = "Result<PushOutcome, ApiError>")]
 pub struct PushBatch(pub Vec<Bytes>);

@@ -1,20 +1,20 @@
 //! A Writer pushes one batch of at most 100 contacts at a time to Ometria,
 //! paced by the global request rate and with retries. When Ometria rejects
-//! records, it finds which and keeps them in the list's rejected file.
+//! records, or refuses the batch for what one of them holds, it finds which
+//! (see [`crate::rejected`]) and keeps them in the list's rejected file.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use chrono::Utc;
-use slog::{error, warn, Logger};
+use slog::{warn, Logger};
 
 use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
-use crate::ometria::{record_ids, OmetriaClient, PushOutcome};
-use crate::rejected::{isolate, RejectedLog};
+use crate::ometria::{OmetriaClient, PushOutcome};
+use crate::rejected::{deliver, RejectedLog};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -92,22 +92,14 @@ impl Handler<PushBatch> for Writer {
                         .await
                 }
             };
-            let outcome = push(batch.clone()).await?;
-            if outcome.rejected > 0 {
-                let rejected = isolate(&batch, outcome.rejected, &push).await?;
-                let ids = record_ids(&rejected).join(", ");
-                match rejected_log.append(&list_id, &rejected, Utc::now()) {
-                    Ok(path) => {
-                        warn!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; kept in {}.",
-                        outcome.rejected, batch.len(), path.display(); "rejected" => outcome.rejected)
-                    }
-                    Err(e) => {
-                        error!(log, "sync: Ometria rejected {} of {} records of list \"{list_id}\": {ids}; they could not be kept in {}: {e}",
-                        outcome.rejected, batch.len(), rejected_log.file_for(&list_id).display(); "rejected" => outcome.rejected)
-                    }
-                }
-            }
-            Ok(outcome)
+            let delivery = deliver(&batch, &push, || outcomes.any_succeeded()).await?;
+            let what = format!(
+                "Ometria rejected {} of {} records of list \"{list_id}\"",
+                delivery.rejected.len(),
+                batch.len()
+            );
+            rejected_log.keep(&list_id, &delivery.rejected, &what, &log);
+            Ok(delivery.outcome)
         };
         Box::pin(work.into_actor(self))
     }

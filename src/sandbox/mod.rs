@@ -60,6 +60,9 @@ pub struct SandboxConfig {
     pub ometria: Behaviour,
     /// Ometria's token bucket per key; `None` = unlimited.
     pub ometria_requests_per_second: Option<f64>,
+    /// Push bodies longer than this (bytes) are refused with 413. The
+    /// default, 64 MiB, is what the server reads at most.
+    pub ometria_max_body_bytes: usize,
     /// Random changes to the lists while they are read; 0 = none.
     pub mutations_per_second: f64,
     /// Members sharing one `last_changed` second come back in a new order
@@ -74,6 +77,9 @@ pub struct SandboxConfig {
     pub workers: usize,
 }
 
+/// The longest request body the sandbox reads.
+const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
@@ -85,6 +91,7 @@ impl Default for SandboxConfig {
             mailchimp_max_connections: 10,
             ometria: Behaviour::default(),
             ometria_requests_per_second: None,
+            ometria_max_body_bytes: MAX_REQUEST_BODY_BYTES,
             mutations_per_second: 0.0,
             shuffle_ties: false,
             same_second: false,
@@ -391,7 +398,7 @@ impl Sandbox {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .app_data(web::PayloadConfig::new(MAX_REQUEST_BODY_BYTES))
                 .configure(routes)
         })
         .workers(workers)

@@ -1,7 +1,8 @@
 //! The fake Ometria: `POST /v2/push` (and the legacy `POST /record`) with
 //! key checks, a token-bucket rate limit, at most 100 records per push,
-//! per-record validation counted as rejected, and records stored by id
-//! (last write wins).
+//! a push refused whole when it holds a record over 60 KB (400) or its
+//! body is over a configured size (413), per-record validation counted as
+//! rejected, and records stored by id (last write wins).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 use super::faults::{cut_short, Fault};
 use super::{problem, World};
 use crate::api::Api;
+use crate::ometria::MAX_RECORD_BYTES;
 use crate::state::parse_timestamp;
 
 pub const MAX_RECORDS: usize = 100;
@@ -202,6 +204,14 @@ fn batch(body: &[u8]) -> Result<Vec<&RawValue>, Box<HttpResponse>> {
     Ok(records)
 }
 
+/// An error as Ometria answers it: `{"status": "ERROR", "message": …}`.
+fn ometria_error(status: u16, message: &str) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    HttpResponse::build(code)
+        .content_type(JSON)
+        .json(json!({"status": "ERROR", "message": message}))
+}
+
 /// The answer, possibly cut short by a fault (after the work was done).
 fn answer(fault: Option<Fault>, status: actix_web::http::StatusCode, body: Value) -> HttpResponse {
     let bytes = body.to_string().into_bytes();
@@ -220,10 +230,18 @@ pub async fn push(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -
         Ok(f) => f,
         Err(answer) => return answer,
     };
+    if body.len() > world.config.ometria_max_body_bytes {
+        return ometria_error(413, "Payload too large.");
+    }
     let records = match batch(&body) {
         Ok(r) => r,
         Err(answer) => return *answer,
     };
+    // Ometria's limit per record (SPEC §6); the whole push is refused, and
+    // nothing of it stored.
+    if records.iter().any(|r| r.get().len() > MAX_RECORD_BYTES) {
+        return ometria_error(400, "Payload invalid: Record is too large.");
+    }
     let identities: Vec<Identity> = records
         .iter()
         .map(|r| {

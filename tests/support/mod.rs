@@ -196,6 +196,61 @@ pub struct FakeOmetria {
     pub fail_with: Option<u16>,
     /// Reject the records with these ids (they are not kept).
     pub reject_ids: Vec<String>,
+    /// Refuse whole pushes, as Ometria does, for what they hold.
+    pub refusals: Refusals,
+    /// Every push that got past `fail_with`, refused or taken, in arrival order.
+    pub pushes: Arc<Mutex<Vec<Push>>>,
+}
+
+/// Pushes Ometria refuses as a whole, answering `{"status": "ERROR",
+/// "message": …}` and keeping nothing of them. Checked in this order.
+#[derive(Clone, Debug, Default)]
+pub struct Refusals {
+    /// 413 for a body longer than this many bytes.
+    pub body_over: Option<usize>,
+    /// 400 for every push: a request Ometria cannot read at all.
+    pub every_push: bool,
+    /// 400 "Payload invalid: Record is too large." for a push holding a
+    /// record longer than this many bytes (as JSON).
+    pub record_over: Option<usize>,
+    /// This status, with [`POISON_MESSAGE`], for a push holding a record
+    /// with one of these ids.
+    pub holding: Option<(u16, Vec<String>)>,
+}
+
+/// What the double answers a push holding a record of [`Refusals::holding`].
+pub const POISON_MESSAGE: &str = "Payload invalid: lastname must not contain control characters.";
+
+impl Refusals {
+    /// The status and message to refuse `batch` (sent as `body_bytes`) with, if any.
+    fn refuse(&self, body_bytes: usize, batch: &[Value]) -> Option<(u16, &'static str)> {
+        if self.body_over.is_some_and(|max| body_bytes > max) {
+            return Some((413, "Payload too large."));
+        }
+        if self.every_push {
+            return Some((400, "Payload invalid: unexpected input."));
+        }
+        if let Some(max) = self.record_over {
+            if batch.iter().any(|r| r.to_string().len() > max) {
+                return Some((400, "Payload invalid: Record is too large."));
+            }
+        }
+        if let Some((status, ids)) = &self.holding {
+            if batch.iter().any(|r| ids.iter().any(|id| r["id"] == id.as_str())) {
+                return Some((*status, POISON_MESSAGE));
+            }
+        }
+        None
+    }
+}
+
+/// One push as the double saw it.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub body_bytes: usize,
+    pub ids: Vec<String>,
+    /// What the double answered.
+    pub status: u16,
 }
 
 impl Respond for FakeOmetria {
@@ -205,6 +260,18 @@ impl Respond for FakeOmetria {
             return problem(status, "Internal Server Error", "try later");
         }
         let batch: Vec<Value> = serde_json::from_slice(&request.body).unwrap();
+        let refusal = self.refusals.refuse(request.body.len(), &batch);
+        self.pushes.lock().unwrap().push(Push {
+            body_bytes: request.body.len(),
+            ids: batch
+                .iter()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+            status: refusal.map_or(200, |(status, _)| status),
+        });
+        if let Some((status, message)) = refusal {
+            return ResponseTemplate::new(status).set_body_json(json!({"status": "ERROR", "message": message}));
+        }
         let n = batch.len();
         self.batch_sizes.lock().unwrap().push(n);
         let (refused, kept): (Vec<Value>, Vec<Value>) = batch
@@ -273,6 +340,11 @@ impl Apis {
 
     pub fn pushed(&self) -> Vec<Value> {
         self.fake_ometria.records.lock().unwrap().clone()
+    }
+
+    /// Every push Ometria saw (see [`FakeOmetria::pushes`]).
+    pub fn pushes(&self) -> Vec<Push> {
+        self.fake_ometria.pushes.lock().unwrap().clone()
     }
 
     /// Waits until the first request reaches Mailchimp: a sync is under way.
