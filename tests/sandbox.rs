@@ -211,6 +211,54 @@ async fn the_fake_ometria_keeps_the_contract() {
     sandbox.stop().await;
 }
 
+/// Ometria's backlog (SPEC §6): every push answer carries its size and
+/// the room left; a push that does not fit is refused whole with a 429.
+#[actix_rt::test]
+async fn the_fake_ometria_answers_with_its_backlog_and_429_when_it_is_full() {
+    let config = SandboxConfig {
+        ometria_backlog: 250,
+        ometria_drain_per_second: Some(0.0),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let batch: Vec<Value> = (0..100).map(|i| contact(&format!("c{i}"))).collect();
+    let mut answers = vec![];
+    for _ in 0..3 {
+        let answer = awc::Client::default()
+            .post(format!("{}/v2/push", sandbox.ometria_url()))
+            .insert_header(("X-Ometria-Auth", DEFAULT_OMETRIA_KEY))
+            .send_json(&batch)
+            .await
+            .unwrap();
+        let header = |name: &str| answer.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        answers.push((
+            answer.status().as_u16(),
+            header("x-queuesize-limit"),
+            header("x-queuesize-remaining"),
+            header("retry-after"),
+        ));
+    }
+    let some = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        answers,
+        [
+            (200, some("250"), some("150"), None),
+            (200, some("250"), some("50"), None),
+            (429, some("250"), some("50"), None),
+        ]
+    );
+    let stats = sandbox.world().stats();
+    assert_eq!(
+        (
+            stats.ometria_backlog_full,
+            stats.ometria_backlog_least_remaining,
+            stats.records_accepted
+        ),
+        (1, 50, 200)
+    );
+    sandbox.stop().await;
+}
+
 #[actix_rt::test]
 async fn injected_faults_reach_the_client() {
     let config = SandboxConfig {
