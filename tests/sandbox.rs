@@ -100,6 +100,36 @@ async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailch
     sandbox.stop().await;
 }
 
+/// A backlog that fills (SPEC §6): pushing at 20 per second (2,000
+/// records/s) into 4,000 records of backlog draining 800 records/s, the
+/// importer slows down as the room shrinks instead of meeting 429s (pacing
+/// as configured throughout, it met 32), and every record arrives.
+#[actix_rt::test]
+async fn a_filling_backlog_slows_the_importer_down_instead_of_meeting_429s() {
+    let config = SandboxConfig {
+        lists: vec![("b".into(), 9000)],
+        ometria_backlog: 4000,
+        ometria_drain_per_second: Some(800.0),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let (dir, _) = state_dir(r#"[{"list_id": "b"}]"#);
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.ometria_max_requests_per_second = Some(20.0);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&config, log).await;
+    assert_eq!(summary.succeeded, 1, "{}", buffer.contents());
+    let stats = sandbox.world().stats();
+    assert!(
+        stats.ometria_backlog_least_remaining < 2000,
+        "the backlog never filled to half: {stats:?}"
+    );
+    assert!(stats.ometria_backlog_full <= 2, "{stats:?}");
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    sandbox.stop().await;
+}
+
 #[actix_rt::test]
 async fn the_fake_mailchimp_keeps_the_contract() {
     let config = SandboxConfig {
