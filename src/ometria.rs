@@ -227,6 +227,17 @@ impl OmetriaClient {
         self
     }
 
+    /// Passes on the backlog an answer reports, if it does.
+    fn note_backlog(&self, headers: &awc::http::header::HeaderMap) {
+        let Some(backlog) = Backlog::from_headers(headers) else {
+            return;
+        };
+        self.metrics.ometria_backlog(backlog.remaining, backlog.limit);
+        if let Some(pacer) = &self.pacer {
+            pacer.backlog(backlog.remaining, backlog.limit);
+        }
+    }
+
     /// The record format this client sends.
     pub fn api(&self) -> OmetriaApi {
         self.api
@@ -262,9 +273,7 @@ impl OmetriaClient {
             self.metrics
                 .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
             let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, timeout, e))?;
-            if let (Some(backlog), Some(pacer)) = (Backlog::from_headers(response.headers()), &self.pacer) {
-                pacer.backlog(backlog.remaining, backlog.limit);
-            }
+            self.note_backlog(response.headers());
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)
