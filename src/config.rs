@@ -190,6 +190,13 @@ pub struct SandboxArgs {
     /// Ometria requests per second per key (token bucket); 0 = unlimited.
     #[arg(long, default_value_t = 8.0, value_parser = parse_rate)]
     pub ometria_rate: f64,
+    /// Records Ometria's backlog holds; a push that does not fit is answered 429.
+    #[arg(long, default_value_t = crate::sandbox::DEFAULT_OMETRIA_BACKLOG,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub ometria_backlog: u64,
+    /// Records per second Ometria's backlog drains; 0 = at once (it never fills).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_drain)]
+    pub ometria_drain: f64,
     /// Probability per request of each fault (5xx, 429 burst, hang, drop, truncation, body-less 403), both APIs.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
@@ -273,6 +280,8 @@ impl SandboxArgs {
                 faults,
             },
             ometria_requests_per_second: (self.ometria_rate > 0.0).then_some(self.ometria_rate),
+            ometria_backlog: self.ometria_backlog,
+            ometria_drain_per_second: (self.ometria_drain > 0.0).then_some(self.ometria_drain),
             mutations_per_second: self.mutations_per_second,
             shuffle_ties: self.shuffle_ties,
             same_second: self.same_second,
@@ -347,6 +356,11 @@ fn parse_rate(text: &str) -> Result<f64, String> {
             "\"{text}\" is not a rate: give requests per second, e.g. 8 or 0.5 (0 = unlimited)"
         )),
     }
+}
+
+fn parse_drain(text: &str) -> Result<f64, String> {
+    parse_rate(text)
+        .map_err(|_| format!("\"{text}\" is not a drain rate: give records per second, e.g. 500 (0 = at once)"))
 }
 
 /// `IMPORTER_METRICS_ADDR`: an address, or empty / `off` for none (so a
@@ -699,6 +713,20 @@ mod tests {
         let config = args.sandbox_config();
         assert_eq!(config.lists.len(), 3);
         assert_eq!(config.ometria_requests_per_second, None);
+        assert_eq!(
+            (config.ometria_backlog, config.ometria_drain_per_second),
+            (50_000, None)
+        );
+        let cli = Cli::try_parse_from(["x", "sandbox", "--ometria-backlog", "5000", "--ometria-drain", "500"]).unwrap();
+        let Command::Sandbox(args) = cli.command else {
+            panic!("not sandbox")
+        };
+        let config = args.sandbox_config();
+        assert_eq!(
+            (config.ometria_backlog, config.ometria_drain_per_second),
+            (5000, Some(500.0))
+        );
+        assert!(Cli::try_parse_from(["x", "sandbox", "--ometria-backlog", "99"]).is_err());
     }
 
     #[test]

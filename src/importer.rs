@@ -96,6 +96,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
         StateKeeper::new(file, document, keeper_metrics, keeper_log)
     });
+    let limits = Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second);
     let deps = SyncDeps {
         mailchimp: MailchimpClient::new(
             http.clone(),
@@ -111,8 +112,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
             config.ometria_api,
             config.http_timeout,
             metrics.clone(),
-        ),
-        limits: Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second),
+        )
+        .reporting_backlog_to(limits.ometria.clone()),
+        limits,
         retry: config.retry,
         progress_interval: config.progress_interval,
         rejected_log: RejectedLog::in_state_dir(&config.state_dir),

@@ -1,10 +1,11 @@
 //! Global limits shared by every Fetcher and Writer across lists: in-flight
-//! Mailchimp requests per key, and Ometria requests per second per key.
+//! Mailchimp requests per key, and Ometria requests per second per key,
+//! slowed down as Ometria's backlog fills.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 /// Added to each Ometria slot so that no 1-second window, however it is
@@ -43,27 +44,77 @@ impl ConnectionLimit {
 /// Spaces request starts evenly at a given rate (no bursts), first come
 /// first served. `None` = unlimited. When the API says to slow down, every
 /// caller holds off together.
+///
+/// It also slows down before Ometria's backlog fills (SPEC §6: pushes wait
+/// in a backlog of at most 50,000 records, answers carry
+/// `X-QueueSize-Limit` and `X-QueueSize-Remaining`, and a full backlog
+/// answers 429 to everything). With `R` records of room left in a backlog
+/// of `L`, as the last answer said ([`Pacer::backlog`]):
+///
+/// - `R ≥ L/2`: the configured pace.
+/// - `R < L/2`: the pace times `R / (L/2)` (an unlimited pacer slows down
+///   from Ometria's documented 8 per second), starts at most 30 s apart.
+///   The inflow falls with the room and settles where it matches what
+///   Ometria drains: at 8 per second, a backlog draining `D` records/s
+///   settles with about `D × L / 1600` records of room, enough for a push
+///   of 100 whenever `D × L ≥ 160,000` (3.2 records/s for 50,000), so a
+///   steady sync meets no 429; slower drains meet one now and then.
+/// - `R < 100`, no room for a push: nobody starts one for 1 s, then 2 s,
+///   4 s … up to 30 s for each hold that ends with the backlog still full
+///   (or for the spacing at 100 records of room, when that is longer: 30 s
+///   for 50,000 at 8 per second).
+///
+/// The rule is applied afresh whenever an answer comes, so an answer with
+/// room ends a hold and restores the pace at once. Without those headers
+/// the pace is exactly the configured one.
 pub struct Pacer {
     interval: Option<Duration>,
     schedule: Mutex<Schedule>,
+    /// Callers queue here in order of arrival (tokio's mutex is fair); the
+    /// one holding it waits for its start.
+    turn: tokio::sync::Mutex<()>,
+    /// Wakes the caller waiting for its start when a hold or an answer may
+    /// have moved it.
+    changed: Notify,
 }
+
+/// Records one push adds to Ometria's backlog, at most (SPEC §6).
+const PUSH_RECORDS: u64 = crate::ometria::MAX_BATCH as u64;
+
+/// Ometria's documented rate (SPEC §6: 8 per second at present), which an
+/// unlimited pacer slows down from when the backlog fills.
+const DOCUMENTED_OMETRIA_RATE: f64 = 8.0;
+
+/// The first hold when the backlog has no room for a push; it doubles for
+/// each hold that ends with the backlog still full.
+const BACKLOG_HOLD: Duration = Duration::from_secs(1);
+
+/// The longest the backlog makes anyone wait: a hold, or the spacing of
+/// starts. Pushes then go out to learn whether there is room again.
+const BACKLOG_MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Schedule {
-    /// The earliest start of the next request.
-    next_slot: Option<Instant>,
-    /// Holds so far: a caller that slept through one queues again.
-    holds: u64,
+    /// When the last request started.
+    last_start: Option<Instant>,
+    /// No start before this: the API said `Retry-After`.
+    held_until: Option<Instant>,
+    /// The backlog as the last answer gave it: records it can still take,
+    /// and its size.
+    backlog: Option<(u64, u64)>,
+    /// No start before this: the backlog had no room for a push.
+    full_until: Option<Instant>,
+    /// Holds in a row for a full backlog.
+    full_holds: u32,
 }
 
 impl Pacer {
     pub fn new(per_second: Option<f64>) -> Pacer {
-        let interval = per_second
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|r| Duration::from_secs_f64(1.0 / r) + PACING_MARGIN);
         Pacer {
-            interval,
+            interval: per_second.and_then(interval),
             schedule: Mutex::new(Schedule::default()),
+            turn: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
         }
     }
 
@@ -71,37 +122,97 @@ impl Pacer {
         self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The least time between two starts now (`None`: none).
+    fn spacing(&self, schedule: &Schedule) -> Option<Duration> {
+        let Some((remaining, limit)) = schedule.backlog else {
+            return self.interval;
+        };
+        let half = limit / 2;
+        if remaining >= half {
+            return self.interval;
+        }
+        let pace = self
+            .interval
+            .or_else(|| interval(DOCUMENTED_OMETRIA_RATE))
+            .expect("the documented rate is a rate");
+        // Below one push's room, as at one push's room: the hold adds to it.
+        let ratio = half as f64 / remaining.max(PUSH_RECORDS) as f64;
+        let slowed = Duration::try_from_secs_f64(pace.as_secs_f64() * ratio).unwrap_or(Duration::MAX);
+        Some(slowed.clamp(pace, BACKLOG_MAX_WAIT.max(pace)))
+    }
+
+    /// The earliest start allowed now, if later than nothing.
+    fn next_start(&self, schedule: &Schedule) -> Option<Instant> {
+        let paced = schedule.last_start.zip(self.spacing(schedule)).map(|(t, s)| t + s);
+        [paced, schedule.held_until, schedule.full_until]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
     /// Waits until this caller may start a request.
     pub async fn wait_turn(&self) {
+        let _turn = self.turn.lock().await;
+        // The slot this caller slept until, to start exactly there: the
+        // timer's lateness must not push every later start back.
+        let mut slept_until = None;
         loop {
-            let (slot, holds) = {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let slot = {
                 let mut schedule = self.schedule();
                 let now = Instant::now();
-                let slot = schedule.next_slot.map_or(now, |n| n.max(now));
-                if let Some(interval) = self.interval {
-                    schedule.next_slot = Some(slot + interval);
+                match self.next_start(&schedule) {
+                    Some(slot) if slot > now => slot,
+                    slot => {
+                        schedule.last_start = Some(slot.filter(|s| slept_until == Some(*s)).unwrap_or(now));
+                        return;
+                    }
                 }
-                ((slot > now).then_some(slot), schedule.holds)
             };
-            // Sleeping until "now" would still cost a timer tick.
-            let Some(slot) = slot else { return };
-            tokio::time::sleep_until(slot).await;
-            // A hold came while this caller slept on a slot it had taken
-            // before: it queues again, behind the hold.
-            if self.schedule().holds == holds {
-                return;
-            }
+            slept_until = tokio::time::timeout_at(slot, changed).await.err().map(|_| slot);
         }
     }
 
     /// The API answered 429: no caller starts a request before `wait` has
     /// passed, so that one throttled request does not become a burst of them.
     pub fn hold(&self, wait: Duration) {
-        let mut schedule = self.schedule();
-        let until = Instant::now() + wait;
-        schedule.next_slot = Some(schedule.next_slot.map_or(until, |n| n.max(until)));
-        schedule.holds += 1;
+        {
+            let mut schedule = self.schedule();
+            let until = Instant::now() + wait;
+            schedule.held_until = Some(schedule.held_until.map_or(until, |h| h.max(until)));
+        }
+        self.changed.notify_waiters();
     }
+
+    /// An answer said Ometria's backlog can take `remaining` more records
+    /// of `limit`: the pace follows the rule above from now on.
+    pub fn backlog(&self, remaining: u64, limit: u64) {
+        {
+            let mut schedule = self.schedule();
+            let now = Instant::now();
+            schedule.backlog = Some((remaining, limit));
+            if remaining >= PUSH_RECORDS.min(limit) {
+                schedule.full_until = None;
+                schedule.full_holds = 0;
+            } else if schedule.full_until.is_none_or(|until| until <= now) {
+                // Answers to pushes already under way say the same again:
+                // only one that comes after the hold makes it longer.
+                let wait = BACKLOG_HOLD
+                    .saturating_mul(1 << schedule.full_holds.min(16))
+                    .min(BACKLOG_MAX_WAIT);
+                schedule.full_until = Some(now + wait);
+                schedule.full_holds += 1;
+            }
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// The spacing of starts at `per_second`, if that is a rate.
+fn interval(per_second: f64) -> Option<Duration> {
+    (per_second.is_finite() && per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second) + PACING_MARGIN)
 }
 
 #[cfg(test)]
@@ -189,6 +300,166 @@ mod tests {
             pacer.wait_turn().await;
         }
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    /// Whether `d` is `expected`, or up to the timer's 1 ms granularity more.
+    fn near(d: Duration, expected: Duration) -> bool {
+        d >= expected && d <= expected + Duration::from_millis(1)
+    }
+
+    /// Time from one start to the next, with the backlog as `report` says.
+    async fn spacing_with(pacer: &Pacer, report: Option<(u64, u64)>) -> Duration {
+        pacer.wait_turn().await;
+        if let Some((remaining, limit)) = report {
+            pacer.backlog(remaining, limit);
+        }
+        let t = Instant::now();
+        pacer.wait_turn().await;
+        t.elapsed()
+    }
+
+    #[actix_rt::test]
+    async fn starts_spread_out_as_the_backlog_fills_and_recover_as_it_drains() {
+        tokio::time::pause();
+        let pacer = Pacer::new(Some(8.0));
+        let ms = Duration::from_millis;
+        // Half the backlog or more free: the configured pace.
+        for report in [None, Some((50_000, 50_000)), Some((25_000, 50_000))] {
+            let d = spacing_with(&pacer, report).await;
+            assert!(near(d, ms(126)), "{report:?}: {d:?}");
+        }
+        // Below half: slower in proportion.
+        let d = spacing_with(&pacer, Some((12_500, 50_000))).await;
+        assert!(near(d, ms(252)), "{d:?}");
+        let d = spacing_with(&pacer, Some((1_000, 50_000))).await;
+        assert!(near(d, ms(3150)), "{d:?}");
+        // Never slower than BACKLOG_MAX_WAIT.
+        let d = spacing_with(&pacer, Some((100, 50_000_000))).await;
+        assert!(near(d, BACKLOG_MAX_WAIT), "{d:?}");
+        // Room again: the configured pace at once.
+        let d = spacing_with(&pacer, Some((40_000, 50_000))).await;
+        assert!(near(d, ms(126)), "{d:?}");
+
+        // Unlimited slows down from Ometria's documented 8 per second.
+        let pacer = Pacer::new(None);
+        assert_eq!(spacing_with(&pacer, Some((25_000, 50_000))).await, Duration::ZERO);
+        let d = spacing_with(&pacer, Some((12_500, 50_000))).await;
+        assert!(near(d, ms(252)), "{d:?}");
+        assert_eq!(spacing_with(&pacer, Some((30_000, 50_000))).await, Duration::ZERO);
+    }
+
+    #[actix_rt::test]
+    async fn a_full_backlog_holds_every_caller_longer_while_it_stays_full() {
+        tokio::time::pause();
+        let secs = Duration::from_secs;
+        // A backlog of 1,000: at one push's room starts are 630 ms apart,
+        // so the holds show (in a bigger one that spacing is longer).
+        for pacer in [Pacer::new(Some(8.0)), Pacer::new(None)] {
+            // Answers to pushes already under way do not make the hold longer.
+            pacer.wait_turn().await;
+            pacer.backlog(0, 1_000);
+            pacer.backlog(40, 1_000);
+            let t = Instant::now();
+            pacer.wait_turn().await;
+            assert!(near(t.elapsed(), secs(1)), "{:?}", t.elapsed());
+            // Still full after the hold: twice as long, and so on.
+            for hold in [2, 4, 8, 16, 30, 30] {
+                let d = spacing_with(&pacer, Some((0, 1_000))).await;
+                assert!(near(d, secs(hold)), "{d:?}");
+            }
+            // Room for a push: no hold, and the doubling starts over.
+            let d = spacing_with(&pacer, Some((100, 1_000))).await;
+            assert!(near(d, Duration::from_millis(630)), "{d:?}");
+            let d = spacing_with(&pacer, Some((0, 1_000))).await;
+            assert!(near(d, secs(1)), "{d:?}");
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_answer_with_room_lets_a_held_caller_go_at_once() {
+        tokio::time::pause();
+        let pacer = std::rc::Rc::new(Pacer::new(Some(8.0)));
+        let start = Instant::now();
+        pacer.wait_turn().await;
+        pacer.backlog(0, 50_000);
+        let held = {
+            let pacer = pacer.clone();
+            actix_rt::spawn(async move {
+                pacer.wait_turn().await;
+                start.elapsed()
+            })
+        };
+        // Held: without the hold it would start 126 ms after the first.
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(300)).await;
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished(), "the full backlog did not hold it");
+        pacer.backlog(30_000, 50_000);
+        let started = held.await.unwrap();
+        assert!(near(started, Duration::from_millis(300)), "{started:?}");
+    }
+
+    #[test]
+    fn odd_reports_neither_stall_nor_panic() {
+        let slow = Pacer::new(Some(0.001));
+        slow.backlog(0, u64::MAX);
+        assert_eq!(slow.spacing(&slow.schedule()), slow.interval);
+        let pacer = Pacer::new(Some(8.0));
+        pacer.backlog(5, 0);
+        let schedule = pacer.schedule();
+        assert_eq!(pacer.spacing(&schedule), pacer.interval);
+        assert!(schedule.full_until.is_none());
+    }
+
+    /// The pacer against a model of Ometria's backlog: `pushes` pushes of
+    /// 100 records one after the other, each answer reporting the room left.
+    /// Returns the pushes that did not fit and how long it took.
+    async fn push_into_a_backlog(pacer: &Pacer, pushes: u32, limit: u64, drain_per_second: f64) -> (u32, Duration) {
+        let start = Instant::now();
+        let (mut queued, mut last, mut refused, mut pushed) = (0.0f64, start, 0, 0);
+        while pushed < pushes {
+            pacer.wait_turn().await;
+            let now = Instant::now();
+            queued = (queued - (now - last).as_secs_f64() * drain_per_second).max(0.0);
+            last = now;
+            if limit as f64 - queued >= 100.0 {
+                queued += 100.0;
+                pushed += 1;
+            } else {
+                refused += 1;
+            }
+            pacer.backlog(limit - queued.ceil() as u64, limit);
+        }
+        (refused, start.elapsed())
+    }
+
+    /// The rule's promise, at 8 per second or unlimited: against a backlog
+    /// of `L` records draining `D` per second, no push meets a full one
+    /// when `D × L ≥ 160,000`, and once full the sync goes at the drain's
+    /// pace, losing only the time to drain the room it keeps (`L / 1600`
+    /// seconds); below that, a push that does not fit is rare.
+    #[actix_rt::test]
+    async fn a_steady_push_into_a_draining_backlog_meets_at_most_an_occasional_429() {
+        tokio::time::pause();
+        for rate in [Some(8.0), None] {
+            for limit in [50_000, 5_000] {
+                for drain in [5.0, 20.0, 100.0, 500.0, 5_000.0] {
+                    let pacer = Pacer::new(rate);
+                    let pushes = (3 * limit / 100) as u32;
+                    let (refused, took) = push_into_a_backlog(&pacer, pushes, limit, drain).await;
+                    let case = format!("{rate:?}/s, {limit} records draining {drain}/s: {refused} refused in {took:?}");
+                    if drain * limit as f64 >= 160_000.0 {
+                        assert_eq!(refused, 0, "{case}");
+                        let floor = ((pushes as f64 * 100.0 - limit as f64) / drain)
+                            .max(rate.map_or(0.0, |r| pushes as f64 / r));
+                        let kept = limit as f64 / 1600.0;
+                        assert!(took.as_secs_f64() <= floor + kept + 1.0, "{case}");
+                    } else {
+                        assert!(refused as f64 <= took.as_secs_f64() / 20.0, "{case}");
+                    }
+                }
+            }
+        }
     }
 
     #[actix_rt::test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError, Patience};
 use crate::config::{ApiKey, OmetriaApi};
+use crate::limits::Pacer;
 use crate::rejected::Rejection;
 use crate::telemetry::metrics::Metrics;
 
@@ -327,6 +328,8 @@ pub struct OmetriaClient {
     api: OmetriaApi,
     patience: Patience,
     metrics: Arc<Metrics>,
+    /// Hears of the backlog every answer reports.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl OmetriaClient {
@@ -350,6 +353,25 @@ impl OmetriaClient {
             api,
             patience: Patience::new(timeout),
             metrics,
+            pacer: None,
+        }
+    }
+
+    /// Tells `pacer` of Ometria's backlog as each answer, success or not,
+    /// reports it (see [`Backlog`]).
+    pub fn reporting_backlog_to(mut self, pacer: Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// Passes on the backlog an answer reports, if it does.
+    fn note_backlog(&self, headers: &awc::http::header::HeaderMap) {
+        let Some(backlog) = Backlog::from_headers(headers) else {
+            return;
+        };
+        self.metrics.ometria_backlog(backlog.remaining, backlog.limit);
+        if let Some(pacer) = &self.pacer {
+            pacer.backlog(backlog.remaining, backlog.limit);
         }
     }
 
@@ -388,6 +410,7 @@ impl OmetriaClient {
             self.metrics
                 .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
             let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, timeout, e))?;
+            self.note_backlog(response.headers());
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)
@@ -444,9 +467,69 @@ impl OmetriaClient {
     }
 }
 
+/// Ometria's backlog as an answer reports it (SPEC §6): pushes wait in it
+/// before they are processed, and a full one answers 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    /// Records it can still take (`X-QueueSize-Remaining`).
+    pub remaining: u64,
+    /// Records it holds at most (`X-QueueSize-Limit`; [`BACKLOG_LIMIT`]
+    /// when absent or unreadable).
+    pub limit: u64,
+}
+
+/// The size of Ometria's backlog (SPEC §6), when an answer does not say.
+pub const BACKLOG_LIMIT: u64 = 50_000;
+
+impl Backlog {
+    /// The backlog an answer's headers report; `None` without a readable
+    /// `X-QueueSize-Remaining` (a whole number of records).
+    pub fn from_headers(headers: &awc::http::header::HeaderMap) -> Option<Backlog> {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        Some(Backlog {
+            remaining: number("x-queuesize-remaining")?,
+            limit: number("x-queuesize-limit").filter(|l| *l > 0).unwrap_or(BACKLOG_LIMIT),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlog_headers_are_read_and_garbage_ignored() {
+        use awc::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            }
+            Backlog::from_headers(&map)
+        };
+        let backlog = |remaining, limit| Some(Backlog { remaining, limit });
+        assert_eq!(
+            headers(&[("x-queuesize-limit", "50000"), ("x-queuesize-remaining", " 1200 ")]),
+            backlog(1200, 50_000)
+        );
+        assert_eq!(headers(&[("x-queuesize-remaining", "0")]), backlog(0, BACKLOG_LIMIT));
+        assert_eq!(
+            headers(&[("x-queuesize-limit", "lots"), ("x-queuesize-remaining", "7")]),
+            backlog(7, BACKLOG_LIMIT)
+        );
+        assert_eq!(
+            headers(&[("x-queuesize-limit", "0"), ("x-queuesize-remaining", "7")]),
+            backlog(7, BACKLOG_LIMIT)
+        );
+        for garbage in ["", "-5", "12.5", "full", "99999999999999999999999"] {
+            assert_eq!(
+                headers(&[("x-queuesize-limit", "50000"), ("x-queuesize-remaining", garbage)]),
+                None,
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(headers(&[]), None);
+    }
 
     #[test]
     fn encoding_by_hand_is_exactly_serde_json() {

@@ -58,6 +58,9 @@ async fn metrics_match_what_the_apis_received() {
             latency: ms(40),
             ..Behaviour::default()
         },
+        // A backlog that never drains: its room is what was pushed.
+        ometria_backlog: 20_000,
+        ometria_drain_per_second: Some(0.0),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
@@ -100,6 +103,12 @@ async fn metrics_match_what_the_apis_received() {
     );
     assert_eq!(m["ometria_importer_syncs_total{result=\"succeeded\"}"], 2.0);
     assert_eq!(m["ometria_importer_syncs_running"], 0.0);
+    // The backlog as the last answer read said: after 1,500 records queued,
+    // or a few pushes fewer when answers to pushes sent together came back
+    // out of order.
+    assert_eq!(m["ometria_importer_ometria_backlog_limit"], 20_000.0);
+    let remaining = m["ometria_importer_ometria_backlog_remaining"];
+    assert!((18_500.0..=19_500.0).contains(&remaining), "{remaining}");
     // Per entry, as in the state file, once a tick has read it again.
     wait_for_ticks(&buffer, 2).await;
     let m = samples(&get(&format!("http://{address}/metrics")).await.1);

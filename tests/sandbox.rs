@@ -100,6 +100,36 @@ async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailch
     sandbox.stop().await;
 }
 
+/// A backlog that fills (SPEC §6): pushing at 20 per second (2,000
+/// records/s) into 4,000 records of backlog draining 800 records/s, the
+/// importer slows down as the room shrinks instead of meeting 429s (pacing
+/// as configured throughout, it met 32), and every record arrives.
+#[actix_rt::test]
+async fn a_filling_backlog_slows_the_importer_down_instead_of_meeting_429s() {
+    let config = SandboxConfig {
+        lists: vec![("b".into(), 9000)],
+        ometria_backlog: 4000,
+        ometria_drain_per_second: Some(800.0),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let (dir, _) = state_dir(r#"[{"list_id": "b"}]"#);
+    let mut config = sandbox_config(&sandbox, dir.path());
+    config.ometria_max_requests_per_second = Some(20.0);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&config, log).await;
+    assert_eq!(summary.succeeded, 1, "{}", buffer.contents());
+    let stats = sandbox.world().stats();
+    assert!(
+        stats.ometria_backlog_least_remaining < 2000,
+        "the backlog never filled to half: {stats:?}"
+    );
+    assert!(stats.ometria_backlog_full <= 2, "{stats:?}");
+    let verification = sandbox.world().verify(&[], None);
+    assert!(verification.ok, "{verification:?}");
+    sandbox.stop().await;
+}
+
 #[actix_rt::test]
 async fn the_fake_mailchimp_keeps_the_contract() {
     let config = SandboxConfig {
@@ -208,6 +238,54 @@ async fn the_fake_ometria_keeps_the_contract() {
     let (status, retry_after, _) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a")])).await;
     assert_eq!((status, retry_after.as_deref()), (429, Some("1")));
     assert_eq!(sandbox.world().stats().ometria_throttled, 1);
+    sandbox.stop().await;
+}
+
+/// Ometria's backlog (SPEC §6): every push answer carries its size and
+/// the room left; a push that does not fit is refused whole with a 429.
+#[actix_rt::test]
+async fn the_fake_ometria_answers_with_its_backlog_and_429_when_it_is_full() {
+    let config = SandboxConfig {
+        ometria_backlog: 250,
+        ometria_drain_per_second: Some(0.0),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let batch: Vec<Value> = (0..100).map(|i| contact(&format!("c{i}"))).collect();
+    let mut answers = vec![];
+    for _ in 0..3 {
+        let answer = awc::Client::default()
+            .post(format!("{}/v2/push", sandbox.ometria_url()))
+            .insert_header(("X-Ometria-Auth", DEFAULT_OMETRIA_KEY))
+            .send_json(&batch)
+            .await
+            .unwrap();
+        let header = |name: &str| answer.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        answers.push((
+            answer.status().as_u16(),
+            header("x-queuesize-limit"),
+            header("x-queuesize-remaining"),
+            header("retry-after"),
+        ));
+    }
+    let some = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        answers,
+        [
+            (200, some("250"), some("150"), None),
+            (200, some("250"), some("50"), None),
+            (429, some("250"), some("50"), None),
+        ]
+    );
+    let stats = sandbox.world().stats();
+    assert_eq!(
+        (
+            stats.ometria_backlog_full,
+            stats.ometria_backlog_least_remaining,
+            stats.records_accepted
+        ),
+        (1, 50, 200)
+    );
     sandbox.stop().await;
 }
 

@@ -32,10 +32,12 @@ use serde_json::json;
 use crate::api::Api;
 use audience::{Audience, Mutation};
 use faults::{Fault, FaultDice, Faults};
-use ometria::{OmetriaStore, TokenBucket};
+use ometria::{Backlog, OmetriaStore, TokenBucket};
 
 pub const DEFAULT_MAILCHIMP_KEY: &str = "sandbox0mailchimp0key-us1";
 pub const DEFAULT_OMETRIA_KEY: &str = "sandbox-ometria-key";
+/// Records Ometria's backlog holds (SPEC §6).
+pub const DEFAULT_OMETRIA_BACKLOG: u64 = 50_000;
 
 /// Latency and faults of one API.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -63,6 +65,12 @@ pub struct SandboxConfig {
     /// Push bodies longer than this (bytes) are refused with 413. The
     /// default, 64 MiB, is what the server reads at most.
     pub ometria_max_body_bytes: usize,
+    /// Records Ometria's backlog holds: a push that does not fit is
+    /// answered 429.
+    pub ometria_backlog: u64,
+    /// Records per second the backlog drains; `None` = at once, so it
+    /// never fills; `Some(0.0)` = never.
+    pub ometria_drain_per_second: Option<f64>,
     /// Random changes to the lists while they are read; 0 = none.
     pub mutations_per_second: f64,
     /// Members sharing one `last_changed` second come back in a new order
@@ -92,6 +100,8 @@ impl Default for SandboxConfig {
             ometria: Behaviour::default(),
             ometria_requests_per_second: None,
             ometria_max_body_bytes: MAX_REQUEST_BODY_BYTES,
+            ometria_backlog: DEFAULT_OMETRIA_BACKLOG,
+            ometria_drain_per_second: None,
             mutations_per_second: 0.0,
             shuffle_ties: false,
             same_second: false,
@@ -111,6 +121,8 @@ pub struct Stats {
     mailchimp_busy_micros: AtomicU64,
     ometria_requests: AtomicU64,
     ometria_throttled: AtomicU64,
+    ometria_backlog_full: AtomicU64,
+    ometria_backlog_least_remaining: AtomicU64,
     ometria_max_per_second: AtomicUsize,
     ometria_recent: Mutex<VecDeque<Instant>>,
     records_accepted: AtomicU64,
@@ -133,6 +145,12 @@ pub struct StatsSnapshot {
     pub ometria_requests: u64,
     /// 429s for going over the request rate.
     pub ometria_throttled: u64,
+    /// 429s for a push that did not fit in the backlog.
+    #[serde(default)]
+    pub ometria_backlog_full: u64,
+    /// The least room in the backlog any push's answer reported (records).
+    #[serde(default)]
+    pub ometria_backlog_least_remaining: u64,
     /// Most Ometria requests admitted within any one second.
     pub ometria_max_per_second: usize,
     pub records_accepted: u64,
@@ -170,6 +188,7 @@ pub struct World {
     mailchimp: Mutex<(Behaviour, FaultDice)>,
     ometria: Mutex<(Behaviour, FaultDice)>,
     bucket: Mutex<Option<TokenBucket>>,
+    backlog: Mutex<Backlog>,
     mutation_rng: Mutex<fastrand::Rng>,
     tie_rng: Mutex<fastrand::Rng>,
 }
@@ -198,13 +217,18 @@ impl World {
                 (id.clone(), audience)
             })
             .collect();
+        let stats = Stats::default();
+        stats
+            .ometria_backlog_least_remaining
+            .store(config.ometria_backlog, Ordering::Relaxed);
         World {
             lists: Mutex::new(lists),
             store: Mutex::new(OmetriaStore::default()),
-            stats: Stats::default(),
+            stats,
             mailchimp: Mutex::new((config.mailchimp, FaultDice::new(config.seed ^ 0x6d61_696c))),
             ometria: Mutex::new((config.ometria, FaultDice::new(config.seed ^ 0x6f6d_6574))),
             bucket: Mutex::new(config.ometria_requests_per_second.map(TokenBucket::new)),
+            backlog: Mutex::new(Backlog::new(config.ometria_backlog, config.ometria_drain_per_second)),
             mutation_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x6d75_7461)),
             tie_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x7469_6573)),
             config,
@@ -281,6 +305,26 @@ impl World {
         Ok(())
     }
 
+    /// Queues a push of `records` in Ometria's backlog, or counts a push
+    /// that does not fit.
+    fn queue(&self, records: u64) -> bool {
+        let fits = lock(&self.backlog).offer(records, Instant::now());
+        if !fits {
+            self.stats.ometria_backlog_full.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
+    }
+
+    /// Room left in Ometria's backlog now, and its size (records).
+    fn backlog_room(&self) -> (u64, u64) {
+        let mut backlog = lock(&self.backlog);
+        let remaining = backlog.remaining(Instant::now());
+        self.stats
+            .ometria_backlog_least_remaining
+            .fetch_min(remaining, Ordering::Relaxed);
+        (remaining, backlog.limit())
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.stats;
         StatsSnapshot {
@@ -290,6 +334,8 @@ impl World {
             mailchimp_busy_seconds: s.mailchimp_busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
             ometria_requests: s.ometria_requests.load(Ordering::Relaxed),
             ometria_throttled: s.ometria_throttled.load(Ordering::Relaxed),
+            ometria_backlog_full: s.ometria_backlog_full.load(Ordering::Relaxed),
+            ometria_backlog_least_remaining: s.ometria_backlog_least_remaining.load(Ordering::Relaxed),
             ometria_max_per_second: s.ometria_max_per_second.load(Ordering::Relaxed),
             records_accepted: s.records_accepted.load(Ordering::Relaxed),
             records_rejected: s.records_rejected.load(Ordering::Relaxed),

@@ -2,7 +2,9 @@
 //! key checks, a token-bucket rate limit, at most 100 records per push,
 //! a push refused whole when it holds a record over 60 KB (400) or its
 //! body is over a configured size (413), per-record validation counted as
-//! rejected, and records stored by id (last write wins).
+//! rejected, records stored by id (last write wins), and the backlog
+//! pushes wait in before Ometria processes them (`X-QueueSize-Limit`,
+//! `X-QueueSize-Remaining`, 429 when full).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use std::borrow::Cow;
 
+use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -85,6 +88,61 @@ impl TokenBucket {
         } else {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
+    }
+}
+
+/// The records Ometria has received but not processed yet (SPEC §6: at
+/// most 50,000, drained at a rate of its own). Only a count: the records
+/// themselves are stored at once.
+#[derive(Debug)]
+pub struct Backlog {
+    limit: u64,
+    drain_per_second: Option<f64>,
+    queued: f64,
+    last: Option<Instant>,
+}
+
+impl Backlog {
+    /// A backlog of `limit` records drained at `drain_per_second` records
+    /// per second (`None`: at once, so it never fills).
+    pub fn new(limit: u64, drain_per_second: Option<f64>) -> Backlog {
+        Backlog {
+            limit,
+            drain_per_second,
+            queued: 0.0,
+            last: None,
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        match self.drain_per_second {
+            None => self.queued = 0.0,
+            Some(rate) => {
+                if let Some(last) = self.last {
+                    self.queued = (self.queued - now.duration_since(last).as_secs_f64() * rate).max(0.0);
+                }
+            }
+        }
+        self.last = Some(now);
+    }
+
+    /// Records it can still take now.
+    pub fn remaining(&mut self, now: Instant) -> u64 {
+        self.drain(now);
+        self.limit.saturating_sub(self.queued.ceil() as u64)
+    }
+
+    /// Queues `records`, or refuses them all when they do not fit.
+    pub fn offer(&mut self, records: u64, now: Instant) -> bool {
+        let fits = records <= self.remaining(now);
+        if fits {
+            self.queued += records as f64;
+        }
+        fits
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 }
 
@@ -225,15 +283,28 @@ fn answer(fault: Option<Fault>, status: actix_web::http::StatusCode, body: Value
     }
 }
 
+/// `POST /v2/push`. Every answer past the key check says how much room
+/// the backlog has left, as Ometria's do.
 pub async fn push(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -> HttpResponse {
-    let fault = match admit(&req, &world, "x-ometria-auth").await {
+    let mut answer = take_push(&req, &body, &world).await;
+    if answer.status() != actix_web::http::StatusCode::UNAUTHORIZED {
+        let (remaining, limit) = world.backlog_room();
+        let headers = answer.headers_mut();
+        headers.insert(HeaderName::from_static("x-queuesize-limit"), limit.into());
+        headers.insert(HeaderName::from_static("x-queuesize-remaining"), remaining.into());
+    }
+    answer
+}
+
+async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpResponse {
+    let fault = match admit(req, world, "x-ometria-auth").await {
         Ok(f) => f,
         Err(answer) => return answer,
     };
     if body.len() > world.config.ometria_max_body_bytes {
         return ometria_error(413, "Payload too large.");
     }
-    let records = match batch(&body) {
+    let records = match batch(body) {
         Ok(r) => r,
         Err(answer) => return *answer,
     };
@@ -259,6 +330,14 @@ pub async fn push(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -
             400,
             "Mixed Records",
             "all records of one request must have the same @type",
+        );
+    }
+    if !world.queue(records.len() as u64) {
+        // No Retry-After: only the headers say when there will be room.
+        return problem(
+            429,
+            "Too Many Requests",
+            "The backlog is full; slow down until X-QueueSize-Remaining rises.",
         );
     }
     let (mut accepted, mut rejected) = (0u64, 0u64);
@@ -344,6 +423,23 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(125));
         assert!(bucket.take(t0 + Duration::from_millis(125)).is_ok());
         assert!(bucket.take(t0 + Duration::from_millis(130)).is_err());
+    }
+
+    #[test]
+    fn the_backlog_drains_at_its_rate_and_refuses_what_does_not_fit() {
+        let t0 = Instant::now();
+        let mut backlog = Backlog::new(250, Some(100.0));
+        assert!(backlog.offer(100, t0));
+        assert!(backlog.offer(100, t0));
+        assert_eq!(backlog.remaining(t0), 50);
+        assert!(!backlog.offer(100, t0), "a push that does not fit is refused whole");
+        assert_eq!(backlog.remaining(t0), 50);
+        assert_eq!(backlog.remaining(t0 + Duration::from_millis(500)), 100);
+        assert!(backlog.offer(100, t0 + Duration::from_millis(500)));
+        assert_eq!(backlog.remaining(t0 + Duration::from_secs(10)), 250);
+        let mut at_once = Backlog::new(250, None);
+        assert!((0..10).all(|_| at_once.offer(100, t0)));
+        assert_eq!(at_once.remaining(t0), 250);
     }
 
     #[test]

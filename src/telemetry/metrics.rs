@@ -4,8 +4,8 @@
 //! that list, from 1): lag, last sync duration and records, behind (0/1).
 //! Totals: records pushed, rejected and skipped; HTTP requests by API and
 //! status; retries by API; paging rules Mailchimp broke, by kind; syncs
-//! by result; syncs running; the last tick;
-//! reads and writes of the state file.
+//! by result; syncs running; the last tick; reads and writes of the state
+//! file; Ometria's backlog as last reported.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -30,6 +30,8 @@ pub struct Metrics {
     pub last_tick_timestamp_seconds: Gauge,
     pub state_file_reads: IntCounter,
     pub state_file_writes: IntCounter,
+    pub ometria_backlog_remaining: IntGauge,
+    pub ometria_backlog_limit: IntGauge,
 }
 
 const PREFIX: &str = "ometria_importer";
@@ -115,6 +117,16 @@ impl Metrics {
                 "Times sync results were written to state.json (one write takes every result that came in together).",
             )
             .expect("valid metric"),
+            ometria_backlog_remaining: IntGauge::new(
+                name("ometria_backlog_remaining"),
+                "Records Ometria's backlog could still take, as its last answer said (X-QueueSize-Remaining); 0 with the limit 0 until an answer says.",
+            )
+            .expect("valid metric"),
+            ometria_backlog_limit: IntGauge::new(
+                name("ometria_backlog_limit"),
+                "Records Ometria's backlog holds at most, as its last answer said (X-QueueSize-Limit); 0 until an answer says.",
+            )
+            .expect("valid metric"),
             registry,
         };
         for collector in [
@@ -133,6 +145,8 @@ impl Metrics {
             Box::new(metrics.last_tick_timestamp_seconds.clone()),
             Box::new(metrics.state_file_reads.clone()),
             Box::new(metrics.state_file_writes.clone()),
+            Box::new(metrics.ometria_backlog_remaining.clone()),
+            Box::new(metrics.ometria_backlog_limit.clone()),
         ] {
             metrics
                 .registry
@@ -146,6 +160,14 @@ impl Metrics {
     pub fn http_request(&self, api: Api, status: Option<u16>) {
         let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
         self.http_requests.with_label_values(&[api_label(api), &status]).inc();
+    }
+
+    /// Notes the room (records) left in Ometria's backlog of `limit`
+    /// records, as an answer reported it (SPEC §6).
+    pub fn ometria_backlog(&self, remaining: u64, limit: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ometria_backlog_remaining.set(gauge(remaining));
+        self.ometria_backlog_limit.set(gauge(limit));
     }
 
     pub fn retry(&self, api: Api) {
@@ -188,6 +210,7 @@ mod tests {
         m.records_pushed.inc_by(3);
         m.list_lag_seconds.with_label_values(&["a1", "1"]).set(12.5);
         m.syncs.with_label_values(&["succeeded"]).inc();
+        m.ometria_backlog(1200, 50_000);
         let text = m.render();
         for line in [
             "ometria_importer_http_requests_total{api=\"mailchimp\",status=\"200\"} 1",
@@ -197,6 +220,9 @@ mod tests {
             "ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a1\"} 12.5",
             "ometria_importer_syncs_total{result=\"succeeded\"} 1",
             "# TYPE ometria_importer_syncs_running gauge",
+            "ometria_importer_ometria_backlog_remaining 1200",
+            "ometria_importer_ometria_backlog_limit 50000",
+            "# TYPE ometria_importer_ometria_backlog_remaining gauge",
             "# TYPE ometria_importer_records_rejected_total counter",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
