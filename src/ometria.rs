@@ -2,6 +2,7 @@
 //! (SPEC §6): contact records, batches within Ometria's limits, and the
 //! push client.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,7 +150,8 @@ pub struct Contact<'a> {
     pub lastname: Option<&'a str>,
     pub marketing_optin: MarketingOptin,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp_subscribed: Option<&'a str>,
+    /// An RFC 3339 instant in UTC (see [`crate::transform::ometria_timestamp`]).
+    pub timestamp_subscribed: Option<Cow<'a, str>>,
     pub properties: ContactProperties<'a>,
 }
 
@@ -220,7 +222,7 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
         MarketingOptin::ExplicitlyOptedout => br#","marketing_optin":"EXPLICITLY_OPTEDOUT""#,
         MarketingOptin::NotSpecified => br#","marketing_optin":"NOT_SPECIFIED""#,
     });
-    if let Some(at) = contact.timestamp_subscribed {
+    if let Some(at) = contact.timestamp_subscribed.as_deref() {
         out.extend_from_slice(br#","timestamp_subscribed":"#);
         text(out, at, parsed);
     }
@@ -556,7 +558,7 @@ mod tests {
                 firstname: (i % 2 == 0).then_some(*text),
                 lastname: (i % 3 == 0).then_some(*text),
                 marketing_optin: optins[i % 3],
-                timestamp_subscribed: (i % 2 == 1).then_some(*text),
+                timestamp_subscribed: (i % 2 == 1).then_some(Cow::Borrowed(*text)),
                 properties: ContactProperties {
                     mailchimp_status: text,
                     mailchimp_list_id: text,
@@ -584,7 +586,9 @@ mod tests {
         .as_bytes();
         let parsed = crate::mailchimp::MemberPage::parse(page).unwrap();
         for member in &parsed.members {
-            let contact = crate::transform::member_to_contact(member, "l\"1").unwrap();
+            let contact = crate::transform::member_to_contact(member, "l\"1", chrono::Utc::now())
+                .unwrap()
+                .contact;
             let mut ours = vec![];
             encode(&contact, OmetriaApi::Push, ParsedFrom(page), &mut ours);
             assert_eq!(

@@ -240,6 +240,66 @@ async fn members_without_id_or_email_are_skipped_and_counted() {
     assert!(log.contains("skipped=2"), "{log}");
 }
 
+/// The failing input of issue 14 and its relatives: every timestamp sent
+/// is a real instant in one RFC 3339 form in UTC; the rest are left out of
+/// their records, counted, and logged once per sync, not once per member.
+#[actix_rt::test]
+async fn only_real_instants_are_sent_in_one_form_and_the_rest_are_counted_once() {
+    let cases = [
+        ("0000-00-00 00:00:00", None),
+        ("2021-02-30T10:00:00+00:00", None),
+        ("not a date", None),
+        ("2021-04-23", None),
+        ("2021-04-23 14:14:46", Some("2021-04-23T14:14:46+00:00")),
+        ("2021-04-23T16:14:46+02:00", Some("2021-04-23T14:14:46+00:00")),
+        ("2021-04-23T14:14:46.123Z", Some("2021-04-23T14:14:46+00:00")),
+        ("2019-01-02T03:04:05+00:00", Some("2019-01-02T03:04:05+00:00")),
+    ];
+    let mut members = generate_members(cases.len() + 2, Utc::now());
+    for (member, (opt, _)) in members.iter_mut().zip(&cases) {
+        member.status = "subscribed";
+        member.timestamp_opt = (*opt).into();
+    }
+    // An unsubscribed member's bad time is not sent anyway: nothing to count.
+    members[cases.len()].status = "unsubscribed";
+    members[cases.len()].timestamp_opt = "0000-00-00 00:00:00".into();
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once());
+    let pushed = by_id(&apis.pushed());
+    assert_eq!(pushed.len(), members.len(), "no member is held back for a bad time");
+    for (member, (opt, sent)) in members.iter().zip(&cases) {
+        let record = &pushed[&member.id];
+        assert_eq!(
+            record.get("timestamp_subscribed").and_then(|t| t.as_str()),
+            *sent,
+            "{opt}: {record}"
+        );
+        assert_eq!(record["marketing_optin"], "EXPLICITLY_OPTEDIN");
+    }
+    assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+    let log = buffer.contents();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("were left out of its records"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per sync, not one per member:\n{log}");
+    assert!(
+        lines[0].contains(
+            "sync: 4 values of list \"L\" were left out of its records, Ometria would not take them: \
+             timestamp_subscribed 4 (the first: \"0000-00-00 00:00:00\" of member \"u000000\")."
+        ),
+        "{log}"
+    );
+    assert!(log.contains("dropped=4"), "{log}");
+}
+
 #[actix_rt::test]
 async fn rejected_records_are_named_counted_kept_and_do_not_fail_the_sync() {
     let members = generate_members(150, Utc::now());

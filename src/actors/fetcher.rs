@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use slog::{warn, Logger};
 
 use super::messages::{FetchPage, FetchedPage, StopWorker};
@@ -66,7 +67,7 @@ impl Handler<FetchPage> for Fetcher {
                                 client.members_page(list_id, window, request, attempt).await?
                             };
                             // A page that does not parse is retried like a dropped connection.
-                            read_page(&body, request, list_id, api, log)
+                            read_page(&body, request, list_id, window.before, api, log)
                         }
                     },
                     |e, n, wait| {
@@ -92,6 +93,7 @@ fn read_page(
     body: &[u8],
     request: PageRequest,
     list_id: &str,
+    now: DateTime<Utc>,
     api: OmetriaApi,
     log: &Logger,
 ) -> Result<FetchedPage, ApiError> {
@@ -113,6 +115,7 @@ fn read_page(
     let mut buffer = Vec::with_capacity(page.members.len() * 320);
     let mut ends: Vec<Option<usize>> = Vec::with_capacity(page.members.len());
     let mut keys = Vec::with_capacity(page.members.len());
+    let mut dropped = vec![];
     for (position, mut member) in page.members.into_iter().enumerate() {
         if request.pass == Pass::Archived && member.status.is_none() {
             member.status = Some(Cow::Borrowed("archived"));
@@ -121,10 +124,11 @@ fn read_page(
             last_changed: second(&member),
             id: id(&member),
         });
-        match member_to_contact(&member, list_id) {
-            Ok(contact) => {
-                encode(&contact, api, ParsedFrom(body), &mut buffer);
+        match member_to_contact(&member, list_id, now) {
+            Ok(mapped) => {
+                encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
                 ends.push(Some(buffer.len()));
+                dropped.extend(mapped.dropped.into_iter().map(|value| (position, value)));
             }
             Err(reason) => {
                 ends.push(None);
@@ -155,6 +159,7 @@ fn read_page(
         total_items: page.total_items,
         keys,
         records,
+        dropped,
     })
 }
 

@@ -8,7 +8,7 @@
 //! The sync succeeds when every page was read and every batch accounted
 //! for; then it sends one `SyncFinished` with the new cursor `T0`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
+use crate::transform::DroppedValue;
 
 /// Ready batches per Writer before Fetchers wait.
 const QUEUE_BATCHES_PER_WRITER: usize = 2;
@@ -69,6 +70,34 @@ struct SyncCounts {
     skipped: u64,
     accepted: u64,
     rejected: u64,
+    /// Values left out of records (Ometria would not take them).
+    dropped: u64,
+}
+
+/// Values left out of one sync's records, by Ometria field: how many, and
+/// the first one seen with its member's id, for the one log line a sync
+/// gives them (issue 14).
+#[derive(Debug, Default)]
+struct DroppedValues(BTreeMap<&'static str, (u64, String, String)>);
+
+impl DroppedValues {
+    fn add(&mut self, value: DroppedValue, id: &str) {
+        let entry = self
+            .0
+            .entry(value.field)
+            .or_insert_with(|| (0, value.value, id.to_owned()));
+        entry.0 += 1;
+    }
+
+    /// `timestamp_subscribed 3 (the first: "0000-00-00 00:00:00" of member "u1")`, …
+    fn describe(&self) -> String {
+        let fields: Vec<String> = self
+            .0
+            .iter()
+            .map(|(field, (n, value, id))| format!("{field} {n} (the first: {value:?} of member \"{id}\")"))
+            .collect();
+        fields.join(", ")
+    }
 }
 
 pub struct ListSync {
@@ -89,6 +118,7 @@ pub struct ListSync {
     /// Full batches waiting for a Writer.
     ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
+    dropped: DroppedValues,
     finished: bool,
     /// Counted in `syncs_running` (from `started` until dropped).
     counted_running: bool,
@@ -127,6 +157,7 @@ impl ListSync {
             batcher: Batcher::default(),
             ready: VecDeque::new(),
             counts: SyncCounts::default(),
+            dropped: DroppedValues::default(),
             finished: false,
             counted_running: false,
         }
@@ -197,6 +228,13 @@ impl ListSync {
         self.counts.read += page.keys.len() as u64;
         // Only members new to the sweep are sent: one read twice is pushed once.
         let (verdict, fresh) = self.plan.page_read(page.request, page.total_items, &page.keys);
+        for (position, value) in page.dropped {
+            if fresh.get(position) == Some(&true) {
+                self.deps.metrics.values_dropped.with_label_values(&[value.field]).inc();
+                self.counts.dropped += 1;
+                self.dropped.add(value, &page.keys[position].id);
+            }
+        }
         let mut records = Vec::with_capacity(page.records.len());
         for (record, new) in page.records.into_iter().zip(fresh) {
             match (record, new) {
@@ -287,13 +325,22 @@ impl ListSync {
         self.started.elapsed()
     }
 
+    /// One line for every value left out of this sync's records.
+    fn log_dropped(&self) {
+        if self.counts.dropped > 0 {
+            warn!(self.log, "sync: {} values of list {} were left out of its records, Ometria would not take them: {}.",
+                self.counts.dropped, self.job.entry.key, self.dropped.describe(); "dropped" => self.counts.dropped);
+        }
+    }
+
     fn succeed(&mut self, ctx: &mut Context<Self>) {
         self.finished = true;
         let elapsed = self.elapsed();
         let c = self.counts;
+        self.log_dropped();
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
             "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
-            "skipped" => c.skipped, "pages" => c.pages);
+            "skipped" => c.skipped, "dropped" => c.dropped, "pages" => c.pages);
         let record = SyncRecord {
             key: self.job.entry.key.clone(),
             cursor_at_start: self.job.entry.cursor_raw.clone(),
@@ -311,6 +358,7 @@ impl ListSync {
             return;
         }
         self.finished = true;
+        self.log_dropped();
         let cursor = self
             .job
             .entry

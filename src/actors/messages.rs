@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
 use crate::sync::{MemberKey, PageRequest};
+use crate::transform::DroppedValue;
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -73,6 +74,9 @@ pub struct FetchedPage {
     /// Beside each key, the member's contact encoded as the JSON record
     /// Ometria takes, or `None` if the mapping skipped the member.
     pub records: Vec<Option<Bytes>>,
+    /// Values left out of the records because Ometria would not take
+    /// them, each with the position on the page of the member it is from.
+    pub dropped: Vec<(usize, DroppedValue)>,
 }
 
 /// ListSync → Writer: push one batch of encoded records, as an

@@ -171,7 +171,9 @@ mod tests {
             .unwrap();
             let page = MemberPage::parse(&body).unwrap();
             for (read, m) in page.members.iter().zip(&members) {
-                let contact = serde_json::to_value(member_to_contact(read, "list-x").unwrap()).unwrap();
+                let mapped = member_to_contact(read, "list-x", chrono::Utc::now()).unwrap();
+                assert_eq!(mapped.dropped, []);
+                let contact = serde_json::to_value(mapped.contact).unwrap();
                 assert_eq!(contact, expected_contact(m, "list-x"));
                 checked += 1;
             }

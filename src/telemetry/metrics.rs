@@ -2,7 +2,7 @@
 //!
 //! Per entry (labels `list_id`, and `entry`: its rank among the entries of
 //! that list, from 1): lag, last sync duration and records, behind (0/1).
-//! Totals: records pushed, rejected and skipped; HTTP requests by API and
+//! Totals: records pushed, rejected and skipped; values dropped by field; HTTP requests by API and
 //! status; retries by API; paging rules Mailchimp broke, by kind; syncs
 //! by result; syncs running; the last tick; reads and writes of the state
 //! file; Ometria's backlog as last reported.
@@ -22,6 +22,7 @@ pub struct Metrics {
     pub records_pushed: IntCounter,
     pub records_rejected: IntCounter,
     pub records_skipped: IntCounter,
+    pub values_dropped: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub retries: IntCounterVec,
     pub paging_faults: IntCounterVec,
@@ -76,7 +77,16 @@ impl Metrics {
                 .expect("valid metric"),
             records_skipped: IntCounter::new(
                 name("records_skipped_total"),
-                "Members not sent: no unique_email_id or no email.",
+                "Members not sent: no unique_email_id, or no email address Ometria takes.",
+            )
+            .expect("valid metric"),
+            values_dropped: IntCounterVec::new(
+                Opts::new(
+                    name("values_dropped_total"),
+                    "Values left out of the records sent because they do not meet Ometria's contract \
+                     for their field (a timestamp that is not a real instant), by Ometria field.",
+                ),
+                &["field"],
             )
             .expect("valid metric"),
             http_requests: IntCounterVec::new(
@@ -137,6 +147,7 @@ impl Metrics {
             Box::new(metrics.records_pushed.clone()),
             Box::new(metrics.records_rejected.clone()),
             Box::new(metrics.records_skipped.clone()),
+            Box::new(metrics.values_dropped.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.paging_faults.clone()),
@@ -208,6 +219,7 @@ mod tests {
         m.http_request(Api::Ometria, None);
         m.retry(Api::Ometria);
         m.records_pushed.inc_by(3);
+        m.values_dropped.with_label_values(&["timestamp_subscribed"]).inc();
         m.list_lag_seconds.with_label_values(&["a1", "1"]).set(12.5);
         m.syncs.with_label_values(&["succeeded"]).inc();
         m.ometria_backlog(1200, 50_000);
@@ -217,6 +229,7 @@ mod tests {
             "ometria_importer_http_requests_total{api=\"ometria\",status=\"error\"} 1",
             "ometria_importer_retries_total{api=\"ometria\"} 1",
             "ometria_importer_records_pushed_total 3",
+            "ometria_importer_values_dropped_total{field=\"timestamp_subscribed\"} 1",
             "ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a1\"} 12.5",
             "ometria_importer_syncs_total{result=\"succeeded\"} 1",
             "# TYPE ometria_importer_syncs_running gauge",
