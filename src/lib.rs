@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: settings from environment and flags; keys redacted.
 //! - [`state`]: the state file: entries, validation, patching, atomic writes.
-//! - [`sync`]: when an entry syncs, the window it reads, the paging plan.
+//! - [`sync`]: when an entry syncs, the window it reads, the paging plan
+//!   and the checks every page must pass.
 //! - [`mailchimp`]: Mailchimp members client and types.
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.
