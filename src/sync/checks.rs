@@ -13,13 +13,14 @@
 //!   inclusive, since APIs differ on that);
 //! - a member is read once per sweep: one read at two offsets of a sweep,
 //!   with no change of the window to explain it, shows broken paging;
+//! - a page is as long as `total_items` says it should be;
 //! - at the end of a sweep, the distinct members read are as many as
 //!   `total_items` says the window holds.
+//!
+//! This module checks one page; the plan checks what spans pages.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::BuildHasher;
 
 use super::plan::MemberKey;
 
@@ -192,51 +193,6 @@ pub fn check_page(members: &[MemberKey], offset: u64, count: u32, bounds: Bounds
     Ok(())
 }
 
-/// The distinct members read in one sweep: a 64-bit fingerprint per id
-/// (about 16 bytes of memory per member), keyed at random per sync, so
-/// that the rare collision of two ids — which shows as a miscount and
-/// fails the sync loudly, never as a member skipped — is not met again by
-/// the retry. Members without an id count once per read.
-#[derive(Clone, Debug)]
-pub struct IdSet {
-    keys: RandomState,
-    ids: HashSet<u64>,
-    keyless: u64,
-}
-
-impl IdSet {
-    pub fn new(keys: RandomState) -> IdSet {
-        IdSet {
-            keys,
-            ids: HashSet::new(),
-            keyless: 0,
-        }
-    }
-
-    /// An empty set with the same keys.
-    pub fn emptied(&self) -> IdSet {
-        IdSet::new(self.keys.clone())
-    }
-
-    /// Adds a member's id; whether it was new (a member without an id always is).
-    pub fn insert(&mut self, id: &str) -> bool {
-        if id.is_empty() {
-            self.keyless += 1;
-            return true;
-        }
-        self.ids.insert(self.keys.hash_one(id))
-    }
-
-    /// Distinct members added.
-    pub fn len(&self) -> u64 {
-        self.ids.len() as u64 + self.keyless
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,18 +268,5 @@ mod tests {
         }
         .to_string()
         .contains("5 members at offset 0 for count=2"));
-    }
-
-    #[test]
-    fn the_id_set_counts_distinct_members() {
-        let mut set = IdSet::new(RandomState::new());
-        assert!(set.insert("a") && set.insert("b") && !set.insert("a"));
-        assert!(
-            set.insert("") && set.insert(""),
-            "members without an id count once per read"
-        );
-        assert_eq!(set.len(), 4);
-        let empty = set.emptied();
-        assert!(empty.is_empty());
     }
 }

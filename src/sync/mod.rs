@@ -6,7 +6,7 @@ mod plan;
 mod schedule;
 mod window;
 
-pub use checks::{check_page, Bounds, IdSet, PagingFault};
+pub use checks::{check_page, Bounds, PagingFault};
 pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,

@@ -56,10 +56,9 @@
 //! back. A run that is never covered within [`RUN_ROUNDS`] reads of its
 //! pages fails the sync.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::checks::{check_page, Bounds, IdSet, PagingFault};
+use super::checks::{check_page, Bounds, PagingFault};
 
 /// Concurrent sweeps of a pass before it falls back to a keyset sweep.
 pub const OFFSET_SWEEPS: u32 = 2;
@@ -170,6 +169,8 @@ pub struct PageEdges {
     /// The first and the last `last_changed` on the page that are known.
     low: Option<i64>,
     high: Option<i64>,
+    /// Every id on the page, to find members of one page on the next.
+    ids: Vec<String>,
 }
 
 impl PageEdges {
@@ -180,6 +181,11 @@ impl PageEdges {
         };
         let low = members.iter().find_map(|m| m.last_changed);
         let high = members.iter().rev().find_map(|m| m.last_changed);
+        let ids = members
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| !id.is_empty())
+            .collect();
         let first = head.last_changed;
         let end = members.iter().take_while(|m| m.last_changed == first).count();
         let lead = members[..end].iter().map(|m| m.id.clone()).collect();
@@ -192,6 +198,7 @@ impl PageEdges {
                 whole: true,
                 low,
                 high,
+                ids,
             };
         }
         let last = members[members.len() - 1].last_changed;
@@ -209,6 +216,7 @@ impl PageEdges {
             whole: false,
             low,
             high,
+            ids,
         }
     }
 }
@@ -237,11 +245,13 @@ struct OffsetSweep {
     run: Option<TieRun>,
     /// The latest `last_changed` of the pages folded so far.
     high: Option<i64>,
+    /// The ids of the last page folded.
+    last_ids: HashSet<String>,
+    /// Members returned by the pages of this sweep.
+    returned: u64,
     /// A member was read twice within one run of ties.
     reordered: bool,
-    /// The members read in this sweep.
-    read: IdSet,
-    /// The first rule the pages broke, if any.
+    /// The rule the pages broke that says most about the server, if any.
     fault: Option<PagingFault>,
 }
 
@@ -253,8 +263,12 @@ struct KeysetSweep {
     anchor: Option<i64>,
     /// Where the next page starts among the members since `anchor - 1`.
     offset: u64,
-    /// The members read in this sweep.
-    read: IdSet,
+    /// Ids read with a `last_changed` of `anchor - 1` or later: pages ask
+    /// for nothing older (and are checked to hold nothing older).
+    seen: HashMap<String, i64>,
+    /// Distinct members read in this sweep (members without an id count
+    /// once per read).
+    distinct: u64,
     /// The run of ties at `anchor`, while it is read with its own query.
     run: Option<RunCover>,
     /// The run just covered, while the walk checks it resumed before its end.
@@ -339,13 +353,11 @@ pub struct SweepPlan {
     keyset_count: u32,
     /// The sync's window, which every member read must lie in.
     bounds: Bounds,
-    /// Keys of the fingerprints of ids, random per sync.
-    keys: RandomState,
     passes: Vec<PassPlan>,
 }
 
 impl OffsetSweep {
-    fn new(start: u64, keys: &RandomState) -> OffsetSweep {
+    fn new(start: u64) -> OffsetSweep {
         OffsetSweep {
             next: start,
             total: None,
@@ -356,24 +368,40 @@ impl OffsetSweep {
             folded: start,
             run: None,
             high: None,
+            last_ids: HashSet::new(),
+            returned: 0,
             reordered: false,
-            read: IdSet::new(keys.clone()),
             fault: None,
         }
     }
 
+    /// Whether the sweep is known not to be trusted: it is read again, so
+    /// its pages still to come are not asked for, and those in flight are
+    /// not sent (their members are read again).
+    fn condemned(&self) -> bool {
+        self.reordered || self.fault.is_some()
+    }
+
     /// Folds the edges of the pages read so far, in offset order, into the
     /// run of ties they end with; an id met twice within a run means the
-    /// ties were ordered differently by two pages, and a page starting
-    /// before the last one ended means the sort was not kept.
+    /// ties were ordered differently by two pages. A page starting before
+    /// the last one ended means the sort was not kept, and one holding a
+    /// member of the page before, with a second of its own, that paging
+    /// repeats members. With the sort kept, a member read twice in a sweep
+    /// is always caught here, with memory for two pages and one run only.
     fn fold(&mut self, count: u64) {
-        while let Some(page) = self.edges.remove(&self.folded) {
+        while let Some(mut page) = self.edges.remove(&self.folded) {
             let offset = self.folded;
             self.folded += count;
+            let tied_over = |id: &String| self.run.as_ref().is_some_and(|run| run.ids.contains(id));
+            if let Some(id) = page.ids.iter().find(|id| self.last_ids.contains(*id) && !tied_over(id)) {
+                PagingFault::note(&mut self.fault, PagingFault::Repeated { id: id.clone() });
+            }
             if page.low.is_some_and(|low| self.high.is_some_and(|high| low < high)) {
                 PagingFault::note(&mut self.fault, PagingFault::OutOfOrder { offset });
             }
             self.high = self.high.max(page.high);
+            self.last_ids = std::mem::take(&mut page.ids).into_iter().collect();
             if page.lead.is_empty() {
                 self.run = None;
                 continue;
@@ -414,12 +442,13 @@ fn sweep_end(start: u64, count: u64, total: u64) -> u64 {
 }
 
 impl KeysetSweep {
-    fn new(count: u32, start: u64, page_limit: u64, keys: &RandomState) -> KeysetSweep {
+    fn new(count: u32, start: u64, page_limit: u64) -> KeysetSweep {
         KeysetSweep {
             count,
             anchor: None,
             offset: start,
-            read: IdSet::new(keys.clone()),
+            seen: HashMap::new(),
+            distinct: 0,
             run: None,
             resume: None,
             last_run: None,
@@ -513,14 +542,13 @@ impl SweepPlan {
     /// its `total_items` (at least one). Members may come from any time
     /// until [`Self::within`] says which.
     pub fn new(start_offset: u64, count: u32, passes: &[(Pass, u32)]) -> SweepPlan {
-        let keys = RandomState::new();
         let passes = passes
             .iter()
             .map(|&(pass, blind_pages)| PassPlan {
                 pass,
                 blind_pages: blind_pages.max(1),
                 sweep: 0,
-                mode: Mode::Offset(OffsetSweep::new(start_offset, &keys)),
+                mode: Mode::Offset(OffsetSweep::new(start_offset)),
                 done: false,
                 reopened: false,
             })
@@ -530,7 +558,6 @@ impl SweepPlan {
             count,
             keyset_count: KEYSET_COUNT.max(count),
             bounds: Bounds::default(),
-            keys,
             passes,
         }
     }
@@ -558,10 +585,11 @@ impl SweepPlan {
             };
             match &mut p.mode {
                 Mode::Offset(o) => {
-                    let may_read = match o.total {
-                        None => o.handed_out_blind < p.blind_pages,
-                        Some(total) => o.next < sweep_end(start, count.into(), total),
-                    };
+                    let may_read = !o.condemned()
+                        && match o.total {
+                            None => o.handed_out_blind < p.blind_pages,
+                            Some(total) => o.next < sweep_end(start, count.into(), total),
+                        };
                     if !may_read {
                         continue;
                     }
@@ -659,7 +687,7 @@ impl SweepPlan {
         {
             other.done = false;
             other.reopened = true;
-            other.mode = Mode::Offset(OffsetSweep::new(start, &self.keys));
+            other.mode = Mode::Offset(OffsetSweep::new(start));
         }
     }
 
@@ -712,25 +740,33 @@ impl SweepPlan {
         if let Err(fault) = check_page(members, request.offset, self.count, bounds) {
             PagingFault::note(&mut o.fault, fault);
         }
-        let fresh: Vec<bool> = members.iter().map(|m| o.read.insert(&m.id)).collect();
-        if let Some(m) = members.iter().zip(&fresh).find(|(_, new)| !**new).map(|(m, _)| m) {
-            PagingFault::note(&mut o.fault, PagingFault::Repeated { id: m.id.clone() });
-        }
+        o.returned += returned;
         o.edges.insert(request.offset, PageEdges::of(members));
         o.fold(count);
-        let all_read = o.in_flight == 0 && o.total.is_some_and(|t| o.next >= sweep_end(start, count, t));
+        // A sweep known to be read again sends nothing more; a member twice
+        // on one page is sent once.
+        let condemned = o.condemned();
+        let mut on_page = HashSet::new();
+        let fresh: Vec<bool> = members
+            .iter()
+            .map(|m| !condemned && (m.id.is_empty() || on_page.insert(m.id.as_str())))
+            .collect();
+        let all_read =
+            o.in_flight == 0 && (o.condemned() || o.total.is_some_and(|t| o.next >= sweep_end(start, count, t)));
         if !all_read {
             return (PageVerdict::Continue, fresh);
         }
         let total = o.total.unwrap_or(total_items);
-        if !o.changed && !o.reordered && o.fault.is_none() {
+        if !o.changed && !o.condemned() {
+            // Implied by the length of every page and no member read twice;
+            // checked all the same, it costs nothing.
             let expected = total.saturating_sub(start);
-            if o.read.len() == expected {
+            if o.returned == expected {
                 p.done = true;
                 return (PageVerdict::Continue, fresh);
             }
             o.fault = Some(PagingFault::Miscount {
-                read: o.read.len(),
+                read: o.returned,
                 total: expected,
             });
         }
@@ -741,7 +777,7 @@ impl SweepPlan {
         };
         p.sweep += 1;
         if p.sweep < OFFSET_SWEEPS {
-            p.mode = Mode::Offset(OffsetSweep::new(start, &self.keys));
+            p.mode = Mode::Offset(OffsetSweep::new(start));
             return (
                 PageVerdict::Resweep {
                     pass: p.pass,
@@ -753,7 +789,7 @@ impl SweepPlan {
         }
         // Generous: every page may be re-read a few times within runs of ties.
         let page_limit = 4 * (total_items / count + 1) + 100;
-        p.mode = Mode::Keyset(KeysetSweep::new(self.keyset_count, start, page_limit, &self.keys));
+        p.mode = Mode::Keyset(KeysetSweep::new(self.keyset_count, start, page_limit));
         (PageVerdict::Keyset { pass: p.pass, why }, fresh)
     }
 
@@ -775,14 +811,11 @@ impl SweepPlan {
         if request.recount {
             // The window's size now: every member in it was in it when the
             // walk began (it only shrinks), so every one of them was read.
-            let fresh: Vec<bool> = members
-                .iter()
-                .map(|m| !m.id.is_empty() && k.read.insert(&m.id))
-                .collect();
+            let fresh = vec![false; members.len()];
             let expected = total_items.saturating_sub(start);
-            if k.read.len() < expected {
+            if k.distinct < expected {
                 let fault = PagingFault::Miscount {
-                    read: k.read.len(),
+                    read: k.distinct,
                     total: expected,
                 };
                 return unstable(fault.to_string(), Some(fault));
@@ -824,8 +857,15 @@ impl SweepPlan {
         // Members with no id are not sent anyway; they only move the key on.
         let fresh: Vec<bool> = members
             .iter()
-            .map(|m| !m.id.is_empty() && k.read.insert(&m.id))
+            .map(|m| {
+                !m.id.is_empty()
+                    && k.seen
+                        .insert(m.id.clone(), m.last_changed.unwrap_or_default())
+                        .is_none()
+            })
             .collect();
+        let keyless = members.iter().filter(|m| m.id.is_empty()).count();
+        k.distinct += (fresh.iter().filter(|f| **f).count() + keyless) as u64;
         let count = u64::from(k.count);
         if request.before.is_some() {
             // A page of a run covered already (read concurrently with the
@@ -886,7 +926,9 @@ impl SweepPlan {
             }
             k.recount = Recount::Due;
         } else if newest > k.anchor {
-            k.anchor = newest;
+            let anchor = newest.expect("a full page has members");
+            k.anchor = Some(anchor);
+            k.seen.retain(|_, changed| *changed >= anchor - 1);
             k.offset = 0;
         } else {
             // A full page and no later second: the members since `anchor - 1`
@@ -1111,7 +1153,7 @@ mod tests {
     #[test]
     fn a_shift_under_a_keyset_walk_reads_the_other_pass_again() {
         let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1), (Pass::Archived, 1)]);
-        let mut keyset = KeysetSweep::new(2, 0, 1000, &plan.keys);
+        let mut keyset = KeysetSweep::new(2, 0, 1000);
         keyset.anchor = Some(5);
         keyset.run = Some(RunCover {
             second: 5,
@@ -1240,7 +1282,7 @@ mod tests {
 
     fn keyset_plan(count: u32) -> SweepPlan {
         let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1)]);
-        plan.passes[0].mode = Mode::Keyset(KeysetSweep::new(count, 0, 1000, &plan.keys));
+        plan.passes[0].mode = Mode::Keyset(KeysetSweep::new(count, 0, 1000));
         plan
     }
 
@@ -1392,10 +1434,10 @@ mod tests {
         expect_read(&mut plan, (Some(4), None, 3), 9, &[m[2].clone(), n[0].clone()]);
         expect_read(&mut plan, (Some(6), None, 0), 5, &two(&n, 0, 1));
         assert_eq!(drain(&mut plan), [], "the run at 7 waits for the late page");
-        // Its members were read already; it says nothing about the run at
-        // 7, whose pages are all read.
-        let (verdict, fresh) = plan.page_read(round[1], 4, &two(&m, 1, 0));
-        assert_eq!((verdict, fresh), (PageVerdict::Continue, vec![false, false]));
+        // Its members are sent again (the walk forgot them when it moved
+        // on); it says nothing about the run at 7, whose pages are all read.
+        let (verdict, _) = plan.page_read(round[1], 4, &two(&m, 1, 0));
+        assert_eq!(verdict, PageVerdict::Continue);
         expect_read(&mut plan, (Some(6), Some(8), 0), 4, &two(&n, 0, 1));
         let fresh = expect_read(&mut plan, (Some(6), Some(8), 2), 4, &two(&n, 2, 3));
         assert_eq!(fresh, [true, true]);
@@ -1711,21 +1753,29 @@ mod tests {
 
     /// The failing input of issue 14: a proxy drops `offset`, so every page
     /// holds the first members again while `total_items` says there are
-    /// more. Each repeat is pushed once, and the sweep is not trusted.
+    /// more. Once that shows, the sweep is not trusted: no more of its
+    /// pages are asked for or sent, and it is read again.
     #[test]
     fn members_read_again_at_another_offset_are_not_new_and_the_sweep_is_not_trusted() {
-        let mut plan = SweepPlan::new(0, 3, &[(Pass::Members, 1)]);
+        let mut plan = SweepPlan::new(0, 3, &[(Pass::Members, 2)]);
         let same = keys(&[(1, "u1"), (2, "u2"), (3, "u3")]);
-        let r = plan.next_request().unwrap();
-        assert_eq!(plan.page_read(r, 9, &same), (PageVerdict::Continue, vec![true; 3]));
-        let rest = drain(&mut plan);
-        assert_eq!(rest.len(), 3, "offsets 3 and 6, and 9 past the end");
+        let blind = drain(&mut plan);
+        assert_eq!(blind.len(), 2, "offsets 0 and 3, before the total is known");
         assert_eq!(
-            plan.page_read(rest[0], 9, &same),
+            plan.page_read(blind[0], 30, &same),
+            (PageVerdict::Continue, vec![true; 3])
+        );
+        let rest = drain(&mut plan);
+        assert_eq!(rest.len(), 9, "offsets 6 to 27, and 30 past the end");
+        assert_eq!(
+            plan.page_read(blind[1], 30, &same),
             (PageVerdict::Continue, vec![false; 3])
         );
-        plan.page_read(rest[2], 9, &[]);
-        let (verdict, fresh) = plan.page_read(rest[1], 9, &same);
+        assert_eq!(plan.next_request(), None, "nothing more of a sweep read again");
+        for r in &rest[1..] {
+            assert_eq!(plan.page_read(*r, 30, &same), (PageVerdict::Continue, vec![false; 3]));
+        }
+        let (verdict, fresh) = plan.page_read(rest[0], 30, &same);
         assert_eq!(fresh, [false; 3]);
         assert_eq!(
             verdict,
