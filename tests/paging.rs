@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use wiremock::matchers::method;
+use wiremock::matchers::{method, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
 use ometria_importer::sandbox::mailchimp::PagingBug;
@@ -31,10 +31,10 @@ enum End {
     Failed,
 }
 
-async fn sync_through(bug: PagingBug, seed: u64) -> (End, String) {
+async fn sync_through(bug: PagingBug, seed: u64, size: usize) -> (End, String) {
     let config = SandboxConfig {
         seed,
-        lists: vec![("p".into(), 1234)],
+        lists: vec![("p".into(), size)],
         paging_bug: Some(bug),
         ..SandboxConfig::default()
     };
@@ -81,18 +81,27 @@ async fn a_broken_mailchimp_never_lets_a_sync_pass_with_a_member_missing() {
             End::Synced,
             "Mailchimp returned 10 members at offset 0 where its total_items says 50 were there",
         ),
-        (PagingBug::SkipsAtEdges, End::Failed, "each of the 5 times it was asked"),
-        (PagingBug::ShortPages, End::Failed, "each of the 5 times it was asked"),
+        (PagingBug::SkipsAtEdges, End::Failed, "(5 pages short in all)"),
+        (PagingBug::ShortPages, End::Failed, "(5 pages short in all)"),
         (PagingBug::IgnoresSort, End::Failed, "out of last_changed order"),
+        (PagingBug::IgnoresStatus, End::Failed, "dropping the status parameter"),
     ];
     for (bug, end, says) in expected {
         for seed in 1..=2 {
-            let (got, log) = sync_through(bug, seed).await;
+            let (got, log) = sync_through(bug, seed, 1234).await;
             assert_eq!(got, end, "{bug:?}, seed {seed}:\n{log}");
             assert!(log.contains(says), "{bug:?}, seed {seed}: no \"{says}\" in\n{log}");
             eprintln!("{bug:?}, seed {seed}: {got:?}");
         }
     }
+}
+
+/// Pages of 10 whatever `count` asks, on a list large enough that the
+/// keyset sweep needs many more pages than it would at 1,000 a page.
+#[actix_rt::test]
+async fn a_proxy_dropping_count_on_a_large_list_still_syncs_it() {
+    let (end, log) = sync_through(PagingBug::IgnoresCount, 3, 6000).await;
+    assert_eq!(end, End::Synced, "{log}");
 }
 
 /// A Mailchimp double that answers every members request with the same
@@ -105,6 +114,13 @@ async fn static_mailchimp() -> Apis {
         .collect();
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"members": first_hundred, "total_items": 5000})))
+        .with_priority(2)
+        .mount(&apis.mailchimp)
+        .await;
+    // It keeps `status=archived`: this list has no archived members.
+    Mock::given(method("GET"))
+        .and(query_param("status", "archived"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"members": [], "total_items": 0})))
         .with_priority(1)
         .mount(&apis.mailchimp)
         .await;

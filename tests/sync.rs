@@ -171,6 +171,64 @@ async fn a_sync_reads_since_the_cursor_minus_the_overlap_and_moves_it_to_t0() {
         .contains("controller: list \"L\" requires \"SYNC\", firing..."));
 }
 
+/// `start_offset` is where a LOAD's paging of members starts (for trying
+/// a large list from a point): it skips neither the archived members nor
+/// a SYNC's window, whose members all changed since the cursor.
+#[actix_rt::test]
+async fn start_offset_applies_to_a_loads_members_only() {
+    let base = Utc::now() - chrono::Duration::hours(2);
+    let base = base - chrono::Duration::nanoseconds(base.timestamp_subsec_nanos().into());
+    let members: Vec<FakeMember> = generate_members(24, base)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.last_changed = base + chrono::Duration::seconds(i as i64 * 10);
+            m
+        })
+        .collect();
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    // A LOAD from offset 5: the first 5 members not archived are skipped
+    // (with a warning), every archived one is read.
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "start_offset": 5}]"#);
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&apis.config(dir.path()), log).await, ok_once());
+    let pushed: HashSet<String> = by_id(&apis.pushed()).into_keys().collect();
+    let not_archived: Vec<&FakeMember> = members.iter().filter(|m| m.status != "archived").collect();
+    let mut want: HashSet<String> = not_archived[5..].iter().map(|m| m.id.clone()).collect();
+    want.extend(members.iter().filter(|m| m.status == "archived").map(|m| m.id.clone()));
+    assert_eq!(pushed, want);
+    assert!(
+        buffer
+            .contents()
+            .contains("has start_offset 5: this LOAD does not read its first 5 members"),
+        "{}",
+        buffer.contents()
+    );
+    // A SYNC reads its whole window, whatever start_offset says.
+    apis.fake_ometria.records.lock().unwrap().clear();
+    let cursor = (base + chrono::Duration::seconds(500)).format("%Y-%m-%dT%H:%M:%S");
+    std::fs::write(
+        &file,
+        format!(r#"[{{"list_id": "L", "start_offset": 10000, "latest_timestamp": "{cursor}"}}]"#),
+    )
+    .unwrap();
+    let (log, _) = capture_log();
+    assert_eq!(run_once(&apis.config(dir.path()), log).await, ok_once());
+    let since = base + chrono::Duration::seconds(200);
+    let pushed: HashSet<String> = by_id(&apis.pushed()).into_keys().collect();
+    let want: HashSet<String> = members
+        .iter()
+        .filter(|m| m.last_changed > since)
+        .map(|m| m.id.clone())
+        .collect();
+    assert_eq!(pushed, want);
+    assert!(!want.is_empty());
+}
+
 #[actix_rt::test]
 async fn a_cursor_in_the_future_beyond_the_overlap_loads_the_whole_list() {
     // Written in local time two hours ahead of UTC, say: a SYNC from it
@@ -238,6 +296,48 @@ async fn members_without_id_or_email_are_skipped_and_counted() {
         "{log}"
     );
     assert!(log.contains("skipped=2"), "{log}");
+}
+
+/// A sync whose every member lacks `unique_email_id` (or email) read
+/// broken answers — Mailchimp gives every member both — and must not pass
+/// for a sync of a list of odd members; many odd members among good ones
+/// are skipped, the first ten named in the log and the rest counted.
+#[actix_rt::test]
+async fn members_read_without_ids_fail_the_sync_when_none_could_be_sent() {
+    let mut members = generate_members(30, Utc::now());
+    for m in &mut members {
+        m.id = String::new();
+    }
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", members.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!((summary.succeeded, summary.failed), (0, 1));
+    assert_eq!(read_json(&file), json!([{"list_id": "L"}]));
+    assert!(apis.pushed().is_empty());
+    let log = buffer.contents();
+    assert!(
+        log.contains("none of the 30 members read could be sent: each lacked its unique_email_id or email_address"),
+        "{log}"
+    );
+    assert_eq!(log.matches("skipped: it has no unique_email_id.").count(), 10, "{log}");
+    assert!(log.contains("Further members this sync skips are counted"), "{log}");
+
+    // The same members among good ones: skipped and counted, the sync passes.
+    let mut mixed = generate_members(60, Utc::now());
+    for m in mixed.iter_mut().step_by(2) {
+        m.id = String::new();
+    }
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", mixed), FakeOmetria::default()).await;
+    let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&apis.config(dir.path()), log).await, ok_once());
+    assert_eq!(apis.pushed().len(), 30);
+    assert!(buffer.contents().contains("skipped=30"), "{}", buffer.contents());
 }
 
 /// The failing input of issue 14 and its relatives: every timestamp sent

@@ -20,7 +20,7 @@ use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
 use crate::sync::{MemberKey, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
-use crate::transform::member_to_contact;
+use crate::transform::{member_to_contact, SkipReason};
 
 pub struct Fetcher {
     pub client: MailchimpClient,
@@ -60,14 +60,14 @@ impl Handler<FetchPage> for Fetcher {
                 .run(
                     &outcomes,
                     |attempt| {
-                        let (client, limit, list_id, window, log) = (&client, &limit, &list_id, &window, &log);
+                        let (client, limit, list_id, window) = (&client, &limit, &list_id, &window);
                         async move {
                             let body = {
                                 let _connection = limit.acquire().await;
                                 client.members_page(list_id, window, request, attempt).await?
                             };
                             // A page that does not parse is retried like a dropped connection.
-                            read_page(&body, request, list_id, window.before, api, log)
+                            read_page(&body, request, list_id, window.before, api)
                         }
                     },
                     |e, n, wait| {
@@ -95,7 +95,6 @@ fn read_page(
     list_id: &str,
     now: DateTime<Utc>,
     api: OmetriaApi,
-    log: &Logger,
 ) -> Result<FetchedPage, ApiError> {
     let page = MemberPage::parse(body)?;
     let second = |member: &Member| {
@@ -113,7 +112,7 @@ fn read_page(
         _ => String::new(),
     };
     let mut buffer = Vec::with_capacity(page.members.len() * 320);
-    let mut ends: Vec<Option<usize>> = Vec::with_capacity(page.members.len());
+    let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
     let mut keys = Vec::with_capacity(page.members.len());
     let mut dropped = vec![];
     for (position, mut member) in page.members.into_iter().enumerate() {
@@ -123,23 +122,15 @@ fn read_page(
         keys.push(MemberKey {
             last_changed: second(&member),
             id: id(&member),
+            archived: member.status.as_deref().map(|s| s == "archived"),
         });
         match member_to_contact(&member, list_id, now) {
             Ok(mapped) => {
                 encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
-                ends.push(Some(buffer.len()));
+                ends.push(Ok(buffer.len()));
                 dropped.extend(mapped.dropped.into_iter().map(|value| (position, value)));
             }
-            Err(reason) => {
-                ends.push(None);
-                let id = member.unique_email_id.as_deref().filter(|id| !id.is_empty());
-                warn!(
-                    log,
-                    "sync: member at offset {} of list \"{list_id}\" ({}) skipped: {reason}.",
-                    request.offset + position as u64,
-                    id.map_or("no unique_email_id".into(), |id| format!("unique_email_id \"{id}\""))
-                );
-            }
+            Err(reason) => ends.push(Err(reason)),
         }
     }
     let buffer = Bytes::from(buffer);

@@ -31,7 +31,10 @@ use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
-use crate::transform::DroppedValue;
+use crate::transform::{DroppedValue, SkipReason};
+
+/// Skipped members a sync names in its log; the rest are counted.
+const SKIPPED_NAMED: u64 = 10;
 
 /// Ready batches per Writer before Fetchers wait.
 const QUEUE_BATCHES_PER_WRITER: usize = 2;
@@ -118,6 +121,8 @@ pub struct ListSync {
     /// Full batches waiting for a Writer.
     ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
+    /// Members skipped for lack of `unique_email_id` or email.
+    skipped_for_missing_fields: u64,
     dropped: DroppedValues,
     finished: bool,
     /// Counted in `syncs_running` (from `started` until dropped).
@@ -132,7 +137,7 @@ impl ListSync {
         // usually one page, and a blind second page would be wasted.
         let blind_pages = if job.kind == SyncKind::Load { 2 } else { 1 };
         let plan = SweepPlan::new(
-            job.entry.start_offset,
+            start_offset(&job),
             job.entry.items_per_request,
             &[(Pass::Members, blind_pages), (Pass::Archived, 1)],
         )
@@ -157,6 +162,7 @@ impl ListSync {
             batcher: Batcher::default(),
             ready: VecDeque::new(),
             counts: SyncCounts::default(),
+            skipped_for_missing_fields: 0,
             dropped: DroppedValues::default(),
             finished: false,
             counted_running: false,
@@ -236,10 +242,13 @@ impl ListSync {
             }
         }
         let mut records = Vec::with_capacity(page.records.len());
-        for (record, new) in page.records.into_iter().zip(fresh) {
+        for (position, (record, new)) in page.records.into_iter().zip(fresh).enumerate() {
             match (record, new) {
-                (Some(record), true) => records.push(record),
-                (None, true) => self.count_skipped(1),
+                (Ok(record), true) => records.push(record),
+                (Err(reason), true) => {
+                    let offset = page.request.offset + position as u64;
+                    self.skip(reason, offset, &page.keys[position].id);
+                }
                 (_, false) => {}
             }
         }
@@ -312,9 +321,28 @@ impl ListSync {
         }
     }
 
-    fn count_skipped(&mut self, skipped: u64) {
-        self.counts.skipped += skipped;
-        self.deps.metrics.records_skipped.inc_by(skipped);
+    /// A member the mapping could not send (SPEC §5): counted, and named
+    /// in the log for the first [`SKIPPED_NAMED`] of a sync.
+    fn skip(&mut self, reason: SkipReason, offset: u64, id: &str) {
+        self.counts.skipped += 1;
+        self.deps.metrics.records_skipped.inc();
+        if matches!(reason, SkipReason::NoUniqueEmailId | SkipReason::NoEmail) {
+            self.skipped_for_missing_fields += 1;
+        }
+        if self.counts.skipped <= SKIPPED_NAMED {
+            let who = match id {
+                "" => "no unique_email_id".to_owned(),
+                id if id.starts_with("email:") => "no unique_email_id".to_owned(),
+                id => format!("unique_email_id \"{id}\""),
+            };
+            let more = if self.counts.skipped == SKIPPED_NAMED {
+                " Further members this sync skips are counted (skipped= on its last line), not named."
+            } else {
+                ""
+            };
+            warn!(self.log, "sync: member at offset {offset} of list {} ({who}) skipped: {reason}.{more}",
+                self.job.entry.key; "skipped" => self.counts.skipped);
+        }
     }
 
     fn count_end(&self, result: &str) {
@@ -334,6 +362,20 @@ impl ListSync {
     }
 
     fn succeed(&mut self, ctx: &mut Context<Self>) {
+        let c = self.counts;
+        if c.accepted + c.rejected == 0 && c.skipped > 0 && self.skipped_for_missing_fields == c.skipped {
+            // Mailchimp gives every member both: answers without them for
+            // every member read are broken, not a list of odd members.
+            return self.fail(
+                format!(
+                    "none of the {} members read could be sent: each lacked its unique_email_id or \
+                     email_address, which Mailchimp gives every member (something between us and \
+                     Mailchimp may be changing the fields parameter)",
+                    c.skipped
+                ),
+                ctx,
+            );
+        }
         self.finished = true;
         let elapsed = self.elapsed();
         let c = self.counts;
@@ -406,6 +448,17 @@ impl ListSync {
     }
 }
 
+/// Where the members pass of `job` pages from: `start_offset` for a LOAD
+/// (the field is for trying a large list from a point), 0 for a SYNC,
+/// whose window is the members changed since its cursor: skipping some of
+/// those would lose them.
+fn start_offset(job: &SyncJob) -> u64 {
+    match job.kind {
+        SyncKind::Load => job.entry.start_offset,
+        SyncKind::Sync { .. } => 0,
+    }
+}
+
 /// Why a pass is read again, for the log.
 fn why_again(key: &impl std::fmt::Display, pass: Pass, why: &Why) -> String {
     match why {
@@ -438,6 +491,11 @@ impl Actor for ListSync {
             .map_or(String::new(), |s| format!(", changed since \"{}\"", format_for_log(s)));
         info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
             "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
+        let skipped = start_offset(&self.job);
+        if skipped > 0 {
+            warn!(self.log, "sync: list {} has start_offset {skipped}: this LOAD does not read its first {skipped} members, and its cursor moves past them.",
+                entry.key; "start_offset" => skipped);
+        }
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
         // How each API has answered this sync so far.
         let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
 use crate::sync::{MemberKey, PageRequest};
-use crate::transform::DroppedValue;
+use crate::transform::{DroppedValue, SkipReason};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -72,8 +72,8 @@ pub struct FetchedPage {
     /// changed and its id, for the paging plan's checks.
     pub keys: Vec<MemberKey>,
     /// Beside each key, the member's contact encoded as the JSON record
-    /// Ometria takes, or `None` if the mapping skipped the member.
-    pub records: Vec<Option<Bytes>>,
+    /// Ometria takes, or why the mapping could not send the member.
+    pub records: Vec<Result<Bytes, SkipReason>>,
     /// Values left out of the records because Ometria would not take
     /// them, each with the position on the page of the member it is from.
     pub dropped: Vec<(usize, DroppedValue)>,

@@ -216,6 +216,9 @@ pub enum PagingBug {
     IgnoresSort,
     /// `count` is dropped: pages hold Mailchimp's default of 10.
     IgnoresCount,
+    /// `status` is dropped: the archived pass gets the members Mailchimp
+    /// returns by default, and archived members are never returned.
+    IgnoresStatus,
 }
 
 impl PagingBug {
@@ -227,7 +230,7 @@ impl PagingBug {
             PagingBug::SkipsAtEdges => (offset + 1, count),
             PagingBug::ShortPages => (offset, count.saturating_sub(1)),
             PagingBug::IgnoresCount => (offset, 10),
-            PagingBug::IgnoresSort => (offset, count),
+            PagingBug::IgnoresSort | PagingBug::IgnoresStatus => (offset, count),
         }
     }
 }
@@ -268,7 +271,7 @@ fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>, bu
     let (total, members): (usize, Vec<&Member>) = match query.status {
         // The importer's queries: a page straight out of the sorted list.
         StatusFilter::Default | StatusFilter::Only(Status::Archived) if by_last_changed => {
-            let archived = query.status != StatusFilter::Default;
+            let archived = query.status != StatusFilter::Default && bug != Some(PagingBug::IgnoresStatus);
             let slice = audience.slice(archived, query.since, query.before);
             let (offset, count) = bug.map_or((query.offset, query.count), |b| b.positions(query.offset, query.count));
             let page = match ties {
