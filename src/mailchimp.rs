@@ -17,7 +17,10 @@ use crate::state::format_for_mailchimp;
 use crate::sync::{PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 
+mod repair;
 mod scan;
+
+pub use repair::repair;
 
 /// Only what the mapping needs, plus `last_changed` and `total_items`.
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\

@@ -165,6 +165,8 @@ pub enum MarketingOptin {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ContactProperties<'a> {
+    /// Left out when Mailchimp gave no status.
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub mailchimp_status: &'a str,
     pub mailchimp_list_id: &'a str,
 }
@@ -226,9 +228,13 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
         out.extend_from_slice(br#","timestamp_subscribed":"#);
         text(out, at, parsed);
     }
-    out.extend_from_slice(br#","properties":{"mailchimp_status":"#);
-    text(out, contact.properties.mailchimp_status, parsed);
-    out.extend_from_slice(br#","mailchimp_list_id":"#);
+    out.extend_from_slice(br#","properties":{"#);
+    if !contact.properties.mailchimp_status.is_empty() {
+        out.extend_from_slice(br#""mailchimp_status":"#);
+        text(out, contact.properties.mailchimp_status, parsed);
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""mailchimp_list_id":"#);
     text(out, contact.properties.mailchimp_list_id, parsed);
     out.extend_from_slice(b"}}");
 }
@@ -580,7 +586,7 @@ mod tests {
         let page = r#"{"total_items": 2, "members": [
             {"unique_email_id": "plain1", "email_address": "a@x.io", "status": "subscribed",
              "merge_fields": {"FNAME": "Zoë 李", "LNAME": "O'Brien"}, "timestamp_opt": "2019-10-18T22:20:23+00:00"},
-            {"unique_email_id": "esc\"aped", "email_address": "b\\c@x.io", "status": "pending",
+            {"unique_email_id": "esc\"aped", "email_address": "b\u00e9c@x.io", "status": "pending",
              "merge_fields": {"FNAME": "tab\there\nnew", "LNAME": "\u00e9\u0001"}}
         ]}"#
         .as_bytes();

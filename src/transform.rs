@@ -8,10 +8,11 @@
 //!   and a time without an offset is read as UTC. Anything else — MySQL's
 //!   `0000-00-00 00:00:00`, `2021-02-30`, a bare date, text — is left out
 //!   of the record and reported as a [`DroppedValue`].
-//! - `email` is an address: text around one `@`, with no space or control
-//!   character, at most 254 bytes (surrounding spaces are trimmed). A
-//!   member without one cannot be sent: it is skipped, as one without
-//!   `unique_email_id` is.
+//! - `email` is an address: text around one `@`, with no space, control
+//!   character or any of `<>()[]\,;:"`, a domain with a dot inside it,
+//!   at most 254 bytes (surrounding spaces are trimmed). A member without
+//!   one cannot be sent: it is skipped, as one without `unique_email_id` is.
+//! - `properties.mailchimp_status` is left out when Mailchimp gave no status.
 //! - Names, status and list id are text, sent exactly (JSON escapes what
 //!   needs it); `marketing_optin` is one of its three values by construction.
 
@@ -94,8 +95,14 @@ pub fn ometria_timestamp(text: &str, now: DateTime<Utc>) -> Option<Cow<'_, str>>
 pub fn ometria_email(text: &str) -> Option<&str> {
     let email = text.trim();
     let (local, domain) = email.split_once('@')?;
-    let plain = |part: &str| !part.is_empty() && !part.chars().any(|c| c.is_whitespace() || c.is_control());
-    (plain(local) && plain(domain) && !domain.contains('@') && email.len() <= MAX_EMAIL_BYTES).then_some(email)
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c))
+    };
+    let dotted = domain.trim_matches('.').contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
+    (plain(local) && plain(domain) && dotted && email.len() <= MAX_EMAIL_BYTES).then_some(email)
 }
 
 pub fn marketing_optin(status: &str) -> MarketingOptin {
@@ -343,6 +350,12 @@ mod tests {
             ("a@", None),
             ("a@b@c", None),
             ("a b@x.io", None),
+            ("<a@example.com>", None),
+            ("a@b", None),
+            ("a@.io", None),
+            ("a@x.", None),
+            ("a,b@x.io", None),
+            ("o'brien+tag@sub.example.co.uk", Some("o'brien+tag@sub.example.co.uk")),
             ("a@x.io\u{0}", None),
         ] {
             let mut m = member("subscribed");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use ometria_importer::config::OmetriaApi;
@@ -338,6 +338,63 @@ async fn members_read_without_ids_fail_the_sync_when_none_could_be_sent() {
     assert_eq!(run_once(&apis.config(dir.path()), log).await, ok_once());
     assert_eq!(apis.pushed().len(), 30);
     assert!(buffer.contents().contains("skipped=30"), "{}", buffer.contents());
+}
+
+/// One member's name holding a lone UTF-16 surrogate escape (an emoji cut
+/// in half) or a byte that is not UTF-8 makes the page invalid JSON, and
+/// the server sends the same bytes again: the page is read with U+FFFD in
+/// their place instead of failing the list on every retry.
+#[actix_rt::test]
+async fn a_page_with_a_lone_surrogate_or_a_stray_byte_is_read_repaired() {
+    let mut members = generate_members(250, Utc::now());
+    members[7].lname = "LNAME7".into();
+    members[9].fname = "FNAME9".into();
+    let mut page = serde_json::to_vec(&json!({
+        "members": members.iter().map(FakeMember::to_json).collect::<Vec<_>>(),
+        "total_items": 250,
+    }))
+    .unwrap();
+    let mut mangle = |from: &str, to: &[u8]| {
+        let at = page.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+        page.splice(at..at + from.len(), to.iter().copied());
+    };
+    mangle("\"LNAME7\"", b"\"Zo\\ud83d\"");
+    mangle("\"FNAME9\"", b"\"Andr\xe9\"");
+    let body = page.clone();
+    let apis = Apis::start(FakeMailchimp::default(), FakeOmetria::default()).await;
+    Mock::given(method("GET"))
+        .and(query_param("offset", "0"))
+        .respond_with(move |r: &wiremock::Request| {
+            if r.url.query().unwrap_or("").contains("status=archived") {
+                ResponseTemplate::new(200).set_body_json(json!({"members": [], "total_items": 0}))
+            } else {
+                ResponseTemplate::new(200).set_body_raw(body.clone(), "application/json")
+            }
+        })
+        .with_priority(1)
+        .mount(&apis.mailchimp)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"members": [], "total_items": 250})))
+        .with_priority(2)
+        .mount(&apis.mailchimp)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "items_per_request": 1000}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    assert_eq!(summary, ok_once(), "{}", buffer.contents());
+    let pushed = by_id(&apis.pushed());
+    assert_eq!(pushed.len(), 250);
+    assert_eq!(pushed[&members[7].id]["lastname"], "Zo\u{fffd}");
+    assert_eq!(pushed[&members[9].id]["firstname"], "Andr\u{fffd}");
+    assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+    assert!(
+        buffer
+            .contents()
+            .contains("was not valid JSON text (a lone UTF-16 surrogate"),
+        "{}",
+        buffer.contents()
+    );
 }
 
 /// The failing input of issue 14 and its relatives: every timestamp sent
@@ -1248,12 +1305,20 @@ async fn a_sync_that_dies_fails_its_entry_and_the_run_goes_on() {
 /// A Fetcher that dies fails its sync, with the cursor kept.
 #[actix_rt::test]
 async fn a_fetcher_that_dies_fails_its_sync() {
-    let mut members = generate_members(10, Utc::now());
-    members[3].id = String::new();
-    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(10, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&apis.mailchimp)
+        .await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    // The Fetcher's line about the member it cannot send.
-    let (log, buffer) = panicking_on("skipped: it has no unique_email_id");
+    // The Fetcher's line about the request it retries.
+    let (log, buffer) = panicking_on("of list \"L\" at offset 0 failed: Mailchimp failed with HTTP 503");
     let summary = once_despite_the_panic(apis.config(dir.path()), log)
         .await
         .expect("the run starts");

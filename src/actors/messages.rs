@@ -77,6 +77,9 @@ pub struct FetchedPage {
     /// Values left out of the records because Ometria would not take
     /// them, each with the position on the page of the member it is from.
     pub dropped: Vec<(usize, DroppedValue)>,
+    /// The page was not JSON as sent (a lone surrogate, bytes that are not
+    /// UTF-8, a raw control character in a string) and was read repaired.
+    pub repaired: bool,
 }
 
 /// ListSync → Writer: push one batch of encoded records, as an
