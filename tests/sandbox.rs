@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
 use ometria_importer::sandbox::faults::Faults;
+use ometria_importer::sandbox::ometria::RunWrites;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
 use support::{capture_log, loopback, run_once, sandbox_config, state_dir};
 
@@ -285,6 +286,76 @@ async fn the_fake_ometria_answers_with_its_backlog_and_429_when_it_is_full() {
             stats.records_accepted
         ),
         (1, 50, 200)
+    );
+    sandbox.stop().await;
+}
+
+/// `/_run/{run}/v2/push` is `/v2/push`, with what each run's pushes did
+/// counted for it: stored, stored under a cut answer, hung.
+#[actix_rt::test]
+async fn pushes_sent_for_a_run_are_counted_for_it() {
+    let sandbox = Sandbox::start(SandboxConfig::default(), loopback(), false).unwrap();
+    let url = sandbox.ometria_url();
+    let (status, _, _) = push(
+        &format!("{url}/_run/r1"),
+        DEFAULT_OMETRIA_KEY,
+        &json!([contact("a"), contact("b")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a")])).await;
+    assert_eq!(status, 200);
+    let ometria = |faults| Behaviour {
+        faults,
+        ..Behaviour::default()
+    };
+    sandbox.world().set_behaviour(
+        Api::Ometria,
+        ometria(Faults {
+            truncate: 1.0,
+            ..Faults::default()
+        }),
+    );
+    let mut cut = awc::Client::default()
+        .post(format!("{url}/_run/r2/v2/push"))
+        .insert_header(("X-Ometria-Auth", DEFAULT_OMETRIA_KEY))
+        .send_json(&json!([contact("c"), contact("d"), contact("e")]))
+        .await
+        .unwrap();
+    let announced: usize = cut
+        .headers()
+        .get("content-length")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cut.body().await.map_or(0, |b| b.len()) < announced, "the answer is cut");
+    sandbox.world().set_behaviour(
+        Api::Ometria,
+        ometria(Faults {
+            hang: 1.0,
+            hang_for: Duration::from_millis(10),
+            ..Faults::default()
+        }),
+    );
+    let (status, _, _) = push(
+        &format!("{url}/_run/r2"),
+        DEFAULT_OMETRIA_KEY,
+        &json!([contact("f"), contact("g")]),
+    )
+    .await;
+    assert_eq!(status, 504);
+    let writes = sandbox.world().ometria_writes_by_run();
+    assert_eq!((writes.contacts, writes.writes), (5, 6));
+    let run = |records_accepted, records_in_cut_answers, records_in_hung_pushes| RunWrites {
+        records_accepted,
+        records_in_cut_answers,
+        records_in_hung_pushes,
+    };
+    assert_eq!(
+        writes.runs.into_iter().collect::<Vec<_>>(),
+        [("r1".to_owned(), run(2, 0, 0)), ("r2".to_owned(), run(3, 3, 2))]
     );
     sandbox.stop().await;
 }

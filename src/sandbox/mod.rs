@@ -4,7 +4,8 @@
 //!
 //! - [`audience`]: generated members and live mutations.
 //! - [`mailchimp`]: `GET /3.0/lists/{id}/members`.
-//! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`.
+//! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`, also
+//!   under `/_run/{run}/`, counted per run.
 //! - [`faults`]: injected 5xx, 429 bursts, hangs, drops, truncations.
 //! - [`projection`]: `fields` / `exclude_fields`.
 //! - [`verify`]: does Ometria hold what Mailchimp holds?
@@ -418,6 +419,8 @@ fn routes(config: &mut web::ServiceConfig) {
         .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
         .route("/v2/push", web::post().to(ometria::push))
         .route("/record", web::post().to(ometria::record))
+        .route("/_run/{run}/v2/push", web::post().to(ometria::push))
+        .route("/_run/{run}/record", web::post().to(ometria::record))
         .configure(control::routes)
         .default_service(web::to(|| async {
             problem(404, "Resource Not Found", "The requested resource could not be found.")
