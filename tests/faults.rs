@@ -20,9 +20,20 @@ use support::{capture_log, every_entry_synced, read_json, run_once, sandbox_conf
 
 const ENTRIES: &str = r#"[{"list_id": "a", "items_per_request": 20, "worker_count": 4}, {"list_id": "b", "items_per_request": 20, "worker_count": 4}]"#;
 
+/// The client timeout of the runs: a first attempt gets a quarter of it,
+/// 1 s, or 8 × the slowest recent answer if that is longer (the importer's
+/// own allowance for an API that is slow, or a machine that is).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Longer than a first attempt waits (1 s) while answers take their 1-2
+/// ms, so hung requests are abandoned by the client; on a machine so slow
+/// that the importer waits longer, they end in the 504 instead, retried
+/// all the same.
+const HANG: Duration = Duration::from_secs(2);
+
 fn faulty(faults: Faults, seed: u64) -> SandboxConfig {
     let faults = Faults {
-        hang_for: Duration::from_millis(600),
+        hang_for: HANG,
         throttle_burst: 3,
         ..faults
     };
@@ -163,7 +174,7 @@ async fn sync_through(name: &str, faults: Faults, seed: u64, attempts: u32, max_
     let sandbox = Sandbox::start(faulty(faults, seed), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
     let (dir, file) = state_dir(ENTRIES);
     let mut config = sandbox_config(&sandbox, dir.path());
-    config.http_timeout = Duration::from_millis(300);
+    config.http_timeout = HTTP_TIMEOUT;
     config.retry = RetryPolicy {
         attempts: 10,
         base: Duration::from_millis(5),

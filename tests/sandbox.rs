@@ -513,8 +513,10 @@ async fn control_endpoints_inspect_and_mutate() {
 #[actix_rt::test]
 async fn faults_at_a_moderate_rate_cost_no_record() {
     let ms = Duration::from_millis;
+    // Hung requests outlast a first attempt's 1 s (a quarter of the 4 s
+    // timeout), unless answers are so slow that the importer waits longer.
     let faults = Faults {
-        hang_for: ms(800),
+        hang_for: ms(2000),
         throttle_burst: 2,
         ..Faults::all(0.02)
     };
@@ -537,7 +539,7 @@ async fn faults_at_a_moderate_rate_cost_no_record() {
     let (dir, _) =
         state_dir(r#"[{"list_id": "a", "items_per_request": 20}, {"list_id": "b", "items_per_request": 20}]"#);
     let mut config = sandbox_config(&sandbox, dir.path());
-    config.http_timeout = ms(300);
+    config.http_timeout = ms(4000);
     config.retry = ometria_importer::retry::RetryPolicy {
         attempts: 8,
         base: ms(10),
