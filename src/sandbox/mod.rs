@@ -250,6 +250,12 @@ impl World {
         lock(dice).0 = behaviour;
     }
 
+    /// Changes how fast Ometria's backlog drains, from now on (see
+    /// [`SandboxConfig::ometria_drain_per_second`]).
+    pub fn set_ometria_drain(&self, per_second: Option<f64>) {
+        lock(&self.backlog).set_drain(per_second, Instant::now());
+    }
+
     /// The fault (if any) and latency of the next request to `api`.
     fn roll(&self, api: Api) -> (Option<Fault>, Duration, Duration) {
         let mut guard = lock(match api {

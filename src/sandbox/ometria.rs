@@ -147,6 +147,12 @@ impl Backlog {
         self.last = Some(now);
     }
 
+    /// Drains at `drain_per_second` from `now` on (see [`Backlog::new`]).
+    pub fn set_drain(&mut self, drain_per_second: Option<f64>, now: Instant) {
+        self.drain(now);
+        self.drain_per_second = drain_per_second;
+    }
+
     /// Records it can still take now.
     pub fn remaining(&mut self, now: Instant) -> u64 {
         self.drain(now);
@@ -509,6 +515,12 @@ mod tests {
         let mut at_once = Backlog::new(250, None);
         assert!((0..10).all(|_| at_once.offer(100, t0)));
         assert_eq!(at_once.remaining(t0), 250);
+        // A backlog that does not drain until it is told to.
+        let mut stuck = Backlog::new(250, Some(0.0));
+        assert!(stuck.offer(200, t0));
+        assert_eq!(stuck.remaining(t0 + Duration::from_secs(10)), 50);
+        stuck.set_drain(Some(100.0), t0 + Duration::from_secs(10));
+        assert_eq!(stuck.remaining(t0 + Duration::from_secs(11)), 150);
     }
 
     #[test]
