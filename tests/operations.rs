@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use chrono::Utc;
 use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
@@ -17,7 +18,7 @@ use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
 use support::{
     capture_log, every_entry_synced, loopback, quit, read_json, sandbox_config, spawn_run, state_dir, wait_for_ticks,
-    wait_until,
+    wait_until, Stall,
 };
 
 fn config_for(sandbox: &Sandbox, dir: &std::path::Path) -> Config {
@@ -49,6 +50,23 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// Scrapes `/metrics` at `address` until `ready` holds (at most 20 s).
+async fn scrape_until(
+    address: &str,
+    what: &str,
+    ready: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+        if ready(&m) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn metrics_match_what_the_apis_received() {
     let ms = Duration::from_millis;
@@ -66,6 +84,7 @@ async fn metrics_match_what_the_apis_received() {
     let sandbox = Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap();
     let (dir, file) = state_dir(r#"[{"list_id": "a", "items_per_request": 50, "worker_count": 2}, {"list_id": "b"}]"#);
     let (log, buffer) = capture_log();
+    let started = Utc::now();
     let daemon = spawn_run(config_for(&sandbox, dir.path()), RunMode::Go, log);
     wait_until(Duration::from_secs(10), "the metrics address", || {
         metrics_address(&buffer.contents()).is_some()
@@ -75,11 +94,12 @@ async fn metrics_match_what_the_apis_received() {
 
     // During a sync: it shows as running, and records are counted as they go.
     let mut seen_running = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut stall = Stall::new(Duration::from_secs(20));
     while !every_entry_synced(&read_json(&file)) {
-        assert!(std::time::Instant::now() < deadline, "the syncs did not finish");
         let m = samples(&get(&format!("http://{address}/metrics")).await.1);
         seen_running |= m.get("ometria_importer_syncs_running") == Some(&1.0);
+        let pushed = m.get("ometria_importer_records_pushed_total").copied().unwrap_or(0.0);
+        stall.check(pushed as usize, "the syncs pushing records");
         actix_rt::time::sleep(ms(50)).await;
     }
     assert!(seen_running, "no scrape saw a sync running");
@@ -109,9 +129,13 @@ async fn metrics_match_what_the_apis_received() {
     assert_eq!(m["ometria_importer_ometria_backlog_limit"], 20_000.0);
     let remaining = m["ometria_importer_ometria_backlog_remaining"];
     assert!((18_500.0..=19_500.0).contains(&remaining), "{remaining}");
-    // Per entry, as in the state file, once a tick has read it again.
-    wait_for_ticks(&buffer, 2).await;
-    let m = samples(&get(&format!("http://{address}/metrics")).await.1);
+    // Per entry, as in the state file, once a tick has read it again
+    // (ticks during the syncs may have come before their results).
+    let m = scrape_until(&address, "a tick that read both results", |m| {
+        m.contains_key("ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"b\"}")
+            && m.contains_key("ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"a\"}")
+    })
+    .await;
     assert_eq!(
         m["ometria_importer_list_last_sync_records{entry=\"1\",list_id=\"a\"}"],
         1200.0
@@ -121,7 +145,12 @@ async fn metrics_match_what_the_apis_received() {
         300.0
     );
     assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"a\"}"], 0.0);
-    assert!(m["ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a\"}"] < 10.0);
+    // Its last sync started after the daemon did (the cursor keeps whole seconds).
+    let lag = m["ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a\"}"];
+    assert!(
+        lag <= (Utc::now() - started).num_milliseconds() as f64 / 1000.0 + 1.0,
+        "{lag}"
+    );
     let (status, health) = get(&format!("http://{address}/healthz")).await;
     assert_eq!(
         (
@@ -334,7 +363,17 @@ async fn syncs_ending_while_a_tick_reads_the_file_are_not_started_again() {
     config.grace = Duration::from_secs(1);
     let (log, buffer) = capture_log();
     let daemon = spawn_run(config, RunMode::Go, log);
-    wait_until(Duration::from_secs(60), "every LOAD", || {
+    // However long the syncs take here, they must keep ending.
+    let mut stall = Stall::new(Duration::from_secs(30));
+    loop {
+        let ended = buffer.contents().matches("sync: completed").count();
+        if ended >= LISTS {
+            break;
+        }
+        stall.check(ended, "the LOADs");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until(Duration::from_secs(20), "every result written", || {
         every_entry_synced(&read_json(&file))
     })
     .await;

@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 
 use ometria_importer::api::Api;
 use ometria_importer::sandbox::faults::Faults;
+use ometria_importer::sandbox::ometria::RunWrites;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
-use support::{capture_log, loopback, run_once, sandbox_config, state_dir};
+use ometria_importer::RunMode;
+use support::{capture_log, loopback, run_once, sandbox_config, spawn_run, state_dir, Stall};
 
 async fn get(url: &str, auth: Option<(&str, &str)>) -> (u16, Value) {
     let mut request = awc::Client::default().get(url);
@@ -103,13 +105,15 @@ async fn the_importer_stays_inside_the_limits_and_leaves_ometria_equal_to_mailch
 /// A backlog that fills (SPEC §6): pushing at 20 per second (2,000
 /// records/s) into 4,000 records of backlog draining 800 records/s, the
 /// importer slows down as the room shrinks instead of meeting 429s (pacing
-/// as configured throughout, it met 32), and every record arrives.
+/// as configured throughout, it met 32), and every record arrives. The
+/// backlog starts draining once it is half full, so that it fills however
+/// slowly this machine pushes.
 #[actix_rt::test]
 async fn a_filling_backlog_slows_the_importer_down_instead_of_meeting_429s() {
     let config = SandboxConfig {
         lists: vec![("b".into(), 9000)],
         ometria_backlog: 4000,
-        ometria_drain_per_second: Some(800.0),
+        ometria_drain_per_second: Some(0.0),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::start(config, loopback(), false).unwrap();
@@ -117,13 +121,20 @@ async fn a_filling_backlog_slows_the_importer_down_instead_of_meeting_429s() {
     let mut config = sandbox_config(&sandbox, dir.path());
     config.ometria_max_requests_per_second = Some(20.0);
     let (log, buffer) = capture_log();
-    let summary = run_once(&config, log).await;
+    let run = spawn_run(config, RunMode::Once, log);
+    let mut stall = Stall::new(Duration::from_secs(20));
+    loop {
+        let stats = sandbox.world().stats();
+        if stats.ometria_backlog_least_remaining < 2000 {
+            break;
+        }
+        stall.check(stats.records_accepted as usize, "the backlog filling");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    sandbox.world().set_ometria_drain(Some(800.0));
+    let summary = run.await.unwrap().unwrap();
     assert_eq!(summary.succeeded, 1, "{}", buffer.contents());
     let stats = sandbox.world().stats();
-    assert!(
-        stats.ometria_backlog_least_remaining < 2000,
-        "the backlog never filled to half: {stats:?}"
-    );
     assert!(stats.ometria_backlog_full <= 2, "{stats:?}");
     let verification = sandbox.world().verify(&[], None);
     assert!(verification.ok, "{verification:?}");
@@ -289,6 +300,76 @@ async fn the_fake_ometria_answers_with_its_backlog_and_429_when_it_is_full() {
     sandbox.stop().await;
 }
 
+/// `/_run/{run}/v2/push` is `/v2/push`, with what each run's pushes did
+/// counted for it: stored, stored under a cut answer, hung.
+#[actix_rt::test]
+async fn pushes_sent_for_a_run_are_counted_for_it() {
+    let sandbox = Sandbox::start(SandboxConfig::default(), loopback(), false).unwrap();
+    let url = sandbox.ometria_url();
+    let (status, _, _) = push(
+        &format!("{url}/_run/r1"),
+        DEFAULT_OMETRIA_KEY,
+        &json!([contact("a"), contact("b")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = push(&url, DEFAULT_OMETRIA_KEY, &json!([contact("a")])).await;
+    assert_eq!(status, 200);
+    let ometria = |faults| Behaviour {
+        faults,
+        ..Behaviour::default()
+    };
+    sandbox.world().set_behaviour(
+        Api::Ometria,
+        ometria(Faults {
+            truncate: 1.0,
+            ..Faults::default()
+        }),
+    );
+    let mut cut = awc::Client::default()
+        .post(format!("{url}/_run/r2/v2/push"))
+        .insert_header(("X-Ometria-Auth", DEFAULT_OMETRIA_KEY))
+        .send_json(&json!([contact("c"), contact("d"), contact("e")]))
+        .await
+        .unwrap();
+    let announced: usize = cut
+        .headers()
+        .get("content-length")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cut.body().await.map_or(0, |b| b.len()) < announced, "the answer is cut");
+    sandbox.world().set_behaviour(
+        Api::Ometria,
+        ometria(Faults {
+            hang: 1.0,
+            hang_for: Duration::from_millis(10),
+            ..Faults::default()
+        }),
+    );
+    let (status, _, _) = push(
+        &format!("{url}/_run/r2"),
+        DEFAULT_OMETRIA_KEY,
+        &json!([contact("f"), contact("g")]),
+    )
+    .await;
+    assert_eq!(status, 504);
+    let writes = sandbox.world().ometria_writes_by_run();
+    assert_eq!((writes.contacts, writes.writes), (5, 6));
+    let run = |records_accepted, records_in_cut_answers, records_in_hung_pushes| RunWrites {
+        records_accepted,
+        records_in_cut_answers,
+        records_in_hung_pushes,
+    };
+    assert_eq!(
+        writes.runs.into_iter().collect::<Vec<_>>(),
+        [("r1".to_owned(), run(2, 0, 0)), ("r2".to_owned(), run(3, 3, 2))]
+    );
+    sandbox.stop().await;
+}
+
 #[actix_rt::test]
 async fn the_fake_ometria_refuses_a_push_too_large_as_ometria_does() {
     let config = SandboxConfig {
@@ -442,8 +523,10 @@ async fn control_endpoints_inspect_and_mutate() {
 #[actix_rt::test]
 async fn faults_at_a_moderate_rate_cost_no_record() {
     let ms = Duration::from_millis;
+    // Hung requests outlast a first attempt's 1 s (a quarter of the 4 s
+    // timeout), unless answers are so slow that the importer waits longer.
     let faults = Faults {
-        hang_for: ms(800),
+        hang_for: ms(2000),
         throttle_burst: 2,
         ..Faults::all(0.02)
     };
@@ -466,7 +549,7 @@ async fn faults_at_a_moderate_rate_cost_no_record() {
     let (dir, _) =
         state_dir(r#"[{"list_id": "a", "items_per_request": 20}, {"list_id": "b", "items_per_request": 20}]"#);
     let mut config = sandbox_config(&sandbox, dir.path());
-    config.http_timeout = ms(300);
+    config.http_timeout = ms(4000);
     config.retry = ometria_importer::retry::RetryPolicy {
         attempts: 8,
         base: ms(10),

@@ -1422,7 +1422,8 @@ async fn arrivals_after_a_429(retry_after: Option<&'static str>) -> Vec<Duration
         .await;
     let (dir, _) = state_dir(r#"[{"list_id": "L", "worker_count": 4}]"#);
     let mut config = apis.config(dir.path());
-    // Paced, so that only the first push is in flight when the 429 comes.
+    // Paced: where the 429 is read within the 126 ms to the next start,
+    // only the first push is in flight when it comes.
     config.ometria_max_requests_per_second = Some(8.0);
     let (log, buffer) = capture_log();
     assert_eq!(run_once(&config, log).await, ok_once(), "{}", buffer.contents());
@@ -1434,15 +1435,18 @@ async fn arrivals_after_a_429(retry_after: Option<&'static str>) -> Vec<Duration
 }
 
 /// A 429 with `Retry-After` holds every Writer off, not only the one that
-/// got it: no push arrives before it has passed.
+/// got it: no push starts before it has passed. Only pushes the other 3
+/// Writers had under way when the importer read the 429 may arrive before
+/// (none where the answer comes back within the 126 ms to the next start;
+/// on a slow machine, some); unheld, about 7 would.
 #[actix_rt::test]
 async fn retry_after_holds_every_writer_off() {
-    for after in arrivals_after_a_429(Some("1")).await {
-        assert!(
-            after >= Duration::from_secs(1),
-            "a push arrived {after:?} after the 429"
-        );
-    }
+    let arrivals = arrivals_after_a_429(Some("1")).await;
+    let early = arrivals.iter().filter(|a| **a < Duration::from_secs(1)).count();
+    assert!(
+        early <= 3,
+        "{early} pushes arrived within the Retry-After: {arrivals:?}"
+    );
 }
 
 /// Without `Retry-After` only the throttled push backs off: the others go on.

@@ -4,7 +4,8 @@
 //!
 //! - [`audience`]: generated members and live mutations.
 //! - [`mailchimp`]: `GET /3.0/lists/{id}/members`.
-//! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`.
+//! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`, also
+//!   under `/_run/{run}/`, counted per run.
 //! - [`faults`]: injected 5xx, 429 bursts, hangs, drops, truncations.
 //! - [`projection`]: `fields` / `exclude_fields`.
 //! - [`verify`]: does Ometria hold what Mailchimp holds?
@@ -249,6 +250,12 @@ impl World {
         lock(dice).0 = behaviour;
     }
 
+    /// Changes how fast Ometria's backlog drains, from now on (see
+    /// [`SandboxConfig::ometria_drain_per_second`]).
+    pub fn set_ometria_drain(&self, per_second: Option<f64>) {
+        lock(&self.backlog).set_drain(per_second, Instant::now());
+    }
+
     /// The fault (if any) and latency of the next request to `api`.
     fn roll(&self, api: Api) -> (Option<Fault>, Duration, Duration) {
         let mut guard = lock(match api {
@@ -418,6 +425,8 @@ fn routes(config: &mut web::ServiceConfig) {
         .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
         .route("/v2/push", web::post().to(ometria::push))
         .route("/record", web::post().to(ometria::record))
+        .route("/_run/{run}/v2/push", web::post().to(ometria::push))
+        .route("/_run/{run}/record", web::post().to(ometria::record))
         .configure(control::routes)
         .default_service(web::to(|| async {
             problem(404, "Resource Not Found", "The requested resource could not be found.")

@@ -5,6 +5,11 @@
 //! rejected, records stored by id (last write wins), and the backlog
 //! pushes wait in before Ometria processes them (`X-QueueSize-Limit`,
 //! `X-QueueSize-Remaining`, 429 when full).
+//!
+//! `/_run/{run}/v2/push` and `/_run/{run}/record` are the same endpoints,
+//! with what they take counted per `run` ([`RunWrites`]): a test points
+//! each run of the importer at its own, and knows which run sent a push
+//! even when it lands after that run has ended.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -41,7 +46,23 @@ pub struct OmetriaStore {
     pub contacts: HashMap<String, Stored>,
     /// Records posted to the legacy `/record`, by id.
     pub legacy: HashMap<String, Stored>,
+    /// What the pushes sent under `/_run/{run}/…` did, by run. Kept with
+    /// the records, under one lock, so that a snapshot of both agrees.
+    pub runs: HashMap<String, RunWrites>,
     pushes: u64,
+}
+
+/// What Ometria did with the pushes of one run (sent to `/_run/{run}/…`),
+/// whenever they arrived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunWrites {
+    /// Records stored.
+    pub records_accepted: u64,
+    /// Records stored by pushes whose answer was then dropped or cut.
+    pub records_in_cut_answers: u64,
+    /// Records of pushes that hung (an injected fault): none of them was
+    /// stored, and the answer, a 504, came only after `hang_for`.
+    pub records_in_hung_pushes: u64,
 }
 
 impl OmetriaStore {
@@ -126,6 +147,12 @@ impl Backlog {
         self.last = Some(now);
     }
 
+    /// Drains at `drain_per_second` from `now` on (see [`Backlog::new`]).
+    pub fn set_drain(&mut self, drain_per_second: Option<f64>, now: Instant) {
+        self.drain(now);
+        self.drain_per_second = drain_per_second;
+    }
+
     /// Records it can still take now.
     pub fn remaining(&mut self, now: Instant) -> u64 {
         self.drain(now);
@@ -205,13 +232,31 @@ struct Identity<'a> {
     id: Option<Cow<'a, str>>,
 }
 
+/// A request [`admit`] answered itself, storing nothing.
+struct Turned {
+    answer: HttpResponse,
+    /// It hung (an injected fault) before the answer.
+    hung: bool,
+}
+
+impl From<HttpResponse> for Turned {
+    fn from(answer: HttpResponse) -> Self {
+        Turned { answer, hung: false }
+    }
+}
+
+/// The run a request was sent for (`/_run/{run}/…`), if any.
+fn run_of(req: &HttpRequest) -> Option<&str> {
+    req.match_info().get("run")
+}
+
 /// Key, rate limit, faults and latency: what every write goes through.
 /// `Err` is the answer to send instead of processing the request.
-async fn admit(req: &HttpRequest, world: &World, auth_header: &str) -> Result<Option<Fault>, HttpResponse> {
+async fn admit(req: &HttpRequest, world: &World, auth_header: &str) -> Result<Option<Fault>, Turned> {
     world.stats.ometria_requests.fetch_add(1, Ordering::Relaxed);
     let key = req.headers().get(auth_header).and_then(|v| v.to_str().ok());
     if key != Some(world.config.ometria_key.as_str()) {
-        return Err(problem(401, "Unauthorized", "Missing or invalid API key."));
+        return Err(problem(401, "Unauthorized", "Missing or invalid API key.").into());
     }
     if let Err(wait) = world.admit_ometria() {
         let mut answer = problem(429, "Too Many Requests", "Rate limit exceeded; slow down.");
@@ -219,7 +264,7 @@ async fn admit(req: &HttpRequest, world: &World, auth_header: &str) -> Result<Op
         answer
             .headers_mut()
             .insert(actix_web::http::header::RETRY_AFTER, seconds.into());
-        return Err(answer);
+        return Err(answer.into());
     }
     let (fault, latency, hang_for) = world.roll(Api::Ometria);
     match fault {
@@ -228,19 +273,47 @@ async fn admit(req: &HttpRequest, world: &World, auth_header: &str) -> Result<Op
             answer
                 .headers_mut()
                 .insert(actix_web::http::header::RETRY_AFTER, 1u64.into());
-            return Err(answer);
+            return Err(answer.into());
         }
         Some(Fault::Hang) => {
             actix_rt::time::sleep(hang_for).await;
-            return Err(problem(504, "Gateway Timeout", "The request took too long."));
+            return Err(Turned {
+                answer: problem(504, "Gateway Timeout", "The request took too long."),
+                hung: true,
+            });
         }
         _ => {}
     }
     actix_rt::time::sleep(latency).await;
     if fault == Some(Fault::ServerError) {
-        return Err(problem(503, "Service Unavailable", "Please try again later."));
+        return Err(problem(503, "Service Unavailable", "Please try again later.").into());
     }
     Ok(fault)
+}
+
+/// The answer to a request `admit` turned away; a hung push is counted
+/// for its run.
+fn turned_away(req: &HttpRequest, body: &[u8], world: &World, turned: Turned) -> HttpResponse {
+    if let (true, Some(run)) = (turned.hung, run_of(req)) {
+        let records = batch(body).map_or(0, |r| r.len() as u64);
+        world
+            .store()
+            .runs
+            .entry(run.to_owned())
+            .or_default()
+            .records_in_hung_pushes += records;
+    }
+    turned.answer
+}
+
+/// Counts what a push of `run` stored, under the store's lock.
+fn count_for_run(store: &mut OmetriaStore, run: Option<&str>, accepted: u64, fault: Option<Fault>) {
+    let Some(run) = run else { return };
+    let counts = store.runs.entry(run.to_owned()).or_default();
+    counts.records_accepted += accepted;
+    if matches!(fault, Some(Fault::Drop | Fault::Truncate)) {
+        counts.records_in_cut_answers += accepted;
+    }
 }
 
 /// The batch of records in `body` (each as its JSON text), or the 400 to answer.
@@ -299,7 +372,7 @@ pub async fn push(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -
 async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpResponse {
     let fault = match admit(req, world, "x-ometria-auth").await {
         Ok(f) => f,
-        Err(answer) => return answer,
+        Err(turned) => return turned_away(req, body, world, turned),
     };
     if body.len() > world.config.ometria_max_body_bytes {
         return ometria_error(413, "Payload too large.");
@@ -353,6 +426,7 @@ async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpRespons
             }
         }
         store.pushes += 1;
+        count_for_run(&mut store, run_of(req), accepted, fault);
         format!("sandbox-{:08}", store.pushes)
     };
     world.stats.records_accepted.fetch_add(accepted, Ordering::Relaxed);
@@ -373,7 +447,7 @@ async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpRespons
 pub async fn record(req: HttpRequest, body: web::Bytes, world: web::Data<World>) -> HttpResponse {
     let fault = match admit(&req, &world, "authorization").await {
         Ok(f) => f,
-        Err(answer) => return answer,
+        Err(turned) => return turned_away(&req, &body, &world, turned),
     };
     let records = match batch(&body) {
         Ok(r) => r,
@@ -397,6 +471,7 @@ pub async fn record(req: HttpRequest, body: web::Bytes, world: web::Data<World>)
                 }
             }
         }
+        count_for_run(&mut store, run_of(&req), accepted, fault);
     }
     world.stats.records_accepted.fetch_add(accepted, Ordering::Relaxed);
     world
@@ -440,6 +515,12 @@ mod tests {
         let mut at_once = Backlog::new(250, None);
         assert!((0..10).all(|_| at_once.offer(100, t0)));
         assert_eq!(at_once.remaining(t0), 250);
+        // A backlog that does not drain until it is told to.
+        let mut stuck = Backlog::new(250, Some(0.0));
+        assert!(stuck.offer(200, t0));
+        assert_eq!(stuck.remaining(t0 + Duration::from_secs(10)), 50);
+        stuck.set_drain(Some(100.0), t0 + Duration::from_secs(10));
+        assert_eq!(stuck.remaining(t0 + Duration::from_secs(11)), 150);
     }
 
     #[test]

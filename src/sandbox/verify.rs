@@ -2,10 +2,13 @@
 //! here from the contract (SPEC §5) on its own, not borrowed from the
 //! importer's mapping, so that a mistake there shows up here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::audience::{Member, Status};
+use super::ometria::RunWrites;
 use super::World;
 
 /// The contact SPEC §5 asks for.
@@ -62,6 +65,17 @@ pub struct Verification {
 }
 
 const SHOWN: usize = 5;
+
+/// What [`World::ometria_writes_by_run`] saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WritesByRun {
+    /// Contacts Ometria holds.
+    pub contacts: usize,
+    /// Writes that made them (every push counts once per record it stored).
+    pub writes: u64,
+    /// By run, the pushes sent for it; legacy `/record` posts included.
+    pub runs: BTreeMap<String, RunWrites>,
+}
 
 impl World {
     /// Compares every member of `list_ids` (every list if empty) changed
@@ -137,6 +151,17 @@ impl World {
             store.contacts.len(),
             store.contacts.values().map(|s| u64::from(s.writes)).sum(),
         )
+    }
+
+    /// [`World::ometria_writes`], with what the pushes of each run did
+    /// (`/_run/{run}/v2/push`), both from one look at the store.
+    pub fn ometria_writes_by_run(&self) -> WritesByRun {
+        let store = self.store();
+        WritesByRun {
+            contacts: store.contacts.len(),
+            writes: store.contacts.values().map(|s| u64::from(s.writes)).sum(),
+            runs: store.runs.iter().map(|(run, w)| (run.clone(), *w)).collect(),
+        }
     }
 
     /// Every contact Ometria holds.

@@ -414,6 +414,39 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
+/// A deadline that moves on whenever a long job makes progress: waiting
+/// for the job fails when it stops advancing, not because the machine is
+/// slow.
+pub struct Stall {
+    limit: Duration,
+    progress: usize,
+    since: Instant,
+}
+
+impl Stall {
+    /// Fails once nothing moved for `limit`.
+    pub fn new(limit: Duration) -> Stall {
+        Stall {
+            limit,
+            progress: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Notes `progress` (a count that only grows); panics if it has not
+    /// grown for the limit.
+    pub fn check(&mut self, progress: usize, what: &str) {
+        if progress > self.progress {
+            (self.progress, self.since) = (progress, Instant::now());
+        }
+        assert!(
+            self.since.elapsed() < self.limit,
+            "{what}: stuck at {progress} for {:?}",
+            self.limit
+        );
+    }
+}
+
 /// A `latest_timestamp` of now, as the state file writes it: keeps an
 /// entry up to date for its refresh interval (an hour by default).
 pub fn cursor_now() -> String {
