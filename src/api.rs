@@ -192,7 +192,8 @@ pub enum ApiError {
     /// A body that is cut short or is not the JSON expected.
     #[error("{api} sent an unreadable answer: {message}")]
     Malformed { api: Api, message: String },
-    /// A push answer whose counts fall short of the batch sent.
+    /// A push answer whose `accepted` + `rejected` is not the number of
+    /// records sent (fewer, or more).
     #[error("Ometria accounted for {accepted} accepted and {rejected} rejected records of {sent} sent")]
     Unaccounted { sent: u64, accepted: u64, rejected: u64 },
 }

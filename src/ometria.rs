@@ -284,10 +284,21 @@ pub struct PushOutcome {
     pub rejected: u64,
 }
 
+/// `{"status": "OK", "request_id": …, "accepted": N, "rejected": M}` (SPEC §6).
 #[derive(Deserialize)]
 struct PushAnswer {
-    accepted: u64,
-    rejected: u64,
+    /// "OK" when Ometria took the push; any other value is not an answer
+    /// to account records with, even with a 2xx status.
+    #[serde(default)]
+    status: Option<String>,
+    /// Ometria's word on a `status` other than "OK".
+    #[serde(default)]
+    message: Option<String>,
+    /// Required with "OK"; looked for only once `status` is known.
+    #[serde(default)]
+    accepted: Option<u64>,
+    #[serde(default)]
+    rejected: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -436,10 +447,23 @@ impl OmetriaClient {
             let outcome = match self.api {
                 OmetriaApi::Push => {
                     let a: PushAnswer = serde_json::from_slice(&answer).map_err(malformed)?;
-                    PushOutcome {
-                        accepted: a.accepted,
-                        rejected: a.rejected,
+                    if let Some(status) = a.status.as_deref().filter(|s| *s != "OK") {
+                        let said = a.message.as_deref().map_or(String::new(), |m| format!(": {m}"));
+                        return Err(ApiError::Malformed {
+                            api: Api::Ometria,
+                            message: format!(
+                                "HTTP {} with status {status:?} rather than \"OK\"{said}",
+                                response.status().as_u16()
+                            ),
+                        });
                     }
+                    let (Some(accepted), Some(rejected)) = (a.accepted, a.rejected) else {
+                        return Err(ApiError::Malformed {
+                            api: Api::Ometria,
+                            message: "the answer lacks its \"accepted\" or \"rejected\" count".into(),
+                        });
+                    };
+                    PushOutcome { accepted, rejected }
                 }
                 OmetriaApi::Record => {
                     let a: RecordAnswer = serde_json::from_slice(&answer).map_err(malformed)?;
@@ -449,8 +473,9 @@ impl OmetriaClient {
                     }
                 }
             };
-            // Fewer means records nobody accounted for; more is odd but loses nothing.
-            if outcome.accepted + outcome.rejected < sent {
+            // Fewer leaves records unaccounted for; more means the counts
+            // are not about this push, and would inflate the sync's totals.
+            if outcome.accepted.checked_add(outcome.rejected) != Some(sent) {
                 return Err(ApiError::Unaccounted {
                     sent,
                     accepted: outcome.accepted,

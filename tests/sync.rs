@@ -878,41 +878,99 @@ async fn passing_failures_are_retried_and_nothing_is_lost() {
     );
 }
 
-/// An answer whose counts fall short of the batch is retried (writes are
-/// idempotent by id): the records it leaves unaccounted for are sent again
-/// rather than the whole sync thrown away.
+/// An answer whose counts do not add up to the batch — short, too many,
+/// or with a `status` other than "OK" — is retried (writes are idempotent
+/// by id): the records it leaves unaccounted for are sent again rather
+/// than the whole sync thrown away, and counts that are not about the push
+/// never reach the sync's totals.
 #[actix_rt::test]
 async fn a_push_answer_that_does_not_add_up_is_retried() {
-    let apis = Apis::start(
-        FakeMailchimp::default().with_list("L", generate_members(250, Utc::now())),
-        FakeOmetria::default(),
-    )
-    .await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"status": "OK", "request_id": "r", "accepted": 1, "rejected": 0})),
+    for (body, said) in [
+        (
+            json!({"status": "OK", "request_id": "r", "accepted": 1, "rejected": 0}),
+            "Ometria accounted for 1 accepted and 0 rejected records of ",
+        ),
+        (
+            json!({"status": "OK", "request_id": "r", "accepted": 1000, "rejected": 0}),
+            "Ometria accounted for 1000 accepted and 0 rejected records of ",
+        ),
+        (
+            json!({"status": "OK", "request_id": "r", "accepted": u64::MAX, "rejected": 1}),
+            "rejected records of ",
+        ),
+        (
+            json!({"status": "ERROR", "message": "Backend unavailable", "accepted": 100, "rejected": 0}),
+            "Ometria sent an unreadable answer: HTTP 200 with status \"ERROR\" rather than \"OK\": Backend unavailable",
+        ),
+    ] {
+        let apis = Apis::start(
+            FakeMailchimp::default().with_list("L", generate_members(250, Utc::now())),
+            FakeOmetria::default(),
         )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&apis.ometria)
         .await;
-    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let (log, buffer) = capture_log();
-    assert_eq!(
-        run_once(&apis.config(dir.path()), log).await,
-        ok_once(),
-        "{}",
-        buffer.contents()
-    );
-    assert_eq!(by_id(&apis.pushed()).len(), 250);
-    assert_eq!(read_json(&file)[0]["total_updates"], 250);
-    let log = buffer.contents();
-    assert!(
-        log.contains("Ometria accounted for 1 accepted and 0 rejected records of "),
-        "{log}"
-    );
-    assert!(log.contains("; retry 1 in"), "{log}");
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&apis.ometria)
+            .await;
+        let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+        let (log, buffer) = capture_log();
+        assert_eq!(
+            run_once(&apis.config(dir.path()), log).await,
+            ok_once(),
+            "{body}: {}",
+            buffer.contents()
+        );
+        assert_eq!(by_id(&apis.pushed()).len(), 250, "{body}");
+        assert_eq!(read_json(&file)[0]["total_updates"], 250, "{body}");
+        let log = buffer.contents();
+        assert!(log.contains("records=250 rejected=0"), "{body}: {log}");
+        assert!(log.contains(said), "{body}: {log}");
+        assert!(log.contains("; retry 1 in"), "{body}: {log}");
+    }
+}
+
+/// An answer that never adds up fails the sync once the push's attempts
+/// are spent: its records are not accounted for, so the cursor stays.
+#[actix_rt::test]
+async fn a_push_answer_that_never_adds_up_fails_the_sync() {
+    for body in [
+        json!({"status": "OK", "request_id": "r", "accepted": 1000, "rejected": 0}),
+        json!({"status": "ERROR", "message": "Backend unavailable"}),
+    ] {
+        let apis = Apis::start(
+            FakeMailchimp::default().with_list("L", generate_members(30, Utc::now())),
+            FakeOmetria::default(),
+        )
+        .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+            .with_priority(1)
+            .mount(&apis.ometria)
+            .await;
+        let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+        let (dir, file) = state_dir(text);
+        let (log, buffer) = capture_log();
+        let summary = run_once(&apis.config(dir.path()), log).await;
+        let log = buffer.contents();
+        assert_eq!(summary.failed, 1, "{body}: {log}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "{body}: the cursor stays"
+        );
+        assert!(
+            log.contains("latest_timestamp stays \"2001-01-01 00:00:00\""),
+            "{body}: {log}"
+        );
+        // The config's 2 attempts, then the sync fails.
+        assert_eq!(
+            apis.ometria.received_requests().await.unwrap().len(),
+            2,
+            "{body}: {log}"
+        );
+    }
 }
 
 #[actix_rt::test]
