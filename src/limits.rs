@@ -1,9 +1,13 @@
 //! Global limits shared by every Fetcher and Writer across lists: in-flight
 //! Mailchimp requests per key, and Ometria requests per second per key,
-//! slowed down as Ometria's backlog fills.
+//! slowed down as Ometria's backlog fills; and, beside them, when Ometria
+//! last took a record from this process ([`LastTaken`]).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -16,6 +20,8 @@ const PACING_MARGIN: Duration = Duration::from_millis(1);
 pub struct Limits {
     pub mailchimp: Arc<ConnectionLimit>,
     pub ometria: Arc<Pacer>,
+    /// When Ometria last took a record from any list of this process.
+    pub ometria_took: LastTaken,
 }
 
 impl Limits {
@@ -23,7 +29,37 @@ impl Limits {
         Limits {
             mailchimp: Arc::new(ConnectionLimit::new(mailchimp_connections)),
             ometria: Arc::new(Pacer::new(ometria_per_second)),
+            ometria_took: LastTaken::default(),
         }
+    }
+}
+
+/// When Ometria last took a record from this process: the time (UTC,
+/// whole seconds since the Unix epoch; 0 = never) of the latest push
+/// answer that counted at least one record as accepted. Every Writer of
+/// every list sets it on such an answer; clones share it.
+///
+/// It is the evidence that Ometria takes records at all, which tells a
+/// record refused for its content (kept as rejected) from a request
+/// Ometria cannot read whatever it holds — a wrong `OMETRIA_BASE_URL` or
+/// `OMETRIA_API`, a proxy in the way — which fails the sync (see
+/// [`crate::rejected::deliver`]). Wall-clock time, since it is compared
+/// across syncs and lists.
+#[derive(Clone, Debug, Default)]
+pub struct LastTaken(Arc<AtomicI64>);
+
+impl LastTaken {
+    /// Ometria took a record at `at`. An earlier time than the one held
+    /// changes nothing.
+    pub fn note(&self, at: DateTime<Utc>) {
+        self.0.fetch_max(at.timestamp(), Ordering::Relaxed);
+    }
+
+    /// Whether Ometria took a record within `window` before `now`.
+    pub fn within(&self, window: Duration, now: DateTime<Utc>) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        last > 0 && now.timestamp().saturating_sub(last) <= window
     }
 }
 
@@ -460,6 +496,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ometria_took_a_record_within_a_window() {
+        let at = |secs: i64| DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap();
+        let hour = Duration::from_secs(3600);
+        let took = LastTaken::default();
+        assert!(!took.within(hour, at(0)), "never");
+        took.clone().note(at(0));
+        assert!(took.within(hour, at(0)));
+        assert!(took.within(hour, at(3600)));
+        assert!(!took.within(hour, at(3601)));
+        // An older answer does not move it back.
+        took.note(at(-100));
+        assert!(took.within(hour, at(3600)));
+        took.note(at(3000));
+        assert!(took.within(hour, at(6600)));
     }
 
     #[actix_rt::test]

@@ -324,11 +324,9 @@ fn hint(status: u16) -> &'static str {
     match status {
         401 | 403 => "check OMETRIA_APIKEY",
         404 | 405 => "check OMETRIA_BASE_URL and OMETRIA_API",
-        // Such a refusal fails a sync only once parts of the batch were
-        // refused alike (see `refused_for_content`).
-        400 | 413 | 422 => {
-            "Ometria refused the batch and the parts of it tried alike, so not for one record's content; the detail above says why"
-        }
+        // Searched for the records refused (see `refused_for_content`); a
+        // search that fails the sync says what to check instead.
+        400 | 413 | 422 => "Ometria refused the push for what it holds",
         _ => "Ometria refused the batch; the detail above says why",
     }
 }

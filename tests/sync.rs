@@ -461,9 +461,11 @@ async fn a_batch_refused_whole_for_one_record_is_split_and_only_that_record_is_k
 
 #[actix_rt::test]
 async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search() {
-    // 100 members make one batch: levels 0–4 of the split are 31 pushes.
-    // 5 make one small batch, split to single records: 9 pushes.
-    for (members, most) in [(100, 31), (5, 9)] {
+    // With no record ever taken, a batch of 100 gets the first four levels
+    // of the split, 15 pushes; a small batch of 5 is split to single
+    // records, 9 pushes. 250 members make three batches, pushed at once
+    // by 8 Writers: at most 15 pushes each.
+    for (members, most) in [(100, 15), (5, 9), (250, 45)] {
         let ometria = FakeOmetria {
             refusals: Refusals {
                 every_push: true,
@@ -495,13 +497,185 @@ async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search(
             rejected_lines(dir.path(), "L").is_empty(),
             "nothing is kept as rejected"
         );
-        assert_eq!(apis.pushes().len(), most, "{members} members");
+        let pushes = apis.pushes().len();
+        if members == 250 {
+            assert!((15..=most).contains(&pushes), "{members} members: {pushes} pushes");
+        } else {
+            assert_eq!(pushes, most, "{members} members");
+        }
         assert!(
-            log.contains("Ometria refused the request with HTTP 400 (Payload invalid: unexpected input.)"),
+            log.contains("Ometria refused the request with HTTP 400 (Payload invalid: unexpected input.): "),
+            "{log}"
+        );
+        assert!(
+            log.contains("took no record from this importer in the last hour: not a record's content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY"),
             "{log}"
         );
         assert!(log.contains("latest_timestamp stays \"2001-01-01 00:00:00\""), "{log}");
     }
+}
+
+/// Ids `u000100`, `u000105`, … `u000195`: every fifth member of the second
+/// batch of 100 (issue 14, F7).
+fn every_fifth_of_the_second_batch() -> Vec<String> {
+    (100..200).step_by(5).map(|i| format!("u{i:06}")).collect()
+}
+
+#[actix_rt::test]
+async fn twenty_refused_records_of_one_batch_are_all_found_once_ometria_took_another() {
+    // All in the members pass, so that batches are members 0–99, 100–199, 200–249.
+    let mut members = generate_members(250, Utc::now());
+    for m in &mut members {
+        m.status = "subscribed";
+    }
+    let poison = every_fifth_of_the_second_batch();
+    let ometria = FakeOmetria {
+        refusals: Refusals {
+            holding: Some((400, poison.clone())),
+            ..Refusals::default()
+        },
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
+    // One reader and writer: batches of 100, 100 and 50 in offset order;
+    // Ometria takes the first before the second is searched.
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "worker_count": 1}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let log = buffer.contents();
+    assert_eq!(summary, ok_once(), "{log}");
+    let expected: HashMap<String, Value> = members
+        .iter()
+        .filter(|m| !poison.contains(&m.id))
+        .map(|m| (m.id.clone(), m.expected_contact("L")))
+        .collect();
+    assert_eq!(by_id(&apis.pushed()), expected);
+    let mut kept: Vec<String> = rejected_lines(dir.path(), "L")
+        .iter()
+        .map(|l| l["record"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, poison);
+    assert!(log.contains("rejected=20 skipped=0"), "{log}");
+    assert_eq!(read_json(&file)[0]["total_updates"], 250);
+    // The first and last batch once each, the second searched to the end:
+    // every part holding a refused record is split, 127 pushes.
+    assert_eq!(apis.pushes().len(), 1 + 127 + 1);
+}
+
+#[actix_rt::test]
+async fn records_all_counted_as_rejected_fail_the_sync_when_ometria_took_none() {
+    // Ometria answers every push 200 {"status": "OK", "accepted": 0,
+    // "rejected": N} (issue 14, F3): nothing is in Ometria.
+    let members = generate_members(250, Utc::now());
+    let ometria = FakeOmetria {
+        reject_ids: members.iter().map(|m| m.id.clone()).collect(),
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), ometria).await;
+    let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+    let (dir, file) = state_dir(text);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let log = buffer.contents();
+    assert_eq!(summary.failed, 1, "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "the cursor stays");
+    assert!(
+        log.contains("Ometria took none of the 250 records it was sent (it counted them as rejected or refused them), and took no record from this importer in the last hour: not the records' content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY; latest_timestamp stays \"2001-01-01 00:00:00\""),
+        "{log}"
+    );
+    assert!(!log.contains("sync: completed"), "{log}");
+    // One push per batch: an answer counting every record needs no search.
+    assert_eq!(apis.pushes().len(), 3);
+    // Ometria's answers named them rejected, so they are in the file.
+    assert_eq!(rejected_lines(dir.path(), "L").len(), 250);
+}
+
+/// A member of list "P" changed a minute ago whose record Ometria refuses
+/// in any push holding it, and the double refusing it.
+fn refused_member() -> (FakeMember, FakeOmetria) {
+    let mut member = generate_members(1, Utc::now()).remove(0);
+    member.id = "p000001".into();
+    member.last_changed = Utc::now() - chrono::Duration::seconds(60);
+    let ometria = FakeOmetria {
+        refusals: Refusals {
+            holding: Some((422, vec![member.id.clone()])),
+            ..Refusals::default()
+        },
+        ..Default::default()
+    };
+    (member, ometria)
+}
+
+#[actix_rt::test]
+async fn a_sync_whose_only_record_is_refused_fails_unless_ometria_took_a_record_within_the_hour() {
+    // A SYNC window holding one member, whose record Ometria refuses alone
+    // (issue 14, F8). Alone in a fresh process, nothing shows that Ometria
+    // takes records at all: the sync fails, nothing is kept.
+    let (member, ometria) = refused_member();
+    let apis = Apis::start(FakeMailchimp::default().with_list("P", vec![member.clone()]), ometria).await;
+    let text = format!(
+        r#"[{{"list_id": "P", "latest_timestamp": "{}", "refresh_seconds": 60}}]"#,
+        cursor_minutes_ago(2)
+    );
+    let (dir, file) = state_dir(&text);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let log = buffer.contents();
+    assert_eq!(summary.failed, 1, "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(
+        log.contains(&format!("({POISON_MESSAGE}): every record of the batch was refused, alone or together, and Ometria took no record from this importer in the last hour")),
+        "{log}"
+    );
+    assert!(rejected_lines(dir.path(), "P").is_empty());
+    assert_eq!(apis.pushes().len(), 1);
+
+    // The same sync in a daemon that has just loaded another list: Ometria
+    // takes records, so this one is the record's fault. It is kept aside
+    // and the sync succeeds.
+    let members = generate_members(40, Utc::now());
+    let fake_mailchimp = FakeMailchimp::default()
+        .with_list("P", vec![member])
+        .with_list("good", members);
+    let (_, ometria) = refused_member();
+    let apis = Apis::start(fake_mailchimp, ometria).await;
+    let text = format!(
+        r#"[{{"list_id": "P", "latest_timestamp": "{}"}}, {{"list_id": "good"}}]"#,
+        cursor_now()
+    );
+    let (dir, file) = state_dir(&text);
+    let mut config = apis.config(dir.path());
+    config.tick = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    wait_until(Duration::from_secs(20), "the LOAD of good", || {
+        read_json(&file)[1].get("latest_timestamp").is_some()
+    })
+    .await;
+    let mut state = read_json(&file);
+    state[0]["latest_timestamp"] = json!(cursor_minutes_ago(2));
+    state[0]["refresh_seconds"] = json!(60);
+    let edited = dir.path().join("state.json.edit");
+    std::fs::write(&edited, state.to_string()).unwrap();
+    std::fs::rename(&edited, &file).unwrap();
+    wait_until(Duration::from_secs(20), "the SYNC of P", || {
+        buffer.contents().contains("sync: completed") && buffer.contents().contains("for list \"P\".")
+    })
+    .await;
+    let summary = quit(dir.path(), daemon).await;
+    let log = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (2, 0), "{log}");
+    let lines = rejected_lines(dir.path(), "P");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(lines[0]["record"]["id"], "p000001");
+    assert_eq!(
+        lines[0]["reason"],
+        format!("Ometria refused a push of this record alone with HTTP 422: {POISON_MESSAGE}").as_str()
+    );
+    let state = read_json(&file);
+    assert_eq!(state[0]["total_updates"], 1, "{log}");
+    assert_ne!(state[0]["latest_timestamp"], json!(cursor_minutes_ago(2)));
 }
 
 #[actix_rt::test]

@@ -25,7 +25,7 @@ use super::writer::Writer;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::{Batcher, OmetriaClient, PushOutcome};
-use crate::rejected::{RejectedLog, Rejection};
+use crate::rejected::{Evidence, RejectedLog, Rejection, EVIDENCE_WINDOW};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
@@ -70,6 +70,8 @@ struct SyncCounts {
     skipped: u64,
     accepted: u64,
     rejected: u64,
+    /// Of those rejected, records never sent (too large).
+    unsent: u64,
     /// Values left out of records (Ometria would not take them).
     dropped: u64,
 }
@@ -294,6 +296,7 @@ impl ListSync {
         self.deps.rejected_log.keep(list_id, rejections, &what, &self.log);
         let n = rejections.len() as u64;
         self.counts.rejected += n;
+        self.counts.unsent += n;
         self.deps.metrics.records_rejected.inc_by(n);
     }
 
@@ -334,9 +337,22 @@ impl ListSync {
     }
 
     fn succeed(&mut self, ctx: &mut Context<Self>) {
+        let c = self.counts;
+        // Records Ometria answered for, every one rejected or refused, with
+        // no record taken by this sync nor, within the hour, by any other:
+        // a request Ometria cannot read, not their content (issue 14).
+        let turned_down = c.rejected.saturating_sub(c.unsent);
+        let took_any = c.accepted > 0 || self.deps.limits.ometria_took.within(EVIDENCE_WINDOW, Utc::now());
+        if turned_down > 0 && !took_any {
+            return self.fail(
+                format!(
+                    "Ometria took none of the {turned_down} records it was sent (it counted them as rejected or refused them), and took no record from this importer in the last hour: not the records' content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY"
+                ),
+                ctx,
+            );
+        }
         self.finished = true;
         let elapsed = self.elapsed();
-        let c = self.counts;
         self.log_dropped();
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
             "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
@@ -441,6 +457,7 @@ impl Actor for ListSync {
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
         // How each API has answered this sync so far.
         let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());
+        let evidence = Evidence::new(self.deps.limits.ometria_took.clone());
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
@@ -462,6 +479,7 @@ impl Actor for ListSync {
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
                     outcomes: ometria.clone(),
+                    evidence: evidence.clone(),
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
                     metrics: self.deps.metrics.clone(),

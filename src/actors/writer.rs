@@ -14,7 +14,7 @@ use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{OmetriaClient, PushOutcome};
-use crate::rejected::{deliver, RejectedLog};
+use crate::rejected::{deliver, Evidence, RejectedLog};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -24,6 +24,9 @@ pub struct Writer {
     pub retry: RetryPolicy,
     /// How Ometria answered this sync's requests so far, shared by its workers.
     pub outcomes: Outcomes,
+    /// Whether Ometria takes records, as this sync sees it; each push it
+    /// takes a record of is noted here (and for the whole process).
+    pub evidence: Evidence,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
     pub metrics: Arc<Metrics>,
@@ -39,11 +42,12 @@ impl Handler<PushBatch> for Writer {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
-        let (client, pacer, retry, outcomes, list_id, rejected_log, log) = (
+        let (client, pacer, retry, outcomes, evidence, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
             self.retry,
             self.outcomes.clone(),
+            self.evidence.clone(),
             self.list_id.clone(),
             self.rejected_log.clone(),
             self.log.clone(),
@@ -51,16 +55,17 @@ impl Handler<PushBatch> for Writer {
         let work = async move {
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
-                let (client, pacer, outcomes, list_id, log, metrics) = (
+                let (client, pacer, outcomes, evidence, list_id, log, metrics) = (
                     client.clone(),
                     pacer.clone(),
                     outcomes.clone(),
+                    evidence.clone(),
                     list_id.clone(),
                     log.clone(),
                     metrics.clone(),
                 );
                 async move {
-                    retry
+                    let outcome = retry
                         .run(
                             &outcomes,
                             |attempt| {
@@ -89,10 +94,12 @@ impl Handler<PushBatch> for Writer {
                                 )
                             },
                         )
-                        .await
+                        .await?;
+                    evidence.note(&outcome);
+                    Ok(outcome)
                 }
             };
-            let delivery = deliver(&batch, &push, || outcomes.any_succeeded()).await?;
+            let delivery = deliver(&batch, &push, || evidence.holds()).await?;
             let what = format!(
                 "Ometria rejected {} of {} records of list \"{list_id}\"",
                 delivery.rejected.len(),
