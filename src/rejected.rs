@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use slog::{error, warn, Logger};
+use slog::{warn, Logger};
 
 use crate::api::ApiError;
 use crate::limits::LastTaken;
@@ -334,20 +334,47 @@ impl RejectedLog {
     }
 
     /// Keeps `rejections` in the list's file and logs them by id and
-    /// reason: a WARNING, or an ERROR if the file could not be written.
-    /// `what` opens the line, e.g. `Ometria rejected 2 of 100 records of
-    /// list "L"`.
-    pub fn keep(&self, list_id: &str, rejections: &[Rejection], what: &str, log: &Logger) {
+    /// reason, as a WARNING. `what` opens the line, e.g. `Ometria rejected
+    /// 2 of 100 records of list "L"`.
+    ///
+    /// Errors: the file could not be written. The records are then neither
+    /// in Ometria nor in the file, so the sync that has them must fail
+    /// (issue 14): nothing is logged here, the error says it all.
+    pub fn keep(&self, list_id: &str, rejections: &[Rejection], what: &str, log: &Logger) -> Result<(), Unkept> {
         if rejections.is_empty() {
-            return;
+            return Ok(());
         }
         let (named, n) = (describe(rejections), rejections.len());
         match self.append(list_id, rejections, Utc::now()) {
-            Ok(path) => warn!(log, "sync: {what}: {named}; kept in {}.", path.display(); "rejected" => n),
-            Err(e) => error!(log, "sync: {what}: {named}; they could not be kept in {}: {e}",
-                self.file_for(list_id).display(); "rejected" => n),
+            Ok(path) => {
+                warn!(log, "sync: {what}: {named}; kept in {}.", path.display(); "rejected" => n);
+                Ok(())
+            }
+            Err(source) => Err(Unkept {
+                what: format!("{what}: {named}"),
+                path: self.file_for(list_id),
+                dir: self.dir.clone(),
+                source,
+            }),
         }
     }
+}
+
+/// Rejected records that could not be kept in their file: neither in
+/// Ometria nor recorded, they are not accounted for, and fail the sync.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what}; they could not be kept in {}: {source}; being neither in Ometria nor in that file, they fail the sync: make {} a folder the importer can write",
+    .path.display(),
+    .dir.display()
+)]
+pub struct Unkept {
+    /// Which records, and why Ometria would not take them.
+    what: String,
+    path: PathBuf,
+    /// The folder of rejected files.
+    dir: PathBuf,
+    source: io::Error,
 }
 
 #[cfg(test)]
@@ -749,5 +776,42 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+    }
+
+    #[test]
+    fn records_that_cannot_be_kept_are_an_error_naming_them_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rejected"), "not a folder").unwrap();
+        let log = RejectedLog::in_state_dir(dir.path());
+        let quiet = Logger::root(slog::Discard, slog::o!());
+        let rejection = Rejection {
+            record: batch(1)[0].clone(),
+            reason: COUNTED_AS_REJECTED.into(),
+        };
+        assert!(log.keep("l1", &[], "nothing", &quiet).is_ok(), "nothing to keep");
+        let e = log
+            .keep(
+                "l1",
+                &[rejection],
+                "Ometria rejected 1 of 3 records of list \"l1\"",
+                &quiet,
+            )
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().join("rejected").join("l1.jsonl");
+        assert!(
+            e.starts_with(&format!(
+                "Ometria rejected 1 of 3 records of list \"l1\": r0 (Ometria counted it as rejected); they could not be kept in {}: ",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!(
+                "; being neither in Ometria nor in that file, they fail the sync: make {} a folder the importer can write",
+                dir.path().join("rejected").display()
+            )),
+            "{e}"
+        );
     }
 }

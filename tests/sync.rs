@@ -679,6 +679,53 @@ async fn a_sync_whose_only_record_is_refused_fails_unless_ometria_took_a_record_
 }
 
 #[actix_rt::test]
+async fn rejected_records_that_cannot_be_kept_fail_the_sync() {
+    // Issue 14, F4: `<state dir>/rejected` is a regular file. A record
+    // Ometria refuses, or one too large to send, is then neither in
+    // Ometria nor in the file: not accounted for.
+    for too_large in [false, true] {
+        let mut members = generate_members(250, Utc::now());
+        let refusals = if too_large {
+            members[137].lname = "x".repeat(70_000);
+            Refusals::default()
+        } else {
+            Refusals {
+                holding: Some((400, vec!["u000137".into()])),
+                ..Refusals::default()
+            }
+        };
+        let ometria = FakeOmetria {
+            refusals,
+            ..Default::default()
+        };
+        let apis = Apis::start(FakeMailchimp::default().with_list("L", members), ometria).await;
+        let text = r#"[{"list_id": "L", "latest_timestamp": "2001-01-01T00:00:00"}]"#;
+        let (dir, file) = state_dir(text);
+        std::fs::write(dir.path().join("rejected"), "not a folder").unwrap();
+        let (log, buffer) = capture_log();
+        let summary = run_once(&apis.config(dir.path()), log).await;
+        let log = buffer.contents();
+        assert_eq!(summary.failed, 1, "{log}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "the cursor stays");
+        let path = dir.path().join("rejected").join("L.jsonl");
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains("sync: failed after")
+                && l.contains("u000137 (")
+                && l.contains(&format!("; they could not be kept in {}: ", path.display()))
+                && l.contains("they fail the sync: make ")
+                && l.contains("latest_timestamp stays \"2001-01-01 00:00:00\"")),
+            "{log}"
+        );
+        assert!(!log.contains("sync: completed"), "{log}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("rejected")).unwrap(),
+            "not a folder"
+        );
+    }
+}
+
+#[actix_rt::test]
 async fn a_push_too_large_for_the_server_is_split_and_every_record_arrives() {
     let members = generate_members(250, Utc::now());
     // A batch of 100 contacts is about 30 KB, half of one about 15 KB.

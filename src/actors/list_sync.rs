@@ -121,6 +121,9 @@ pub struct ListSync {
     ready: VecDeque<Vec<Bytes>>,
     counts: SyncCounts,
     dropped: DroppedValues,
+    /// Why records too large to send could not be kept in the rejected
+    /// file: the sync fails at the next push answered, or at its end.
+    unkept: Option<String>,
     finished: bool,
     /// Counted in `syncs_running` (from `started` until dropped).
     counted_running: bool,
@@ -160,6 +163,7 @@ impl ListSync {
             ready: VecDeque::new(),
             counts: SyncCounts::default(),
             dropped: DroppedValues::default(),
+            unkept: None,
             finished: false,
             counted_running: false,
         }
@@ -286,14 +290,17 @@ impl ListSync {
         self.dispatch(ctx);
     }
 
-    /// Keeps records too large to send in the rejected file, and counts them.
+    /// Keeps records too large to send in the rejected file, and counts
+    /// them; notes why if they could not be kept (see `unkept`).
     fn reject_unsendable(&mut self, rejections: &[Rejection]) {
         if rejections.is_empty() {
             return;
         }
         let list_id = &self.job.entry.key.list_id;
         let what = format!("{} records of list \"{list_id}\" cannot be sent", rejections.len());
-        self.deps.rejected_log.keep(list_id, rejections, &what, &self.log);
+        if let Err(e) = self.deps.rejected_log.keep(list_id, rejections, &what, &self.log) {
+            self.unkept.get_or_insert(e.to_string());
+        }
         let n = rejections.len() as u64;
         self.counts.rejected += n;
         self.counts.unsent += n;
@@ -301,6 +308,9 @@ impl ListSync {
     }
 
     fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {
+        if let Some(reason) = self.unkept.take() {
+            return self.fail(reason, ctx);
+        }
         self.counts.accepted += outcome.accepted;
         self.counts.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
@@ -337,6 +347,9 @@ impl ListSync {
     }
 
     fn succeed(&mut self, ctx: &mut Context<Self>) {
+        if let Some(reason) = self.unkept.take() {
+            return self.fail(reason, ctx);
+        }
         let c = self.counts;
         // Records Ometria answered for, every one rejected or refused, with
         // no record taken by this sync nor, within the hour, by any other:

@@ -14,7 +14,7 @@ use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{OmetriaClient, PushOutcome};
-use crate::rejected::{deliver, Evidence, RejectedLog};
+use crate::rejected::{deliver, Evidence, RejectedLog, Unkept};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -37,8 +37,19 @@ impl Actor for Writer {
     type Context = Context<Self>;
 }
 
+/// Why a Writer could not account for a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A push failed for good.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Records Ometria would not take could not be kept in their file.
+    #[error(transparent)]
+    Unkept(#[from] Unkept),
+}
+
 impl Handler<PushBatch> for Writer {
-    type Result = ResponseActFuture<Self, Result<PushOutcome, ApiError>>;
+    type Result = ResponseActFuture<Self, Result<PushOutcome, WriteError>>;
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
@@ -105,7 +116,7 @@ impl Handler<PushBatch> for Writer {
                 delivery.rejected.len(),
                 batch.len()
             );
-            rejected_log.keep(&list_id, &delivery.rejected, &what, &log);
+            rejected_log.keep(&list_id, &delivery.rejected, &what, &log)?;
             Ok(delivery.outcome)
         };
         Box::pin(work.into_actor(self))
