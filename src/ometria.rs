@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError, Patience};
 use crate::config::{ApiKey, OmetriaApi};
-use crate::limits::Pacer;
+use crate::limits::{Answer, Pacer};
 use crate::rejected::Rejection;
 use crate::telemetry::metrics::Metrics;
 
@@ -368,21 +368,22 @@ impl OmetriaClient {
         }
     }
 
-    /// Tells `pacer` of Ometria's backlog as each answer, success or not,
-    /// reports it (see [`Backlog`]).
+    /// Tells `pacer` how Ometria answered each push, and of its backlog as
+    /// each answer, success or not, reports it (see [`Backlog`]).
     pub fn reporting_backlog_to(mut self, pacer: Arc<Pacer>) -> Self {
         self.pacer = Some(pacer);
         self
     }
 
-    /// Passes on the backlog an answer reports, if it does.
-    fn note_backlog(&self, headers: &awc::http::header::HeaderMap) {
-        let Some(backlog) = Backlog::from_headers(headers) else {
-            return;
-        };
-        self.metrics.ometria_backlog(backlog.remaining, backlog.limit);
+    /// Passes on how Ometria answered, with the backlog the answer
+    /// reports if it does.
+    fn note_answer(&self, status: u16, headers: &awc::http::header::HeaderMap) {
+        let backlog = Backlog::from_headers(headers);
+        if let Some(b) = backlog {
+            self.metrics.ometria_backlog(b.remaining, b.limit);
+        }
         if let Some(pacer) = &self.pacer {
-            pacer.backlog(backlog.remaining, backlog.limit);
+            pacer.answered(Answer::from_status(status), backlog.map(|b| (b.remaining, b.limit)));
         }
     }
 
@@ -421,7 +422,7 @@ impl OmetriaClient {
             self.metrics
                 .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
             let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, timeout, e))?;
-            self.note_backlog(response.headers());
+            self.note_answer(response.status().as_u16(), response.headers());
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)

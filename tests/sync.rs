@@ -1194,6 +1194,49 @@ async fn a_push_answer_that_never_adds_up_fails_the_sync() {
     }
 }
 
+/// Issue 14, F10: answers that take every push but always report a full
+/// backlog (`X-QueueSize-Remaining: 0`). A push taken is evidence of room:
+/// about one push a second, where the header alone made it one every 30 s,
+/// with one WARNING rather than silence.
+#[actix_rt::test]
+async fn a_backlog_header_stuck_at_0_while_every_push_is_taken_costs_a_second_a_push() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(400, Utc::now())),
+        FakeOmetria {
+            backlog_headers: Some((0, 50_000)),
+            ..Default::default()
+        },
+    )
+    .await;
+    // One writer: the pushes go one after the other (4 of them).
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "worker_count": 1}]"#);
+    let (log, buffer) = capture_log();
+    let started = std::time::Instant::now();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let took = started.elapsed();
+    let log = buffer.contents();
+    assert_eq!(summary, ok_once(), "{log}");
+    assert_eq!(read_json(&file)[0]["total_updates"], 400);
+    let arrivals = apis.fake_ometria.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 4);
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(990),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    // 3 s of holds; at 30 s a push it was a minute and a half.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("Ometria's backlog")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("WARN")
+            && warnings[0].contains("ometria: Ometria's backlog is filling: 0 of 50000 records of room left; pushes of every list slow down until it drains."),
+        "{log}"
+    );
+}
+
 #[actix_rt::test]
 async fn mailchimp_requests_in_flight_stay_under_the_global_cap() {
     let now = Utc::now();

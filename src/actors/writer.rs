@@ -83,6 +83,11 @@ impl Handler<PushBatch> for Writer {
                                 let (pacer, client, records) = (&pacer, &client, &records);
                                 async move {
                                     pacer.wait_turn().await;
+                                    // A backlog full for long: stop retrying (the
+                                    // first attempt still learns whether it is).
+                                    if attempt > 1 {
+                                        pacer.may_retry()?;
+                                    }
                                     client.push(records, attempt).await
                                 }
                             },
