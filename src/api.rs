@@ -192,7 +192,15 @@ pub enum ApiError {
     /// A body that is cut short or is not the JSON expected.
     #[error("{api} sent an unreadable answer: {message}")]
     Malformed { api: Api, message: String },
-    /// A push answer whose counts fall short of the batch sent.
+    /// Ometria's answers have said for [`crate::limits::BACKLOG_GIVE_UP`],
+    /// without a break, that its backlog is full: a retry is not made.
+    #[error(
+        "Ometria's backlog has been full for {} min (every answer a 429 or reporting no room for a push, none taking one): it is not draining what it was sent, so this push is given up and the sync fails, to be retried later; check Ometria's status",
+        .full_for.as_secs() / 60
+    )]
+    BacklogFull { full_for: Duration },
+    /// A push answer whose `accepted` + `rejected` is not the number of
+    /// records sent (fewer, or more).
     #[error("Ometria accounted for {accepted} accepted and {rejected} rejected records of {sent} sent")]
     Unaccounted { sent: u64, accepted: u64, rejected: u64 },
 }

@@ -96,7 +96,11 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
         StateKeeper::new(file, document, keeper_metrics, keeper_log)
     });
-    let limits = Limits::new(config.mailchimp_max_connections, config.ometria_max_requests_per_second);
+    let limits = Limits::new(
+        config.mailchimp_max_connections,
+        config.ometria_max_requests_per_second,
+        &log,
+    );
     let deps = SyncDeps {
         mailchimp: MailchimpClient::new(
             http.clone(),

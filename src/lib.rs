@@ -11,7 +11,8 @@
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors.
-//! - [`limits`]: global Mailchimp connection and Ometria rate limits.
+//! - [`limits`]: global Mailchimp connection and Ometria rate limits, and when
+//!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
 //! - [`rejected`]: finding the records Ometria rejects or refuses, and their file.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, ApiError, Patience};
 use crate::config::{ApiKey, OmetriaApi};
-use crate::limits::Pacer;
+use crate::limits::{Answer, Pacer};
 use crate::rejected::Rejection;
 use crate::telemetry::metrics::Metrics;
 
@@ -290,10 +290,21 @@ pub struct PushOutcome {
     pub rejected: u64,
 }
 
+/// `{"status": "OK", "request_id": …, "accepted": N, "rejected": M}` (SPEC §6).
 #[derive(Deserialize)]
 struct PushAnswer {
-    accepted: u64,
-    rejected: u64,
+    /// "OK" when Ometria took the push; any other value is not an answer
+    /// to account records with, even with a 2xx status.
+    #[serde(default)]
+    status: Option<String>,
+    /// Ometria's word on a `status` other than "OK".
+    #[serde(default)]
+    message: Option<String>,
+    /// Required with "OK"; looked for only once `status` is known.
+    #[serde(default)]
+    accepted: Option<u64>,
+    #[serde(default)]
+    rejected: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -319,11 +330,9 @@ fn hint(status: u16) -> &'static str {
     match status {
         401 | 403 => "check OMETRIA_APIKEY",
         404 | 405 => "check OMETRIA_BASE_URL and OMETRIA_API",
-        // Such a refusal fails a sync only once parts of the batch were
-        // refused alike (see `refused_for_content`).
-        400 | 413 | 422 => {
-            "Ometria refused the batch and the parts of it tried alike, so not for one record's content; the detail above says why"
-        }
+        // Searched for the records refused (see `refused_for_content`); a
+        // search that fails the sync says what to check instead.
+        400 | 413 | 422 => "Ometria refused the push for what it holds",
         _ => "Ometria refused the batch; the detail above says why",
     }
 }
@@ -365,21 +374,22 @@ impl OmetriaClient {
         }
     }
 
-    /// Tells `pacer` of Ometria's backlog as each answer, success or not,
-    /// reports it (see [`Backlog`]).
+    /// Tells `pacer` how Ometria answered each push, and of its backlog as
+    /// each answer, success or not, reports it (see [`Backlog`]).
     pub fn reporting_backlog_to(mut self, pacer: Arc<Pacer>) -> Self {
         self.pacer = Some(pacer);
         self
     }
 
-    /// Passes on the backlog an answer reports, if it does.
-    fn note_backlog(&self, headers: &awc::http::header::HeaderMap) {
-        let Some(backlog) = Backlog::from_headers(headers) else {
-            return;
-        };
-        self.metrics.ometria_backlog(backlog.remaining, backlog.limit);
+    /// Passes on how Ometria answered, with the backlog the answer
+    /// reports if it does.
+    fn note_answer(&self, status: u16, headers: &awc::http::header::HeaderMap) {
+        let backlog = Backlog::from_headers(headers);
+        if let Some(b) = backlog {
+            self.metrics.ometria_backlog(b.remaining, b.limit);
+        }
         if let Some(pacer) = &self.pacer {
-            pacer.backlog(backlog.remaining, backlog.limit);
+            pacer.answered(Answer::from_status(status), backlog.map(|b| (b.remaining, b.limit)));
         }
     }
 
@@ -418,7 +428,7 @@ impl OmetriaClient {
             self.metrics
                 .http_request(Api::Ometria, head.as_ref().ok().map(|r| r.status().as_u16()));
             let mut response = head.map_err(|e| ApiError::from_send(Api::Ometria, timeout, e))?;
-            self.note_backlog(response.headers());
+            self.note_answer(response.status().as_u16(), response.headers());
             let answer = response
                 .body()
                 .limit(api::MAX_BODY_BYTES)
@@ -442,10 +452,23 @@ impl OmetriaClient {
             let outcome = match self.api {
                 OmetriaApi::Push => {
                     let a: PushAnswer = serde_json::from_slice(&answer).map_err(malformed)?;
-                    PushOutcome {
-                        accepted: a.accepted,
-                        rejected: a.rejected,
+                    if let Some(status) = a.status.as_deref().filter(|s| *s != "OK") {
+                        let said = a.message.as_deref().map_or(String::new(), |m| format!(": {m}"));
+                        return Err(ApiError::Malformed {
+                            api: Api::Ometria,
+                            message: format!(
+                                "HTTP {} with status {status:?} rather than \"OK\"{said}",
+                                response.status().as_u16()
+                            ),
+                        });
                     }
+                    let (Some(accepted), Some(rejected)) = (a.accepted, a.rejected) else {
+                        return Err(ApiError::Malformed {
+                            api: Api::Ometria,
+                            message: "the answer lacks its \"accepted\" or \"rejected\" count".into(),
+                        });
+                    };
+                    PushOutcome { accepted, rejected }
                 }
                 OmetriaApi::Record => {
                     let a: RecordAnswer = serde_json::from_slice(&answer).map_err(malformed)?;
@@ -455,8 +478,9 @@ impl OmetriaClient {
                     }
                 }
             };
-            // Fewer means records nobody accounted for; more is odd but loses nothing.
-            if outcome.accepted + outcome.rejected < sent {
+            // Fewer leaves records unaccounted for; more means the counts
+            // are not about this push, and would inflate the sync's totals.
+            if outcome.accepted.checked_add(outcome.rejected) != Some(sent) {
                 return Err(ApiError::Unaccounted {
                     sent,
                     accepted: outcome.accepted,

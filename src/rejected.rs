@@ -12,23 +12,31 @@
 //! holds, storing nothing. Then both halves are pushed, level by level,
 //! until the parts refused are single records ([`deliver`]): about two
 //! pushes per halving, 15 for one such record in a batch of 100, while the
-//! other parts are written. A refusal that every part gets is no record's
-//! content (a request Ometria cannot read at all) and fails the sync after
-//! a bounded number of pushes.
+//! other parts are written.
+//!
+//! A refusal that every record gets, alone or together, is no record's
+//! content but a request Ometria cannot read (a wrong endpoint, a proxy in
+//! the way). What tells the two apart is [`Evidence`] that Ometria takes
+//! records: without it a search gives up after a few pushes, records
+//! refused alone are not kept, and the sync fails.
 //!
 //! Both searches are paid only when a batch has such a record, and
 //! re-sending is harmless because Ometria writes by id.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use slog::{error, warn, Logger};
+use slog::{warn, Logger};
 
 use crate::api::ApiError;
+use crate::limits::LastTaken;
 use crate::ometria::{record_ids, refused_for_content, PushOutcome};
 
 /// A record kept out of Ometria, and why.
@@ -44,12 +52,76 @@ pub struct Rejection {
 /// answer says no more.
 pub const COUNTED_AS_REJECTED: &str = "Ometria counted it as rejected";
 
-/// How many pushes of a refused batch and its parts may all be refused
-/// before the search gives up: the first five levels of halving (1 + 2 +
-/// 4 + 8 + 16). A batch holding at most 15 records Ometria refuses is
-/// always searched to the end, since one of the 16 parts of the fifth
-/// level holds none of them and is taken.
-pub const REFUSED_PUSHES_BEFORE_GIVING_UP: u32 = 31;
+/// How many pushes of a refused batch and its parts, breadth first, may
+/// all be refused before a search without [`Evidence`] gives up: the first
+/// four levels of halving (1 + 2 + 4 + 8). A batch holding at most 7
+/// records Ometria refuses is always searched to the end, since one of the
+/// 8 parts of the fourth level holds none of them and is taken: evidence.
+/// With evidence, a search goes on to the end: at most 2n − 1 pushes for
+/// n records, however many are refused.
+pub const REFUSED_PUSHES_WITHOUT_EVIDENCE: u32 = 15;
+
+/// How long a record Ometria took, anywhere in the process, stays evidence
+/// that it takes records (see [`Evidence`]).
+pub const EVIDENCE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Evidence that Ometria takes records, as one sync sees it: a push of the
+/// sync was answered with at least one record accepted, or a push of any
+/// list of this process was within [`EVIDENCE_WINDOW`] ([`LastTaken`]).
+/// An answer that counts every record as rejected is not evidence.
+///
+/// Shared by the sync's Writers; clones share it.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    /// A push of this sync had a record accepted.
+    sync: Rc<Cell<bool>>,
+    process: LastTaken,
+}
+
+impl Evidence {
+    /// A sync's evidence, none of its own yet, with the process's.
+    pub fn new(process: LastTaken) -> Evidence {
+        Evidence {
+            sync: Rc::default(),
+            process,
+        }
+    }
+
+    /// Notes how Ometria answered a push of the sync: with a record
+    /// accepted, for this sync and for the whole process.
+    pub fn note(&self, outcome: &PushOutcome) {
+        if outcome.accepted > 0 {
+            self.sync.set(true);
+            self.process.note(Utc::now());
+        }
+    }
+
+    /// Whether there is evidence now.
+    pub fn holds(&self) -> bool {
+        self.sync.get() || self.process.within(EVIDENCE_WINDOW, Utc::now())
+    }
+}
+
+/// What to fix when a search gives up without evidence.
+const SEARCH_GAVE_UP: &str = "the batch and the first 14 parts of it tried were all refused, and Ometria took no record from this importer in the last hour: not a record's content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY";
+
+/// What to fix when every record was refused, alone or together, without evidence.
+const EVERY_RECORD_REFUSED: &str = "every record of the batch was refused, alone or together, and Ometria took no record from this importer in the last hour: not a record's content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY";
+
+/// `e`, a refusal, saying what to fix when it is not a record's content.
+fn not_a_record(e: ApiError, hint: &'static str) -> ApiError {
+    match e {
+        ApiError::Refused {
+            api, status, problem, ..
+        } => ApiError::Refused {
+            api,
+            status,
+            problem,
+            hint,
+        },
+        other => other,
+    }
+}
 
 /// How a batch went in the end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,17 +144,16 @@ pub struct Delivery {
 /// aside with Ometria's message. A part taken with `rejected > 0` is
 /// searched by [`isolate`].
 ///
+/// `evidence()` says whether there is [`Evidence`] from elsewhere that
+/// Ometria takes records; a part of this batch taken with a record
+/// accepted is evidence too.
+///
 /// Errors: any other failure of a push, as it is (401, 403, 404, 405, or
-/// passing failures `push` gave up on). A refusal for content when it is
-/// clearly not one record's: the first [`REFUSED_PUSHES_BEFORE_GIVING_UP`]
-/// pushes were all refused; or every record was refused alone, and
-/// `accepted_elsewhere()` says Ometria took no other push of this sync
-/// either (with nothing taken, a record refused alone proves nothing).
-pub async fn deliver<F, Fut>(
-    batch: &[Bytes],
-    mut push: F,
-    accepted_elsewhere: impl Fn() -> bool,
-) -> Result<Delivery, ApiError>
+/// passing failures `push` gave up on). A refusal for content, with what
+/// to fix, when there is no evidence and either the first
+/// [`REFUSED_PUSHES_WITHOUT_EVIDENCE`] pushes were all refused, or records
+/// were refused alone (then it is not a record's content).
+pub async fn deliver<F, Fut>(batch: &[Bytes], mut push: F, evidence: impl Fn() -> bool) -> Result<Delivery, ApiError>
 where
     F: FnMut(Vec<Bytes>) -> Fut,
     Fut: Future<Output = Result<PushOutcome, ApiError>>,
@@ -93,7 +164,8 @@ where
         push(records)
     };
     let mut delivery = Delivery::default();
-    let mut any_taken = false;
+    // A part of this batch was taken with a record accepted.
+    let mut taken = false;
     let mut refused_alone = vec![];
     let mut last_refusal = None;
     let mut made = 0;
@@ -102,7 +174,7 @@ where
         made += 1;
         match counted(part.to_vec()).await {
             Ok(outcome) => {
-                any_taken = true;
+                taken |= outcome.accepted > 0;
                 // Counts are Ometria's word: never trusted not to overflow.
                 delivery.outcome.accepted = delivery.outcome.accepted.saturating_add(outcome.accepted);
                 delivery.outcome.rejected = delivery.outcome.rejected.saturating_add(outcome.rejected);
@@ -115,8 +187,8 @@ where
                 }
             }
             Err(e) if refused_for_content(&e) => {
-                if !any_taken && made >= REFUSED_PUSHES_BEFORE_GIVING_UP {
-                    return Err(e);
+                if made >= REFUSED_PUSHES_WITHOUT_EVIDENCE && !taken && !evidence() {
+                    return Err(not_a_record(e, SEARCH_GAVE_UP));
                 }
                 if let [record] = part {
                     refused_alone.push(Rejection {
@@ -133,9 +205,9 @@ where
             Err(e) => return Err(e),
         }
     }
-    if let Some(e) = last_refusal {
-        if !any_taken && !accepted_elsewhere() {
-            return Err(e);
+    if let Some(e) = last_refusal.filter(|_| !refused_alone.is_empty()) {
+        if !taken && !evidence() {
+            return Err(not_a_record(e, EVERY_RECORD_REFUSED));
         }
     }
     delivery.outcome.rejected = delivery.outcome.rejected.saturating_add(refused_alone.len() as u64);
@@ -262,20 +334,47 @@ impl RejectedLog {
     }
 
     /// Keeps `rejections` in the list's file and logs them by id and
-    /// reason: a WARNING, or an ERROR if the file could not be written.
-    /// `what` opens the line, e.g. `Ometria rejected 2 of 100 records of
-    /// list "L"`.
-    pub fn keep(&self, list_id: &str, rejections: &[Rejection], what: &str, log: &Logger) {
+    /// reason, as a WARNING. `what` opens the line, e.g. `Ometria rejected
+    /// 2 of 100 records of list "L"`.
+    ///
+    /// Errors: the file could not be written. The records are then neither
+    /// in Ometria nor in the file, so the sync that has them must fail
+    /// (issue 14): nothing is logged here, the error says it all.
+    pub fn keep(&self, list_id: &str, rejections: &[Rejection], what: &str, log: &Logger) -> Result<(), Unkept> {
         if rejections.is_empty() {
-            return;
+            return Ok(());
         }
         let (named, n) = (describe(rejections), rejections.len());
         match self.append(list_id, rejections, Utc::now()) {
-            Ok(path) => warn!(log, "sync: {what}: {named}; kept in {}.", path.display(); "rejected" => n),
-            Err(e) => error!(log, "sync: {what}: {named}; they could not be kept in {}: {e}",
-                self.file_for(list_id).display(); "rejected" => n),
+            Ok(path) => {
+                warn!(log, "sync: {what}: {named}; kept in {}.", path.display(); "rejected" => n);
+                Ok(())
+            }
+            Err(source) => Err(Unkept {
+                what: format!("{what}: {named}"),
+                path: self.file_for(list_id),
+                dir: self.dir.clone(),
+                source,
+            }),
         }
     }
+}
+
+/// Rejected records that could not be kept in their file: neither in
+/// Ometria nor recorded, they are not accounted for, and fail the sync.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what}; they could not be kept in {}: {source}; being neither in Ometria nor in that file, they fail the sync: make {} a folder the importer can write",
+    .path.display(),
+    .dir.display()
+)]
+pub struct Unkept {
+    /// Which records, and why Ometria would not take them.
+    what: String,
+    path: PathBuf,
+    /// The folder of rejected files.
+    dir: PathBuf,
+    source: io::Error,
 }
 
 #[cfg(test)]
@@ -452,9 +551,10 @@ mod tests {
             }
         }
         assert_eq!(d.pushes, *calls.borrow());
-        // Fifteen refused records spread over every part are still found.
+        // Fifteen refused records spread over every part are found given
+        // evidence (below: without it, eight such make the search give up).
         let spread: Vec<usize> = (0..15).map(|i| i * 100 / 16).collect();
-        let d = deliver(&batch(100), refusing(400, &spread, &[], &calls), || false)
+        let d = deliver(&batch(100), refusing(400, &spread, &[], &calls), || true)
             .await
             .unwrap();
         assert_eq!(ids(&d.rejected), spread);
@@ -476,40 +576,98 @@ mod tests {
         assert!(d.pushes <= 1 + 7, "{}", d.pushes);
     }
 
-    #[actix_rt::test]
-    async fn a_refusal_of_every_part_fails_after_31_pushes() {
-        let calls = RefCell::new(0);
-        let all: Vec<usize> = (0..100).collect();
-        let e = deliver(&batch(100), refusing(400, &all, &[], &calls), || true)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ApiError::Refused { status: 400, .. }), "{e}");
-        assert!(e.to_string().contains("Payload invalid: lastname is not text."), "{e}");
-        assert_eq!(*calls.borrow(), REFUSED_PUSHES_BEFORE_GIVING_UP);
-        // Sixteen refused records, one in each part of the fifth level, look
-        // the same: the search gives up.
-        *calls.borrow_mut() = 0;
-        let sixteen: Vec<usize> = (0..16).map(|i| i * 100 / 16).collect();
-        assert!(deliver(&batch(100), refusing(400, &sixteen, &[], &calls), || true)
-            .await
-            .is_err());
-        assert_eq!(*calls.borrow(), REFUSED_PUSHES_BEFORE_GIVING_UP);
+    /// Whether `e` is Ometria's 400 with the double's message and `hint`.
+    fn refused_with(e: &ApiError, hint: &str) -> bool {
+        matches!(e, ApiError::Refused { status: 400, hint: h, .. } if *h == hint)
+            && e.to_string().contains("(Payload invalid: lastname is not text.): ")
     }
 
     #[actix_rt::test]
-    async fn a_small_batch_refused_record_by_record_fails_unless_ometria_took_another_push() {
+    async fn without_evidence_a_search_refused_throughout_gives_up_after_15_pushes() {
+        let calls = RefCell::new(0);
+        let all: Vec<usize> = (0..100).collect();
+        let e = deliver(&batch(100), refusing(400, &all, &[], &calls), || false)
+            .await
+            .unwrap_err();
+        assert!(refused_with(&e, SEARCH_GAVE_UP), "{e}");
+        assert!(
+            e.to_string()
+                .contains("check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY"),
+            "{e}"
+        );
+        assert_eq!(*calls.borrow(), REFUSED_PUSHES_WITHOUT_EVIDENCE);
+        // Eight refused records, one in each part of the fourth level, look
+        // the same: the search gives up.
+        *calls.borrow_mut() = 0;
+        let eight: Vec<usize> = (0..8).map(|i| i * 100 / 8).collect();
+        let e = deliver(&batch(100), refusing(400, &eight, &[], &calls), || false)
+            .await
+            .unwrap_err();
+        assert!(refused_with(&e, SEARCH_GAVE_UP), "{e}");
+        assert_eq!(*calls.borrow(), REFUSED_PUSHES_WITHOUT_EVIDENCE);
+        // Seven are always found: a part of the fourth level holds none and
+        // is taken, which is evidence.
+        for seven in [(0..7).map(|i| i * 100 / 8).collect::<Vec<_>>(), (40..47).collect()] {
+            let d = deliver(&batch(100), refusing(400, &seven, &[], &calls), || false)
+                .await
+                .unwrap();
+            assert_eq!(ids(&d.rejected), seven);
+            assert_eq!(d.outcome.accepted, 93);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn with_evidence_a_search_goes_on_to_the_end_and_finds_every_refused_record() {
+        let calls = RefCell::new(0);
+        // Every fifth record (issue 14: 20 in a batch of 100).
+        let fifths: Vec<usize> = (0..100).step_by(5).collect();
+        let d = deliver(&batch(100), refusing(400, &fifths, &[], &calls), || true)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), fifths);
+        assert_eq!(
+            d.outcome,
+            PushOutcome {
+                accepted: 80,
+                rejected: 20
+            }
+        );
+        assert_eq!(d.pushes, 127, "every part holding one is split");
+        // Every record refused alone: the whole tree, 2n − 1 pushes.
+        let all: Vec<usize> = (0..100).collect();
+        let d = deliver(&batch(100), refusing(400, &all, &[], &calls), || true)
+            .await
+            .unwrap();
+        assert_eq!((ids(&d.rejected), d.outcome.accepted, d.pushes), (all.clone(), 0, 199));
+        // Evidence that comes during the search (another Writer's push
+        // taken) lets it go on.
+        *calls.borrow_mut() = 0;
+        let eight: Vec<usize> = (0..8).map(|i| i * 100 / 8).collect();
+        let d = deliver(&batch(100), refusing(400, &eight, &[], &calls), || *calls.borrow() > 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&d.rejected), eight);
+    }
+
+    #[actix_rt::test]
+    async fn records_refused_alone_are_kept_only_with_evidence() {
         let calls = RefCell::new(0);
         let all: Vec<usize> = (0..5).collect();
         let e = deliver(&batch(5), refusing(400, &all, &[], &calls), || false)
             .await
             .unwrap_err();
-        assert!(matches!(e, ApiError::Refused { status: 400, .. }), "{e}");
+        assert!(refused_with(&e, EVERY_RECORD_REFUSED), "{e}");
         assert_eq!(*calls.borrow(), 9, "2n − 1 pushes");
-        // One record alone: refused, and nothing else taken in the sync.
+        // One record alone: refused, and no evidence.
         assert!(deliver(&batch(1), refusing(400, &[0], &[], &calls), || false)
             .await
             .is_err());
-        // Once Ometria took a push of the sync, a record refused alone is the record's fault.
+        // An answer counting every record rejected is no evidence either.
+        let e = deliver(&batch(2), refusing(400, &[0], &[1], &calls), || false)
+            .await
+            .unwrap_err();
+        assert!(refused_with(&e, EVERY_RECORD_REFUSED), "{e}");
+        // With evidence, a record refused alone is the record's fault.
         let d = deliver(&batch(1), refusing(400, &[0], &[], &calls), || true)
             .await
             .unwrap();
@@ -518,6 +676,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids(&d.rejected), all);
+        // A part of the batch taken is evidence of its own.
+        let d = deliver(&batch(5), refusing(400, &[3], &[], &calls), || false)
+            .await
+            .unwrap();
+        assert_eq!((ids(&d.rejected), d.outcome.accepted), (vec![3], 4));
+    }
+
+    #[test]
+    fn evidence_is_an_accepted_record_of_the_sync_or_of_the_process_within_the_hour() {
+        let process = LastTaken::default();
+        let (a, b) = (Evidence::new(process.clone()), Evidence::new(process.clone()));
+        assert!(!a.holds());
+        a.note(&PushOutcome {
+            accepted: 0,
+            rejected: 100,
+        });
+        assert!(!a.holds(), "every record rejected is no evidence");
+        a.note(&PushOutcome {
+            accepted: 1,
+            rejected: 99,
+        });
+        assert!(a.holds() && b.holds(), "the other sync sees it through the process");
+        // An hour later, only the sync that had a record taken still holds it.
+        let process = LastTaken::default();
+        process.note(Utc::now() - chrono::Duration::seconds(3601));
+        let (a, b) = (Evidence::new(process.clone()), Evidence::new(process));
+        assert!(!a.holds());
+        a.sync.set(true);
+        assert!(a.holds() && !b.holds());
     }
 
     #[actix_rt::test]
@@ -589,5 +776,42 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+    }
+
+    #[test]
+    fn records_that_cannot_be_kept_are_an_error_naming_them_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rejected"), "not a folder").unwrap();
+        let log = RejectedLog::in_state_dir(dir.path());
+        let quiet = Logger::root(slog::Discard, slog::o!());
+        let rejection = Rejection {
+            record: batch(1)[0].clone(),
+            reason: COUNTED_AS_REJECTED.into(),
+        };
+        assert!(log.keep("l1", &[], "nothing", &quiet).is_ok(), "nothing to keep");
+        let e = log
+            .keep(
+                "l1",
+                &[rejection],
+                "Ometria rejected 1 of 3 records of list \"l1\"",
+                &quiet,
+            )
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().join("rejected").join("l1.jsonl");
+        assert!(
+            e.starts_with(&format!(
+                "Ometria rejected 1 of 3 records of list \"l1\": r0 (Ometria counted it as rejected); they could not be kept in {}: ",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!(
+                "; being neither in Ometria nor in that file, they fail the sync: make {} a folder the importer can write",
+                dir.path().join("rejected").display()
+            )),
+            "{e}"
+        );
     }
 }

@@ -30,7 +30,7 @@ pub fn verdict(error: &ApiError) -> Verdict {
         | ApiError::Connection { .. }
         | ApiError::Malformed { .. }
         | ApiError::Unaccounted { .. } => Verdict::Retry { after: None },
-        ApiError::Refused { .. } => Verdict::GiveUp,
+        ApiError::Refused { .. } | ApiError::BacklogFull { .. } => Verdict::GiveUp,
     }
 }
 

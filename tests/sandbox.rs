@@ -136,6 +136,17 @@ async fn a_filling_backlog_slows_the_importer_down_instead_of_meeting_429s() {
     assert_eq!(summary.succeeded, 1, "{}", buffer.contents());
     let stats = sandbox.world().stats();
     assert!(stats.ometria_backlog_full <= 2, "{stats:?}");
+    // One WARNING when it started slowing down, not one per push.
+    let log = buffer.contents();
+    assert_eq!(
+        log.matches("ometria: Ometria's backlog is filling: ").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.matches("ometria: Ometria's backlog has room again").count() <= 1,
+        "{log}"
+    );
     let verification = sandbox.world().verify(&[], None);
     assert!(verification.ok, "{verification:?}");
     sandbox.stop().await;

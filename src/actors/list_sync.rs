@@ -25,7 +25,7 @@ use super::writer::Writer;
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
 use crate::ometria::{Batcher, OmetriaClient, PushOutcome};
-use crate::rejected::{RejectedLog, Rejection};
+use crate::rejected::{Evidence, RejectedLog, Rejection, EVIDENCE_WINDOW};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
@@ -73,6 +73,8 @@ struct SyncCounts {
     skipped: u64,
     accepted: u64,
     rejected: u64,
+    /// Of those rejected, records never sent (too large).
+    unsent: u64,
     /// Values left out of records (Ometria would not take them).
     dropped: u64,
 }
@@ -124,6 +126,9 @@ pub struct ListSync {
     /// Members skipped for lack of `unique_email_id` or email.
     skipped_for_missing_fields: u64,
     dropped: DroppedValues,
+    /// Why records too large to send could not be kept in the rejected
+    /// file: the sync fails at the next push answered, or at its end.
+    unkept: Option<String>,
     finished: bool,
     /// Counted in `syncs_running` (from `started` until dropped).
     counted_running: bool,
@@ -164,6 +169,7 @@ impl ListSync {
             counts: SyncCounts::default(),
             skipped_for_missing_fields: 0,
             dropped: DroppedValues::default(),
+            unkept: None,
             finished: false,
             counted_running: false,
         }
@@ -297,20 +303,27 @@ impl ListSync {
         self.dispatch(ctx);
     }
 
-    /// Keeps records too large to send in the rejected file, and counts them.
+    /// Keeps records too large to send in the rejected file, and counts
+    /// them; notes why if they could not be kept (see `unkept`).
     fn reject_unsendable(&mut self, rejections: &[Rejection]) {
         if rejections.is_empty() {
             return;
         }
         let list_id = &self.job.entry.key.list_id;
         let what = format!("{} records of list \"{list_id}\" cannot be sent", rejections.len());
-        self.deps.rejected_log.keep(list_id, rejections, &what, &self.log);
+        if let Err(e) = self.deps.rejected_log.keep(list_id, rejections, &what, &self.log) {
+            self.unkept.get_or_insert(e.to_string());
+        }
         let n = rejections.len() as u64;
         self.counts.rejected += n;
+        self.counts.unsent += n;
         self.deps.metrics.records_rejected.inc_by(n);
     }
 
     fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {
+        if let Some(reason) = self.unkept.take() {
+            return self.fail(reason, ctx);
+        }
         self.counts.accepted += outcome.accepted;
         self.counts.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
@@ -366,6 +379,9 @@ impl ListSync {
     }
 
     fn succeed(&mut self, ctx: &mut Context<Self>) {
+        if let Some(reason) = self.unkept.take() {
+            return self.fail(reason, ctx);
+        }
         let c = self.counts;
         if c.accepted + c.rejected == 0 && c.skipped > 0 && self.skipped_for_missing_fields == c.skipped {
             // Mailchimp gives every member both: answers without them for
@@ -380,9 +396,21 @@ impl ListSync {
                 ctx,
             );
         }
+        // Records Ometria answered for, every one rejected or refused, with
+        // no record taken by this sync nor, within the hour, by any other:
+        // a request Ometria cannot read, not their content (issue 14).
+        let turned_down = c.rejected.saturating_sub(c.unsent);
+        let took_any = c.accepted > 0 || self.deps.limits.ometria_took.within(EVIDENCE_WINDOW, Utc::now());
+        if turned_down > 0 && !took_any {
+            return self.fail(
+                format!(
+                    "Ometria took none of the {turned_down} records it was sent (it counted them as rejected or refused them), and took no record from this importer in the last hour: not the records' content; check OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY"
+                ),
+                ctx,
+            );
+        }
         self.finished = true;
         let elapsed = self.elapsed();
-        let c = self.counts;
         self.log_dropped();
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
             "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
@@ -503,6 +531,7 @@ impl Actor for ListSync {
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
         // How each API has answered this sync so far.
         let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());
+        let evidence = Evidence::new(self.deps.limits.ometria_took.clone());
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
@@ -524,6 +553,7 @@ impl Actor for ListSync {
                     pacer: self.deps.limits.ometria.clone(),
                     retry: self.deps.retry,
                     outcomes: ometria.clone(),
+                    evidence: evidence.clone(),
                     list_id: list_id.clone(),
                     rejected_log: self.deps.rejected_log.clone(),
                     metrics: self.deps.metrics.clone(),

@@ -7,6 +7,7 @@ use actix::Message;
 use crate::api::ApiError;
 use bytes::Bytes;
 
+use super::writer::WriteError;
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
 use crate::sync::{MemberKey, PageRequest};
@@ -85,7 +86,7 @@ pub struct FetchedPage {
 /// ListSync → Writer: push one batch of encoded records, as an
 /// [`crate::ometria::Batcher`] makes them (≤ 100 records, ≤ 1 MiB).
 #[derive(Message)]
-#[rtype(result = "Result<PushOutcome, ApiError>")]
+#[rtype(result = "Result<PushOutcome, WriteError>")]
 pub struct PushBatch(pub Vec<Bytes>);
 
 /// ListSync → Fetcher or Writer: stop now, dropping any request in flight.

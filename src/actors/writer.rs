@@ -14,7 +14,7 @@ use super::messages::{PushBatch, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
 use crate::ometria::{OmetriaClient, PushOutcome};
-use crate::rejected::{deliver, RejectedLog};
+use crate::rejected::{deliver, Evidence, RejectedLog, Unkept};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
 
@@ -24,6 +24,9 @@ pub struct Writer {
     pub retry: RetryPolicy,
     /// How Ometria answered this sync's requests so far, shared by its workers.
     pub outcomes: Outcomes,
+    /// Whether Ometria takes records, as this sync sees it; each push it
+    /// takes a record of is noted here (and for the whole process).
+    pub evidence: Evidence,
     pub list_id: Rc<str>,
     pub rejected_log: RejectedLog,
     pub metrics: Arc<Metrics>,
@@ -34,16 +37,28 @@ impl Actor for Writer {
     type Context = Context<Self>;
 }
 
+/// Why a Writer could not account for a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A push failed for good.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Records Ometria would not take could not be kept in their file.
+    #[error(transparent)]
+    Unkept(#[from] Unkept),
+}
+
 impl Handler<PushBatch> for Writer {
-    type Result = ResponseActFuture<Self, Result<PushOutcome, ApiError>>;
+    type Result = ResponseActFuture<Self, Result<PushOutcome, WriteError>>;
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
-        let (client, pacer, retry, outcomes, list_id, rejected_log, log) = (
+        let (client, pacer, retry, outcomes, evidence, list_id, rejected_log, log) = (
             self.client.clone(),
             self.pacer.clone(),
             self.retry,
             self.outcomes.clone(),
+            self.evidence.clone(),
             self.list_id.clone(),
             self.rejected_log.clone(),
             self.log.clone(),
@@ -51,22 +66,28 @@ impl Handler<PushBatch> for Writer {
         let work = async move {
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
-                let (client, pacer, outcomes, list_id, log, metrics) = (
+                let (client, pacer, outcomes, evidence, list_id, log, metrics) = (
                     client.clone(),
                     pacer.clone(),
                     outcomes.clone(),
+                    evidence.clone(),
                     list_id.clone(),
                     log.clone(),
                     metrics.clone(),
                 );
                 async move {
-                    retry
+                    let outcome = retry
                         .run(
                             &outcomes,
                             |attempt| {
                                 let (pacer, client, records) = (&pacer, &client, &records);
                                 async move {
                                     pacer.wait_turn().await;
+                                    // A backlog full for long: stop retrying (the
+                                    // first attempt still learns whether it is).
+                                    if attempt > 1 {
+                                        pacer.may_retry()?;
+                                    }
                                     client.push(records, attempt).await
                                 }
                             },
@@ -89,16 +110,18 @@ impl Handler<PushBatch> for Writer {
                                 )
                             },
                         )
-                        .await
+                        .await?;
+                    evidence.note(&outcome);
+                    Ok(outcome)
                 }
             };
-            let delivery = deliver(&batch, &push, || outcomes.any_succeeded()).await?;
+            let delivery = deliver(&batch, &push, || evidence.holds()).await?;
             let what = format!(
                 "Ometria rejected {} of {} records of list \"{list_id}\"",
                 delivery.rejected.len(),
                 batch.len()
             );
-            rejected_log.keep(&list_id, &delivery.rejected, &what, &log);
+            rejected_log.keep(&list_id, &delivery.rejected, &what, &log)?;
             Ok(delivery.outcome)
         };
         Box::pin(work.into_actor(self))

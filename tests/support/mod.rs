@@ -200,6 +200,9 @@ pub struct FakeOmetria {
     pub refusals: Refusals,
     /// Every push that got past `fail_with`, refused or taken, in arrival order.
     pub pushes: Arc<Mutex<Vec<Push>>>,
+    /// Report this backlog, `(remaining, limit)`, in every answer
+    /// (`X-QueueSize-Remaining`, `X-QueueSize-Limit`), whatever it holds.
+    pub backlog_headers: Option<(u64, u64)>,
 }
 
 /// Pushes Ometria refuses as a whole, answering `{"status": "ERROR",
@@ -279,9 +282,15 @@ impl Respond for FakeOmetria {
             .partition(|r| self.reject_ids.iter().any(|id| r["id"] == id.as_str()));
         self.records.lock().unwrap().extend(kept);
         let rejected = refused.len() as u64;
-        ResponseTemplate::new(200).set_body_json(
+        let answer = ResponseTemplate::new(200).set_body_json(
             json!({"status": "OK", "request_id": "req-1", "accepted": n as u64 - rejected, "rejected": rejected}),
-        )
+        );
+        match self.backlog_headers {
+            Some((remaining, limit)) => answer
+                .insert_header("X-QueueSize-Remaining", remaining.to_string())
+                .insert_header("X-QueueSize-Limit", limit.to_string()),
+            None => answer,
+        }
     }
 }
 
