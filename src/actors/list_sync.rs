@@ -33,6 +33,10 @@ use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{DroppedValue, SkipReason};
 
+/// Records Ometria may turn down in a sync that it took fewer records of:
+/// beyond that, and beyond what it took, the refusal is no record's own.
+const TURNED_DOWN_VOUCHED: u64 = 10;
+
 /// Skipped members a sync names in its log; the rest are counted.
 const SKIPPED_NAMED: u64 = 10;
 
@@ -328,7 +332,29 @@ impl ListSync {
         self.counts.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
         self.deps.metrics.records_rejected.inc_by(outcome.rejected);
+        if let Some(reason) = self.turned_down_too_many() {
+            return self.fail(reason, ctx);
+        }
         self.dispatch(ctx);
+    }
+
+    /// Why the records Ometria turned down (counted as rejected, or refused
+    /// alone) cannot be their own content: more than a few of them, and
+    /// more than Ometria took in this sync. Old evidence that Ometria takes
+    /// records vouches for a few refused records, never for most of a
+    /// sync's: an endpoint that starts refusing everything must fail the
+    /// sync, not have the list's records kept aside and the cursor moved.
+    fn turned_down_too_many(&self) -> Option<String> {
+        let c = self.counts;
+        let turned_down = c.rejected.saturating_sub(c.unsent);
+        (turned_down > TURNED_DOWN_VOUCHED && turned_down > c.accepted).then(|| {
+            format!(
+                "Ometria turned down {turned_down} records of this sync (counted them as rejected or refused them) \
+                 and took only {}: more than it took, which is not a few records' content; check \
+                 OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY, and the rejected file for Ometria's reasons",
+                c.accepted
+            )
+        })
     }
 
     /// Counts a rule of paging the server broke (`paging_faults_total`).
@@ -399,6 +425,9 @@ impl ListSync {
         // Records Ometria answered for, every one rejected or refused, with
         // no record taken by this sync nor, within the hour, by any other:
         // a request Ometria cannot read, not their content (issue 14).
+        if let Some(reason) = self.turned_down_too_many() {
+            return self.fail(reason, ctx);
+        }
         let turned_down = c.rejected.saturating_sub(c.unsent);
         let took_any = c.accepted > 0 || self.deps.limits.ometria_took.within(EVIDENCE_WINDOW, Utc::now());
         if turned_down > 0 && !took_any {
