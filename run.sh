@@ -89,5 +89,10 @@ case "$mode:$command" in
     export IMPORTER_STATE_DIR="${IMPORTER_STATE_DIR:-./state}"
     build_local && exec "$binary" "$command" "$@"
     ;;
-  *) usage ;;
+  *:) usage ;;
+  *)
+    usage >&2
+    echo "run.sh: unknown command \"$command\"" >&2
+    exit 2
+    ;;
 esac

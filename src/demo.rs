@@ -119,7 +119,21 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
     let daemon =
         actix_rt::spawn(async move { importer::run(&importer_config, RunMode::Go, Signals::Handle, log).await });
 
-    while !daemon.is_finished() && !entries(&file).iter().all(synced) {
+    // Each list's LOAD as its entry first shows it: with --follow, a list
+    // that loaded early may have synced again before the last one loads.
+    let mut loads: Vec<Option<(u64, f64)>> = vec![];
+    loop {
+        let now = entries(&file);
+        loads.resize(now.len(), None);
+        for (load, entry) in loads.iter_mut().zip(&now) {
+            if load.is_none() && synced(entry) {
+                let records = entry["total_updates"].as_u64().unwrap_or(0);
+                *load = Some((records, entry["elapsed_seconds"].as_f64().unwrap_or(0.0)));
+            }
+        }
+        if daemon.is_finished() || now.iter().all(synced) {
+            break;
+        }
         actix_rt::time::sleep(POLL).await;
     }
     let loaded = entries(&file);
@@ -130,9 +144,8 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
         "\n  {:<14} {:>9} {:>9} {:>10}",
         "list", "records", "seconds", "records/s"
     )?;
-    for entry in &loaded {
-        let records = entry["total_updates"].as_u64().unwrap_or(0);
-        let seconds = entry["elapsed_seconds"].as_f64().unwrap_or(0.0);
+    for (entry, load) in loaded.iter().zip(&loads) {
+        let (records, seconds) = load.unwrap_or((0, 0.0));
         let rate = if seconds > 0.0 { records as f64 / seconds } else { 0.0 };
         writeln!(
             out,
