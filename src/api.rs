@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
+use std::str::FromStr;
 use std::time::Duration;
 
 use awc::error::{PayloadError, SendRequestError};
@@ -289,6 +290,35 @@ pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// An API key (Mailchimp's or Ometria's). Its `Debug` never shows the key, and it has no `Display`,
+/// so it cannot end up in a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for the one place that needs it: an HTTP header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl FromStr for ApiKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key = s.trim();
+        if key.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
 }
 
 #[cfg(test)]

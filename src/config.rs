@@ -1,44 +1,15 @@
 //! Settings from the environment and flags (SPEC §7). Every variable is
 //! also a flag; API keys are redacted wherever they could be printed.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::ApiKey;
 use crate::mailchimp;
 use crate::retry::RetryPolicy;
-
-/// An API key. Its `Debug` never shows the key, and it has no `Display`,
-/// so it cannot end up in a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// The key itself, for the one place that needs it: an HTTP header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-impl FromStr for ApiKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let key = s.trim();
-        if key.is_empty() {
-            return Err("the API key is empty".into());
-        }
-        Ok(ApiKey(key.to_owned()))
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OmetriaApi {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use slog::Logger;
 
-use crate::config::{ApiKey, Config, DemoArgs};
+use crate::api::ApiKey;
+use crate::config::{Config, DemoArgs};
 use crate::importer::{self, Signals};
 use crate::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use crate::state::{parse_timestamp, StateFile, STATE_FILE_NAME};

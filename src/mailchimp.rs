@@ -11,14 +11,12 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::api::{self, Api, ApiError, Patience};
-use crate::config::ApiKey;
+use crate::api::{self, Api, ApiError, ApiKey, Patience};
 use crate::state::format_for_mailchimp;
 use crate::sync::{PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 
 mod repair;
-mod scan;
 
 pub use repair::repair;
 
@@ -47,17 +45,10 @@ pub struct MemberPage<'a> {
 
 impl MemberPage<'_> {
     pub fn parse(body: &[u8]) -> Result<MemberPage<'_>, ApiError> {
-        let malformed = |message| ApiError::Malformed {
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed {
             api: Api::Mailchimp,
-            message,
-        };
-        // One UTF-8 check of the whole body is cheaper than one per string.
-        let text = std::str::from_utf8(body).map_err(|e| malformed(format!("members page: {e}")))?;
-        // The usual page quickly; anything unusual, and every error, by serde_json.
-        match scan::read(text) {
-            Some(page) => Ok(page),
-            None => serde_json::from_str(text).map_err(|e| malformed(format!("members page: {e}"))),
-        }
+            message: format!("members page: {e}"),
+        })
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, Api, ApiError, Patience};
-use crate::config::{ApiKey, OmetriaApi};
+use crate::api::{self, Api, ApiError, ApiKey, Patience};
+use crate::config::OmetriaApi;
 use crate::limits::{Answer, Pacer};
 use crate::rejected::Rejection;
 use crate::telemetry::metrics::Metrics;

@@ -10,7 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 
-use ometria_importer::config::{ApiKey, DEFAULT_OMETRIA_BASE_URL};
+use ometria_importer::api::ApiKey;
+use ometria_importer::config::DEFAULT_OMETRIA_BASE_URL;
 use ometria_importer::sandbox::faults::Faults;
 use ometria_importer::sandbox::{Behaviour, Sandbox, SandboxConfig};
 use support::state_dir;

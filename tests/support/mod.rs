@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{basic_auth, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use ometria_importer::config::{ApiKey, Config};
+use ometria_importer::api::ApiKey;
+use ometria_importer::config::Config;
 use ometria_importer::importer::RunError;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
