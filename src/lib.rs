@@ -6,11 +6,13 @@
 //! - [`config`]: settings from environment and flags; keys redacted.
 //! - [`state`]: the state file: entries, validation, patching, atomic writes.
 //! - [`sync`]: when an entry syncs, the window it reads, the paging plan
-//!   and the checks every page must pass.
+//!   (offset and keyset sweeps), the checks every page must pass, and what
+//!   a sync counts.
 //! - [`mailchimp`]: Mailchimp members client and types.
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.
-//! - [`api`]: what both APIs share: HTTP client, problem bodies, errors.
+//! - [`api`]: what both APIs share: HTTP client, problem bodies, errors,
+//!   the redacted `ApiKey`.
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits, and when
 //!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.

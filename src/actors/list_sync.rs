@@ -8,7 +8,7 @@
 //! The sync succeeds when every page was read and every batch accounted
 //! for; then it sends one `SyncFinished` with the new cursor `T0`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +28,10 @@ use crate::ometria::{Batcher, OmetriaClient, PushOutcome};
 use crate::rejected::{Evidence, RejectedLog, Rejection, EVIDENCE_WINDOW};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
-use crate::sync::{start_time, Bounds, PageVerdict, Pass, SweepPlan, SyncKind, Why, Window};
+use crate::sync::{start_time, Bounds, DroppedValues, PageVerdict, Pass, SweepPlan, SyncCounts, SyncKind, Why, Window};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
-use crate::transform::{DroppedValue, SkipReason};
-
-/// Records Ometria may turn down in a sync that it took fewer records of:
-/// beyond that, and beyond what it took, the refusal is no record's own.
-const TURNED_DOWN_VOUCHED: u64 = 10;
+use crate::transform::SkipReason;
 
 /// Skipped members a sync names in its log; the rest are counted.
 const SKIPPED_NAMED: u64 = 10;
@@ -65,48 +61,6 @@ pub struct SyncDeps {
 pub struct SyncJob {
     pub entry: Entry,
     pub kind: SyncKind,
-}
-
-/// What one sync did, for its log lines.
-#[derive(Clone, Copy, Debug, Default)]
-struct SyncCounts {
-    pages: u64,
-    /// Members read from Mailchimp.
-    read: u64,
-    /// Members the mapping could not send.
-    skipped: u64,
-    accepted: u64,
-    rejected: u64,
-    /// Of those rejected, records never sent (too large).
-    unsent: u64,
-    /// Values left out of records (Ometria would not take them).
-    dropped: u64,
-}
-
-/// Values left out of one sync's records, by Ometria field: how many, and
-/// the first one seen with its member's id, for the one log line a sync
-/// gives them (issue 14).
-#[derive(Debug, Default)]
-struct DroppedValues(BTreeMap<&'static str, (u64, String, String)>);
-
-impl DroppedValues {
-    fn add(&mut self, value: DroppedValue, id: &str) {
-        let entry = self
-            .0
-            .entry(value.field)
-            .or_insert_with(|| (0, value.value, id.to_owned()));
-        entry.0 += 1;
-    }
-
-    /// `timestamp_subscribed 3 (the first: "0000-00-00 00:00:00" of member "u1")`, …
-    fn describe(&self) -> String {
-        let fields: Vec<String> = self
-            .0
-            .iter()
-            .map(|(field, (n, value, id))| format!("{field} {n} (the first: {value:?} of member \"{id}\")"))
-            .collect();
-        fields.join(", ")
-    }
 }
 
 pub struct ListSync {
@@ -332,29 +286,10 @@ impl ListSync {
         self.counts.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
         self.deps.metrics.records_rejected.inc_by(outcome.rejected);
-        if let Some(reason) = self.turned_down_too_many() {
+        if let Some(reason) = self.counts.turned_down_too_many() {
             return self.fail(reason, ctx);
         }
         self.dispatch(ctx);
-    }
-
-    /// Why the records Ometria turned down (counted as rejected, or refused
-    /// alone) cannot be their own content: more than a few of them, and
-    /// more than Ometria took in this sync. Old evidence that Ometria takes
-    /// records vouches for a few refused records, never for most of a
-    /// sync's: an endpoint that starts refusing everything must fail the
-    /// sync, not have the list's records kept aside and the cursor moved.
-    fn turned_down_too_many(&self) -> Option<String> {
-        let c = self.counts;
-        let turned_down = c.rejected.saturating_sub(c.unsent);
-        (turned_down > TURNED_DOWN_VOUCHED && turned_down > c.accepted).then(|| {
-            format!(
-                "Ometria turned down {turned_down} records of this sync (counted them as rejected or refused them) \
-                 and took only {}: more than it took, which is not a few records' content; check \
-                 OMETRIA_BASE_URL, OMETRIA_API and OMETRIA_APIKEY, and the rejected file for Ometria's reasons",
-                c.accepted
-            )
-        })
     }
 
     /// Counts a rule of paging the server broke (`paging_faults_total`).
@@ -425,7 +360,7 @@ impl ListSync {
         // Records Ometria answered for, every one rejected or refused, with
         // no record taken by this sync nor, within the hour, by any other:
         // a request Ometria cannot read, not their content (issue 14).
-        if let Some(reason) = self.turned_down_too_many() {
+        if let Some(reason) = self.counts.turned_down_too_many() {
             return self.fail(reason, ctx);
         }
         let turned_down = c.rejected.saturating_sub(c.unsent);

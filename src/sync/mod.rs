@@ -4,12 +4,14 @@
 mod checks;
 mod plan;
 mod schedule;
+mod tally;
 mod window;
 
 pub use checks::{check_page, Bounds, PagingFault};
-pub use plan::{MemberKey, PageEdges, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
+pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
     FIRST_RETRY_DELAY,
 };
+pub use tally::{DroppedValues, SyncCounts};
 pub use window::{start_time, Window, DEFAULT_OVERLAP};

@@ -32,33 +32,17 @@
 //! at its page edges together in offset order; an id read twice within one
 //! run is the sign, and the pass is swept again like a changed window.
 //!
-//! A list that changes all the time may never give a clean concurrent
-//! sweep. After [`OFFSET_SWEEPS`] of them the pass falls back to a keyset
-//! sweep, one page at a time: each page asks for the members changed since
-//! one second before the last `last_changed` seen, so members leaving the
-//! window no longer move what is left to read. Members seen before are
-//! recognised by id. Keyset pages are as large as Mailchimp allows, so
-//! runs of ties shorter than that are read whole, in one answer, whatever
-//! their order. A keyset page shorter than its `total_items` implies is
-//! asked for again (with a `count` of what came, in case something caps
-//! pages) at most [`KEYSET_REREADS`] times; when the walk ends, one more
-//! request counts the window, and the distinct members read must be at
-//! least as many.
 //!
-//! A run longer than a page gets a query of its own, bounded to its second
-//! by `before_last_changed`, whose pages are read concurrently — round
-//! after round if the order of the ties changes between requests — until
-//! the ids read since its `total_items` last changed are as many as that
-//! total: then every member of the run was seen (the window only shrinks,
-//! so no id read since then can have been replaced). The walk goes on at
-//! the offset the run ends at, a few members early: a page that starts
-//! past the run shows that members left meanwhile, and the walk steps
-//! back. A run that is never covered within [`RUN_ROUNDS`] reads of its
-//! pages fails the sync.
+//! A pass that keeps failing its offset sweeps is read as a keyset sweep
+//! ([`keyset`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use super::checks::{Bounds, PagingFault};
 
-use super::checks::{check_page, Bounds, PagingFault};
+mod keyset;
+mod offset;
+
+use keyset::KeysetSweep;
+use offset::OffsetSweep;
 
 /// Concurrent sweeps of a pass before it falls back to a keyset sweep.
 pub const OFFSET_SWEEPS: u32 = 2;
@@ -157,180 +141,6 @@ pub struct MemberKey {
     pub archived: Option<bool>,
 }
 
-/// The ids of an offset page's members that share their `last_changed`
-/// second with its first member (`lead`) or with its last (`trail`): the
-/// only members that a reordering of ties can move to another page.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PageEdges {
-    first: Option<i64>,
-    lead: Vec<String>,
-    last: Option<i64>,
-    trail: Vec<String>,
-    /// Every member shares one second (all of them are in `lead`).
-    whole: bool,
-    /// The first and the last `last_changed` on the page that are known.
-    low: Option<i64>,
-    high: Option<i64>,
-    /// Every id on the page, to find members of one page on the next.
-    ids: Vec<String>,
-}
-
-impl PageEdges {
-    /// The edges of a page of `members`, in the order they came.
-    pub fn of(members: &[MemberKey]) -> PageEdges {
-        let Some(head) = members.first() else {
-            return PageEdges::default();
-        };
-        let low = members.iter().find_map(|m| m.last_changed);
-        let high = members.iter().rev().find_map(|m| m.last_changed);
-        let ids = members
-            .iter()
-            .map(|m| m.id.clone())
-            .filter(|id| !id.is_empty())
-            .collect();
-        let first = head.last_changed;
-        let end = members.iter().take_while(|m| m.last_changed == first).count();
-        let lead = members[..end].iter().map(|m| m.id.clone()).collect();
-        if end == members.len() {
-            return PageEdges {
-                first,
-                lead,
-                last: first,
-                trail: vec![],
-                whole: true,
-                low,
-                high,
-                ids,
-            };
-        }
-        let last = members[members.len() - 1].last_changed;
-        let trail = members[end..]
-            .iter()
-            .rev()
-            .take_while(|m| m.last_changed == last)
-            .map(|m| m.id.clone())
-            .collect();
-        PageEdges {
-            first,
-            lead,
-            last,
-            trail,
-            whole: false,
-            low,
-            high,
-            ids,
-        }
-    }
-}
-
-/// The run of ties that the pages folded so far end with.
-#[derive(Clone, Debug)]
-struct TieRun {
-    second: Option<i64>,
-    ids: HashSet<String>,
-}
-
-#[derive(Clone, Debug)]
-struct OffsetSweep {
-    /// The next offset to hand out (valid once `total` is known).
-    next: u64,
-    /// `total_items` from this sweep's first page.
-    total: Option<u64>,
-    /// Pages handed out in this sweep before `total_items` was known.
-    handed_out_blind: u32,
-    in_flight: u32,
-    changed: bool,
-    /// Edges of pages read but not folded yet, by offset.
-    edges: BTreeMap<u64, PageEdges>,
-    /// The offset of the next page to fold.
-    folded: u64,
-    run: Option<TieRun>,
-    /// The latest `last_changed` of the pages folded so far.
-    high: Option<i64>,
-    /// The ids of the last page folded.
-    last_ids: HashSet<String>,
-    /// Members returned by the pages of this sweep.
-    returned: u64,
-    /// A member was read twice within one run of ties.
-    reordered: bool,
-    /// The rule the pages broke that says most about the server, if any.
-    fault: Option<PagingFault>,
-}
-
-#[derive(Clone, Debug)]
-struct KeysetSweep {
-    /// Members per page.
-    count: u32,
-    /// The latest `last_changed` read so far.
-    anchor: Option<i64>,
-    /// Where the next page starts among the members since `anchor - 1`.
-    offset: u64,
-    /// Ids read with a `last_changed` of `anchor - 1` or later: pages ask
-    /// for nothing older (and are checked to hold nothing older).
-    seen: HashMap<String, i64>,
-    /// Distinct members read in this sweep (members without an id count
-    /// once per read).
-    distinct: u64,
-    /// The run of ties at `anchor`, while it is read with its own query.
-    run: Option<RunCover>,
-    /// The run just covered, while the walk checks it resumed before its end.
-    resume: Option<Resume>,
-    /// The second of the last run covered.
-    last_run: Option<i64>,
-    /// Whether the walk's page is being read.
-    in_flight: bool,
-    /// Pages of runs being read.
-    run_in_flight: u32,
-    /// Pages read, other than a run's.
-    pages: u64,
-    /// Pages after which the sweep gives up (it is not converging).
-    page_limit: u64,
-    /// `total_items` when the sweep began, which the page limit is set from.
-    base_total: u64,
-    /// Short pages asked for again.
-    rereads: u32,
-    /// The walk reached the end: the window is counted once more.
-    recount: Recount,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Recount {
-    #[default]
-    NotYet,
-    Due,
-    InFlight,
-}
-
-/// A run of members sharing one second longer than a page, read with the
-/// walk's query bounded to before the next second.
-#[derive(Clone, Debug, Default)]
-struct RunCover {
-    second: i64,
-    /// `total_items` of the run's query; when it changes, counting starts over.
-    total: Option<u64>,
-    /// Ids read since `total` was last set.
-    covered: HashSet<String>,
-    /// How many of them changed in `second` or before (not after).
-    covered_upto: u64,
-    /// Members without an id, per offset read since `total` was last set:
-    /// all of them, and those changed in `second` or before.
-    keyless: BTreeMap<u64, (u64, u64)>,
-    /// The offset of the next page to hand out: the pages are read
-    /// concurrently, round after round.
-    next: u64,
-    pages: u64,
-}
-
-/// The walk after a run of ties at `second`: each page overlaps the run
-/// (or the page before) by `overlap` members; one that starts past the
-/// run shows that members left, and the walk steps `back`.
-#[derive(Clone, Copy, Debug)]
-struct Resume {
-    second: i64,
-    overlap: u64,
-    back: u64,
-}
-
 #[derive(Clone, Debug)]
 enum Mode {
     Offset(OffsetSweep),
@@ -359,197 +169,6 @@ pub struct SweepPlan {
     /// The sync's window, which every member read must lie in.
     bounds: Bounds,
     passes: Vec<PassPlan>,
-}
-
-impl OffsetSweep {
-    fn new(start: u64) -> OffsetSweep {
-        OffsetSweep {
-            next: start,
-            total: None,
-            handed_out_blind: 0,
-            in_flight: 0,
-            changed: false,
-            edges: BTreeMap::new(),
-            folded: start,
-            run: None,
-            high: None,
-            last_ids: HashSet::new(),
-            returned: 0,
-            reordered: false,
-            fault: None,
-        }
-    }
-
-    /// Whether the sweep is known not to be trusted: it is read again, so
-    /// its pages still to come are not asked for, and those in flight are
-    /// not sent (their members are read again).
-    fn condemned(&self) -> bool {
-        self.reordered || self.fault.is_some()
-    }
-
-    /// Folds the edges of the pages read so far, in offset order, into the
-    /// run of ties they end with; an id met twice within a run means the
-    /// ties were ordered differently by two pages. A page starting before
-    /// the last one ended means the sort was not kept, and one holding a
-    /// member of the page before, with a second of its own, that paging
-    /// repeats members. With the sort kept, a member read twice in a sweep
-    /// is always caught here, with memory for two pages and one run only.
-    fn fold(&mut self, count: u64) {
-        while let Some(mut page) = self.edges.remove(&self.folded) {
-            let offset = self.folded;
-            self.folded += count;
-            let tied_over = |id: &String| self.run.as_ref().is_some_and(|run| run.ids.contains(id));
-            if let Some(id) = page.ids.iter().find(|id| self.last_ids.contains(*id) && !tied_over(id)) {
-                PagingFault::note(&mut self.fault, PagingFault::Repeated { id: id.clone() });
-            }
-            if page.low.is_some_and(|low| self.high.is_some_and(|high| low < high)) {
-                PagingFault::note(&mut self.fault, PagingFault::OutOfOrder { offset });
-            }
-            self.high = self.high.max(page.high);
-            self.last_ids = std::mem::take(&mut page.ids).into_iter().collect();
-            if page.lead.is_empty() {
-                self.run = None;
-                continue;
-            }
-            if let Some(run) = self.run.as_mut().filter(|run| run.second == page.first) {
-                for id in page.lead.iter().filter(|id| !id.is_empty()) {
-                    if !run.ids.insert(id.clone()) {
-                        self.reordered = true;
-                    }
-                }
-                if page.whole {
-                    continue;
-                }
-            }
-            let (second, ids) = if page.whole {
-                (page.first, page.lead)
-            } else {
-                (page.last, page.trail)
-            };
-            self.run = Some(TieRun {
-                second,
-                ids: ids.into_iter().filter(|id| !id.is_empty()).collect(),
-            });
-        }
-    }
-}
-
-/// Pages a keyset sweep of a window of `total` members in pages of `count`
-/// may read before it gives up: generous, since every page may be read
-/// again a few times within runs of ties.
-fn page_limit(total: u64, count: u32) -> u64 {
-    4 * (total / u64::from(count.max(1)) + 1) + 100
-}
-
-/// Where an offset sweep stops handing out pages: past `total`, and one
-/// page further when the last page would end exactly at `total` — that
-/// page must come back empty, or `total_items` understated the window
-/// (a short last page shows it by itself: it would hold more).
-fn sweep_end(start: u64, count: u64, total: u64) -> u64 {
-    if total.saturating_sub(start) % count.max(1) == 0 {
-        total + 1
-    } else {
-        total
-    }
-}
-
-impl KeysetSweep {
-    /// A keyset sweep of pages of `count` from `start`, of a window that
-    /// held `total` members when it began.
-    fn new(count: u32, start: u64, total: u64) -> KeysetSweep {
-        KeysetSweep {
-            page_limit: page_limit(total, count),
-            base_total: total,
-            count,
-            anchor: None,
-            offset: start,
-            seen: HashMap::new(),
-            distinct: 0,
-            run: None,
-            resume: None,
-            last_run: None,
-            in_flight: false,
-            run_in_flight: 0,
-            pages: 0,
-            rereads: 0,
-            recount: Recount::NotYet,
-        }
-    }
-
-    /// Records a page of the run's own query. Returns whether the run's
-    /// total changed (members left the window), or why it cannot be read.
-    fn run_page_read(&mut self, offset: u64, total_items: u64, members: &[MemberKey]) -> Result<bool, String> {
-        let count = u64::from(self.count);
-        let Some(run) = self.run.as_mut() else {
-            return Ok(false);
-        };
-        run.pages += 1;
-        let shifted = run.total.is_some_and(|t| t != total_items);
-        if run.total != Some(total_items) {
-            *run = RunCover {
-                second: run.second,
-                total: Some(total_items),
-                next: run.next,
-                pages: run.pages,
-                ..RunCover::default()
-            };
-        }
-        let mut keyless = (0, 0);
-        for m in members {
-            let upto = u64::from(m.last_changed.is_some_and(|c| c <= run.second));
-            if m.id.is_empty() {
-                keyless.0 += 1;
-                keyless.1 += upto;
-            } else if run.covered.insert(m.id.clone()) {
-                run.covered_upto += upto;
-            }
-        }
-        run.keyless.insert(offset, keyless);
-        let mut offsets = (0..total_items).step_by(count as usize);
-        let round_read = offsets.all(|o| run.keyless.contains_key(&o));
-        let in_window = || run.keyless.range(..total_items).map(|(_, k)| *k);
-        let keyless_all: u64 = in_window().map(|k| k.0).sum();
-        if round_read && run.covered.len() as u64 + keyless_all >= total_items {
-            // Every member of the run was seen: the walk goes on where the
-            // members after the run start, a few early to check it.
-            let upto = run.covered_upto + in_window().map(|k| k.1).sum::<u64>();
-            let overlap = (count / 10).min(count.saturating_sub(1)).max(1);
-            self.offset = upto.saturating_sub(overlap);
-            self.resume = Some(Resume {
-                second: run.second,
-                overlap,
-                back: overlap,
-            });
-            self.last_run = Some(run.second);
-            self.run = None;
-        } else if run.pages > RUN_ROUNDS * (total_items / count + 1) {
-            return Err(format!(
-                "{total_items} members changed in one second were read {} pages over without \
-                 seeing each of them: the list kept changing, or Mailchimp returned them in a \
-                 different order on every request",
-                run.pages
-            ));
-        }
-        Ok(shifted)
-    }
-}
-
-/// What [`SweepPlan::keyset_page_read`] concluded.
-struct KeysetRead {
-    verdict: PageVerdict,
-    fresh: Vec<bool>,
-    /// The window shrank under the walk.
-    shifted: bool,
-}
-
-impl KeysetRead {
-    fn go_on(fresh: Vec<bool>, shifted: bool) -> KeysetRead {
-        KeysetRead {
-            verdict: PageVerdict::Continue,
-            fresh,
-            shifted,
-        }
-    }
 }
 
 impl SweepPlan {
@@ -593,75 +212,23 @@ impl SweepPlan {
     pub fn next_request(&mut self) -> Option<PageRequest> {
         let count = self.count;
         for p in self.passes.iter_mut().filter(|p| !p.done) {
-            let start = p.start;
-            let request = |offset, since, keyed| PageRequest {
+            let base = PageRequest {
                 pass: p.pass,
-                offset,
+                offset: p.start,
                 count,
-                since,
+                since: None,
                 before: None,
-                keyed,
+                keyed: false,
                 recount: false,
             };
-            match &mut p.mode {
-                Mode::Offset(o) => {
-                    let may_read = !o.condemned()
-                        && match o.total {
-                            None => o.handed_out_blind < p.blind_pages,
-                            Some(total) => o.next < sweep_end(start, count.into(), total),
-                        };
-                    if !may_read {
-                        continue;
-                    }
-                    if o.total.is_none() {
-                        o.handed_out_blind += 1;
-                    }
-                    let offset = o.next;
-                    o.next = o.next.saturating_add(count.into());
-                    o.in_flight += 1;
-                    return Some(request(offset, None, false));
-                }
-                Mode::Keyset(k) => {
-                    let since = k.anchor.map(|a| a - 1);
-                    let keyset_count = k.count;
-                    if k.recount != Recount::NotYet {
-                        // The walk is over; once every page is in, count the window.
-                        if k.recount == Recount::InFlight || k.run_in_flight > 0 || k.in_flight {
-                            continue;
-                        }
-                        k.recount = Recount::InFlight;
-                        return Some(PageRequest {
-                            count: 1,
-                            recount: true,
-                            ..request(start, None, true)
-                        });
-                    }
-                    let (offset, before) = match &mut k.run {
-                        // A run's pages are read concurrently, a round at a time.
-                        Some(run) => {
-                            let round_over = run.total.is_some_and(|t| run.next >= t);
-                            // Its first page alone, to learn the total; each
-                            // round starts when the last one is in.
-                            if (run.total.is_none() || round_over) && k.run_in_flight > 0 {
-                                continue;
-                            }
-                            let offset = if round_over { 0 } else { run.next };
-                            run.next = offset.saturating_add(keyset_count.into());
-                            k.run_in_flight += 1;
-                            (offset, Some(run.second + 1))
-                        }
-                        None if k.in_flight => continue,
-                        None => {
-                            k.in_flight = true;
-                            (k.offset, None)
-                        }
-                    };
-                    return Some(PageRequest {
-                        count: keyset_count,
-                        before,
-                        ..request(offset, since, true)
-                    });
-                }
+            let next = match &mut p.mode {
+                Mode::Offset(o) => o
+                    .next_offset(p.start, count, p.blind_pages)
+                    .map(|offset| PageRequest { offset, ..base }),
+                Mode::Keyset(k) => k.next_request(base),
+            };
+            if next.is_some() {
+                return next;
             }
         }
         None
@@ -710,291 +277,6 @@ impl SweepPlan {
         }
     }
 
-    fn offset_page_read(
-        &mut self,
-        request: PageRequest,
-        total_items: u64,
-        members: &[MemberKey],
-    ) -> (PageVerdict, Vec<bool>) {
-        let bounds = self.bounds;
-        let count = u64::from(self.count);
-        let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
-            return (PageVerdict::Continue, vec![]);
-        };
-        let start = p.start;
-        let Mode::Offset(o) = &mut p.mode else {
-            // A page of a sweep given up since: its members are new if unseen.
-            return (PageVerdict::Continue, vec![true; members.len()]);
-        };
-        o.in_flight = o.in_flight.saturating_sub(1);
-        match o.total {
-            None => o.total = Some(total_items),
-            Some(total) if total != total_items => o.changed = true,
-            Some(_) => {}
-        }
-        let returned = members.len() as u64;
-        let expected = count.min(total_items.saturating_sub(request.offset));
-        if returned < expected {
-            // Explained if the total moved in this sweep; a server fault if not.
-            PagingFault::note(
-                &mut o.fault,
-                PagingFault::Short {
-                    offset: request.offset,
-                    returned,
-                    expected,
-                    asked: 1,
-                },
-            );
-        } else if returned > expected && returned <= count {
-            // More than the window holds by its own count: the total is
-            // not to be trusted, and members past it may be unread.
-            PagingFault::note(
-                &mut o.fault,
-                PagingFault::Overfull {
-                    offset: request.offset,
-                    returned,
-                    expected,
-                },
-            );
-        }
-        if let Err(fault) = check_page(
-            members,
-            request.offset,
-            self.count,
-            bounds,
-            request.pass == Pass::Archived,
-        ) {
-            PagingFault::note(&mut o.fault, fault);
-        }
-        o.returned += returned;
-        o.edges.insert(request.offset, PageEdges::of(members));
-        o.fold(count);
-        // A sweep known to be read again sends nothing more; a member twice
-        // on one page is sent once.
-        let condemned = o.condemned();
-        let mut on_page = HashSet::new();
-        let fresh: Vec<bool> = members
-            .iter()
-            .map(|m| !condemned && (m.id.is_empty() || on_page.insert(m.id.as_str())))
-            .collect();
-        let all_read =
-            o.in_flight == 0 && (o.condemned() || o.total.is_some_and(|t| o.next >= sweep_end(start, count, t)));
-        if !all_read {
-            return (PageVerdict::Continue, fresh);
-        }
-        let total = o.total.unwrap_or(total_items);
-        if !o.changed && !o.condemned() {
-            // Implied by the length of every page and no member read twice;
-            // checked all the same, it costs nothing.
-            let expected = total.saturating_sub(start);
-            if o.returned == expected {
-                p.done = true;
-                return (PageVerdict::Continue, fresh);
-            }
-            o.fault = Some(PagingFault::Miscount {
-                read: o.returned,
-                total: expected,
-            });
-        }
-        let why = match (o.changed, o.reordered, o.fault.take()) {
-            (true, _, _) => Why::Changed,
-            (false, true, _) => Why::Reordered,
-            (false, false, fault) => Why::Fault(fault.expect("a sweep not trusted has a reason")),
-        };
-        p.sweep += 1;
-        if p.sweep < OFFSET_SWEEPS {
-            p.mode = Mode::Offset(OffsetSweep::new(start));
-            return (
-                PageVerdict::Resweep {
-                    pass: p.pass,
-                    sweep: p.sweep,
-                    why,
-                },
-                fresh,
-            );
-        }
-        p.mode = Mode::Keyset(KeysetSweep::new(self.keyset_count, start, total_items));
-        (PageVerdict::Keyset { pass: p.pass, why }, fresh)
-    }
-
-    /// Records a keyset page (see [`Self::page_read`]).
-    fn keyset_page_read(&mut self, request: PageRequest, total_items: u64, members: &[MemberKey]) -> KeysetRead {
-        let window = self.bounds;
-        let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
-            return KeysetRead::go_on(vec![], false);
-        };
-        let start = p.start;
-        let Mode::Keyset(k) = &mut p.mode else {
-            return KeysetRead::go_on(vec![false; members.len()], false);
-        };
-        let pass = p.pass;
-        let unstable = |reason: String, fault: Option<PagingFault>| KeysetRead {
-            verdict: PageVerdict::Unstable { pass, reason, fault },
-            fresh: vec![],
-            shifted: false,
-        };
-        if request.recount {
-            // The window's size now: every member in it was in it when the
-            // walk began (it only shrinks), so every one of them was read.
-            let fresh = vec![false; members.len()];
-            let expected = total_items.saturating_sub(start);
-            if k.distinct < expected {
-                let fault = PagingFault::Miscount {
-                    read: k.distinct,
-                    total: expected,
-                };
-                return unstable(fault.to_string(), Some(fault));
-            }
-            p.done = true;
-            return KeysetRead::go_on(fresh, false);
-        }
-        if request.before.is_some() {
-            k.run_in_flight = k.run_in_flight.saturating_sub(1);
-        } else {
-            k.in_flight = false;
-        }
-        if request.before.is_none() {
-            k.pages += 1;
-            if k.pages > k.page_limit {
-                return unstable(
-                    format!(
-                        "a one-by-one sweep read {} pages without reaching the end: the list kept changing, \
-                         or Mailchimp's pages do not add up",
-                        k.page_limit
-                    ),
-                    None,
-                );
-            }
-        }
-        let bounds = Bounds {
-            since: request.since.or(window.since),
-            before: match (request.before, window.before) {
-                (Some(b), Some(w)) => Some(b.min(w)),
-                (b, w) => b.or(w),
-            },
-        };
-        if let Err(fault) = check_page(members, request.offset, request.count, bounds, pass == Pass::Archived) {
-            return unstable(fault.to_string(), Some(fault));
-        }
-        if members.iter().any(|m| m.last_changed.is_none()) {
-            return unstable("Mailchimp sent members without last_changed".into(), None);
-        }
-        let newest = members.last().and_then(|m| m.last_changed);
-        // Members with no id are not sent anyway; they only move the key on.
-        let fresh: Vec<bool> = members
-            .iter()
-            .map(|m| {
-                !m.id.is_empty()
-                    && k.seen
-                        .insert(m.id.clone(), m.last_changed.unwrap_or_default())
-                        .is_none()
-            })
-            .collect();
-        let keyless = members.iter().filter(|m| m.id.is_empty()).count();
-        k.distinct += (fresh.iter().filter(|f| **f).count() + keyless) as u64;
-        let count = u64::from(k.count);
-        if request.before.is_some() {
-            // A page of a run covered already (read concurrently with the
-            // last one) only brings its members.
-            if k.run.as_ref().is_none_or(|run| request.before != Some(run.second + 1)) {
-                return KeysetRead::go_on(fresh, false);
-            }
-            // Shorter than the run's own total says: counts against the
-            // same few asks as the walk's short pages.
-            let expected = total_items.saturating_sub(request.offset).min(count);
-            let returned = members.len() as u64;
-            if returned < expected {
-                k.rereads += 1;
-                if k.rereads > KEYSET_REREADS {
-                    let fault = PagingFault::Short {
-                        offset: request.offset,
-                        returned,
-                        expected,
-                        asked: k.rereads,
-                    };
-                    return unstable(fault.to_string(), Some(fault));
-                }
-            }
-            return match k.run_page_read(request.offset, total_items, members) {
-                Ok(shifted) => KeysetRead::go_on(fresh, shifted),
-                Err(reason) => unstable(reason, None),
-            };
-        }
-        if let Some(resume) = k.resume {
-            let first = members.first().and_then(|m| m.last_changed);
-            if request.offset > 0 && first.is_none_or(|c| c > resume.second) {
-                // Members of the run (or before it) left the window since
-                // it was covered: this page may start past members that
-                // follow the run. Step back until a page starts in the run.
-                k.offset = request.offset.saturating_sub(resume.back);
-                k.resume = Some(Resume {
-                    back: resume.back.saturating_mul(2),
-                    ..resume
-                });
-                return KeysetRead::go_on(fresh, true);
-            }
-            if members.len() as u64 == count && newest <= Some(resume.second) {
-                // Still within the run (the walk stepped back far): on to
-                // the next page, which overlaps this one to show it follows.
-                k.offset = request.offset + count - resume.overlap;
-                k.resume = Some(Resume {
-                    back: resume.overlap,
-                    ..resume
-                });
-                return KeysetRead::go_on(fresh, false);
-            }
-            k.resume = None;
-        }
-        let returned = members.len() as u64;
-        if returned < count {
-            let expected = total_items.saturating_sub(request.offset).min(count);
-            if returned < expected {
-                // Shorter than its own total says: asked again, with the
-                // count that came (something may cap pages), a few times.
-                if k.rereads >= KEYSET_REREADS {
-                    let fault = PagingFault::Short {
-                        offset: request.offset,
-                        returned,
-                        expected,
-                        asked: k.rereads + 1,
-                    };
-                    return unstable(fault.to_string(), Some(fault));
-                }
-                k.rereads += 1;
-                if returned > 0 {
-                    // Smaller pages: more of them may be needed.
-                    k.count = returned as u32;
-                    k.page_limit = k.page_limit.max(page_limit(k.base_total, k.count));
-                }
-                return KeysetRead::go_on(fresh, false);
-            }
-            k.recount = Recount::Due;
-        } else if newest > k.anchor {
-            let anchor = newest.expect("a full page has members");
-            k.anchor = Some(anchor);
-            k.seen.retain(|_, changed| *changed >= anchor - 1);
-            k.offset = 0;
-        } else {
-            // A full page and no later second: the members since `anchor - 1`
-            // up to `anchor` are more than a page. Read them on their own.
-            let second = k.anchor.expect("an anchor is set by the first full page");
-            if k.last_run == Some(second) {
-                return unstable(
-                    format!(
-                        "Mailchimp's answers do not add up: after every member changed in one second \
-                         ({second}) was read, more of them came"
-                    ),
-                    None,
-                );
-            }
-            k.run = Some(RunCover {
-                second,
-                ..RunCover::default()
-            });
-        }
-        KeysetRead::go_on(fresh, false)
-    }
-
     pub fn is_complete(&self) -> bool {
         self.passes.iter().all(|p| p.done)
     }
@@ -1005,7 +287,7 @@ impl SweepPlan {
         self.passes
             .iter()
             .map(|p| match &p.mode {
-                Mode::Offset(o) => o.total.map(|t| t.saturating_sub(p.start)),
+                Mode::Offset(o) => o.total().map(|t| t.saturating_sub(p.start)),
                 Mode::Keyset(_) => None,
             })
             .sum()
@@ -1014,6 +296,9 @@ impl SweepPlan {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use super::keyset::RunCover;
     use super::*;
 
     fn req(pass: Pass, offset: u64, count: u32) -> PageRequest {
@@ -1586,27 +871,6 @@ mod tests {
         };
         assert!(matches!(last, PageVerdict::Unstable { .. }), "{last:?}");
         assert_eq!(pages, RUN_ROUNDS * 3 + 1);
-    }
-
-    #[test]
-    fn page_edges_hold_the_runs_of_ties_at_both_ends() {
-        let edges = PageEdges::of(&keys(&[(1, "a"), (1, "b"), (2, "c"), (3, "d"), (3, "e")]));
-        assert_eq!(
-            (edges.first, edges.lead, edges.last, edges.trail, edges.whole),
-            (
-                Some(1),
-                vec!["a".into(), "b".into()],
-                Some(3),
-                vec!["e".into(), "d".into()],
-                false
-            )
-        );
-        assert_eq!((edges.low, edges.high), (Some(1), Some(3)));
-        let edges = PageEdges::of(&run_of(7, "m", 3));
-        assert!(edges.whole && edges.lead.len() == 3 && edges.trail.is_empty());
-        let edges = PageEdges::of(&keys(&[(0, "m0"), (1, "m1")]));
-        assert_eq!((edges.lead.len(), edges.trail.len()), (1, 1));
-        assert_eq!(PageEdges::of(&[]), PageEdges::default());
     }
 
     /// Members with these seconds and ids.
