@@ -193,3 +193,141 @@ async fn pages_that_do_not_add_up_show_in_metrics_and_health() {
     assert_eq!((summary.succeeded, summary.failed), (0, 1));
     assert_eq!(read_json(&file), json!([{"list_id": "L"}]));
 }
+
+/// `n` subscribed members, one per second, ending two hours ago.
+fn subscribed(n: usize) -> Vec<FakeMember> {
+    let until = Utc::now() - chrono::Duration::hours(2);
+    let until = until - chrono::Duration::nanoseconds(until.timestamp_subsec_nanos().into());
+    generate_members(n, Utc::now())
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.status = "subscribed";
+            m.last_changed = until - chrono::Duration::seconds((n - i) as i64);
+            m
+        })
+        .collect()
+}
+
+/// The ids Ometria received.
+fn pushed_ids(apis: &Apis) -> std::collections::HashSet<String> {
+    apis.pushed()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A stale copy of member 20 (a caching proxy, a replica behind) stands
+/// where member 150 should be, with 150's `last_changed`, on every
+/// request: every page is as long as `total_items` says, in order and
+/// within the window, but the sweep read 249 different members of 250.
+/// No way of reading shows member 150, so the sync fails, cursor kept.
+#[actix_rt::test]
+async fn a_member_repeated_pages_apart_with_a_new_last_changed_fails_the_sync() {
+    fn stale_copy(members: &[FakeMember], page: &mut [serde_json::Value]) {
+        for record in page.iter_mut() {
+            if record["unique_email_id"] == members[150].id.as_str() {
+                let last_changed = record["last_changed"].clone();
+                *record = members[20].to_json();
+                record["last_changed"] = last_changed;
+            }
+        }
+    }
+    let members = subscribed(250);
+    let fake = FakeMailchimp {
+        edit: Some(stale_copy),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members.clone());
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L", "items_per_request": 50, "worker_count": 4}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (0, 1), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), entries);
+    assert!(
+        text.contains("but only 249 different ones") && text.contains("member \"u000020\" at two offsets"),
+        "the log does not say what the server did:\n{text}"
+    );
+    assert!(!pushed_ids(&apis).contains(&members[150].id));
+}
+
+/// Mailchimp's clock 20 s behind ours (the skew the overlap absorbs):
+/// member 20 changes during the sweep and its new `last_changed` is
+/// still inside the window, so it moves to the end without changing
+/// `total_items`; the member at the next page edge shifts onto a page
+/// already read. The sweep's distinct count shows it, the pass is read
+/// again, and every member reaches Ometria.
+#[actix_rt::test]
+async fn a_member_changed_mid_sweep_under_clock_skew_costs_no_other_member() {
+    fn change_member_20(members: &mut [FakeMember], before: Option<chrono::DateTime<Utc>>) {
+        members[20].lname = "Changed".into();
+        members[20].last_changed = before.expect("a window's end") - chrono::Duration::seconds(20);
+    }
+    let members = subscribed(250);
+    let fake = FakeMailchimp {
+        mutate_at: Some((3, change_member_20)),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members.clone());
+    let lists = fake.lists.clone();
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L", "items_per_request": 50, "worker_count": 1}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (1, 0), "{text}");
+    assert!(text.contains("but only 249 different ones"), "{text}");
+    let pushed = pushed_ids(&apis);
+    let now = lists.lock().unwrap()["L"].clone();
+    let missing: Vec<&str> = now
+        .iter()
+        .filter(|m| !pushed.contains(&m.id))
+        .map(|m| m.id.as_str())
+        .collect();
+    assert!(missing.is_empty(), "{missing:?} never sent:\n{text}");
+    let last = apis.pushed().into_iter().rev().find(|r| r["id"] == now[20].id.as_str());
+    assert_eq!(last.unwrap()["lastname"], "Changed");
+    assert!(read_json(&file)[0]["latest_timestamp"].is_string());
+}
+
+/// A proxy drops `status=archived` in front of a Mailchimp whose members
+/// come without `status`: the archived pass cannot show that it holds
+/// only archived members, so it is not trusted — no member is pushed as
+/// archived, and the sync fails with its cursor kept.
+#[actix_rt::test]
+async fn an_archived_pass_of_members_without_a_status_is_not_taken_on_trust() {
+    fn drop_status(_: &[FakeMember], page: &mut [serde_json::Value]) {
+        for record in page.iter_mut() {
+            record.as_object_mut().unwrap().remove("status");
+        }
+    }
+    let mut members = subscribed(20);
+    for m in members.iter_mut().skip(15) {
+        m.status = "archived";
+    }
+    let fake = FakeMailchimp {
+        edit: Some(drop_status),
+        ignores_status: true,
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members.clone());
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L"}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (0, 1), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), entries);
+    assert!(text.contains("which does not say it is archived"), "{text}");
+    let opted_out = apis
+        .pushed()
+        .iter()
+        .filter(|r| r["marketing_optin"] == "EXPLICITLY_OPTEDOUT")
+        .count();
+    assert_eq!(opted_out, 0);
+}

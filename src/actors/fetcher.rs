@@ -1,7 +1,6 @@
 //! A Fetcher reads one Mailchimp page at a time, within the global
 //! connection limit and with retries, and maps its members to contacts.
 
-use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::mailchimp::{repair, MailchimpClient, Member, MemberPage};
 use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
-use crate::sync::{MemberKey, PageRequest, Pass, Window};
+use crate::sync::{MemberKey, PageRequest, Window};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{member_to_contact, SkipReason};
 
@@ -126,10 +125,7 @@ fn read_page(
     let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
     let mut keys = Vec::with_capacity(page.members.len());
     let mut dropped = vec![];
-    for (position, mut member) in page.members.into_iter().enumerate() {
-        if request.pass == Pass::Archived && member.status.is_none() {
-            member.status = Some(Cow::Borrowed("archived"));
-        }
+    for (position, member) in page.members.into_iter().enumerate() {
         keys.push(MemberKey {
             last_changed: second(&member),
             id: id(&member),

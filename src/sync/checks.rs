@@ -19,8 +19,10 @@
 //!
 //! This module checks one page; the plan checks what spans pages.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
 
 use super::plan::MemberKey;
 
@@ -53,6 +55,11 @@ pub enum PagingFault {
     /// A sweep read `read` distinct members where `total_items` said the
     /// window holds `total`.
     Miscount { read: u64, total: u64 },
+    /// A sweep's pages held as many members as `total_items` says, but
+    /// only `distinct` different ones: a member came back at two offsets
+    /// (pages apart, with a `last_changed` of its own at each), so another
+    /// was not read.
+    Duplicated { returned: u64, distinct: u64 },
     /// A page of `returned` members where `total_items` said `expected`
     /// were there; `asked` pages of the sweep came back short in all.
     Short {
@@ -64,7 +71,8 @@ pub enum PagingFault {
     /// A page of `returned` members where `total_items` said only
     /// `expected` were left: the total understates the window.
     Overfull { offset: u64, returned: u64, expected: u64 },
-    /// The member `id`, not archived, in an answer to `status=archived`.
+    /// The member `id`, whose status is not `archived` (or not given), in
+    /// an answer to `status=archived`.
     NotArchived { id: String },
 }
 
@@ -79,7 +87,7 @@ impl PagingFault {
 
     fn rank(&self) -> u8 {
         match self {
-            PagingFault::Miscount { .. } => 0,
+            PagingFault::Miscount { .. } | PagingFault::Duplicated { .. } => 0,
             PagingFault::Short { .. } | PagingFault::Overfull { .. } => 1,
             PagingFault::OutOfOrder { .. } => 2,
             PagingFault::OutsideWindow { .. } => 3,
@@ -96,6 +104,7 @@ impl PagingFault {
             PagingFault::OutsideWindow { .. } => "outside_window",
             PagingFault::Repeated { .. } => "repeated_member",
             PagingFault::Miscount { .. } => "miscount",
+            PagingFault::Duplicated { .. } => "repeated_member",
             PagingFault::Short { .. } => "short_page",
             PagingFault::Overfull { .. } => "overfull_page",
             PagingFault::NotArchived { .. } => "not_archived",
@@ -128,7 +137,7 @@ impl fmt::Display for PagingFault {
             ),
             PagingFault::NotArchived { id } => write!(
                 f,
-                "Mailchimp returned member \"{id}\", which is not archived, when asked for status=archived \
+                "Mailchimp returned member \"{id}\", which does not say it is archived, when asked for status=archived \
                  (something between us and Mailchimp may be dropping the status parameter, so archived \
                  members would never be read)"
             ),
@@ -140,6 +149,12 @@ impl fmt::Display for PagingFault {
             PagingFault::Miscount { read, total } => write!(
                 f,
                 "the pages held {read} distinct members where Mailchimp's total_items says {total}"
+            ),
+            PagingFault::Duplicated { returned, distinct } => write!(
+                f,
+                "the pages held {returned} members, as Mailchimp's total_items says, but only {distinct} \
+                 different ones: a member came back at two offsets of one sweep (it changed while the list \
+                 was read, or something between us and Mailchimp repeats members)"
             ),
             PagingFault::Short {
                 offset,
@@ -170,11 +185,50 @@ impl fmt::Display for PagingFault {
     }
 }
 
+/// The members one sweep read, told apart without keeping their ids: a
+/// 64-bit hash of each id read (keyed at random per sweep, so a collision,
+/// one chance in 2^65 / n² or so, is not repeated by the next sweep),
+/// counted once the sweep is over. Memory: 8 bytes per member read; a
+/// member read twice, pages apart and with a new `last_changed` each time,
+/// is invisible to every check that looks at one page or its neighbours,
+/// and only an exact count of distinct ids shows it (issue 14, part 1).
+/// Members without an id count once per read.
+#[derive(Clone, Debug, Default)]
+pub struct DistinctIds {
+    hasher: RandomState,
+    hashes: Vec<u64>,
+    /// How many of `hashes` are sorted and free of repeats.
+    settled: usize,
+    keyless: u64,
+}
+
+impl DistinctIds {
+    /// Counts a member read with this id (`""` for none).
+    pub fn add(&mut self, id: &str) {
+        if id.is_empty() {
+            self.keyless += 1;
+        } else {
+            self.hashes.push(self.hasher.hash_one(id));
+        }
+    }
+
+    /// The distinct members read so far.
+    pub fn count(&mut self) -> u64 {
+        if self.settled < self.hashes.len() {
+            self.hashes.sort_unstable();
+            self.hashes.dedup();
+            self.settled = self.hashes.len();
+        }
+        self.hashes.len() as u64 + self.keyless
+    }
+}
+
 /// Checks one page, as its members came (`offset` is where it starts):
 /// at most `count` members, no id twice, only archived members when
 /// `archived` (the page answers `status=archived`), in `last_changed`
 /// order, within `bounds`. Members without `last_changed` are not ordered
-/// or bounded; members without a status are taken as asked for.
+/// or bounded. In the archived pass every member must say it is archived:
+/// one without a status cannot show that the `status` parameter was kept.
 pub fn check_page(
     members: &[MemberKey],
     offset: u64,
@@ -196,7 +250,7 @@ pub fn check_page(
         }
     }
     if archived {
-        if let Some(m) = members.iter().find(|m| m.archived == Some(false)) {
+        if let Some(m) = members.iter().find(|m| m.archived != Some(true)) {
             return Err(PagingFault::NotArchived { id: m.id.clone() });
         }
     }
@@ -289,7 +343,17 @@ mod tests {
             check_page(&[archived.clone(), subscribed.clone()], 0, 2, bounds, false),
             Ok(())
         );
-        assert_eq!(check_page(&[archived.clone(), key(7, "n")], 0, 2, bounds, true), Ok(()));
+        let mut archived_too = key(7, "a");
+        archived_too.archived = Some(true);
+        assert_eq!(
+            check_page(&[archived.clone(), archived_too], 0, 2, bounds, true),
+            Ok(())
+        );
+        // One that does not say its status cannot show the status parameter was kept.
+        assert_eq!(
+            check_page(&[archived.clone(), key(7, "n")], 0, 2, bounds, true),
+            Err(PagingFault::NotArchived { id: "n".into() })
+        );
         assert_eq!(
             check_page(&[archived, subscribed], 0, 2, bounds, true),
             Err(PagingFault::NotArchived { id: "s".into() })
@@ -311,5 +375,18 @@ mod tests {
         }
         .to_string()
         .contains("5 members at offset 0 for count=2"));
+    }
+
+    #[test]
+    fn distinct_ids_count_each_id_once_and_each_keyless_read() {
+        let mut ids = DistinctIds::default();
+        for id in ["a", "b", "a", "", "c", ""] {
+            ids.add(id);
+        }
+        assert_eq!(ids.count(), 5);
+        ids.add("b");
+        ids.add("d");
+        assert_eq!(ids.count(), 6);
+        assert_eq!(ids.count(), 6);
     }
 }

@@ -7,7 +7,7 @@ mod schedule;
 mod tally;
 mod window;
 
-pub use checks::{check_page, Bounds, PagingFault};
+pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,

@@ -317,7 +317,10 @@ mod tests {
     /// follow the offset, as in a list of one member per second.
     fn read_n(plan: &mut SweepPlan, r: PageRequest, total: u64, n: u64) -> PageVerdict {
         let members: Vec<MemberKey> = (r.offset..r.offset + n)
-            .map(|i| key(i as i64, &format!("m{i}")))
+            .map(|i| MemberKey {
+                archived: Some(r.pass == Pass::Archived),
+                ..key(i as i64, &format!("m{i}"))
+            })
             .collect();
         plan.page_read(r, total, &members).0
     }
@@ -1201,6 +1204,9 @@ mod tests {
         TotalOfTheList,
         /// `status=archived` is not applied: the archived pass gets everyone.
         IgnoresStatus,
+        /// A stale copy of one member (a caching proxy) stands where
+        /// another should be, with that one's `last_changed`, every time.
+        StaleCopy,
     }
 
     /// Whatever a server does wrong, a sweep never ends as complete with
@@ -1226,6 +1232,7 @@ mod tests {
             Broken::TotalGrows,
             Broken::TotalOfTheList,
             Broken::IgnoresStatus,
+            Broken::StaleCopy,
         ];
         for broken in kinds {
             let (mut completed, mut gave_up, mut requests) = (0, 0, 0);
@@ -1254,6 +1261,11 @@ mod tests {
                 };
                 // Every fifth member is archived; the archived pass is read too.
                 let archived = |id: &str| id[1..].parse::<u32>().unwrap() % 5 == 0;
+                // Both in the window and not archived.
+                let (stale, hidden) = (
+                    format!("m{}", list.len() / 3 / 5 * 5 + 1),
+                    format!("m{}", list.len() / 2 / 5 * 5 + 2),
+                );
                 let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1 + (seed % 3) as u32), (Pass::Archived, 1)])
                     .within(bounds);
                 let mut answers = 0;
@@ -1300,7 +1312,14 @@ mod tests {
                         .take(take)
                         .map(|(c, id)| MemberKey {
                             archived: Some(archived(id)),
-                            ..key(*c, id)
+                            ..key(
+                                *c,
+                                if broken == Broken::StaleCopy && *id == hidden {
+                                    &stale
+                                } else {
+                                    id
+                                },
+                            )
                         })
                         .collect();
                     let reported = match broken {

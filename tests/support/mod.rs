@@ -101,6 +101,12 @@ pub fn generate_members(n: usize, until: DateTime<Utc>) -> Vec<FakeMember> {
         .collect()
 }
 
+/// Changes a list's members, given the request's `before_last_changed`.
+pub type Mutation = fn(&mut [FakeMember], Option<DateTime<Utc>>);
+
+/// Changes a page's records before they are sent, given the list's members.
+pub type PageEdit = fn(&[FakeMember], &mut [Value]);
+
 /// `GET /3.0/lists/{id}/members` over shared member lists, with the
 /// filters, sort and paging the importer relies on.
 #[derive(Clone, Default)]
@@ -112,6 +118,14 @@ pub struct FakeMailchimp {
     /// On this request (1-based), the first member changes after every
     /// window: all behind it shift one place.
     pub change_first_member_at: Option<usize>,
+    /// On this request (1-based), the list's members are changed by this,
+    /// given the request's `before_last_changed`.
+    pub mutate_at: Option<(usize, Mutation)>,
+    /// Applied to every page before it is sent (a proxy, a broken server):
+    /// the list's members and the page's records.
+    pub edit: Option<PageEdit>,
+    /// `status=archived` dropped (a proxy): every pass gets the default members.
+    pub ignores_status: bool,
 }
 
 impl FakeMailchimp {
@@ -161,15 +175,20 @@ impl Respond for FakeMailchimp {
                 first.last_changed = Utc::now() + chrono::Duration::hours(1);
             }
         }
-        let Some(members) = lists.get(&list_id) else {
-            return problem(404, "Resource Not Found", "The requested resource could not be found.");
-        };
         let time = |name: &str| {
             q.get(name)
                 .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
         };
         let (since, before) = (time("since_last_changed"), time("before_last_changed"));
-        let archived = q.get("status").map(String::as_str) == Some("archived");
+        if let Some((_, mutate)) = self.mutate_at.filter(|(at, _)| *at == served) {
+            if let Some(members) = lists.get_mut(&list_id) {
+                mutate(members, before);
+            }
+        }
+        let Some(members) = lists.get(&list_id) else {
+            return problem(404, "Resource Not Found", "The requested resource could not be found.");
+        };
+        let archived = !self.ignores_status && q.get("status").map(String::as_str) == Some("archived");
         let mut selected: Vec<&FakeMember> = members
             .iter()
             .filter(|m| (m.status == "archived") == archived)
@@ -180,7 +199,10 @@ impl Respond for FakeMailchimp {
         selected.sort_by_key(|m| (m.last_changed, m.id.clone()));
         let offset: usize = q.get("offset").map_or(0, |o| o.parse().unwrap());
         let count: usize = q.get("count").map_or(10, |c| c.parse().unwrap());
-        let page: Vec<Value> = selected.iter().skip(offset).take(count).map(|m| m.to_json()).collect();
+        let mut page: Vec<Value> = selected.iter().skip(offset).take(count).map(|m| m.to_json()).collect();
+        if let Some(edit) = self.edit {
+            edit(members, &mut page);
+        }
         ResponseTemplate::new(200)
             .set_body_json(json!({"members": page, "list_id": list_id, "total_items": selected.len(), "_links": []}))
             .set_delay(self.delay)

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::super::checks::{check_page, Bounds, PagingFault};
+use super::super::checks::{check_page, Bounds, DistinctIds, PagingFault};
 use super::{MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, KEYSET_REREADS, RUN_ROUNDS};
 
 #[derive(Clone, Debug)]
@@ -38,9 +38,8 @@ pub(super) struct KeysetSweep {
     /// Ids read with a `last_changed` of `anchor - 1` or later: pages ask
     /// for nothing older (and are checked to hold nothing older).
     seen: HashMap<String, i64>,
-    /// Distinct members read in this sweep (members without an id count
-    /// once per read).
-    distinct: u64,
+    /// The members read in this sweep, for their distinct count.
+    distinct: DistinctIds,
     /// The run of ties at `anchor`, while it is read with its own query.
     pub(super) run: Option<RunCover>,
     /// The run just covered, while the walk checks it resumed before its end.
@@ -119,7 +118,7 @@ impl KeysetSweep {
             anchor: None,
             offset: start,
             seen: HashMap::new(),
-            distinct: 0,
+            distinct: DistinctIds::default(),
             run: None,
             resume: None,
             last_run: None,
@@ -282,9 +281,10 @@ impl SweepPlan {
             // walk began (it only shrinks), so every one of them was read.
             let fresh = vec![false; members.len()];
             let expected = total_items.saturating_sub(start);
-            if k.distinct < expected {
+            let distinct = k.distinct.count();
+            if distinct < expected {
                 let fault = PagingFault::Miscount {
-                    read: k.distinct,
+                    read: distinct,
                     total: expected,
                 };
                 return unstable(fault.to_string(), Some(fault));
@@ -334,8 +334,9 @@ impl SweepPlan {
                         .is_none()
             })
             .collect();
-        let keyless = members.iter().filter(|m| m.id.is_empty()).count();
-        k.distinct += (fresh.iter().filter(|f| **f).count() + keyless) as u64;
+        for m in members {
+            k.distinct.add(&m.id);
+        }
         let count = u64::from(k.count);
         if request.before.is_some() {
             // A page of a run covered already (read concurrently with the

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::super::checks::{check_page, PagingFault};
+use super::super::checks::{check_page, DistinctIds, PagingFault};
 use super::{KeysetSweep, MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 
 /// The ids of an offset page's members that share their `last_changed`
@@ -103,6 +103,8 @@ pub(super) struct OffsetSweep {
     last_ids: HashSet<String>,
     /// Members returned by the pages of this sweep.
     returned: u64,
+    /// The members returned, for their distinct count.
+    distinct: DistinctIds,
     /// A member was read twice within one run of ties.
     reordered: bool,
     /// The rule the pages broke that says most about the server, if any.
@@ -123,6 +125,7 @@ impl OffsetSweep {
             high: None,
             last_ids: HashSet::new(),
             returned: 0,
+            distinct: DistinctIds::default(),
             reordered: false,
             fault: None,
         }
@@ -280,6 +283,9 @@ impl SweepPlan {
             PagingFault::note(&mut o.fault, fault);
         }
         o.returned += returned;
+        for m in members {
+            o.distinct.add(&m.id);
+        }
         o.edges.insert(request.offset, PageEdges::of(members));
         o.fold(count);
         // A sweep known to be read again sends nothing more; a member twice
@@ -297,16 +303,25 @@ impl SweepPlan {
         }
         let total = o.total.unwrap_or(total_items);
         if !o.changed && !o.condemned() {
-            // Implied by the length of every page and no member read twice;
-            // checked all the same, it costs nothing.
+            // Every page as long as the total says, and as many different
+            // members as that: a member read twice pages apart (with a new
+            // `last_changed`, so no other check sees it) leaves one unread.
             let expected = total.saturating_sub(start);
-            if o.returned == expected {
+            let distinct = o.distinct.count();
+            if o.returned == expected && distinct == expected {
                 p.done = true;
                 return (PageVerdict::Continue, fresh);
             }
-            o.fault = Some(PagingFault::Miscount {
-                read: o.returned,
-                total: expected,
+            o.fault = Some(if o.returned == expected {
+                PagingFault::Duplicated {
+                    returned: o.returned,
+                    distinct,
+                }
+            } else {
+                PagingFault::Miscount {
+                    read: o.returned,
+                    total: expected,
+                }
             });
         }
         let why = match (o.changed, o.reordered, o.fault.take()) {
