@@ -13,7 +13,7 @@ use crate::config::{Config, Settings};
 use crate::mailchimp::{MailchimpClient, MemberPage};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Consequence, StateFile};
-use crate::sync::{decide, delta, Decision, PageRequest, Pass, SyncKind, Window};
+use crate::sync::{decide, Decision, PageRequest, Pass, SyncKind, Window};
 use crate::telemetry::metrics::Metrics;
 
 /// Exit codes: 0 all good, 1 a setting or an entry needs fixing (or, with
@@ -73,7 +73,6 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
     }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
-    let overlap = delta(overlap_std);
     for entry in &scan.entries {
         let plan = match decide(entry, now, refresh, overlap_std, false, None) {
             Decision::Due(SyncKind::Load) => match entry.cursor {
@@ -90,10 +89,15 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
                     "LOAD (latest_timestamp in the future: the whole list)".to_string()
                 }
             },
-            Decision::Due(SyncKind::Sync { cursor }) => format!(
-                "SYNC (members changed since \"{}\", i.e. the last sync minus the overlap)",
-                format_for_log(cursor - overlap)
-            ),
+            Decision::Due(SyncKind::Sync { cursor }) => {
+                match Window::new(SyncKind::Sync { cursor }, now, overlap_std).since {
+                    Some(since) => format!(
+                        "SYNC (members changed since \"{}\", i.e. the last sync minus the overlap)",
+                        format_for_log(since)
+                    ),
+                    None => "SYNC (every member: latest_timestamp minus the overlap is before 1970)".to_string(),
+                }
+            }
             Decision::UpToDate { last, next_due } => format!(
                 "up to date (last updated on \"{}\"; next SYNC due at \"{}\")",
                 format_for_log(last),

@@ -19,10 +19,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window of a sync of `kind` starting at `t0`. A SYNC whose
+    /// cursor minus `overlap` falls before the Unix epoch (a cursor set by
+    /// hand to `0001-01-01T00:00:00`, say) has no lower bound: no member
+    /// changed before then, and Mailchimp is not asked for year 0.
     pub fn new(kind: SyncKind, t0: DateTime<Utc>, overlap: Duration) -> Window {
         let since = match kind {
             SyncKind::Load => None,
-            SyncKind::Sync { cursor } => Some(cursor - delta(overlap)),
+            SyncKind::Sync { cursor } => cursor
+                .checked_sub_signed(delta(overlap))
+                .filter(|since| since.timestamp() > 0),
         };
         Window { since, before: t0 }
     }
@@ -53,6 +59,18 @@ mod tests {
         let w = Window::new(SyncKind::Sync { cursor }, t0, DEFAULT_OVERLAP);
         assert_eq!(w.since, Some(Utc.with_ymd_and_hms(2019, 10, 21, 9, 45, 54).unwrap()));
         assert_eq!(w.before, t0);
+    }
+
+    #[test]
+    fn a_cursor_before_the_epoch_reads_from_the_beginning() {
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        for cursor in [
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 4, 0).unwrap(),
+        ] {
+            let w = Window::new(SyncKind::Sync { cursor }, t0, DEFAULT_OVERLAP);
+            assert_eq!(w.since, None, "{cursor}");
+        }
     }
 
     #[test]
