@@ -13,6 +13,7 @@
 //! - [`transform`]: member → contact.
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors,
 //!   the redacted `ApiKey`.
+//! - [`ledger`]: the member ledger and run history (`ledger.sqlite3`).
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits, and when
 //!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
@@ -30,6 +31,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod importer;
+pub mod ledger;
 pub mod limits;
 pub mod mailchimp;
 pub mod ometria;

@@ -1,0 +1,608 @@
+//! The member ledger (issue 16): per list and member, what Ometria last
+//! accepted, and one row per sync of the run history, in
+//! `<state dir>/ledger.sqlite3`.
+//!
+//! SQLite (bundled, so no system library is needed) in WAL mode with
+//! `synchronous=NORMAL`: a transaction either happened or did not, whatever
+//! moment the process is killed at, and `history` reads the file while the
+//! daemon writes it. Only the `Ledger` actor writes it, on a thread of its
+//! own; this module is the plain store it uses, and `history` opens it
+//! read-only.
+//!
+//! The ledger is a cache of what Ometria holds, never the user's contract:
+//! deleting the file is always safe (the next sync of each list pushes
+//! every member once and fills it again), and an unreadable file is moved
+//! aside and started afresh ([`LedgerStore::open`]).
+//!
+//! Tables:
+//! - `members (list_id, member_id)` → `record_hash` (the xxh3-64 of the
+//!   record Ometria last accepted, as a signed 64-bit integer), `email`,
+//!   `status`, `accepted_at` and `last_seen` (unix seconds), and
+//!   `seen_stamp` (the reconciliation that last saw it, 0 if none).
+//! - `runs`: one row per sync ([`RunStart`], [`RunEnd`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The ledger's file name in the state folder.
+pub const LEDGER_FILE_NAME: &str = "ledger.sqlite3";
+
+/// The schema this code writes (`PRAGMA user_version`). A file with
+/// another version is moved aside and started afresh.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's lock (a `history` or
+/// `ledger forget` while the daemon writes) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ids per statement when looking members up: well below SQLite's limit
+/// of 32,766 bound parameters.
+const IDS_PER_STATEMENT: usize = 500;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS members (
+    list_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    record_hash INTEGER NOT NULL,
+    email TEXT NOT NULL,
+    status TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    seen_stamp INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (list_id, member_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    list_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    t0 INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_seconds REAL,
+    members_read INTEGER,
+    pushed INTEGER,
+    unchanged INTEGER,
+    rejected INTEGER,
+    skipped INTEGER,
+    deleted INTEGER,
+    result TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_list ON runs (list_id, id);
+";
+
+/// What went wrong with the ledger: the path and SQLite's message.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {source}")]
+pub struct LedgerError {
+    pub path: PathBuf,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// The hash kept for a record: xxh3-64 of its bytes as sent to Ometria.
+pub fn record_hash(record: &[u8]) -> u64 {
+    xxh3_64(record)
+}
+
+/// A record Ometria accepted, as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// `unique_email_id`: the contact's id in Ometria.
+    pub member_id: String,
+    /// [`record_hash`] of the record sent.
+    pub hash: u64,
+    pub email: String,
+    /// Mailchimp's status as sent (`properties.mailchimp_status`).
+    pub status: String,
+}
+
+/// A member the ledger holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerMember {
+    pub member_id: String,
+    pub email: String,
+    pub status: String,
+}
+
+/// The start of one sync, for the run history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStart {
+    pub list_id: String,
+    /// The entry's position among the state file's entries with this list id.
+    pub rank: u32,
+    /// `LOAD`, `SYNC` or `RECONCILE`.
+    pub kind: String,
+    /// The sync's start time `T0` (unix seconds).
+    pub t0: i64,
+    /// When it started (unix seconds).
+    pub started_at: i64,
+}
+
+/// The end of one sync, for the run history.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunEnd {
+    pub duration_seconds: f64,
+    pub members_read: u64,
+    /// Records Ometria accepted.
+    pub pushed: u64,
+    /// Records not pushed: equal to what Ometria last accepted.
+    pub unchanged: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    /// Members opted out as deleted in Mailchimp.
+    pub deleted: u64,
+    /// `succeeded`, `failed` or `abandoned` (stopped before it ended).
+    pub result: String,
+    pub error: Option<String>,
+}
+
+/// One row of the run history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub start: RunStart,
+    /// `None` while the sync runs (or if the process died during it).
+    pub end: Option<RunEnd>,
+}
+
+/// The ledger file, open.
+pub struct LedgerStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl LedgerStore {
+    /// Opens (or creates) `<dir>/ledger.sqlite3` for writing. A file that
+    /// is not a ledger this code can use (corrupt, not SQLite, another
+    /// schema version) is renamed to `ledger.sqlite3.unreadable-<unix
+    /// seconds>` and a new one created; the path moved to is returned so
+    /// the caller can log it. Errors: the folder cannot hold a database.
+    pub fn open(dir: &Path, now: i64) -> Result<(LedgerStore, Option<PathBuf>), LedgerError> {
+        let path = dir.join(LEDGER_FILE_NAME);
+        match Self::open_at(&path) {
+            Ok(store) => Ok((store, None)),
+            Err(_) if path.exists() => {
+                let aside = dir.join(format!("{LEDGER_FILE_NAME}.unreadable-{now}"));
+                std::fs::rename(&path, &aside).map_err(|e| LedgerError {
+                    path: path.clone(),
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })?;
+                for suffix in ["-wal", "-shm"] {
+                    let side = dir.join(format!("{LEDGER_FILE_NAME}{suffix}"));
+                    let _ = std::fs::rename(&side, dir.join(format!("{LEDGER_FILE_NAME}.unreadable-{now}{suffix}")));
+                }
+                Ok((Self::open_at(&path)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_at(path: &Path) -> Result<LedgerStore, LedgerError> {
+        let error = |source| LedgerError {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(error)?;
+        // A page that cannot be read shows here, before anything is trusted.
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(error)?;
+        if check != "ok" || (version != 0 && version != SCHEMA_VERSION) {
+            return Err(error(rusqlite::Error::InvalidQuery));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(error)?;
+        conn.execute_batch(SCHEMA).map_err(error)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(error)?;
+        Ok(LedgerStore {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing ledger to read only (`history`). Errors: no
+    /// ledger there, or not one this code can read.
+    pub fn open_read_only(dir: &Path) -> Result<LedgerStore, LedgerError> {
+        let path = dir.join(LEDGER_FILE_NAME);
+        let error = |source| LedgerError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        Ok(LedgerStore {
+            conn,
+            path: path.clone(),
+        })
+    }
+
+    /// Where the ledger is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// For each `(member_id, hash)` of list `list_id`, whether the ledger
+    /// holds that member with that hash: the record is what Ometria last
+    /// accepted, and need not be pushed. Members found get `last_seen =
+    /// now`. One call per page: `records` is at most a page long.
+    pub fn unchanged(&mut self, list_id: &str, now: i64, records: &[(&str, u64)]) -> Result<Vec<bool>, LedgerError> {
+        let mut known = std::collections::HashMap::with_capacity(records.len());
+        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
+        for chunk in records.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let select =
+                format!("SELECT member_id, record_hash FROM members WHERE list_id = ? AND member_id IN ({marks})");
+            let update = format!("UPDATE members SET last_seen = ? WHERE list_id = ? AND member_id IN ({marks})");
+            let ids = chunk.iter().map(|(id, _)| *id);
+            {
+                let mut statement = tx.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
+                let rows = statement
+                    .query_map(params_from_iter(std::iter::once(list_id).chain(ids.clone())), |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .map_err(|e| error_at(&self.path, e))?;
+                for row in rows {
+                    let (id, hash) = row.map_err(|e| error_at(&self.path, e))?;
+                    known.insert(id, hash as u64);
+                }
+            }
+            let mut statement = tx.prepare_cached(&update).map_err(|e| error_at(&self.path, e))?;
+            let now_text = now.to_string();
+            statement
+                .execute(params_from_iter([now_text.as_str(), list_id].into_iter().chain(ids)))
+                .map_err(|e| error_at(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| error_at(&self.path, e))?;
+        Ok(records.iter().map(|(id, hash)| known.get(*id) == Some(hash)).collect())
+    }
+
+    /// Records what Ometria accepted for list `list_id` at `now`: the
+    /// members' hashes are replaced, their `last_seen` set. One call per
+    /// push answer, so that a sync killed later keeps what was done.
+    pub fn record_accepted(&mut self, list_id: &str, now: i64, records: &[Accepted]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "INSERT INTO members (list_id, member_id, record_hash, email, status, accepted_at, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (list_id, member_id) DO UPDATE SET record_hash = excluded.record_hash,
+                        email = excluded.email, status = excluded.status,
+                        accepted_at = excluded.accepted_at, last_seen = excluded.last_seen",
+                )
+                .map_err(|e| error_at(&self.path, e))?;
+            for r in records {
+                statement
+                    .execute(params![list_id, r.member_id, r.hash as i64, r.email, r.status, now])
+                    .map_err(|e| error_at(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Forgets every member of list `list_id`, so that its next sync pushes
+    /// them all again. Returns how many were forgotten.
+    pub fn forget_list(&mut self, list_id: &str) -> Result<u64, LedgerError> {
+        self.conn
+            .execute("DELETE FROM members WHERE list_id = ?1", params![list_id])
+            .map(|n| n as u64)
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Members of list `list_id` the ledger holds.
+    pub fn count_members(&self, list_id: &str) -> Result<u64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM members WHERE list_id = ?1",
+                params![list_id],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Marks the members `ids` of list `list_id` as seen by the
+    /// reconciliation `stamp` (a number no earlier reconciliation of the
+    /// list used, its `T0` say). Ids the ledger does not hold are ignored.
+    pub fn mark_seen(&mut self, list_id: &str, stamp: i64, ids: &[&str]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let update = format!("UPDATE members SET seen_stamp = ? WHERE list_id = ? AND member_id IN ({marks})");
+            let stamp_text = stamp.to_string();
+            tx.prepare_cached(&update)
+                .and_then(|mut s| {
+                    s.execute(params_from_iter(
+                        [stamp_text.as_str(), list_id].into_iter().chain(chunk.iter().copied()),
+                    ))
+                })
+                .map_err(|e| error_at(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// How many members of list `list_id` the reconciliation `stamp` did
+    /// not see, of those accepted before `before` (members accepted during
+    /// the reconciliation may have been added after its read).
+    pub fn count_unseen(&self, list_id: &str, stamp: i64, before: i64) -> Result<u64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM members WHERE list_id = ?1 AND seen_stamp != ?2 AND accepted_at < ?3",
+                params![list_id, stamp, before],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Up to `limit` members of list `list_id` the reconciliation `stamp`
+    /// did not see (accepted before `before`), in id order after
+    /// `after_id`: a page at a time, never the whole list in memory.
+    pub fn unseen(
+        &self,
+        list_id: &str,
+        stamp: i64,
+        before: i64,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<LedgerMember>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT member_id, email, status FROM members
+                 WHERE list_id = ?1 AND seen_stamp != ?2 AND accepted_at < ?3 AND member_id > ?4
+                 ORDER BY member_id LIMIT ?5",
+            )
+            .map_err(|e| error_at(&self.path, e))?;
+        let rows = statement
+            .query_map(params![list_id, stamp, before, after_id, limit], |row| {
+                Ok(LedgerMember {
+                    member_id: row.get(0)?,
+                    email: row.get(1)?,
+                    status: row.get(2)?,
+                })
+            })
+            .map_err(|e| error_at(&self.path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Removes the members `ids` of list `list_id` (deleted in Mailchimp
+    /// and opted out in Ometria).
+    pub fn remove(&mut self, list_id: &str, ids: &[&str]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let delete = format!("DELETE FROM members WHERE list_id = ? AND member_id IN ({marks})");
+            tx.prepare_cached(&delete)
+                .and_then(|mut s| s.execute(params_from_iter(std::iter::once(list_id).chain(chunk.iter().copied()))))
+                .map_err(|e| error_at(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Adds a run to the history; returns its id for [`Self::end_run`].
+    pub fn start_run(&mut self, run: &RunStart) -> Result<i64, LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (list_id, rank, kind, t0, started_at, result) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                params![run.list_id, run.rank, run.kind, run.t0, run.started_at],
+            )
+            .map_err(|e| error_at(&self.path, e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Completes run `id` of the history.
+    pub fn end_run(&mut self, id: i64, end: &RunEnd) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET duration_seconds = ?2, members_read = ?3, pushed = ?4, unchanged = ?5,
+                    rejected = ?6, skipped = ?7, deleted = ?8, result = ?9, error = ?10 WHERE id = ?1",
+                params![
+                    id,
+                    end.duration_seconds,
+                    end.members_read as i64,
+                    end.pushed as i64,
+                    end.unchanged as i64,
+                    end.rejected as i64,
+                    end.skipped as i64,
+                    end.deleted as i64,
+                    end.result,
+                    end.error
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// The newest `limit` runs, of list `list_id` only if given, newest first.
+    pub fn history(&self, list_id: Option<&str>, limit: u32) -> Result<Vec<RunRow>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, list_id, rank, kind, t0, started_at, duration_seconds, members_read, pushed,
+                    unchanged, rejected, skipped, deleted, result, error
+                 FROM runs WHERE ?1 IS NULL OR list_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| error_at(&self.path, e))?;
+        let rows = statement
+            .query_map(params![list_id, limit], |row| {
+                let result: String = row.get(13)?;
+                let count = |i| row.get::<_, Option<i64>>(i).map(|n| n.unwrap_or(0) as u64);
+                let end = match result.as_str() {
+                    "running" => None,
+                    _ => Some(RunEnd {
+                        duration_seconds: row.get::<_, Option<f64>>(6)?.unwrap_or(0.0),
+                        members_read: count(7)?,
+                        pushed: count(8)?,
+                        unchanged: count(9)?,
+                        rejected: count(10)?,
+                        skipped: count(11)?,
+                        deleted: count(12)?,
+                        result,
+                        error: row.get(14)?,
+                    }),
+                };
+                Ok(RunRow {
+                    id: row.get(0)?,
+                    start: RunStart {
+                        list_id: row.get(1)?,
+                        rank: row.get(2)?,
+                        kind: row.get(3)?,
+                        t0: row.get(4)?,
+                        started_at: row.get(5)?,
+                    },
+                    end,
+                })
+            })
+            .map_err(|e| error_at(&self.path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// The hash the ledger holds for one member, if any (tests, `plan`).
+    pub fn hash_of(&self, list_id: &str, member_id: &str) -> Result<Option<u64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT record_hash FROM members WHERE list_id = ?1 AND member_id = ?2",
+                params![list_id, member_id],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|h| h.map(|h| h as u64))
+            .map_err(|e| error_at(&self.path, e))
+    }
+}
+
+fn error_at(path: &Path, source: rusqlite::Error) -> LedgerError {
+    LedgerError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(id: &str, hash: u64) -> Accepted {
+        Accepted {
+            member_id: id.into(),
+            hash,
+            email: format!("{id}@example.com"),
+            status: "subscribed".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_equal_to_what_ometria_accepted_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, aside) = LedgerStore::open(dir.path(), 100).unwrap();
+        assert_eq!(aside, None);
+        ledger
+            .record_accepted("L", 100, &[accepted("a", 1), accepted("b", 2)])
+            .unwrap();
+        let seen = ledger.unchanged("L", 200, &[("a", 1), ("b", 3), ("c", 1)]).unwrap();
+        assert_eq!(seen, [true, false, false]);
+        // Another list's member of the same id is another member.
+        assert_eq!(ledger.unchanged("M", 200, &[("a", 1)]).unwrap(), [false]);
+        ledger.record_accepted("L", 300, &[accepted("b", 3)]).unwrap();
+        assert_eq!(ledger.unchanged("L", 300, &[("b", 3)]).unwrap(), [true]);
+        assert_eq!(ledger.count_members("L").unwrap(), 2);
+        assert_eq!(ledger.forget_list("L").unwrap(), 2);
+        assert_eq!(ledger.unchanged("L", 300, &[("a", 1)]).unwrap(), [false]);
+    }
+
+    #[test]
+    fn lookups_of_more_ids_than_a_statement_takes_are_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        let many: Vec<Accepted> = (0..1200).map(|i| accepted(&format!("m{i}"), i)).collect();
+        ledger.record_accepted("L", 1, &many).unwrap();
+        let ids: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
+        let asked: Vec<(&str, u64)> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u64)).collect();
+        assert!(ledger.unchanged("L", 2, &asked).unwrap().iter().all(|u| *u));
+    }
+
+    #[test]
+    fn members_a_reconciliation_did_not_see_are_listed_a_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        let members: Vec<Accepted> = ["a", "b", "c", "d", "e"].iter().map(|id| accepted(id, 1)).collect();
+        ledger.record_accepted("L", 10, &members).unwrap();
+        ledger.record_accepted("L", 60, &[accepted("late", 1)]).unwrap();
+        ledger.mark_seen("L", 50, &["a", "c", "zzz"]).unwrap();
+        assert_eq!(ledger.count_unseen("L", 50, 50).unwrap(), 3);
+        let first = ledger.unseen("L", 50, 50, "", 2).unwrap();
+        let ids: Vec<&str> = first.iter().map(|m| m.member_id.as_str()).collect();
+        assert_eq!(ids, ["b", "d"]);
+        let rest = ledger.unseen("L", 50, 50, "d", 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].member_id, "e");
+        ledger.remove("L", &["b", "d", "e"]).unwrap();
+        assert_eq!(ledger.count_members("L").unwrap(), 3);
+    }
+
+    #[test]
+    fn the_history_lists_runs_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        let start = |list: &str, t0| RunStart {
+            list_id: list.into(),
+            rank: 0,
+            kind: "LOAD".into(),
+            t0,
+            started_at: t0,
+        };
+        let first = ledger.start_run(&start("L", 1)).unwrap();
+        let end = RunEnd {
+            duration_seconds: 1.5,
+            members_read: 10,
+            pushed: 8,
+            unchanged: 2,
+            result: "succeeded".into(),
+            ..RunEnd::default()
+        };
+        ledger.end_run(first, &end).unwrap();
+        ledger.start_run(&start("M", 2)).unwrap();
+        let rows = ledger.history(None, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].start.list_id.as_str(), rows[0].end.is_none()), ("M", true));
+        assert_eq!(rows[1].end.as_ref(), Some(&end));
+        let only_l = LedgerStore::open_read_only(dir.path())
+            .unwrap()
+            .history(Some("L"), 10)
+            .unwrap();
+        assert_eq!(only_l.len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_is_moved_aside_and_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LEDGER_FILE_NAME),
+            b"not a database at all, but long enough to look like one? no",
+        )
+        .unwrap();
+        let (mut ledger, aside) = LedgerStore::open(dir.path(), 77).unwrap();
+        let aside = aside.expect("moved aside");
+        assert!(aside.ends_with("ledger.sqlite3.unreadable-77"));
+        assert!(std::fs::read(&aside).unwrap().starts_with(b"not a database"));
+        ledger.record_accepted("L", 1, &[accepted("a", 1)]).unwrap();
+        assert_eq!(ledger.count_members("L").unwrap(), 1);
+    }
+
+    #[test]
+    fn record_hashes_are_stable() {
+        // Kept in the ledger across versions: never a per-process hash.
+        assert_eq!(record_hash(b"{\"id\":\"a\"}"), record_hash(b"{\"id\":\"a\"}"));
+        assert_eq!(record_hash(b""), 0x2d06_8005_38d3_94c2);
+    }
+}
