@@ -8,6 +8,7 @@ use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::actors::controller::{Controller, ControllerSettings, RunMode, RunSummary, QUIT_FILE_NAME};
+use crate::actors::ledger::Ledger;
 use crate::actors::list_sync::SyncDeps;
 use crate::actors::messages::Shutdown;
 use crate::actors::state_keeper::StateKeeper;
@@ -96,6 +97,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
         StateKeeper::new(file, document, keeper_metrics, keeper_log)
     });
+    let ledger = Ledger::start_on_own_thread(config.state_dir.clone(), chrono::Utc::now().timestamp(), log.clone());
     let limits = Limits::new(
         config.mailchimp_max_connections,
         config.ometria_max_requests_per_second,
@@ -124,6 +126,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         rejected_log: RejectedLog::in_state_dir(&config.state_dir),
         overlap: config.overlap,
         state_keeper,
+        ledger,
         metrics,
         health,
         log: log.clone(),

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use slog::{error, info, o, warn, Logger};
 
 use super::fetcher::Fetcher;
+use super::ledger::Ledger;
 use super::messages::{CancelSync, FetchPage, FetchedPage, PushBatch, StopWorker, SyncFinished};
 use super::state_keeper::StateKeeper;
 use super::writer::Writer;
@@ -53,6 +54,8 @@ pub struct SyncDeps {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub state_keeper: Addr<StateKeeper>,
+    /// The member ledger (`ledger.sqlite3`), on a thread of its own.
+    pub ledger: Addr<Ledger>,
     pub log: Logger,
 }
 

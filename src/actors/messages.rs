@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix::Message;
 
 use crate::api::ApiError;
+use crate::ledger::{Accepted, LedgerError, LedgerMember, RunEnd, RunStart};
 use bytes::Bytes;
 
 use super::writer::WriteError;
@@ -96,3 +97,95 @@ pub struct StopWorker;
 
 /// How long a run waits for the StateKeeper's last writes at exit.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---- The Ledger (src/actors/ledger.rs) ------------------------------------
+//
+// Every message answers `Err` when the ledger could not do it (a disk
+// full, the file gone); callers go on as if the ledger held nothing:
+// records are pushed, nothing is skipped.
+
+/// ListSync → Ledger: for each `(member_id, hash)` of one page, whether
+/// it equals what Ometria last accepted (then it is not pushed).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<bool>, LedgerError>")]
+pub struct LookUpUnchanged {
+    pub list_id: String,
+    /// Unix seconds: members found are marked seen now.
+    pub now: i64,
+    pub records: Vec<(String, u64)>,
+}
+
+/// ListSync → Ledger: records of one push answer that Ometria accepted.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct RecordAccepted {
+    pub list_id: String,
+    pub now: i64,
+    pub records: Vec<Accepted>,
+}
+
+/// `forget` → Ledger: forget every member of a list (push all again).
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct ForgetList {
+    pub list_id: String,
+}
+
+/// Reconciliation → Ledger: members of one page of ids, seen by `stamp`.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct MarkSeen {
+    pub list_id: String,
+    pub stamp: i64,
+    pub ids: Vec<String>,
+}
+
+/// Reconciliation → Ledger: how many members the ledger holds for a list.
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct CountMembers {
+    pub list_id: String,
+}
+
+/// Reconciliation → Ledger: how many members `stamp` did not see, of
+/// those accepted before `before` (unix seconds).
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct CountUnseen {
+    pub list_id: String,
+    pub stamp: i64,
+    pub before: i64,
+}
+
+/// Reconciliation → Ledger: the next `limit` members `stamp` did not see,
+/// after `after_id` in id order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<LedgerMember>, LedgerError>")]
+pub struct Unseen {
+    pub list_id: String,
+    pub stamp: i64,
+    pub before: i64,
+    pub after_id: String,
+    pub limit: u32,
+}
+
+/// Reconciliation → Ledger: members opted out as deleted leave the ledger.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct RemoveMembers {
+    pub list_id: String,
+    pub ids: Vec<String>,
+}
+
+/// ListSync → Ledger: a sync starts; answers its run id in the history.
+#[derive(Message)]
+#[rtype(result = "Result<i64, LedgerError>")]
+pub struct StartRun(pub RunStart);
+
+/// ListSync → Ledger: a sync ended.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct EndRun {
+    pub id: i64,
+    pub end: RunEnd,
+}

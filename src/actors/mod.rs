@@ -5,9 +5,11 @@
 //! - [`Fetcher`](fetcher::Fetcher): reads and maps one Mailchimp page at a time.
 //! - [`Writer`](writer::Writer): pushes one batch to Ometria at a time.
 //! - [`StateKeeper`](state_keeper::StateKeeper): the only writer of `state.json`.
+//! - [`Ledger`](ledger::Ledger): the only user of `ledger.sqlite3`.
 
 pub mod controller;
 pub mod fetcher;
+pub mod ledger;
 pub mod list_sync;
 pub mod messages;
 pub mod state_keeper;
