@@ -311,7 +311,8 @@ impl ListSync {
             let who = match id {
                 "" => "no unique_email_id".to_owned(),
                 id if id.starts_with("email:") => "no unique_email_id".to_owned(),
-                id => format!("unique_email_id \"{id}\""),
+                // Escaped: an id skipped for a control character is named, not obeyed.
+                id => format!("unique_email_id {id:?}"),
             };
             let more = if self.counts.skipped == SKIPPED_NAMED {
                 " Further members this sync skips are counted (skipped= on its last line), not named."
