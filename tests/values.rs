@@ -1,6 +1,8 @@
-//! Values as Mailchimp's answers may hold them, end to end: emails and
-//! ids that must not reach Ometria as they came. Each asserts what the
-//! wiremock double of Ometria received.
+//! Values as Mailchimp's answers may hold them, end to end: pages that
+//! only a repair makes readable (a name repeated in an object, a
+//! byte-order mark, text that is not UTF-8), and emails and ids that must
+//! not reach Ometria as they came. Each asserts what the wiremock double
+//! of Ometria received.
 
 mod support;
 
@@ -95,6 +97,106 @@ fn succeeded() -> RunSummary {
         succeeded: 1,
         ..RunSummary::default()
     }
+}
+
+/// A member whose object repeats `unique_email_id` (breaker 3) is valid
+/// JSON that serde's derived reader refuses on every retry ("duplicate
+/// field"): the list would be stuck for good. The page is read as
+/// JSON.parse reads it, with a WARNING naming the list, the offset and the
+/// name, and every member is sent once.
+#[actix_rt::test]
+async fn a_member_with_a_repeated_key_does_not_block_its_list() {
+    let members = subscribed(20);
+    let target = format!("\"unique_email_id\":\"{}\"", members[3].id);
+    let page = page_text(&members).replacen(&target, &format!("{target},{target}"), 1);
+    assert!(page.contains(&format!("{target},{target}")));
+    let run = once_with_first_page(page.into_bytes(), 20).await;
+    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.pushed.len(), 20, "{}", run.log);
+    for m in &members {
+        assert_eq!(run.pushed[&m.id], m.expected_contact("L"));
+    }
+    assert!(
+        run.log.contains(
+            "the page of list \"L\" at offset 0 repeats the name \"unique_email_id\" within one object; \
+             each repeated name was read with its last value"
+        ),
+        "{}",
+        run.log
+    );
+}
+
+/// The relatives: a name repeated with another value holds its last one
+/// (`FNAME`, `status`, a whole `merge_fields`), and so do the page's own
+/// `members` and `total_items`.
+#[actix_rt::test]
+async fn every_repeated_name_is_read_with_its_last_value_as_json_parse_reads_it() {
+    let members = subscribed(10);
+    let page = page_text(&members);
+    // members[3]: FNAME "Old", then its own.
+    assert_eq!(members[3].fname, "Ana María");
+    let fname = format!("\"FNAME\":\"{}\"", members[3].fname);
+    let m3 = format!("\"unique_email_id\":\"{}\"", members[3].id);
+    let at = page.find(&m3).unwrap();
+    let fname_at = at + page[at..].find(&fname).unwrap();
+    let page = format!("{}\"FNAME\":\"Old\",{}", &page[..fname_at], &page[fname_at..]);
+    // members[2]: status "subscribed", then "unsubscribed".
+    let m2 = format!("\"unique_email_id\":\"{}\",\"status\":\"subscribed\"", members[2].id);
+    let page = page.replacen(&m2, &format!("{m2},\"status\":\"unsubscribed\""), 1);
+    // members[4]: a second merge_fields, with a new FNAME and no LNAME.
+    let m4 = format!("\"unique_email_id\":\"{}\",", members[4].id);
+    let page = page.replacen(&m4, &format!("{m4}\"merge_fields\":{{\"FNAME\":\"Early\"}},"), 1);
+    let page = page.replacen(
+        &format!("\"last_changed\":\"{}\"", members[4].last_changed.to_rfc3339()),
+        &format!(
+            "\"last_changed\":\"{}\",\"merge_fields\":{{\"FNAME\":\"Late\"}}",
+            members[4].last_changed.to_rfc3339()
+        ),
+        1,
+    );
+    // The page: `members` empty first, `total_items` 99 first.
+    let page = format!("{{\"members\":[],\"total_items\":99,{}", &page[1..]);
+    assert_eq!(page.matches("\"members\":").count(), 2, "{page}");
+    let run = once_with_first_page(page.into_bytes(), 10).await;
+    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.pushed.len(), 10, "{}", run.log);
+    assert_eq!(run.pushed[&members[3].id], members[3].expected_contact("L"));
+    let mut unsubscribed = members[2].clone();
+    unsubscribed.status = "unsubscribed";
+    assert_eq!(run.pushed[&members[2].id], unsubscribed.expected_contact("L"));
+    let mut late = members[4].clone();
+    late.fname = "Late".into();
+    late.lname = String::new();
+    assert_eq!(run.pushed[&members[4].id], late.expected_contact("L"));
+    assert!(run.log.contains("repeats the name \"members\""), "{}", run.log);
+}
+
+/// A UTF-8 byte-order mark before the page (a proxy re-encoding it) is
+/// ignored, as RFC 8259 §8.1 allows, also before a page that needs repair.
+#[actix_rt::test]
+async fn a_page_that_starts_with_a_byte_order_mark_is_read() {
+    let mut members = subscribed(10);
+    members[8].lname = "LNAME8".into();
+    let mut page = b"\xEF\xBB\xBF".to_vec();
+    page.extend_from_slice(page_text(&members).as_bytes());
+    let run = once_with_first_page(page.clone(), 10).await;
+    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.pushed.len(), 10, "{}", run.log);
+    assert!(
+        !run.log.contains("the page of list"),
+        "no repair to report: {}",
+        run.log
+    );
+    // With a name repeated and a name that is not UTF-8 after it.
+    let target = format!("\"unique_email_id\":\"{}\"", members[6].id);
+    let page = mangle(&page, &target, format!("{target},{target}").as_bytes());
+    let page = mangle(&page, &format!("\"{}\"", members[8].lname), b"\"Andr\xe9\"");
+    let run = once_with_first_page(page, 10).await;
+    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.pushed.len(), 10, "{}", run.log);
+    assert_eq!(run.pushed[&members[8].id]["lastname"], "Andr\u{fffd}");
+    assert!(run.log.contains("was not valid JSON text"), "{}", run.log);
+    assert!(run.log.contains("repeats the name \"unique_email_id\""), "{}", run.log);
 }
 
 /// Addresses that are not addresses (breaker 3 and the tester's list): an

@@ -196,8 +196,12 @@ impl ListSync {
     fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
         self.counts.pages += 1;
         self.counts.read += page.keys.len() as u64;
-        if page.repaired {
+        if page.repairs.text {
             warn!(self.log, "sync: the page of list {} at offset {} was not valid JSON text (a lone UTF-16 surrogate, bytes that are not UTF-8, or a raw control character in a string); it was read with U+FFFD in place of what could not be read.",
+                self.job.entry.key, page.request.offset);
+        }
+        if let Some(name) = &page.repairs.repeated_name {
+            warn!(self.log, "sync: the page of list {} at offset {} repeats the name {name:?} within one object; each repeated name was read with its last value, as JSON.parse and Python's json read it.",
                 self.job.entry.key, page.request.offset);
         }
         // Only members new to the sweep are sent: one read twice is pushed once.
