@@ -59,6 +59,22 @@ impl MemberPage<'_> {
     }
 }
 
+/// The `total_items` of a members page read as a sync reads it: as it
+/// came, or once [`repair`]ed (a lone surrogate, bytes that are not UTF-8,
+/// a name repeated), so that `check --online` does not call a list broken
+/// that syncs.
+///
+/// Errors: [`ApiError::Malformed`] for a page no repair makes readable.
+pub fn page_total_items(body: &[u8]) -> Result<u64, ApiError> {
+    match MemberPage::parse(body) {
+        Ok(page) => Ok(page.total_items),
+        Err(e) => {
+            let repaired = repair(body).ok_or(e)?;
+            Ok(MemberPage::parse(&repaired.body)?.total_items)
+        }
+    }
+}
+
 /// `body` without the UTF-8 byte-order mark (EF BB BF) it may start with.
 fn without_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
@@ -425,5 +441,20 @@ mod tests {
         // Only one, and only at the start.
         assert!(MemberPage::parse(b"\xEF\xBB\xBF\xEF\xBB\xBF{\"total_items\": 0}").is_err());
         assert!(MemberPage::parse(b" \xEF\xBB\xBF{\"total_items\": 0}").is_err());
+    }
+
+    #[test]
+    fn the_total_of_a_page_is_read_as_a_sync_reads_it() {
+        assert_eq!(page_total_items(br#"{"members": [], "total_items": 7}"#).unwrap(), 7);
+        let repeated = br#"{"members": [{"status": "a", "status": "b"}], "total_items": 7}"#;
+        assert!(MemberPage::parse(repeated).is_err());
+        assert_eq!(page_total_items(repeated).unwrap(), 7);
+        assert_eq!(
+            page_total_items(b"{\"members\": [{\"n\": \"\xe9\"}], \"total_items\": 7}").unwrap(),
+            7
+        );
+        assert_eq!(page_total_items(b"\xEF\xBB\xBF{\"total_items\": 7}").unwrap(), 7);
+        let broken = page_total_items(br#"{"members": []"#).unwrap_err().to_string();
+        assert!(broken.contains("members page"), "{broken}");
     }
 }
