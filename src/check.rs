@@ -10,7 +10,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::api::{http_client, ApiError};
 use crate::config::{Config, Settings};
-use crate::mailchimp::{MailchimpClient, MemberPage};
+use crate::mailchimp::{page_total_items, MailchimpClient};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Consequence, StateFile};
 use crate::sync::{decide, Decision, PageRequest, Pass, SyncKind, Window};
@@ -193,7 +193,7 @@ async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -
                 let list_id = &list_id;
                 async move {
                     let body = client.members_page(list_id, window, request, attempt).await?;
-                    MemberPage::parse(&body).map(|page| page.total_items)
+                    page_total_items(&body)
                 }
             };
             policy.run(outcomes, attempt, |_, _, _| {}).await

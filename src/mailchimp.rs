@@ -18,7 +18,7 @@ use crate::telemetry::metrics::Metrics;
 
 mod repair;
 
-pub use repair::repair;
+pub use repair::{repair, Repaired, Repairs};
 
 /// Only what the mapping needs, plus `last_changed` and `total_items`.
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
@@ -44,12 +44,40 @@ pub struct MemberPage<'a> {
 }
 
 impl MemberPage<'_> {
+    /// Reads a page as it came; a UTF-8 byte-order mark before it is
+    /// ignored (RFC 8259 §8.1 lets a reader do so). A page refused here may
+    /// still be read once [`repair`]ed.
+    ///
+    /// Errors: [`ApiError::Malformed`] with serde_json's words, for a body
+    /// that is not JSON or not a members page (no `total_items`, a name
+    /// repeated in a member).
     pub fn parse(body: &[u8]) -> Result<MemberPage<'_>, ApiError> {
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed {
+        serde_json::from_slice(without_bom(body)).map_err(|e| ApiError::Malformed {
             api: Api::Mailchimp,
             message: format!("members page: {e}"),
         })
     }
+}
+
+/// The `total_items` of a members page read as a sync reads it: as it
+/// came, or once [`repair`]ed (a lone surrogate, bytes that are not UTF-8,
+/// a name repeated), so that `check --online` does not call a list broken
+/// that syncs.
+///
+/// Errors: [`ApiError::Malformed`] for a page no repair makes readable.
+pub fn page_total_items(body: &[u8]) -> Result<u64, ApiError> {
+    match MemberPage::parse(body) {
+        Ok(page) => Ok(page.total_items),
+        Err(e) => {
+            let repaired = repair(body).ok_or(e)?;
+            Ok(MemberPage::parse(&repaired.body)?.total_items)
+        }
+    }
+}
+
+/// `body` without the UTF-8 byte-order mark (EF BB BF) it may start with.
+fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
 }
 
 /// A list member, as far as the mapping cares. Every field is optional and
@@ -379,5 +407,54 @@ mod tests {
     fn a_page_without_total_items_is_an_error() {
         assert!(MemberPage::parse(br#"{"members": []}"#).is_err());
         assert!(MemberPage::parse(br#"{"members": [{"unique_email_id": "a"#).is_err());
+    }
+
+    /// Serde's derived readers refuse a member or a page that repeats a
+    /// name; [`repair`] makes it readable with each name's last value.
+    #[test]
+    fn a_page_repeating_names_is_read_repaired_with_the_last_values() {
+        let body = br#"{"members": [
+            {"unique_email_id": "u1", "unique_email_id": "u1", "email_address": "a@x.io",
+             "status": "subscribed", "status": "unsubscribed",
+             "merge_fields": {"FNAME": "Old", "LNAME": "Old"}, "merge_fields": {"FNAME": "A", "FNAME": "B"}},
+            {"unique_email_id": "u2", "email_address": "b@x.io"}
+        ], "total_items": 9, "total_items": 2}"#;
+        let refused = MemberPage::parse(body).unwrap_err().to_string();
+        assert!(refused.contains("duplicate field"), "{refused}");
+        let fixed = repair(body).unwrap();
+        assert_eq!(fixed.repairs.repeated_name.as_deref(), Some("unique_email_id"));
+        let page = MemberPage::parse(&fixed.body).unwrap();
+        assert_eq!(page.total_items, 2);
+        let m = &page.members[0];
+        assert_eq!(m.unique_email_id.as_deref(), Some("u1"));
+        assert_eq!(m.status.as_deref(), Some("unsubscribed"));
+        assert_eq!(m.merge_fields.FNAME.as_deref(), Some("B"));
+        assert_eq!(m.merge_fields.LNAME, None);
+        assert_eq!(page.members[1].unique_email_id.as_deref(), Some("u2"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_page_is_ignored() {
+        let page = MemberPage::parse(b"\xEF\xBB\xBF{\"members\": [{\"unique_email_id\": \"u1\"}], \"total_items\": 1}")
+            .unwrap();
+        assert_eq!(page.members[0].unique_email_id.as_deref(), Some("u1"));
+        // Only one, and only at the start.
+        assert!(MemberPage::parse(b"\xEF\xBB\xBF\xEF\xBB\xBF{\"total_items\": 0}").is_err());
+        assert!(MemberPage::parse(b" \xEF\xBB\xBF{\"total_items\": 0}").is_err());
+    }
+
+    #[test]
+    fn the_total_of_a_page_is_read_as_a_sync_reads_it() {
+        assert_eq!(page_total_items(br#"{"members": [], "total_items": 7}"#).unwrap(), 7);
+        let repeated = br#"{"members": [{"status": "a", "status": "b"}], "total_items": 7}"#;
+        assert!(MemberPage::parse(repeated).is_err());
+        assert_eq!(page_total_items(repeated).unwrap(), 7);
+        assert_eq!(
+            page_total_items(b"{\"members\": [{\"n\": \"\xe9\"}], \"total_items\": 7}").unwrap(),
+            7
+        );
+        assert_eq!(page_total_items(b"\xEF\xBB\xBF{\"total_items\": 7}").unwrap(), 7);
+        let broken = page_total_items(br#"{"members": []"#).unwrap_err().to_string();
+        assert!(broken.contains("members page"), "{broken}");
     }
 }

@@ -8,10 +8,14 @@
 //!   and a time without an offset is read as UTC. Anything else — MySQL's
 //!   `0000-00-00 00:00:00`, `2021-02-30`, a bare date, text — is left out
 //!   of the record and reported as a [`DroppedValue`].
-//! - `email` is an address: text around one `@`, with no space, control
-//!   character or any of `<>()[]\,;:"`, a domain with a dot inside it,
-//!   at most 254 bytes (surrounding spaces are trimmed). A member without
-//!   one cannot be sent: it is skipped, as one without `unique_email_id` is.
+//! - `email` is an address by the rule of [`ometria_email`] (RFC 5321/5322
+//!   as a dot-atom, UTF-8 allowed, nothing invisible or unreadable). A
+//!   member without one cannot be sent: it is skipped, as one without
+//!   `unique_email_id` is.
+//! - `id` is the member's `unique_email_id` exactly as Mailchimp holds it,
+//!   so it must have been read exactly (see [`ometria_id`]): one that
+//!   holds U+FFFD, whitespace, a control or an invisible character would
+//!   write to another contact, and its member is skipped.
 //! - `properties.mailchimp_status` is left out when Mailchimp gave no status.
 //! - Names, status and list id are text, sent exactly (JSON escapes what
 //!   needs it); `marketing_optin` is one of its three values by construction.
@@ -25,12 +29,21 @@ use crate::mailchimp::Member;
 use crate::ometria::{Contact, ContactProperties, MarketingOptin};
 use crate::state::parse_timestamp;
 
-/// Why a member cannot be sent.
+/// Why a member cannot be sent. Each is counted (`skipped=`) and named in
+/// the log with this text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
     NoUniqueEmailId,
+    /// Its `unique_email_id` holds U+FFFD: text the page's repair could
+    /// not read (a lone surrogate escape, bytes that are not UTF-8).
+    UnreadableUniqueEmailId,
+    /// Its `unique_email_id` holds whitespace, a control or an invisible
+    /// character (see [`ometria_id`]).
+    BadUniqueEmailId,
     NoEmail,
-    /// Its email is not an address Ometria takes.
+    /// Its email holds U+FFFD: what was sent in its place is a guess.
+    UnreadableEmail,
+    /// Its email is not an address Ometria takes (see [`ometria_email`]).
     BadEmail,
 }
 
@@ -38,7 +51,19 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SkipReason::NoUniqueEmailId => "it has no unique_email_id",
+            SkipReason::UnreadableUniqueEmailId => {
+                "its unique_email_id could not be read (U+FFFD stands in it for text that was not valid \
+                 in Mailchimp's answer), and a guessed id would write to another contact"
+            }
+            SkipReason::BadUniqueEmailId => {
+                "its unique_email_id holds whitespace, a control character or an invisible one, \
+                 and would write to another contact"
+            }
             SkipReason::NoEmail => "its email address is empty",
+            SkipReason::UnreadableEmail => {
+                "its email address could not be read (U+FFFD stands in it for text that was not valid \
+                 in Mailchimp's answer), and a guessed address is not the member's"
+            }
             SkipReason::BadEmail => "its email address is not one Ometria takes",
         })
     }
@@ -63,6 +88,13 @@ pub struct Mapped<'a> {
 
 /// Email addresses longer than this (bytes) are not sent (RFC 5321's path limit).
 const MAX_EMAIL_BYTES: usize = 254;
+
+/// The longest local part of an address, in bytes (RFC 5321 §4.5.3.1.1).
+const MAX_LOCAL_BYTES: usize = 64;
+
+/// The longest label of a domain name (RFC 1035 §2.3.4; characters here,
+/// for the labels of internationalised domains).
+const MAX_LABEL_CHARS: usize = 63;
 
 /// The earliest subscription time taken: anything at or before the Unix
 /// epoch is a placeholder for "unknown" (`0000-00-00`, `0001-01-01`, `0`).
@@ -91,18 +123,129 @@ pub fn ometria_timestamp(text: &str, now: DateTime<Utc>) -> Option<Cow<'_, str>>
     })
 }
 
-/// `text` as an email address Ometria takes (see the module doc), trimmed.
+/// `text` as an email address Ometria takes, without the white space
+/// around it; `None` if it is not one.
+///
+/// Ometria documents no rule for a contact's `email` beyond a string in
+/// UTF-8 (Data API v2 reference, <https://docs.ometria.com/apis/data_api_v2/>;
+/// the contact pages of <https://support.ometria.com> show only examples),
+/// so the rule is mail's own, for an address a mailbox can have:
+/// - one `@`; a local part of at most 64 bytes (RFC 5321 §4.5.3.1.1) that
+///   is a dot-atom (RFC 5322 §3.4.1, §3.2.3): runs of atext — ASCII
+///   letters, digits and ``!#$%&'*+-/=?^_`{|}~``, or any other non-ASCII
+///   character (RFC 6531 §3.3) — joined by single dots, no dot first or
+///   last. A quoted local part (`"a b"@x.io`) is not taken;
+/// - a domain of at least two labels joined by single dots (RFC 5321
+///   §4.1.2 `Domain`), each of 1 to 63 letters, digits and hyphens,
+///   neither first nor last a hyphen (RFC 1123 §2.1; RFC 5890 §2.3.2.1
+///   for the labels of internationalised domains, whose letters and
+///   digits are any [`char::is_alphanumeric`]); the last label (the
+///   top-level domain) not all digits (RFC 3696 §2), so no address
+///   literal nor bare IP address;
+/// - nowhere whitespace, a control character, an invisible one (see
+///   [`invisible`]) or U+FFFD, which stands for text that could not be
+///   read;
+/// - at most 254 bytes in all (RFC 5321 §4.5.3.1.3's path of 256, less
+///   its angle brackets).
+///
+/// So `a..b@x.io`, `.a@x.io`, `a.@x.io`, `a@x..io`, `a@-x.io`, `a@x-.io`,
+/// `a@b_c.io`, `a@x.io` followed by U+200B, `a@x` and `a@1.2.3.4` are
+/// refused; `o'brien+tag@sub.example.co.uk`, `A.B-2@x-y.example` and
+/// `zoë.李@例え.jp` are taken.
 pub fn ometria_email(text: &str) -> Option<&str> {
     let email = text.trim();
     let (local, domain) = email.split_once('@')?;
-    let plain = |part: &str| {
-        !part.is_empty()
-            && !part
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c))
+    let readable = !email
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c) || c == REPLACEMENT);
+    (readable && email.len() <= MAX_EMAIL_BYTES && dot_atom(local) && hostname(domain)).then_some(email)
+}
+
+/// RFC 5322 §3.4.1's dot-atom local part, with RFC 6531's UTF-8.
+fn dot_atom(local: &str) -> bool {
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    local.len() <= MAX_LOCAL_BYTES && local.split('.').all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
+/// A domain of two or more labels (RFC 1123 §2.1, RFC 5890 §2.3.2.1), its
+/// top-level domain not all digits.
+fn hostname(domain: &str) -> bool {
+    let label = |label: &str| {
+        (1..=MAX_LABEL_CHARS).contains(&label.chars().count())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c == '-' || c.is_alphanumeric())
     };
-    let dotted = domain.trim_matches('.').contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
-    (plain(local) && plain(domain) && dotted && email.len() <= MAX_EMAIL_BYTES).then_some(email)
+    let labels: Vec<&str> = domain.split('.').collect();
+    let tld = labels.last().copied().unwrap_or_default();
+    labels.len() >= 2 && labels.iter().all(|l| label(l)) && !tld.chars().all(|c| c.is_ascii_digit())
+}
+
+/// `text` as an id Ometria may be sent for a contact: as it came, when it
+/// holds no whitespace, control, invisible character (see [`invisible`])
+/// nor U+FFFD. Ometria writes by id, so an id that is not exactly the
+/// member's — one read repaired, with U+FFFD for what could not be read,
+/// or one a stray space or U+200B makes another string — would write to
+/// another contact. Mailchimp's own `unique_email_id`s are ten hex digits.
+///
+/// Errors: [`SkipReason::UnreadableUniqueEmailId`] for U+FFFD,
+/// [`SkipReason::BadUniqueEmailId`] for the others.
+pub fn ometria_id(text: &str) -> Result<&str, SkipReason> {
+    if text.contains(REPLACEMENT) {
+        Err(SkipReason::UnreadableUniqueEmailId)
+    } else if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
+        Err(SkipReason::BadUniqueEmailId)
+    } else {
+        Ok(text)
+    }
+}
+
+/// U+FFFD REPLACEMENT CHARACTER: what a lenient reader puts where text
+/// could not be read (see `crate::mailchimp::repair`).
+const REPLACEMENT: char = '\u{fffd}';
+
+/// Characters that show nothing, or nothing of their own, but make a
+/// string another: Unicode's format characters (general category Cf:
+/// U+00AD SOFT HYPHEN, U+200B–U+200F ZERO WIDTH SPACE to RIGHT-TO-LEFT
+/// MARK, U+202A–U+202E, U+2060–U+206F WORD JOINER…, U+FEFF ZERO WIDTH
+/// NO-BREAK SPACE, the Arabic, Syriac and Mongolian ones, tags), the
+/// other Default_Ignorable_Code_Points (U+034F, U+115F, U+1160, U+17B4,
+/// U+17B5, U+3164, U+FFA0, the variation selectors), and noncharacters
+/// (U+FDD0–U+FDEF and the last two of every plane).
+/// `char::is_whitespace` and `char::is_control` count none of them.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FDD0}'..='\u{FDEF}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    ) || (c as u32 & 0xFFFE) == 0xFFFE
 }
 
 pub fn marketing_optin(status: &str) -> MarketingOptin {
@@ -117,14 +260,19 @@ pub fn marketing_optin(status: &str) -> MarketingOptin {
 /// Empty names are omitted; the subscription time is sent for subscribed
 /// members only, and only if it is a real instant (see the module doc).
 ///
-/// Errors: the member cannot be sent at all (no id, no usable email).
+/// Errors: the member cannot be sent at all (no id or none read exactly,
+/// no usable email); see [`SkipReason`].
 pub fn member_to_contact<'a>(
     member: &'a Member<'_>,
     list_id: &'a str,
     now: DateTime<Utc>,
 ) -> Result<Mapped<'a>, SkipReason> {
     let id = non_empty(&member.unique_email_id).ok_or(SkipReason::NoUniqueEmailId)?;
+    let id = ometria_id(id)?;
     let email = non_empty(&member.email_address).ok_or(SkipReason::NoEmail)?;
+    if email.contains(REPLACEMENT) {
+        return Err(SkipReason::UnreadableEmail);
+    }
     let email = ometria_email(email).ok_or(SkipReason::BadEmail)?;
     let status = member.status.as_deref().unwrap_or_default();
     let mut dropped = vec![];
@@ -339,36 +487,170 @@ mod tests {
         assert_eq!(member_to_contact(&m, "l", now()).unwrap().dropped, []);
     }
 
+    /// Ometria's `email` (see [`ometria_email`]): the addresses the
+    /// breaker found sent malformed, the shapes already refused, and the
+    /// valid relatives of each, which must still be sent.
     #[test]
     fn only_email_addresses_ometria_takes_are_sent() {
-        for (email, sent) in [
-            ("a@x.io", Some("a@x.io")),
-            ("  a@x.io ", Some("a@x.io")),
-            ("zoë.李@例え.jp", Some("zoë.李@例え.jp")),
-            ("no-at-sign", None),
-            ("@x.io", None),
-            ("a@", None),
-            ("a@b@c", None),
-            ("a b@x.io", None),
-            ("<a@example.com>", None),
-            ("a@b", None),
-            ("a@.io", None),
-            ("a@x.", None),
-            ("a,b@x.io", None),
-            ("o'brien+tag@sub.example.co.uk", Some("o'brien+tag@sub.example.co.uk")),
-            ("a@x.io\u{0}", None),
+        let long_local = format!("{}@x.io", "a".repeat(64));
+        let longer_local = format!("{}@x.io", "a".repeat(65));
+        let long_label = format!("a@{}.io", "b".repeat(63));
+        let longer_label = format!("a@{}.io", "b".repeat(64));
+        // 254 bytes in all, then 255: labels of 60, local part of 60.
+        let label = "d".repeat(60);
+        let at_254 = format!("{}@{label}.{label}.{label}.{}.io", "a".repeat(60), "e".repeat(7));
+        let at_255 = format!("{}@{label}.{label}.{label}.{}.io", "a".repeat(60), "e".repeat(8));
+        assert_eq!((at_254.len(), at_255.len()), (254, 255));
+        let taken = [
+            "a@x.io",
+            "member0@example.com",
+            "o'brien+tag@sub.example.co.uk",
+            "first.last@mail.example.com",
+            "UPPER.Case@Example.COM",
+            "a-b@x-y.example",
+            "a1@b2.c3",
+            "123@456.example",
+            "a@x--y.io",
+            "!#$%&'*+-/=?^_`{|}~@x.io",
+            "zoë.李@例え.jp",
+            "müller@bücher.de",
+            "a@xn--bcher-kva.de",
+            long_local.as_str(),
+            long_label.as_str(),
+            at_254.as_str(),
+        ];
+        for email in taken {
+            assert_eq!(ometria_email(email), Some(email), "{email:?}");
+        }
+        assert_eq!(ometria_email("  a@x.io "), Some("a@x.io"));
+        let refused = [
+            // The breaker's: an empty domain label, a label starting with a
+            // hyphen, a ZERO WIDTH SPACE, `_` in the domain, a label ending
+            // with a hyphen, dots doubled, first or last in the local part.
+            "member0@example..com",
+            "member1@-example.com",
+            "member2@example.com\u{200b}",
+            "a@b_c.com",
+            "a@b.c-",
+            "a..b@c.com",
+            ".a@b.com",
+            "a.@b.com",
+            // Their relatives.
+            "a@example.com.",
+            "a@.example.com",
+            "a@example-.com",
+            "a@exa_mple.com",
+            "a@exa!mple.com",
+            "a@1.2.3.4",
+            "a@example.123",
+            "a@[1.2.3.4]",
+            "\"a b\"@x.io",
+            "a@x.io\u{200c}",
+            "a\u{200d}b@x.io",
+            "\u{feff}a@x.io",
+            "a\u{ad}b@x.io",
+            "a@ex\u{2060}ample.com",
+            "a@ex\u{3164}ample.com",
+            "a\u{fffd}@x.io",
+            "a@x\u{fffd}.io",
+            "a\u{a0}b@x.io",
+            "a@x\u{85}.io",
+            longer_local.as_str(),
+            longer_label.as_str(),
+            at_255.as_str(),
+            // Refused before, refused still.
+            "no-at-sign",
+            "@x.io",
+            "a@",
+            "a@b@c",
+            "a b@x.io",
+            "<a@example.com>",
+            "a@b",
+            "a@.io",
+            "a@x.",
+            "a,b@x.io",
+            "a@x.io\u{0}",
+            "a(b)@x.io",
+            "a@x;y.io",
+            "a\\b@x.io",
+            "a:b@x.io",
+        ];
+        for email in refused {
+            assert_eq!(ometria_email(email), None, "{email:?}");
+        }
+        // Through the mapping: not sent, and why.
+        for (email, reason) in [
+            ("member0@example..com", SkipReason::BadEmail),
+            ("member2@example.com\u{200b}", SkipReason::BadEmail),
+            ("member3\u{fffd}@example.com", SkipReason::UnreadableEmail),
+            ("   ", SkipReason::NoEmail),
         ] {
             let mut m = member("subscribed");
             m.email_address = Some(email.into());
-            let mapped = member_to_contact(&m, "l", now());
-            match sent {
-                Some(sent) => assert_eq!(mapped.unwrap().contact.email, sent),
-                None => assert_eq!(mapped, Err(SkipReason::BadEmail), "{email:?}"),
-            }
+            assert_eq!(member_to_contact(&m, "l", now()), Err(reason), "{email:?}");
         }
         let mut m = member("subscribed");
-        let long = format!("{}@x.io", "a".repeat(250));
-        m.email_address = Some(long.as_str().into());
-        assert_eq!(member_to_contact(&m, "l", now()), Err(SkipReason::BadEmail));
+        m.email_address = Some(" o'brien+tag@sub.example.co.uk ".into());
+        let mapped = member_to_contact(&m, "l", now()).unwrap();
+        assert_eq!(mapped.contact.email, "o'brien+tag@sub.example.co.uk");
+    }
+
+    /// An id read repaired, or made another string by a space or an
+    /// invisible character, would write to another contact: not sent.
+    #[test]
+    fn only_ids_read_exactly_are_sent() {
+        for (id, sent) in [
+            ("8a25ff1d98", Ok("8a25ff1d98")),
+            ("u000001", Ok("u000001")),
+            ("ID-with_punct.1", Ok("ID-with_punct.1")),
+            ("u\u{fffd}x", Err(SkipReason::UnreadableUniqueEmailId)),
+            ("\u{fffd}", Err(SkipReason::UnreadableUniqueEmailId)),
+            ("u x", Err(SkipReason::BadUniqueEmailId)),
+            (" u1", Err(SkipReason::BadUniqueEmailId)),
+            ("u1\n", Err(SkipReason::BadUniqueEmailId)),
+            ("u\u{0}1", Err(SkipReason::BadUniqueEmailId)),
+            ("u1\u{200b}", Err(SkipReason::BadUniqueEmailId)),
+            ("\u{feff}u1", Err(SkipReason::BadUniqueEmailId)),
+            ("u\u{a0}1", Err(SkipReason::BadUniqueEmailId)),
+            ("   ", Err(SkipReason::NoUniqueEmailId)),
+            ("", Err(SkipReason::NoUniqueEmailId)),
+        ] {
+            let mut m = member("subscribed");
+            m.unique_email_id = Some(id.into());
+            let mapped = member_to_contact(&m, "l", now()).map(|m| m.contact.id);
+            assert_eq!(mapped, sent, "{id:?}");
+        }
+        // Names may keep U+FFFD: a name read repaired is still the name.
+        let mut m = member("subscribed");
+        m.merge_fields.FNAME = Some("Zo\u{fffd}".into());
+        let contact = member_to_contact(&m, "l", now()).unwrap().contact;
+        assert_eq!(contact.firstname, Some("Zo\u{fffd}"));
+    }
+
+    #[test]
+    fn invisible_characters_are_told_apart_from_letters() {
+        for c in [
+            '\u{ad}', '\u{200b}', '\u{200c}', '\u{200d}', '\u{200e}', '\u{2060}', '\u{2064}', '\u{feff}',
+        ] {
+            assert!(invisible(c), "{c:?}");
+            assert!(
+                !c.is_whitespace() && !c.is_alphanumeric(),
+                "{c:?}: the std checks miss it"
+            );
+        }
+        for c in [
+            '\u{3164}',
+            '\u{115f}',
+            '\u{fe0f}',
+            '\u{e0041}',
+            '\u{fdd0}',
+            '\u{fffe}',
+            '\u{1ffff}',
+        ] {
+            assert!(invisible(c), "{c:?}");
+        }
+        for c in ['a', 'Z', '0', '-', 'é', '李', 'え', '\u{fffd}', ' '] {
+            assert!(!invisible(c), "{c:?}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use ometria_importer::sandbox::{Sandbox, SandboxConfig};
 use ometria_importer::RunMode;
 use support::{
     capture_log, generate_members, loopback, quit, read_json, run_once, sandbox_config, spawn_run, state_dir,
-    wait_until, Apis, FakeMailchimp, FakeMember, FakeOmetria,
+    subscribed, wait_until, Apis, FakeMailchimp, FakeMember, FakeOmetria,
 };
 
 /// What became of a list synced through a broken Mailchimp.
@@ -192,21 +192,6 @@ async fn pages_that_do_not_add_up_show_in_metrics_and_health() {
     let summary = quit(dir.path(), daemon).await;
     assert_eq!((summary.succeeded, summary.failed), (0, 1));
     assert_eq!(read_json(&file), json!([{"list_id": "L"}]));
-}
-
-/// `n` subscribed members, one per second, ending two hours ago.
-fn subscribed(n: usize) -> Vec<FakeMember> {
-    let until = Utc::now() - chrono::Duration::hours(2);
-    let until = until - chrono::Duration::nanoseconds(until.timestamp_subsec_nanos().into());
-    generate_members(n, Utc::now())
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut m)| {
-            m.status = "subscribed";
-            m.last_changed = until - chrono::Duration::seconds((n - i) as i64);
-            m
-        })
-        .collect()
 }
 
 /// The ids Ometria received.

@@ -13,7 +13,7 @@ use super::messages::{FetchPage, FetchedPage, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
-use crate::mailchimp::{repair, MailchimpClient, Member, MemberPage};
+use crate::mailchimp::{repair, MailchimpClient, Member, MemberPage, Repairs};
 use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::parse_timestamp;
@@ -95,18 +95,17 @@ fn read_page(
     now: DateTime<Utc>,
     api: OmetriaApi,
 ) -> Result<FetchedPage, ApiError> {
-    // A page only a lone surrogate or a stray byte keeps from parsing is
-    // read with U+FFFD in their place: the server would send it again.
-    let original = body;
+    // A page only a lone surrogate, a stray byte or a repeated name keeps
+    // from parsing is read repaired: the server would send it again.
     let repaired;
-    let (page, body) = match MemberPage::parse(body) {
-        Ok(page) => (page, body),
+    let (page, body, repairs) = match MemberPage::parse(body) {
+        Ok(page) => (page, body, Repairs::default()),
         Err(e) => {
             repaired = repair(body).ok_or(e)?;
-            (MemberPage::parse(&repaired)?, &repaired[..])
+            let page = MemberPage::parse(&repaired.body)?;
+            (page, &repaired.body[..], repaired.repairs.clone())
         }
     };
-    let was_repaired = body.as_ptr() != original.as_ptr();
     let second = |member: &Member| {
         member
             .last_changed
@@ -158,7 +157,7 @@ fn read_page(
         keys,
         records,
         dropped,
-        repaired: was_repaired,
+        repairs,
     })
 }
 

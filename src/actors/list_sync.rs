@@ -199,8 +199,12 @@ impl ListSync {
     fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
         self.counts.pages += 1;
         self.counts.read += page.keys.len() as u64;
-        if page.repaired {
+        if page.repairs.text {
             warn!(self.log, "sync: the page of list {} at offset {} was not valid JSON text (a lone UTF-16 surrogate, bytes that are not UTF-8, or a raw control character in a string); it was read with U+FFFD in place of what could not be read.",
+                self.job.entry.key, page.request.offset);
+        }
+        if let Some(name) = &page.repairs.repeated_name {
+            warn!(self.log, "sync: the page of list {} at offset {} repeats the name {name:?} within one object; each repeated name was read with its last value, as JSON.parse and Python's json read it.",
                 self.job.entry.key, page.request.offset);
         }
         // Only members new to the sweep are sent: one read twice is pushed once.
@@ -314,7 +318,8 @@ impl ListSync {
             let who = match id {
                 "" => "no unique_email_id".to_owned(),
                 id if id.starts_with("email:") => "no unique_email_id".to_owned(),
-                id => format!("unique_email_id \"{id}\""),
+                // Escaped: an id skipped for a control character is named, not obeyed.
+                id => format!("unique_email_id {id:?}"),
             };
             let more = if self.counts.skipped == SKIPPED_NAMED {
                 " Further members this sync skips are counted (skipped= on its last line), not named."

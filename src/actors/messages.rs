@@ -6,6 +6,7 @@ use actix::Message;
 
 use crate::api::ApiError;
 use crate::ledger::{Accepted, LedgerError, LedgerMember, RunEnd, RunStart};
+use crate::mailchimp::Repairs;
 use bytes::Bytes;
 
 use super::writer::WriteError;
@@ -79,9 +80,10 @@ pub struct FetchedPage {
     /// Values left out of the records because Ometria would not take
     /// them, each with the position on the page of the member it is from.
     pub dropped: Vec<(usize, DroppedValue)>,
-    /// The page was not JSON as sent (a lone surrogate, bytes that are not
-    /// UTF-8, a raw control character in a string) and was read repaired.
-    pub repaired: bool,
+    /// What was repaired for the page to be read (a lone surrogate, bytes
+    /// that are not UTF-8, a raw control character in a string, a name
+    /// repeated in an object); nothing for a page read as it came.
+    pub repairs: Repairs,
 }
 
 /// ListSync → Writer: push one batch of encoded records, as an

@@ -101,6 +101,21 @@ pub fn generate_members(n: usize, until: DateTime<Utc>) -> Vec<FakeMember> {
         .collect()
 }
 
+/// `n` subscribed members, one per second, ending two hours ago.
+pub fn subscribed(n: usize) -> Vec<FakeMember> {
+    let until = Utc::now() - chrono::Duration::hours(2);
+    let until = until - chrono::Duration::nanoseconds(until.timestamp_subsec_nanos().into());
+    generate_members(n, Utc::now())
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.status = "subscribed";
+            m.last_changed = until - chrono::Duration::seconds((n - i) as i64);
+            m
+        })
+        .collect()
+}
+
 /// Changes a list's members, given the request's `before_last_changed`.
 pub type Mutation = fn(&mut [FakeMember], Option<DateTime<Utc>>);
 
