@@ -54,12 +54,15 @@ pub const COUNTED_AS_REJECTED: &str = "Ometria counted it as rejected";
 
 /// How many pushes of a refused batch and its parts, breadth first, may
 /// all be refused before a search without [`Evidence`] gives up: the first
-/// four levels of halving (1 + 2 + 4 + 8). A batch holding at most 7
-/// records Ometria refuses is always searched to the end, since one of the
-/// 8 parts of the fourth level holds none of them and is taken: evidence.
+/// six levels of halving (1 + 2 + 4 + 8 + 16 + 32). A batch holding at
+/// most 31 records Ometria refuses is always searched to the end, since
+/// one of the 32 parts of the sixth level holds none of them and is taken:
+/// evidence. So a first run, with nothing taken yet, is not blocked by a
+/// few bad records among its only batch; an endpoint refusing everything
+/// costs 63 pushes per batch in flight before the sync fails.
 /// With evidence, a search goes on to the end: at most 2n − 1 pushes for
 /// n records, however many are refused.
-pub const REFUSED_PUSHES_WITHOUT_EVIDENCE: u32 = 15;
+pub const REFUSED_PUSHES_WITHOUT_EVIDENCE: u32 = 63;
 
 /// How long a record Ometria took, anywhere in the process, stays evidence
 /// that it takes records (see [`Evidence`]).
@@ -583,7 +586,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn without_evidence_a_search_refused_throughout_gives_up_after_15_pushes() {
+    async fn without_evidence_a_search_refused_throughout_gives_up_after_63_pushes() {
         let calls = RefCell::new(0);
         let all: Vec<usize> = (0..100).collect();
         let e = deliver(&batch(100), refusing(400, &all, &[], &calls), || false)
@@ -596,23 +599,29 @@ mod tests {
             "{e}"
         );
         assert_eq!(*calls.borrow(), REFUSED_PUSHES_WITHOUT_EVIDENCE);
-        // Eight refused records, one in each part of the fourth level, look
-        // the same: the search gives up.
+        // Thirty-two refused records, one in each part of the sixth level,
+        // look the same: the search gives up.
         *calls.borrow_mut() = 0;
-        let eight: Vec<usize> = (0..8).map(|i| i * 100 / 8).collect();
-        let e = deliver(&batch(100), refusing(400, &eight, &[], &calls), || false)
+        let parts: Vec<usize> = (0..32).map(|i| i * 100 / 32).collect();
+        let e = deliver(&batch(100), refusing(400, &parts, &[], &calls), || false)
             .await
             .unwrap_err();
         assert!(refused_with(&e, SEARCH_GAVE_UP), "{e}");
         assert_eq!(*calls.borrow(), REFUSED_PUSHES_WITHOUT_EVIDENCE);
-        // Seven are always found: a part of the fourth level holds none and
-        // is taken, which is evidence.
-        for seven in [(0..7).map(|i| i * 100 / 8).collect::<Vec<_>>(), (40..47).collect()] {
-            let d = deliver(&batch(100), refusing(400, &seven, &[], &calls), || false)
+        // Thirty-one are always found: a part of the sixth level holds none
+        // and is taken, which is evidence. So are eight, and every fifth
+        // record of a batch (20).
+        for refused in [
+            (0..31).map(|i| i * 100 / 32).collect::<Vec<_>>(),
+            (40..71).collect(),
+            (0..8).map(|i| i * 100 / 8).collect(),
+            (0..100).step_by(5).collect(),
+        ] {
+            let d = deliver(&batch(100), refusing(400, &refused, &[], &calls), || false)
                 .await
                 .unwrap();
-            assert_eq!(ids(&d.rejected), seven);
-            assert_eq!(d.outcome.accepted, 93);
+            assert_eq!(ids(&d.rejected), refused);
+            assert_eq!(d.outcome.accepted, 100 - refused.len() as u64);
         }
     }
 

@@ -618,11 +618,11 @@ async fn a_batch_refused_whole_for_one_record_is_split_and_only_that_record_is_k
 
 #[actix_rt::test]
 async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search() {
-    // With no record ever taken, a batch of 100 gets the first four levels
-    // of the split, 15 pushes; a small batch of 5 is split to single
+    // With no record ever taken, a batch of 100 gets the first six levels
+    // of the split, 63 pushes; a small batch of 5 is split to single
     // records, 9 pushes. 250 members make three batches, pushed at once
-    // by 8 Writers: at most 15 pushes each.
-    for (members, most) in [(100, 15), (5, 9), (250, 45)] {
+    // by 8 Writers: at most 63 pushes each.
+    for (members, most) in [(100, 63), (5, 9), (250, 189)] {
         let ometria = FakeOmetria {
             refusals: Refusals {
                 every_push: true,
@@ -656,7 +656,7 @@ async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search(
         );
         let pushes = apis.pushes().len();
         if members == 250 {
-            assert!((15..=most).contains(&pushes), "{members} members: {pushes} pushes");
+            assert!((63..=most).contains(&pushes), "{members} members: {pushes} pushes");
         } else {
             assert_eq!(pushes, most, "{members} members");
         }
@@ -718,6 +718,46 @@ async fn twenty_refused_records_of_one_batch_are_all_found_once_ometria_took_ano
     // The first and last batch once each, the second searched to the end:
     // every part holding a refused record is split, 127 pushes.
     assert_eq!(apis.pushes().len(), 1 + 127 + 1);
+}
+
+#[actix_rt::test]
+async fn twenty_refused_records_of_a_first_runs_only_batch_are_all_found() {
+    // A fresh process, nothing taken before: every fifth member of a
+    // 100-member list is refused. The search finds them without evidence
+    // from elsewhere (at most 31 per batch are always found).
+    let mut members = generate_members(100, Utc::now());
+    for m in &mut members {
+        m.status = "subscribed";
+    }
+    let mut poison: Vec<String> = members.iter().step_by(5).map(|m| m.id.clone()).collect();
+    poison.sort();
+    let ometria = FakeOmetria {
+        refusals: Refusals {
+            holding: Some((400, poison.clone())),
+            ..Refusals::default()
+        },
+        ..Default::default()
+    };
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members.clone()), ometria).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "worker_count": 1}]"#);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let log = buffer.contents();
+    assert_eq!(summary, ok_once(), "{log}");
+    let expected: HashMap<String, Value> = members
+        .iter()
+        .filter(|m| !poison.contains(&m.id))
+        .map(|m| (m.id.clone(), m.expected_contact("L")))
+        .collect();
+    assert_eq!(by_id(&apis.pushed()), expected);
+    let mut kept: Vec<String> = rejected_lines(dir.path(), "L")
+        .iter()
+        .map(|l| l["record"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, poison);
+    assert!(log.contains("rejected=20 skipped=0"), "{log}");
+    assert!(read_json(&file)[0]["latest_timestamp"].is_string());
 }
 
 #[actix_rt::test]
