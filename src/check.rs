@@ -192,7 +192,7 @@ async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -
             let attempt = |attempt| {
                 let list_id = &list_id;
                 async move {
-                    let body = client.members_page(list_id, window, request, attempt).await?;
+                    let (body, _) = client.members_page(list_id, window, request, attempt).await?;
                     page_total_items(&body)
                 }
             };

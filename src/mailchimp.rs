@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -242,15 +243,17 @@ impl MailchimpClient {
         }
     }
 
-    /// Reads one page's body (parse it with [`MemberPage::parse`]). One
-    /// attempt, number `attempt` of the caller's retries (see [`Patience`]).
+    /// Reads one page's body (parse it with [`MemberPage::parse`]) and
+    /// Mailchimp's clock when it answered (its `Date` header, whole
+    /// seconds; `None` without a readable one). One attempt, number
+    /// `attempt` of the caller's retries (see [`Patience`]).
     pub async fn members_page(
         &self,
         list_id: &str,
         window: &Window,
         page: PageRequest,
         attempt: u32,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
         let url = members_url(&self.base_url, list_id, window, page);
         let timeout = self.patience.for_attempt(attempt);
         let request = self
@@ -281,7 +284,7 @@ impl MailchimpClient {
             }
             let body = api::complete_body(Api::Mailchimp, response.headers(), body)?;
             self.patience.answered_in(started.elapsed());
-            Ok(body)
+            Ok((body, server_time(response.headers())))
         };
         // The request timeout covers the answer's head; this covers its body too.
         actix_rt::time::timeout(timeout, read)
@@ -293,10 +296,34 @@ impl MailchimpClient {
     }
 }
 
+/// The time an answer's `Date` header gives (RFC 9110 §6.6.1: the
+/// server's clock when it answered, IMF-fixdate such as `Tue, 01 Dec 2026
+/// 03:22:11 GMT`), if it has a readable one.
+pub fn server_time(headers: &awc::http::header::HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get(awc::http::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn the_date_header_gives_the_servers_clock() {
+        let mut headers = awc::http::header::HeaderMap::new();
+        assert_eq!(server_time(&headers), None);
+        headers.insert(
+            awc::http::header::DATE,
+            "Tue, 01 Dec 2026 03:22:11 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            server_time(&headers),
+            Some(Utc.with_ymd_and_hms(2026, 12, 1, 3, 22, 11).unwrap())
+        );
+        headers.insert(awc::http::header::DATE, "yesterday".parse().unwrap());
+        assert_eq!(server_time(&headers), None);
+    }
 
     #[test]
     fn data_centre_is_the_part_after_the_last_dash() {

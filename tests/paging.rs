@@ -316,3 +316,175 @@ async fn an_archived_pass_of_members_without_a_status_is_not_taken_on_trust() {
         .count();
     assert_eq!(opted_out, 0);
 }
+
+/// Mailchimp's clock 20 s behind ours (its `Date` header says so): during
+/// a LOAD, the first member is deleted and a member is added, stamped
+/// with Mailchimp's clock. On our clock the new member would land inside
+/// the window, `total_items` would not move, and the member shifted past
+/// the readers would be lost; on Mailchimp's, the window shrinks and the
+/// sweep sees it.
+#[actix_rt::test]
+async fn a_member_deleted_and_another_added_under_clock_skew_costs_no_other_member() {
+    fn delete_first_add_one(members: &mut [FakeMember], _: Option<chrono::DateTime<Utc>>) {
+        // Deleted: it leaves every window. Added: changed now on Mailchimp's clock.
+        members[0].status = "gone";
+        let last = members.len() - 1;
+        members[last].status = "subscribed";
+        members[last].last_changed = Utc::now() - chrono::Duration::seconds(20);
+    }
+    let mut members = subscribed(36);
+    members[35].status = "not yet";
+    let fake = FakeMailchimp {
+        mutate_at: Some((4, delete_first_add_one)),
+        clock_offset: Some(chrono::Duration::seconds(-20)),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members);
+    let lists = fake.lists.clone();
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 1}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (1, 0), "{text}");
+    assert!(
+        text.contains("Mailchimp's clock is 20 s behind this machine's"),
+        "{text}"
+    );
+    // Every member in the window; the one added after T0 (on Mailchimp's
+    // clock) belongs to the next SYNC.
+    let pushed = pushed_ids(&apis);
+    let now = lists.lock().unwrap()["L"].clone();
+    let missing: Vec<&str> = now[..35]
+        .iter()
+        .filter(|m| m.status == "subscribed" && !pushed.contains(&m.id))
+        .map(|m| m.id.as_str())
+        .collect();
+    assert!(missing.is_empty(), "{missing:?} never sent:\n{text}");
+    // The cursor is on Mailchimp's clock.
+    let cursor = support::utc(read_json(&file)[0]["latest_timestamp"].as_str().unwrap());
+    let behind = Utc::now() - cursor;
+    assert!(behind >= chrono::Duration::seconds(19), "{cursor}");
+}
+
+/// Mailchimp's clock 10 minutes behind ours, more than the overlap: the
+/// cursor is kept on Mailchimp's clock, so a member changed after the
+/// LOAD (stamped by Mailchimp) is in the next SYNC's window.
+#[actix_rt::test]
+async fn a_mailchimp_clock_behind_ours_by_more_than_the_overlap_loses_no_change() {
+    fn change_u10(members: &mut [FakeMember], _: Option<chrono::DateTime<Utc>>) {
+        members[10].fname = "Changed".into();
+        members[10].last_changed = Utc::now() - chrono::Duration::seconds(600);
+    }
+    let members = subscribed(30);
+    let offset = chrono::Duration::seconds(-600);
+    let fake = FakeMailchimp {
+        clock_offset: Some(offset),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members);
+    let lists = fake.lists.clone();
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "items_per_request": 10}]"#);
+    let mut config = apis.config(dir.path());
+    config.refresh = Duration::from_secs(1);
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run_once(&config, log.clone()).await.succeeded,
+        1,
+        "{}",
+        buffer.contents()
+    );
+    let after_load = read_json(&file)[0]["latest_timestamp"].clone();
+    // A change on Mailchimp's clock, a few seconds after the LOAD.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while support::utc(after_load.as_str().unwrap()) + chrono::Duration::seconds(2) > Utc::now() + offset {
+        assert!(std::time::Instant::now() < deadline, "the clock did not move");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    change_u10(&mut lists.lock().unwrap().get_mut("L").unwrap()[..], None);
+    let (id, changed) = {
+        let lists = lists.lock().unwrap();
+        (lists["L"][10].id.clone(), lists["L"][10].last_changed)
+    };
+    // The SYNC starts once Mailchimp's clock is past the change's second.
+    while (Utc::now() + offset).timestamp() <= changed.timestamp() {
+        assert!(std::time::Instant::now() < deadline, "the clock did not move");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run_once(&config, log).await.succeeded, 1, "{}", buffer.contents());
+    let last = apis
+        .pushed()
+        .into_iter()
+        .rev()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(last["firstname"], "Changed", "{}", buffer.contents());
+}
+
+/// A `Date` more than an hour behind ours is more likely a wrong clock
+/// than Mailchimp's: the sync fails and says so, cursor kept.
+#[actix_rt::test]
+async fn a_mailchimp_clock_hours_behind_fails_the_sync() {
+    let fake = FakeMailchimp {
+        clock_offset: Some(chrono::Duration::hours(-3)),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", subscribed(5));
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L"}]"#;
+    let (dir, file) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (0, 1), "{text}");
+    assert!(
+        text.contains("behind this machine's") && text.contains("(NTP)"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), entries);
+}
+
+/// Mid-LOAD, one member is archived and an archived one unarchived, both
+/// keeping their `last_changed` (an API may): neither pass's total moves,
+/// and the unarchived member lands in a part of the members pass already
+/// read. The member read in both passes shows the move; both passes are
+/// read again and every member reaches Ometria as it is now.
+#[actix_rt::test]
+async fn an_archive_and_an_unarchive_keeping_last_changed_lose_no_member() {
+    fn swap(members: &mut [FakeMember], _: Option<chrono::DateTime<Utc>>) {
+        members[1].status = "archived";
+        members[37].status = "subscribed";
+    }
+    let mut members = subscribed(40);
+    for m in &mut members[35..] {
+        m.status = "archived";
+    }
+    let fake = FakeMailchimp {
+        mutate_at: Some((4, swap)),
+        ..FakeMailchimp::default()
+    }
+    .with_list("L", members);
+    let lists = fake.lists.clone();
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let entries = r#"[{"list_id": "L", "items_per_request": 10, "worker_count": 1}]"#;
+    let (dir, _) = state_dir(entries);
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!((summary.succeeded, summary.failed), (1, 0), "{text}");
+    assert!(text.contains("were read both as archived and as not"), "{text}");
+    let last: HashMap<String, serde_json::Value> = apis
+        .pushed()
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r))
+        .collect();
+    let now = lists.lock().unwrap()["L"].clone();
+    for m in &now {
+        let status = &last
+            .get(&m.id)
+            .unwrap_or_else(|| panic!("{} never sent:\n{text}", m.id))["properties"]["mailchimp_status"];
+        assert_eq!(status, m.status, "{}:\n{text}", m.id);
+    }
+}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use slog::{warn, Logger};
 
 use super::messages::{FetchPage, FetchedPage, StopWorker};
@@ -28,7 +27,6 @@ pub struct Fetcher {
     /// How Mailchimp answered this sync's requests so far, shared by its workers.
     pub outcomes: Outcomes,
     pub list_id: Rc<str>,
-    pub window: Window,
     /// The record format the Writers send.
     pub api: OmetriaApi,
     pub metrics: Arc<Metrics>,
@@ -42,7 +40,7 @@ impl Actor for Fetcher {
 impl Handler<FetchPage> for Fetcher {
     type Result = ResponseActFuture<Self, Result<FetchedPage, ApiError>>;
 
-    fn handle(&mut self, FetchPage(request): FetchPage, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, FetchPage { request, window }: FetchPage, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
         let (client, limit, retry, outcomes, list_id, window, api, log) = (
             self.client.clone(),
@@ -50,7 +48,7 @@ impl Handler<FetchPage> for Fetcher {
             self.retry,
             self.outcomes.clone(),
             self.list_id.clone(),
-            self.window,
+            window,
             self.api,
             self.log.clone(),
         );
@@ -61,12 +59,14 @@ impl Handler<FetchPage> for Fetcher {
                     |attempt| {
                         let (client, limit, list_id, window) = (&client, &limit, &list_id, &window);
                         async move {
-                            let body = {
+                            let (body, server_time) = {
                                 let _connection = limit.acquire().await;
                                 client.members_page(list_id, window, request, attempt).await?
                             };
                             // A page that does not parse is retried like a dropped connection.
-                            read_page(&body, request, list_id, window.before, api)
+                            let mut page = read_page(&body, request, list_id, *window, api)?;
+                            page.server_time = server_time;
+                            Ok(page)
                         }
                     },
                     |e, n, wait| {
@@ -92,9 +92,10 @@ fn read_page(
     body: &[u8],
     request: PageRequest,
     list_id: &str,
-    now: DateTime<Utc>,
+    window: Window,
     api: OmetriaApi,
 ) -> Result<FetchedPage, ApiError> {
+    let now = window.before;
     // A page only a lone surrogate, a stray byte or a repeated name keeps
     // from parsing is read repaired: the server would send it again.
     let repaired;
@@ -153,6 +154,8 @@ fn read_page(
         .collect();
     Ok(FetchedPage {
         request,
+        window,
+        server_time: None,
         total_items: page.total_items,
         keys,
         records,

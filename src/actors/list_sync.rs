@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use slog::{error, info, o, warn, Logger};
 
 use super::fetcher::Fetcher;
@@ -33,6 +33,19 @@ use crate::sync::{start_time, Bounds, DroppedValues, PageVerdict, Pass, SweepPla
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::SkipReason;
+
+/// How far behind ours Mailchimp's clock may be for a sync to end its
+/// window on Mailchimp's clock; beyond, the clocks are taken as wrong and
+/// the sync fails.
+const MAX_CLOCK_BEHIND: TimeDelta = TimeDelta::hours(1);
+
+/// How far behind `T0` a `Date` header may be and still be taken as
+/// Mailchimp's clock having reached it: `Date` has whole seconds, and
+/// servers write it from a clock they refresh about once a second.
+const CLOCK_TOLERANCE: TimeDelta = TimeDelta::seconds(1);
+
+/// How many times one sync moves its window to Mailchimp's clock.
+const MAX_REPLANS: u32 = 3;
 
 /// Skipped members a sync names in its log; the rest are counted.
 const SKIPPED_NAMED: u64 = 10;
@@ -93,24 +106,17 @@ pub struct ListSync {
     finished: bool,
     /// Counted in `syncs_running` (from `started` until dropped).
     counted_running: bool,
+    /// Times the window was moved to Mailchimp's clock.
+    replans: u32,
 }
 
 impl ListSync {
     pub fn new(job: SyncJob, deps: SyncDeps, controller: Recipient<SyncFinished>) -> ListSync {
+        // On this machine's clock; moved to Mailchimp's if that is behind
+        // (see `on_mailchimp_clock`).
         let t0 = start_time(Utc::now());
         let window = Window::new(job.kind, t0, deps.overlap);
-        // A LOAD reads most lists' second page blind; a SYNC window is
-        // usually one page, and a blind second page would be wasted.
-        let blind_pages = if job.kind == SyncKind::Load { 2 } else { 1 };
-        let plan = SweepPlan::new(
-            start_offset(&job),
-            job.entry.items_per_request,
-            &[(Pass::Members, blind_pages), (Pass::Archived, 1)],
-        )
-        .within(Bounds {
-            since: window.since.map(|t| t.timestamp()),
-            before: Some(window.before.timestamp()),
-        });
+        let plan = sweep_plan(&job, &window);
         let log = deps.log.new(o!("list_id" => job.entry.key.list_id.clone()));
         ListSync {
             job,
@@ -133,6 +139,7 @@ impl ListSync {
             unkept: None,
             finished: false,
             counted_running: false,
+            replans: 0,
         }
     }
 
@@ -149,7 +156,14 @@ impl ListSync {
         while self.ready.len() < self.queue_capacity() && !self.idle_fetchers.is_empty() {
             let Some(request) = self.plan.next_request() else { break };
             let worker = self.idle_fetchers.pop().expect("checked non-empty");
-            self.fetch(worker, FetchPage(request), ctx);
+            self.fetch(
+                worker,
+                FetchPage {
+                    request,
+                    window: self.window,
+                },
+                ctx,
+            );
         }
         let reading = self.idle_fetchers.len() < self.fetchers.len();
         if !reading && self.plan.is_complete() {
@@ -196,7 +210,53 @@ impl ListSync {
         ctx.spawn(answer);
     }
 
+    /// Whether the window must end earlier, on Mailchimp's clock: the
+    /// sweep's rule that the window only shrinks while it is read (every
+    /// member that changes meanwhile leaves it) holds only if Mailchimp's
+    /// clock has reached `T0` — else a member changed or added during the
+    /// read gets a `last_changed` inside the window, which can shift an
+    /// unchanged member past the readers with `total_items` unchanged. So
+    /// an answer whose `Date` is more than [`CLOCK_TOLERANCE`] before `T0`
+    /// starts the read over with `T0` at that `Date` (the cursor is then on
+    /// Mailchimp's clock, which the next SYNC's `since_last_changed` is
+    /// compared with). Returns `Err` for a clock so far behind that it is
+    /// more likely wrong than Mailchimp's.
+    fn on_mailchimp_clock(&mut self, server: DateTime<Utc>) -> Result<bool, String> {
+        if server + CLOCK_TOLERANCE >= self.t0 {
+            return Ok(false);
+        }
+        let behind = (self.t0 - server).num_seconds();
+        if behind > MAX_CLOCK_BEHIND.num_seconds() || self.replans >= MAX_REPLANS {
+            return Err(format!(
+                "Mailchimp's clock (its Date header: {}) is {behind} s behind this machine's ({}); \
+                 a window ending on this machine's clock could grow while it is read: set this machine's \
+                 clock right (NTP)",
+                format_for_log(server),
+                format_for_log(self.t0)
+            ));
+        }
+        self.replans += 1;
+        let t0 = start_time(server);
+        warn!(self.log, "sync: Mailchimp's clock is {behind} s behind this machine's: list {} is read again up to \"{}\" on Mailchimp's clock, so that no member changed meanwhile lands in the window.",
+            self.job.entry.key, format_for_log(t0); "behind_seconds" => behind);
+        self.t0 = t0;
+        self.window = Window::new(self.job.kind, t0, self.deps.overlap);
+        self.plan = sweep_plan(&self.job, &self.window);
+        Ok(true)
+    }
+
     fn on_page(&mut self, page: FetchedPage, ctx: &mut Context<Self>) {
+        if page.window != self.window {
+            // Read before the window was moved to Mailchimp's clock: read again.
+            return self.dispatch(ctx);
+        }
+        if let Some(server) = page.server_time {
+            match self.on_mailchimp_clock(server) {
+                Ok(false) => {}
+                Ok(true) => return self.dispatch(ctx),
+                Err(reason) => return self.fail(reason, ctx),
+            }
+        }
         self.counts.pages += 1;
         self.counts.read += page.keys.len() as u64;
         if page.repairs.text {
@@ -456,6 +516,22 @@ impl ListSync {
 /// (the field is for trying a large list from a point), 0 for a SYNC,
 /// whose window is the members changed since its cursor: skipping some of
 /// those would lose them.
+/// The paging plan of `job` over `window`. A LOAD reads most lists' second
+/// page blind; a SYNC window is usually one page, and a blind second page
+/// would be wasted.
+fn sweep_plan(job: &SyncJob, window: &Window) -> SweepPlan {
+    let blind_pages = if job.kind == SyncKind::Load { 2 } else { 1 };
+    SweepPlan::new(
+        start_offset(job),
+        job.entry.items_per_request,
+        &[(Pass::Members, blind_pages), (Pass::Archived, 1)],
+    )
+    .within(Bounds {
+        since: window.since.map(|t| t.timestamp()),
+        before: Some(window.before.timestamp()),
+    })
+}
+
 fn start_offset(job: &SyncJob) -> u64 {
     match job.kind {
         SyncKind::Load => job.entry.start_offset,
@@ -469,6 +545,9 @@ fn why_again(key: &impl std::fmt::Display, pass: Pass, why: &Why) -> String {
         Why::Reordered => format!(
             "Mailchimp returned members of list {key} sharing one last_changed second in a different order from one page to the next, so some of its {} may have been missed",
             pass.name()
+        ),
+        Why::Moved { members } => format!(
+            "{members} members of list {key} were read both as archived and as not (archived or unarchived while the list was read), so others may have moved past the readers"
         ),
         Why::Changed => format!(
             "list {key} changed while its {} were read, so some may have shifted past the readers",
@@ -512,7 +591,6 @@ impl Actor for ListSync {
                     retry: self.deps.retry,
                     outcomes: mailchimp.clone(),
                     list_id: list_id.clone(),
-                    window: self.window,
                     api: self.deps.ometria.api(),
                     metrics: self.deps.metrics.clone(),
                     log: self.log.clone(),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use actix::Message;
+use chrono::{DateTime, Utc};
 
 use crate::api::ApiError;
 use crate::ledger::{Accepted, LedgerError, LedgerMember, RunEnd, RunStart};
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use super::writer::WriteError;
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
-use crate::sync::{MemberKey, PageRequest};
+use crate::sync::{MemberKey, PageRequest, Window};
 use crate::transform::{DroppedValue, SkipReason};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
@@ -64,12 +65,21 @@ pub struct CancelSync;
 /// ListSync → Fetcher: read one page and map its members.
 #[derive(Message)]
 #[rtype(result = "Result<FetchedPage, ApiError>")]
-pub struct FetchPage(pub PageRequest);
+pub struct FetchPage {
+    pub request: PageRequest,
+    /// The sync's window as it stands (it may end earlier than when the
+    /// sync started: see ListSync on Mailchimp's clock).
+    pub window: Window,
+}
 
 /// One page, read and mapped.
 #[derive(Debug)]
 pub struct FetchedPage {
     pub request: PageRequest,
+    /// The window it was read in.
+    pub window: Window,
+    /// Mailchimp's clock when it answered (its `Date` header), if given.
+    pub server_time: Option<DateTime<Utc>>,
     pub total_items: u64,
     /// Every member on the page, in the order it came: when it last
     /// changed and its id, for the paging plan's checks.

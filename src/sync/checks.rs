@@ -203,6 +203,38 @@ pub struct DistinctIds {
 }
 
 impl DistinctIds {
+    /// An empty count hashing ids with `hasher`: counts made with one
+    /// hasher can be compared ([`Self::common`]).
+    pub fn with_hasher(hasher: RandomState) -> DistinctIds {
+        DistinctIds {
+            hasher,
+            ..DistinctIds::default()
+        }
+    }
+
+    /// How many ids both counts hold (both made with one hasher).
+    pub fn common(&mut self, other: &mut DistinctIds) -> u64 {
+        self.count();
+        other.count();
+        let (mut a, mut b, mut both) = (self.hashes.iter().peekable(), other.hashes.iter().peekable(), 0);
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match x.cmp(y) {
+                std::cmp::Ordering::Less => {
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    both += 1;
+                    a.next();
+                    b.next();
+                }
+            }
+        }
+        both
+    }
+
     /// Counts a member read with this id (`""` for none).
     pub fn add(&mut self, id: &str) {
         if id.is_empty() {

@@ -36,7 +36,9 @@
 //! A pass that keeps failing its offset sweeps is read as a keyset sweep
 //! ([`keyset`]).
 
-use super::checks::{Bounds, PagingFault};
+use std::collections::hash_map::RandomState;
+
+use super::checks::{Bounds, DistinctIds, PagingFault};
 
 mod keyset;
 mod offset;
@@ -55,6 +57,10 @@ pub const KEYSET_COUNT: u32 = 1000;
 /// stable order; in a new order on every request, a member is missed by
 /// all of them with a chance below (1 - 1/pages)^(30 × pages) < e^-30.
 pub const RUN_ROUNDS: u64 = 30;
+
+/// How many times both passes are read again because members were read
+/// in both (see [`Why::Moved`]) before the sync fails.
+pub const MOVED_REREADS: u32 = 2;
 
 /// How many times a keyset sweep asks again for a page shorter than its
 /// `total_items` implies before it gives up.
@@ -98,6 +104,9 @@ pub struct PageRequest {
 /// Why a pass is read again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Why {
+    /// This many members were read in both passes: moved between them
+    /// while the list was read.
+    Moved { members: u64 },
     /// The window changed while it was read (`total_items` moved): members
     /// may have shifted past the readers.
     Changed,
@@ -159,6 +168,8 @@ struct PassPlan {
     done: bool,
     /// Whether a change seen in another pass has had this one read again.
     reopened: bool,
+    /// The members its last sweep read, once it is done.
+    read: Option<DistinctIds>,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +180,11 @@ pub struct SweepPlan {
     /// The sync's window, which every member read must lie in.
     bounds: Bounds,
     passes: Vec<PassPlan>,
+    /// One hasher for every sweep's [`DistinctIds`], so that the members
+    /// of two passes can be compared.
+    hasher: RandomState,
+    /// Times both passes were read again for members read in both.
+    moved_rereads: u32,
 }
 
 impl SweepPlan {
@@ -177,6 +193,7 @@ impl SweepPlan {
     /// `start_offset`, the archived pass from 0. Members may come from any
     /// time until [`Self::within`] says which.
     pub fn new(start_offset: u64, count: u32, passes: &[(Pass, u32)]) -> SweepPlan {
+        let hasher = RandomState::new();
         let passes = passes
             .iter()
             .map(|&(pass, blind_pages)| {
@@ -186,9 +203,10 @@ impl SweepPlan {
                     start,
                     blind_pages: blind_pages.max(1),
                     sweep: 0,
-                    mode: Mode::Offset(OffsetSweep::new(start)),
+                    mode: Mode::Offset(OffsetSweep::new(start, DistinctIds::with_hasher(hasher.clone()))),
                     done: false,
                     reopened: false,
+                    read: None,
                 }
             })
             .collect();
@@ -197,6 +215,8 @@ impl SweepPlan {
             keyset_count: KEYSET_COUNT.max(count),
             bounds: Bounds::default(),
             passes,
+            hasher,
+            moved_rereads: 0,
         }
     }
 
@@ -244,21 +264,68 @@ impl SweepPlan {
         total_items: u64,
         members: &[MemberKey],
     ) -> (PageVerdict, Vec<bool>) {
-        if request.keyed {
+        let (verdict, fresh) = if request.keyed {
             let read = self.keyset_page_read(request, total_items, members);
             if read.shifted {
                 self.reopen_others(request.pass);
             }
-            return (read.verdict, read.fresh);
-        }
-        let (verdict, fresh) = self.offset_page_read(request, total_items, members);
-        if let PageVerdict::Resweep { why, .. } | PageVerdict::Keyset { why, .. } = &verdict {
-            // A short page may be a change the total did not show yet.
-            if matches!(why, Why::Changed | Why::Fault(PagingFault::Short { .. })) {
-                self.reopen_others(request.pass);
+            (read.verdict, read.fresh)
+        } else {
+            let (verdict, fresh) = self.offset_page_read(request, total_items, members);
+            if let PageVerdict::Resweep { why, .. } | PageVerdict::Keyset { why, .. } = &verdict {
+                // A short page may be a change the total did not show yet.
+                if matches!(why, Why::Changed | Why::Fault(PagingFault::Short { .. })) {
+                    self.reopen_others(request.pass);
+                }
+            }
+            (verdict, fresh)
+        };
+        if verdict == PageVerdict::Continue && self.is_complete() {
+            if let Some(verdict) = self.members_in_both_passes() {
+                return (verdict, fresh);
             }
         }
         (verdict, fresh)
+    }
+
+    /// A member read in both passes moved between them while the list was
+    /// read (archived or unarchived keeping its `last_changed`); another
+    /// may have moved the other way, into a part of a pass already read,
+    /// with no total changing. So both passes are read again, up to
+    /// [`MOVED_REREADS`] times; then the sync fails.
+    fn members_in_both_passes(&mut self) -> Option<PageVerdict> {
+        let [first, second] = &mut self.passes[..] else {
+            return None;
+        };
+        let both = match (&mut first.read, &mut second.read) {
+            (Some(a), Some(b)) => a.common(b),
+            _ => 0,
+        };
+        if both == 0 {
+            return None;
+        }
+        if self.moved_rereads >= MOVED_REREADS {
+            return Some(PageVerdict::Unstable {
+                pass: Pass::Archived,
+                reason: format!(
+                    "{both} members were read both as archived and as not, in each of {} reads: members keep \
+                     being archived or unarchived while the list is read",
+                    self.moved_rereads + 1
+                ),
+                fault: None,
+            });
+        }
+        self.moved_rereads += 1;
+        for p in &mut self.passes {
+            p.done = false;
+            p.read = None;
+            p.mode = Mode::Offset(OffsetSweep::new(p.start, DistinctIds::with_hasher(self.hasher.clone())));
+        }
+        Some(PageVerdict::Resweep {
+            pass: Pass::Archived,
+            sweep: self.moved_rereads,
+            why: Why::Moved { members: both },
+        })
     }
 
     /// A member that left one pass's window may have entered another's
@@ -273,7 +340,11 @@ impl SweepPlan {
         {
             other.done = false;
             other.reopened = true;
-            other.mode = Mode::Offset(OffsetSweep::new(other.start));
+            other.mode = Mode::Offset(OffsetSweep::new(
+                other.start,
+                DistinctIds::with_hasher(self.hasher.clone()),
+            ));
+            other.read = None;
         }
     }
 
@@ -319,7 +390,10 @@ mod tests {
         let members: Vec<MemberKey> = (r.offset..r.offset + n)
             .map(|i| MemberKey {
                 archived: Some(r.pass == Pass::Archived),
-                ..key(i as i64, &format!("m{i}"))
+                ..key(
+                    i as i64,
+                    &format!("{}{i}", if r.pass == Pass::Archived { "a" } else { "m" }),
+                )
             })
             .collect();
         plan.page_read(r, total, &members).0
@@ -485,7 +559,7 @@ mod tests {
     #[test]
     fn a_shift_under_a_keyset_walk_reads_the_other_pass_again() {
         let mut plan = SweepPlan::new(0, 2, &[(Pass::Members, 1), (Pass::Archived, 1)]);
-        let mut keyset = KeysetSweep::new(2, 0, 1000);
+        let mut keyset = KeysetSweep::new(2, 0, 1000, DistinctIds::default());
         keyset.anchor = Some(5);
         keyset.run = Some(RunCover {
             second: 5,
@@ -615,7 +689,7 @@ mod tests {
 
     fn keyset_plan(count: u32) -> SweepPlan {
         let mut plan = SweepPlan::new(0, count, &[(Pass::Members, 1)]);
-        plan.passes[0].mode = Mode::Keyset(KeysetSweep::new(count, 0, 1000));
+        plan.passes[0].mode = Mode::Keyset(KeysetSweep::new(count, 0, 1000, DistinctIds::default()));
         plan
     }
 

@@ -141,6 +141,8 @@ pub struct FakeMailchimp {
     pub edit: Option<PageEdit>,
     /// `status=archived` dropped (a proxy): every pass gets the default members.
     pub ignores_status: bool,
+    /// Mailchimp's clock this far from ours: its answers' `Date` header.
+    pub clock_offset: Option<chrono::Duration>,
 }
 
 impl FakeMailchimp {
@@ -218,9 +220,16 @@ impl Respond for FakeMailchimp {
         if let Some(edit) = self.edit {
             edit(members, &mut page);
         }
-        ResponseTemplate::new(200)
+        let answer = ResponseTemplate::new(200)
             .set_body_json(json!({"members": page, "list_id": list_id, "total_items": selected.len(), "_links": []}))
-            .set_delay(self.delay)
+            .set_delay(self.delay);
+        match self.clock_offset {
+            Some(offset) => answer.insert_header(
+                "date",
+                (Utc::now() + offset).format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            ),
+            None => answer,
+        }
     }
 }
 

@@ -110,7 +110,7 @@ fn page_limit(total: u64, count: u32) -> u64 {
 impl KeysetSweep {
     /// A keyset sweep of pages of `count` from `start`, of a window that
     /// held `total` members when it began.
-    pub(super) fn new(count: u32, start: u64, total: u64) -> KeysetSweep {
+    pub(super) fn new(count: u32, start: u64, total: u64, distinct: DistinctIds) -> KeysetSweep {
         KeysetSweep {
             page_limit: page_limit(total, count),
             base_total: total,
@@ -118,7 +118,7 @@ impl KeysetSweep {
             anchor: None,
             offset: start,
             seen: HashMap::new(),
-            distinct: DistinctIds::default(),
+            distinct,
             run: None,
             resume: None,
             last_run: None,
@@ -290,6 +290,7 @@ impl SweepPlan {
                 return unstable(fault.to_string(), Some(fault));
             }
             p.done = true;
+            p.read = Some(std::mem::take(&mut k.distinct));
             return KeysetRead::go_on(fresh, false);
         }
         if request.before.is_some() {

@@ -112,7 +112,7 @@ pub(super) struct OffsetSweep {
 }
 
 impl OffsetSweep {
-    pub(super) fn new(start: u64) -> OffsetSweep {
+    pub(super) fn new(start: u64, distinct: DistinctIds) -> OffsetSweep {
         OffsetSweep {
             next: start,
             total: None,
@@ -125,7 +125,7 @@ impl OffsetSweep {
             high: None,
             last_ids: HashSet::new(),
             returned: 0,
-            distinct: DistinctIds::default(),
+            distinct,
             reordered: false,
             fault: None,
         }
@@ -234,6 +234,7 @@ impl SweepPlan {
     ) -> (PageVerdict, Vec<bool>) {
         let bounds = self.bounds;
         let count = u64::from(self.count);
+        let hasher = self.hasher.clone();
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
             return (PageVerdict::Continue, vec![]);
         };
@@ -310,6 +311,7 @@ impl SweepPlan {
             let distinct = o.distinct.count();
             if o.returned == expected && distinct == expected {
                 p.done = true;
+                p.read = Some(std::mem::take(&mut o.distinct));
                 return (PageVerdict::Continue, fresh);
             }
             o.fault = Some(if o.returned == expected {
@@ -331,7 +333,7 @@ impl SweepPlan {
         };
         p.sweep += 1;
         if p.sweep < OFFSET_SWEEPS {
-            p.mode = Mode::Offset(OffsetSweep::new(start));
+            p.mode = Mode::Offset(OffsetSweep::new(start, DistinctIds::with_hasher(hasher)));
             return (
                 PageVerdict::Resweep {
                     pass: p.pass,
@@ -341,7 +343,12 @@ impl SweepPlan {
                 fresh,
             );
         }
-        p.mode = Mode::Keyset(KeysetSweep::new(self.keyset_count, start, total_items));
+        p.mode = Mode::Keyset(KeysetSweep::new(
+            self.keyset_count,
+            start,
+            total_items,
+            DistinctIds::with_hasher(hasher),
+        ));
         (PageVerdict::Keyset { pass: p.pass, why }, fresh)
     }
 }
