@@ -14,8 +14,8 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskReconcileStatus, CountMembers, ReconcileStatus, CountUnseen, EndRun, ForgetList, LookUpUnchanged, MarkSeen, RecordAccepted, RemoveMembers, StartRun,
-    Unseen,
+    AskReconcileStatus, CountMembers, CountUnseen, EndRun, ForgetList, LookUpUnchanged, MarkSeen, ReconcileStatus,
+    RecordAccepted, RemoveMembers, StartRun, Unseen,
 };
 use crate::ledger::{LedgerError, LedgerStore};
 
