@@ -229,7 +229,9 @@ fn read_entry(
     // One second at least; a year at most keeps date arithmetic far from overflow.
     let refresh = field(FIELD_REFRESH_SECONDS, 1, 366 * 24 * 3600)?.map(Duration::from_secs);
     let alert_after = field(FIELD_ALERT_AFTER_SECONDS, 1, 3 * 366 * 24 * 3600)?.map(Duration::from_secs);
-    let reconcile = match field(FIELD_RECONCILE_SECONDS, 0, MAX_RECONCILE_SECONDS)?.unwrap_or(DEFAULT_RECONCILE_SECONDS) {
+    let reconcile_seconds =
+        field(FIELD_RECONCILE_SECONDS, 0, MAX_RECONCILE_SECONDS)?.unwrap_or(DEFAULT_RECONCILE_SECONDS);
+    let reconcile = match reconcile_seconds {
         0 => None,
         seconds => Some(Duration::from_secs(seconds)),
     };
