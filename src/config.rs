@@ -677,7 +677,8 @@ mod tests {
             .unwrap();
         assert_eq!(config.max_delete_fraction, 1.0);
         for bad in ["0", "1.5", "-0.1", "NaN", "some"] {
-            let err = Cli::try_parse_from(["x", "go", "--max-delete-fraction", bad]).unwrap_err();
+            let flag = format!("--max-delete-fraction={bad}");
+            let err = Cli::try_parse_from(["x", "go", flag.as_str()]).unwrap_err();
             assert!(err.to_string().contains("is not a fraction of a list"), "{err}");
         }
     }
