@@ -316,6 +316,22 @@ pub struct Settings {
     /// Attempts of a request, the first included, before a passing failure (429, 5xx, timeout…) fails the sync; 4 × as many once one in five of the sync's requests to that API got through.
     #[arg(long, env = "IMPORTER_RETRY_ATTEMPTS", default_value_t = crate::retry::DEFAULT_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
     pub retry_attempts: u32,
+    /// A reconciliation that would mark more than this fraction of a list's members in the ledger as deleted in Mailchimp does nothing, fails and raises the list's alert; (0, 1].
+    #[arg(long, env = "IMPORTER_MAX_DELETE_FRACTION", default_value_t = DEFAULT_MAX_DELETE_FRACTION, value_parser = parse_fraction, global = true)]
+    pub max_delete_fraction: f64,
+}
+
+/// `IMPORTER_MAX_DELETE_FRACTION`'s default: 5 % of a list (issue 16).
+pub const DEFAULT_MAX_DELETE_FRACTION: f64 = 0.05;
+
+/// A fraction in (0, 1]: `0.05`, `1`.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "\"{text}\" is not a fraction of a list: give a number above 0 and at most 1, e.g. 0.05"
+        )),
+    }
 }
 
 pub const DEFAULT_OMETRIA_BASE_URL: &str = "https://api.ometria.com";
@@ -399,6 +415,9 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// How often a long sync logs its progress (not a setting either).
     pub progress_interval: Duration,
+    /// The largest fraction of a list's ledger members one reconciliation
+    /// may find deleted in Mailchimp, in (0, 1]; above it, it does nothing.
+    pub max_delete_fraction: f64,
 }
 
 impl Config {
@@ -429,6 +448,7 @@ impl Config {
             http_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             progress_interval: Duration::from_secs(10),
+            max_delete_fraction: DEFAULT_MAX_DELETE_FRACTION,
         }
     }
 }
@@ -486,6 +506,7 @@ impl Settings {
                 attempts: self.retry_attempts,
                 ..RetryPolicy::default()
             },
+            max_delete_fraction: self.max_delete_fraction,
             ..Config::new(
                 &mailchimp_base_url,
                 mailchimp_key,
@@ -644,6 +665,21 @@ mod tests {
         for bad in ["0", "21", "many"] {
             let err = Cli::try_parse_from(["x", "go", "--retry-attempts", bad]).unwrap_err();
             assert!(err.to_string().contains("retry-attempts"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_delete_fraction_is_a_setting_in_zero_to_one() {
+        let keys = ["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"];
+        assert_eq!(settings(&keys).resolve().unwrap().max_delete_fraction, 0.05);
+        let config = settings(&[&keys[..], &["--max-delete-fraction", "1"]].concat())
+            .resolve()
+            .unwrap();
+        assert_eq!(config.max_delete_fraction, 1.0);
+        for bad in ["0", "1.5", "-0.1", "NaN", "some"] {
+            let flag = format!("--max-delete-fraction={bad}");
+            let err = Cli::try_parse_from(["x", "go", flag.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("is not a fraction of a list"), "{err}");
         }
     }
 

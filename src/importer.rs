@@ -138,6 +138,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         max_concurrent_lists: config.max_concurrent_lists,
         grace: config.grace,
         quit_file: config.state_dir.join(QUIT_FILE_NAME),
+        max_delete_fraction: config.max_delete_fraction,
     };
     let (done, finished) = oneshot::channel();
     let controller = Controller::new(settings, deps, done).start();

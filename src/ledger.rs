@@ -389,6 +389,31 @@ impl LedgerStore {
         tx.commit().map_err(|e| error_at(&self.path, e))
     }
 
+    /// When the newest reconciliation of list `list_id` that succeeded
+    /// started (unix seconds; the `started_at` of its `RECONCILE` row in
+    /// `runs`), if any.
+    pub fn last_reconciled(&self, list_id: &str) -> Result<Option<i64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(started_at) FROM runs WHERE list_id = ?1 AND kind = 'RECONCILE' AND result = 'succeeded'",
+                params![list_id],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Whether the ledger holds any member of list `list_id` (one lookup
+    /// of the primary key, however large the list).
+    pub fn holds_members(&self, list_id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM members WHERE list_id = ?1)",
+                params![list_id],
+                |row| row.get::<_, bool>(0),
+            )
+            .map_err(|e| error_at(&self.path, e))
+    }
+
     /// Adds a run to the history; returns its id for [`Self::end_run`].
     pub fn start_run(&mut self, run: &RunStart) -> Result<i64, LedgerError> {
         self.conn
@@ -548,6 +573,39 @@ mod tests {
         assert_eq!(rest[0].member_id, "e");
         ledger.remove("L", &["b", "d", "e"]).unwrap();
         assert_eq!(ledger.count_members("L").unwrap(), 3);
+    }
+
+    #[test]
+    fn the_last_successful_reconciliation_of_a_list_is_its_newest_succeeded_reconcile_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        assert_eq!(ledger.last_reconciled("L").unwrap(), None);
+        assert!(!ledger.holds_members("L").unwrap());
+        ledger.record_accepted("L", 1, &[accepted("a", 1)]).unwrap();
+        assert!(ledger.holds_members("L").unwrap());
+        assert!(!ledger.holds_members("M").unwrap());
+        let run = |ledger: &mut LedgerStore, list: &str, kind: &str, at: i64, result: &str| {
+            let id = ledger
+                .start_run(&RunStart {
+                    list_id: list.into(),
+                    rank: 0,
+                    kind: kind.into(),
+                    t0: at,
+                    started_at: at,
+                })
+                .unwrap();
+            let end = RunEnd {
+                result: result.into(),
+                ..RunEnd::default()
+            };
+            ledger.end_run(id, &end).unwrap();
+        };
+        run(&mut ledger, "L", "RECONCILE", 100, "succeeded");
+        run(&mut ledger, "L", "RECONCILE", 200, "failed");
+        run(&mut ledger, "L", "SYNC", 300, "succeeded");
+        run(&mut ledger, "M", "RECONCILE", 400, "succeeded");
+        assert_eq!(ledger.last_reconciled("L").unwrap(), Some(100));
+        assert_eq!(ledger.last_reconciled("M").unwrap(), Some(400));
     }
 
     #[test]

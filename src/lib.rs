@@ -18,7 +18,8 @@
 //!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
 //! - [`rejected`]: finding the records Ometria rejects or refuses, and their file.
-//! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
+//! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper, Ledger,
+//!   Reconciliation.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.

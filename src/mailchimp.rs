@@ -25,6 +25,11 @@ pub use repair::{repair, Repaired, Repairs};
 pub const MEMBER_FIELDS: &str = "members.unique_email_id,members.email_address,members.status,\
 members.merge_fields.FNAME,members.merge_fields.LNAME,members.timestamp_opt,members.last_changed,total_items";
 
+/// What a reconciliation reads (issue 16): the members' ids, and what the
+/// paging checks need (`last_changed` for the order and window, `status`
+/// for the archived pass, `total_items` for the counts).
+pub const MEMBER_ID_FIELDS: &str = "members.unique_email_id,members.last_changed,members.status,total_items";
+
 /// Everything but RFC 3986 unreserved characters is escaped in the list id.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
@@ -181,8 +186,20 @@ fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields<'
     d.deserialize_any(Fields)
 }
 
-/// The URL of one page of one pass over `window`.
+/// The URL of one page of one pass over `window`, with the sync's projection.
 pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageRequest) -> String {
+    projected_members_url(base_url, list_id, window, page, MEMBER_FIELDS)
+}
+
+/// The URL of one page of one pass over `window`, asking for `fields`
+/// ([`MEMBER_FIELDS`] or [`MEMBER_ID_FIELDS`]).
+pub fn projected_members_url(
+    base_url: &str,
+    list_id: &str,
+    window: &Window,
+    page: PageRequest,
+    fields: &str,
+) -> String {
     let before = page
         .before
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
@@ -190,7 +207,7 @@ pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageReq
         .unwrap_or(window.before);
     let mut query = form_urlencoded::Serializer::new(String::new());
     query
-        .append_pair("fields", MEMBER_FIELDS)
+        .append_pair("fields", fields)
         .append_pair("count", &page.count.to_string())
         .append_pair("offset", &page.offset.to_string())
         .append_pair("sort_field", "last_changed")
@@ -254,7 +271,31 @@ impl MailchimpClient {
         page: PageRequest,
         attempt: u32,
     ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
-        let url = members_url(&self.base_url, list_id, window, page);
+        self.projected_page(list_id, window, page, MEMBER_FIELDS, attempt).await
+    }
+
+    /// [`Self::members_page`] with only the members' ids and what the
+    /// paging checks need ([`MEMBER_ID_FIELDS`]): a reconciliation's read.
+    pub async fn member_ids_page(
+        &self,
+        list_id: &str,
+        window: &Window,
+        page: PageRequest,
+        attempt: u32,
+    ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
+        self.projected_page(list_id, window, page, MEMBER_ID_FIELDS, attempt)
+            .await
+    }
+
+    async fn projected_page(
+        &self,
+        list_id: &str,
+        window: &Window,
+        page: PageRequest,
+        fields: &str,
+        attempt: u32,
+    ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
+        let url = projected_members_url(&self.base_url, list_id, window, page, fields);
         let timeout = self.patience.for_attempt(attempt);
         let request = self
             .http
@@ -405,6 +446,28 @@ mod tests {
         assert!(
             url.contains("&before_last_changed=2019-10-21T10%3A51%3A16%2B00%3A00"),
             "{url}"
+        );
+    }
+
+    #[test]
+    fn a_reconciliation_asks_for_ids_only() {
+        let window = Window {
+            since: None,
+            before: Utc.with_ymd_and_hms(2019, 10, 21, 10, 51, 16).unwrap(),
+        };
+        let page = PageRequest {
+            pass: Pass::Members,
+            offset: 0,
+            count: 1000,
+            since: None,
+            before: None,
+            keyed: true,
+            recount: false,
+        };
+        let url = projected_members_url("http://h/3.0", "a", &window, page, MEMBER_ID_FIELDS);
+        assert_eq!(
+            url,
+            "http://h/3.0/lists/a/members?fields=members.unique_email_id%2Cmembers.last_changed%2Cmembers.status%2Ctotal_items&count=1000&offset=0&sort_field=last_changed&sort_dir=ASC&before_last_changed=2019-10-21T10%3A51%3A16%2B00%3A00"
         );
     }
 

@@ -307,6 +307,28 @@ pub fn member_to_contact<'a>(
     })
 }
 
+/// `properties.mailchimp_status` of a member deleted in Mailchimp.
+pub const DELETED_STATUS: &str = "deleted";
+
+/// The contact pushed for a member of list `list_id` that Mailchimp no
+/// longer returns (issue 16): opted out, `mailchimp_status: "deleted"`,
+/// with the id and email Ometria last accepted for it (from the ledger).
+pub fn deleted_contact<'a>(id: &'a str, email: &'a str, list_id: &'a str) -> Contact<'a> {
+    Contact {
+        record_type: "contact",
+        id,
+        email,
+        firstname: None,
+        lastname: None,
+        marketing_optin: MarketingOptin::ExplicitlyOptedout,
+        timestamp_subscribed: None,
+        properties: ContactProperties {
+            mailchimp_status: DELETED_STATUS,
+            mailchimp_list_id: list_id,
+        },
+    }
+}
+
 /// `None` for absent or empty text; the text exactly as sent otherwise
 /// (a name of spaces is still a name).
 fn present<'a>(text: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
@@ -323,6 +345,21 @@ mod tests {
     use super::*;
     use crate::mailchimp::MergeFields;
     use serde_json::json;
+
+    #[test]
+    fn a_deleted_member_is_encoded_opted_out_like_any_record() {
+        let mut out = vec![];
+        let contact = deleted_contact("u1", "a@x.io", "L1");
+        crate::ometria::encode(&contact, crate::config::OmetriaApi::Push, Default::default(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"@type":"contact","id":"u1","email":"a@x.io","marketing_optin":"EXPLICITLY_OPTEDOUT","properties":{"mailchimp_status":"deleted","mailchimp_list_id":"L1"}}"#
+        );
+        assert_eq!(
+            serde_json::to_value(&contact).unwrap()["properties"]["mailchimp_status"],
+            "deleted"
+        );
+    }
 
     /// When the syncs of these tests start.
     fn now() -> DateTime<Utc> {

@@ -1,8 +1,11 @@
 //! The Controller owns time and shutdown (SPEC §3, §9): each tick it asks
 //! the StateKeeper for the entries, decides LOAD / SYNC / up to date, and
-//! starts a ListSync per due entry while fewer than the maximum run. It
-//! watches the quit file every second, and on a stop request lets running
-//! syncs finish within a grace period before abandoning them.
+//! starts a ListSync per due entry while fewer than the maximum run. An
+//! entry up to date whose list is due for a reconciliation (the Ledger
+//! says when its list was last reconciled) gets a Reconciliation in a
+//! free slot, after every LOAD and SYNC waiting. It watches the quit file
+//! every second, and on a stop request lets running syncs finish within a
+//! grace period before abandoning them.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -14,10 +17,14 @@ use slog::{error, info, o, warn, Logger};
 use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
-use super::messages::{CancelSync, Flush, LoadEntries, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT};
+use super::messages::{
+    AskReconcileStatus, CancelSync, Flush, LoadEntries, ReconcileFinished, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT,
+};
+use super::reconciliation::Reconciliation;
 use crate::state::{format_for_log, Entry, EntryKey};
 use crate::sync::{
-    alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
+    alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
+    Backoff, Decision, SyncKind, RECONCILE_KIND,
 };
 
 /// The quit file is looked for this often.
@@ -45,6 +52,8 @@ pub struct ControllerSettings {
     pub max_concurrent_lists: usize,
     pub grace: Duration,
     pub quit_file: PathBuf,
+    /// `IMPORTER_MAX_DELETE_FRACTION`, for every reconciliation.
+    pub max_delete_fraction: f64,
 }
 
 /// How a run ended.
@@ -57,20 +66,54 @@ pub struct RunSummary {
     /// Results of successful syncs the state file could not take by the
     /// end (unwritable, or unparseable since): those lists sync again.
     pub unwritten: usize,
+    /// Reconciliations that succeeded, and that failed (the fraction
+    /// guard's included): they are no syncs and move no cursor.
+    pub reconciled: usize,
+    pub reconcile_failed: usize,
+    /// Members deleted in Mailchimp that the run's reconciliations handled.
+    pub deleted: u64,
 }
 
 impl RunSummary {
-    /// Whether every sync of the run succeeded and was recorded: the exit
-    /// code of `once`.
+    /// Whether every sync and reconciliation of the run succeeded and every
+    /// sync was recorded: the exit code of `once`.
     pub fn all_recorded(&self) -> bool {
-        self.failed == 0 && self.abandoned == 0 && self.unwritten == 0
+        self.failed == 0 && self.abandoned == 0 && self.unwritten == 0 && self.reconcile_failed == 0
     }
 }
 
 struct RunningSync {
-    sync: Addr<ListSync>,
-    /// The entry's refresh interval: its backoff's cap if it fails.
-    refresh: Duration,
+    /// The ListSync or Reconciliation, to abandon it.
+    cancel: Recipient<CancelSync>,
+    /// The cap of its backoff if it fails: the entry's refresh interval
+    /// for a sync, its reconciliation interval for a reconciliation.
+    cap: Duration,
+    /// A reconciliation rather than a sync.
+    reconciling: bool,
+}
+
+/// Work waiting for a free slot.
+#[derive(Clone, Debug)]
+enum Job {
+    Sync(SyncJob),
+    /// A reconciliation of the entry's list (lower priority than any sync).
+    Reconcile(Entry),
+}
+
+impl Job {
+    fn entry(&self) -> &Entry {
+        match self {
+            Job::Sync(job) => &job.entry,
+            Job::Reconcile(entry) => entry,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Sync(job) => job.kind.name(),
+            Job::Reconcile(_) => RECONCILE_KIND,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +129,15 @@ pub struct Controller {
     log: Logger,
     running: HashMap<EntryKey, RunningSync>,
     backoff: HashMap<EntryKey, Backoff>,
-    /// Due entries waiting for a free slot, the longest waiting first.
-    waiting: VecDeque<SyncJob>,
+    /// Due entries waiting for a free slot, the longest waiting first;
+    /// reconciliations after every sync.
+    waiting: VecDeque<Job>,
+    /// Failed reconciliations, apart from the syncs' backoff: a
+    /// reconciliation that fails never holds an entry's SYNC back.
+    reconcile_backoff: HashMap<EntryKey, Backoff>,
+    /// When each list's last reconciliation of this run succeeded, in case
+    /// a view of the ledger predates it.
+    reconciled_at: HashMap<String, DateTime<Utc>>,
     /// Since when each entry has had no cursor to trust — since it was
     /// first seen, or since its `latest_timestamp` was set back to null by
     /// hand to force a LOAD: the lag of an entry that needs a LOAD, and
@@ -119,6 +169,8 @@ impl Controller {
             running: HashMap::new(),
             backoff: HashMap::new(),
             waiting: VecDeque::new(),
+            reconcile_backoff: HashMap::new(),
+            reconciled_at: HashMap::new(),
             phase: Phase::Running,
             summary: RunSummary::default(),
             without_cursor_since: HashMap::new(),
@@ -139,17 +191,46 @@ impl Controller {
     /// never ends when syncs finish faster than the file is read.)
     fn load_and_plan(&mut self, verbose: bool, ctx: &mut Context<Self>) {
         let asked_at = self.finished;
-        let load = self
-            .deps
-            .state_keeper
-            .send(LoadEntries { reread: verbose })
+        let (state_keeper, ledger) = (self.deps.state_keeper.clone(), self.deps.ledger.clone());
+        // The entries, then when their lists were last reconciled (a
+        // ledger that cannot answer reconciles nothing).
+        let views = async move {
+            let entries = state_keeper.send(LoadEntries { reread: verbose }).await?;
+            let mut list_ids: Vec<String> = entries
+                .iter()
+                .filter(|e| e.reconcile.is_some())
+                .map(|e| e.key.list_id.clone())
+                .collect();
+            list_ids.sort();
+            list_ids.dedup();
+            let statuses = match list_ids.is_empty() {
+                true => vec![],
+                false => ledger
+                    .send(AskReconcileStatus { list_ids })
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default(),
+            };
+            Ok::<_, MailboxError>((entries, statuses))
+        };
+        let load = views
             .into_actor(self)
-            .map(move |entries, controller, ctx| {
+            .map(move |views, controller, ctx| {
                 if verbose {
                     controller.tick_unanswered = false;
                 }
-                match entries {
-                    Ok(entries) => controller.plan(entries, asked_at, verbose, ctx),
+                match views {
+                    Ok((entries, statuses)) => {
+                        let statuses = statuses
+                            .into_iter()
+                            .map(|s| {
+                                let last = s.last_reconciled.and_then(|t| DateTime::from_timestamp(t, 0));
+                                (s.list_id, (last, s.holds_members))
+                            })
+                            .collect();
+                        controller.plan(entries, statuses, asked_at, verbose, ctx)
+                    }
                     Err(e) => {
                         error!(
                             controller.log,
@@ -175,7 +256,16 @@ impl Controller {
         self.finished_at.get(key).is_some_and(|&n| n > asked_at)
     }
 
-    fn plan(&mut self, entries: Vec<Entry>, asked_at: u64, verbose: bool, ctx: &mut Context<Self>) {
+    /// Plans what to start; `statuses` holds, per list id, when its last
+    /// reconciliation succeeded and whether the ledger holds its members.
+    fn plan(
+        &mut self,
+        entries: Vec<Entry>,
+        statuses: HashMap<String, (Option<DateTime<Utc>>, bool)>,
+        asked_at: u64,
+        verbose: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if self.phase != Phase::Running {
             return;
         }
@@ -186,6 +276,14 @@ impl Controller {
             self.observe(&entries, asked_at, now);
         }
         let mut due = vec![];
+        let mut reconcile = vec![];
+        // Lists reconciling, or about to: one reconciliation of a list at a time.
+        let mut reconciling: HashSet<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.reconciling)
+            .map(|(key, _)| key.list_id.clone())
+            .collect();
         let (listed, mut up_to_date) = (entries.len(), 0);
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
@@ -197,7 +295,11 @@ impl Controller {
                 Decision::Due(kind) => {
                     let without_cursor = self.without_cursor_since.get(&entry.key).copied().unwrap_or(now);
                     let since = due_since(&entry, kind, without_cursor, self.settings.refresh, backoff);
-                    due.push((since, SyncJob { entry, kind }));
+                    due.push((since, Job::Sync(SyncJob { entry, kind })));
+                }
+                Decision::UpToDate { .. } if self.reconcile_is_due(&entry, &statuses, &reconciling, now) => {
+                    reconciling.insert(entry.key.list_id.clone());
+                    reconcile.push(Job::Reconcile(entry));
                 }
                 _ if !verbose => {}
                 Decision::UpToDate { .. } if listed > LISTS_LOGGED_ONE_BY_ONE => up_to_date += 1,
@@ -227,7 +329,7 @@ impl Controller {
         }
         // A stable sort: file order among entries due since the same moment.
         due.sort_by_key(|(since, _)| *since);
-        self.waiting = due.into_iter().map(|(_, job)| job).collect();
+        self.waiting = due.into_iter().map(|(_, job)| job).chain(reconcile).collect();
         self.start_waiting(ctx);
         if verbose && self.waiting.len() > LISTS_LOGGED_ONE_BY_ONE {
             let first = &self.waiting[0];
@@ -236,21 +338,45 @@ impl Controller {
                 "controller: {} lists wait for a free slot ({} syncs running); list {} (\"{}\") is next.",
                 self.waiting.len(),
                 self.running.len(),
-                first.entry.key,
-                first.kind.name()
+                first.entry().key,
+                first.name()
             );
         } else if verbose {
             for job in &self.waiting {
                 info!(
-                    self.entry_log(&job.entry.key),
+                    self.entry_log(&job.entry().key),
                     "controller: list {} requires \"{}\", waiting for a free slot ({} syncs running).",
-                    job.entry.key,
-                    job.kind.name(),
+                    job.entry().key,
+                    job.name(),
                     self.running.len()
                 );
             }
         }
         self.finish_once_if_idle(ctx);
+    }
+
+    /// Whether the list of `entry`, up to date, is due for a reconciliation
+    /// now: by its interval and the ledger's view (or this run's own, if
+    /// newer), not while one of the list runs or its backoff lasts.
+    fn reconcile_is_due(
+        &self,
+        entry: &Entry,
+        statuses: &HashMap<String, (Option<DateTime<Utc>>, bool)>,
+        reconciling: &HashSet<String>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let list_id = &entry.key.list_id;
+        if reconciling.contains(list_id) {
+            return false;
+        }
+        if self.reconcile_backoff.get(&entry.key).is_some_and(|b| now < b.retry_at) {
+            return false;
+        }
+        let Some(&(last, holds_members)) = statuses.get(list_id) else {
+            return false;
+        };
+        let last = last.max(self.reconciled_at.get(list_id).copied());
+        reconcile_due(entry, last, holds_members, now)
     }
 
     /// The log of one entry's lines: JSON lines carry its `list_id`.
@@ -266,7 +392,9 @@ impl Controller {
             gauge.reset();
         }
         m.list_last_sync_records.reset();
-        m.list_behind.reset();
+        for gauge in [&m.list_behind, &m.list_reconcile_failing, &m.list_deletions_held] {
+            gauge.reset();
+        }
         let mut present = HashSet::new();
         for entry in entries {
             let key = &entry.key;
@@ -293,6 +421,13 @@ impl Controller {
                 .with_label_values(&labels)
                 .set(lag.num_milliseconds().max(0) as f64 / 1000.0);
             m.list_behind.with_label_values(&labels).set(i64::from(is_behind));
+            let reconcile = self.deps.health.reconcile_state(key);
+            m.list_reconcile_failing
+                .with_label_values(&labels)
+                .set(i64::from(reconcile.is_some()));
+            m.list_deletions_held
+                .with_label_values(&labels)
+                .set(i64::from(reconcile == Some(true)));
             if let Some(seconds) = entry.last_elapsed_seconds {
                 m.list_last_sync_duration_seconds
                     .with_label_values(&labels)
@@ -331,6 +466,7 @@ impl Controller {
         self.without_cursor_since.retain(|key, _| present.contains(key));
         self.finished_at.retain(|key, _| present.contains(key));
         self.backoff.retain(|key, _| present.contains(key));
+        self.reconcile_backoff.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
         self.deps
             .health
@@ -341,6 +477,13 @@ impl Controller {
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.settings.max_concurrent_lists {
             let Some(job) = self.waiting.pop_front() else { break };
+            let job = match job {
+                Job::Sync(job) => job,
+                Job::Reconcile(entry) => {
+                    self.start_reconciliation(entry, ctx);
+                    continue;
+                }
+            };
             // A LOAD of an entry with a cursor: `decide` found it in the future.
             if let (SyncKind::Load, Some(cursor)) = (job.kind, job.entry.cursor) {
                 warn!(
@@ -358,10 +501,45 @@ impl Controller {
                 job.kind.name()
             );
             let key = job.entry.key.clone();
-            let refresh = refresh_of(&job.entry, self.settings.refresh);
+            let cap = refresh_of(&job.entry, self.settings.refresh);
             let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
-            self.running.insert(key, RunningSync { sync, refresh });
+            self.running.insert(
+                key,
+                RunningSync {
+                    cancel: sync.recipient(),
+                    cap,
+                    reconciling: false,
+                },
+            );
         }
+    }
+
+    fn start_reconciliation(&mut self, entry: Entry, ctx: &mut Context<Self>) {
+        // The entry may have started a sync since it was planned.
+        if self.running.contains_key(&entry.key) {
+            return;
+        }
+        info!(
+            self.entry_log(&entry.key),
+            "controller: list {} requires \"{RECONCILE_KIND}\", firing...", entry.key
+        );
+        let key = entry.key.clone();
+        let cap = reconcile_cap(&entry);
+        let reconciliation = Reconciliation::new(
+            entry,
+            self.deps.clone(),
+            self.settings.max_delete_fraction,
+            ctx.address().recipient(),
+        )
+        .start();
+        self.running.insert(
+            key,
+            RunningSync {
+                cancel: reconciliation.recipient(),
+                cap,
+                reconciling: true,
+            },
+        );
     }
 
     fn finish_once_if_idle(&mut self, ctx: &mut Context<Self>) {
@@ -376,7 +554,7 @@ impl Controller {
     /// abandoned; their cursors stay.
     fn give_up(&mut self, ctx: &mut Context<Self>) {
         for (_, running) in self.running.drain() {
-            running.sync.do_send(CancelSync);
+            running.cancel.do_send(CancelSync);
         }
         self.waiting.clear();
         self.phase = Phase::Finishing;
@@ -391,7 +569,7 @@ impl Controller {
                 self.entry_log(&key),
                 "controller: abandoning the sync of list {key}; its latest_timestamp is unchanged."
             );
-            running.sync.do_send(CancelSync);
+            running.cancel.do_send(CancelSync);
             self.summary.abandoned += 1;
         }
         self.finish(ctx);
@@ -497,7 +675,7 @@ impl Handler<SyncFinished> for Controller {
             }
             Err(_) => {
                 self.summary.failed += 1;
-                let next = Backoff::after_failure(self.backoff.get(&finished.key), Utc::now(), running.refresh);
+                let next = Backoff::after_failure(self.backoff.get(&finished.key), Utc::now(), running.cap);
                 info!(
                     self.entry_log(&finished.key),
                     "controller: list {} failed; next attempt after \"{}\".",
@@ -507,6 +685,13 @@ impl Handler<SyncFinished> for Controller {
                 self.backoff.insert(finished.key.clone(), next);
             }
         }
+        self.slot_freed(ctx);
+    }
+}
+
+impl Controller {
+    /// A sync or reconciliation ended: start what waits, or finish.
+    fn slot_freed(&mut self, ctx: &mut Context<Self>) {
         match (self.phase, self.settings.mode) {
             (Phase::Finishing, _) => {}
             (Phase::Stopping, _) if self.running.is_empty() => self.finish(ctx),
@@ -525,6 +710,42 @@ impl Handler<SyncFinished> for Controller {
                 }
             }
         }
+    }
+}
+
+impl Handler<ReconcileFinished> for Controller {
+    type Result = ();
+
+    fn handle(&mut self, finished: ReconcileFinished, ctx: &mut Context<Self>) {
+        let Some(running) = self.running.remove(&finished.key) else {
+            return;
+        };
+        self.finished += 1;
+        self.finished_at.insert(finished.key.clone(), self.finished);
+        match &finished.result {
+            Ok(deleted) => {
+                self.summary.reconciled += 1;
+                self.summary.deleted += deleted;
+                self.reconcile_backoff.remove(&finished.key);
+                self.reconciled_at.insert(finished.key.list_id.clone(), Utc::now());
+                self.deps.health.reconcile_ended(&finished.key, None);
+            }
+            Err(failure) => {
+                self.summary.reconcile_failed += 1;
+                let next = Backoff::after_failure(self.reconcile_backoff.get(&finished.key), Utc::now(), running.cap);
+                info!(
+                    self.entry_log(&finished.key),
+                    "controller: the reconciliation of list {} failed; next attempt after \"{}\".",
+                    finished.key,
+                    format_for_log(next.retry_at)
+                );
+                self.reconcile_backoff.insert(finished.key.clone(), next);
+                self.deps
+                    .health
+                    .reconcile_ended(&finished.key, Some((&failure.error, failure.held)));
+            }
+        }
+        self.slot_freed(ctx);
     }
 }
 

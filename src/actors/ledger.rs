@@ -14,8 +14,8 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    CountMembers, CountUnseen, EndRun, ForgetList, LookUpUnchanged, MarkSeen, RecordAccepted, RemoveMembers, StartRun,
-    Unseen,
+    AskReconcileStatus, CountMembers, CountUnseen, EndRun, ForgetList, LookUpUnchanged, MarkSeen, ReconcileStatus,
+    RecordAccepted, RemoveMembers, StartRun, Unseen,
 };
 use crate::ledger::{LedgerError, LedgerStore};
 
@@ -122,6 +122,23 @@ impl Handler<RemoveMembers> for Ledger {
     fn handle(&mut self, m: RemoveMembers, _: &mut Self::Context) -> Self::Result {
         let ids: Vec<&str> = m.ids.iter().map(String::as_str).collect();
         self.store()?.remove(&m.list_id, &ids)
+    }
+}
+
+impl Handler<AskReconcileStatus> for Ledger {
+    type Result = Result<Vec<ReconcileStatus>, LedgerError>;
+    fn handle(&mut self, m: AskReconcileStatus, _: &mut Self::Context) -> Self::Result {
+        let store = self.store()?;
+        m.list_ids
+            .into_iter()
+            .map(|list_id| {
+                Ok(ReconcileStatus {
+                    last_reconciled: store.last_reconciled(&list_id)?,
+                    holds_members: store.holds_members(&list_id)?,
+                    list_id,
+                })
+            })
+            .collect()
     }
 }
 

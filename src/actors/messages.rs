@@ -189,6 +189,43 @@ pub struct RemoveMembers {
     pub ids: Vec<String>,
 }
 
+/// Controller → Ledger: for each list id, when its last successful
+/// reconciliation started (unix seconds) and whether the ledger holds any
+/// of its members — what decides whether a reconciliation is due.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ReconcileStatus>, LedgerError>")]
+pub struct AskReconcileStatus {
+    pub list_ids: Vec<String>,
+}
+
+/// One list's answer to [`AskReconcileStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileStatus {
+    pub list_id: String,
+    /// `started_at` of its newest `succeeded` RECONCILE run, if any.
+    pub last_reconciled: Option<i64>,
+    pub holds_members: bool,
+}
+
+/// Reconciliation → Controller: one reconciliation of one entry ended.
+/// It never moves the entry's cursor: the StateKeeper is not told.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct ReconcileFinished {
+    pub key: EntryKey,
+    /// On success, the members found deleted and handled; on failure, why.
+    pub result: Result<u64, ReconcileFailure>,
+}
+
+/// Why a reconciliation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileFailure {
+    pub error: String,
+    /// The fraction guard tripped: more members vanished than
+    /// `IMPORTER_MAX_DELETE_FRACTION` allows, and nothing was done.
+    pub held: bool,
+}
+
 /// ListSync → Ledger: a sync starts; answers its run id in the history.
 #[derive(Message)]
 #[rtype(result = "Result<i64, LedgerError>")]

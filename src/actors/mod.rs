@@ -6,11 +6,14 @@
 //! - [`Writer`](writer::Writer): pushes one batch to Ometria at a time.
 //! - [`StateKeeper`](state_keeper::StateKeeper): the only writer of `state.json`.
 //! - [`Ledger`](ledger::Ledger): the only user of `ledger.sqlite3`.
+//! - [`Reconciliation`](reconciliation::Reconciliation): one search for the
+//!   members of one entry's list deleted in Mailchimp.
 
 pub mod controller;
 pub mod fetcher;
 pub mod ledger;
 pub mod list_sync;
 pub mod messages;
+pub mod reconciliation;
 pub mod state_keeper;
 pub mod writer;

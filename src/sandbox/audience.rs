@@ -228,6 +228,9 @@ pub struct Audience {
     pub id: String,
     active: Vec<Member>,
     archived: Vec<Member>,
+    /// Members deleted for good, in the order they were; `last_changed`
+    /// is when.
+    deleted: Vec<Member>,
     next_serial: u64,
     salt: u64,
 }
@@ -352,6 +355,11 @@ impl Audience {
         self.active.iter().chain(self.archived.iter())
     }
 
+    /// Members deleted for good, each with `last_changed` set to when.
+    pub fn deleted(&self) -> impl Iterator<Item = &Member> {
+        self.deleted.iter()
+    }
+
     /// The archived (or all other) members in `[since, before)`, ordered by
     /// `last_changed`: two binary searches, however long the list.
     pub fn slice(&self, archived: bool, since: Option<i64>, before: Option<i64>) -> &[Member] {
@@ -391,7 +399,10 @@ impl Audience {
             member.last_changed = now;
         }
         match kind {
-            Mutation::Delete => return Some(format!("deleted {id}")),
+            Mutation::Delete => {
+                self.deleted.push(member);
+                return Some(format!("deleted {id}"));
+            }
             Mutation::Change => {
                 member.fname = format!("{}·{}", FIRST_NAMES[rng.usize(0..FIRST_NAMES.len())], rng.u16(..));
             }

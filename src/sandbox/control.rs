@@ -4,7 +4,7 @@
 //! - `GET  /_sandbox/health` → `{"ok": true}`
 //! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected
 //! - `GET  /_sandbox/lists` → `[{"list_id", "members", "archived"}]`
-//! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>]` → does Ometria hold what Mailchimp holds?
+//! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>][&deleted_before=<unix seconds>]` → does Ometria hold what Mailchimp holds? (members deleted before `deleted_before` must be absent or opted out as deleted)
 //! - `GET  /_sandbox/contacts/{id}` → the contact Ometria holds, with its write count
 //! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N`
 
@@ -55,7 +55,8 @@ async fn verify(req: HttpRequest, world: web::Data<World>) -> HttpResponse {
         .map(|l| l.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let as_of = q.get("as_of").and_then(|t| t.parse().ok());
-    HttpResponse::Ok().json(world.verify(&ids, as_of))
+    let deleted_before = q.get("deleted_before").and_then(|t| t.parse().ok());
+    HttpResponse::Ok().json(world.verify_with_deletions(&ids, as_of, deleted_before))
 }
 
 async fn contact(world: web::Data<World>, id: web::Path<String>) -> HttpResponse {

@@ -56,6 +56,10 @@ pub struct ListVerification {
     /// The first few of each, to look at.
     pub missing: Vec<String>,
     pub mismatched: Vec<Mismatch>,
+    /// Members deleted in Mailchimp that were checked (see
+    /// [`World::verify_with_deletions`]); counted in `members` too.
+    #[serde(default)]
+    pub deleted: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,11 +81,33 @@ pub struct WritesByRun {
     pub runs: BTreeMap<String, RunWrites>,
 }
 
+/// What Ometria must hold, if anything, for a member deleted in Mailchimp
+/// (issue 16): the contact opted out, with `mailchimp_status: "deleted"`.
+pub fn deleted_contact_is_right(found: &Value) -> bool {
+    found["marketing_optin"] == "EXPLICITLY_OPTEDOUT" && found["properties"]["mailchimp_status"] == "deleted"
+}
+
 impl World {
     /// Compares every member of `list_ids` (every list if empty) changed
     /// before `as_of` (unix seconds; every member if `None`) with the
-    /// contact Ometria holds for it.
+    /// contact Ometria holds for it. Members deleted in Mailchimp are not
+    /// checked: Ometria may hold them as last pushed, or opted out as
+    /// deleted ([`World::verify_with_deletions`] checks them).
     pub fn verify(&self, list_ids: &[String], as_of: Option<i64>) -> Verification {
+        self.verify_with_deletions(list_ids, as_of, None)
+    }
+
+    /// [`World::verify`], and every member deleted before `deleted_before`
+    /// (unix seconds; a reconciliation that started after it must have
+    /// seen it go) is checked too: right when Ometria holds no contact for
+    /// it, or holds it opted out with `mailchimp_status: "deleted"`; a
+    /// contact still opted in (or anything else) is a mismatch.
+    pub fn verify_with_deletions(
+        &self,
+        list_ids: &[String],
+        as_of: Option<i64>,
+        deleted_before: Option<i64>,
+    ) -> Verification {
         let lists = self.lists();
         let store = self.store();
         let mut ids: Vec<&String> = lists
@@ -103,7 +129,35 @@ impl World {
                 mismatched_count: 0,
                 missing: vec![],
                 mismatched: vec![],
+                deleted: 0,
             };
+            let gone = audience
+                .deleted()
+                .filter(|m| deleted_before.is_some_and(|t| m.last_changed < t));
+            for member in gone {
+                v.members += 1;
+                v.deleted += 1;
+                let found = store
+                    .contacts
+                    .get(&member.unique_email_id)
+                    .map(|stored| serde_json::from_str(&stored.json).unwrap_or(Value::Null));
+                match found {
+                    None => v.matching += 1,
+                    Some(found) if deleted_contact_is_right(&found) => v.matching += 1,
+                    Some(found) => {
+                        v.mismatched_count += 1;
+                        if v.mismatched.len() < SHOWN {
+                            v.mismatched.push(Mismatch {
+                                id: member.unique_email_id.clone(),
+                                expected: json!({"@type": "contact", "id": member.unique_email_id,
+                                    "email": member.email, "marketing_optin": "EXPLICITLY_OPTEDOUT",
+                                    "properties": {"mailchimp_status": "deleted", "mailchimp_list_id": id}}),
+                                found,
+                            });
+                        }
+                    }
+                }
+            }
             for member in audience.members().filter(|m| as_of.is_none_or(|t| m.last_changed < t)) {
                 v.members += 1;
                 let expected = expected_contact(member, id);
@@ -180,6 +234,55 @@ mod tests {
     use crate::mailchimp::MemberPage;
     use crate::sandbox::audience::{Audience, StatusFilter};
     use crate::transform::member_to_contact;
+
+    #[test]
+    fn a_deleted_member_is_right_opted_out_as_deleted_and_wrong_still_opted_in() {
+        use crate::sandbox::audience::Mutation;
+        use crate::sandbox::ometria::Stored;
+        use crate::sandbox::SandboxConfig;
+        let world = World::new(SandboxConfig {
+            lists: vec![("L".into(), 50)],
+            ..SandboxConfig::default()
+        });
+        // Ometria holds every member as pushed.
+        let store_contact = |contact: &Value| {
+            world.store().contacts.insert(
+                contact["id"].as_str().unwrap().to_owned(),
+                Stored {
+                    json: contact.to_string().into(),
+                    writes: 1,
+                },
+            );
+        };
+        let all: Vec<Value> = world.lists()["L"].members().map(|m| expected_contact(m, "L")).collect();
+        all.iter().for_each(store_contact);
+        let gone = world.mutate("L", Mutation::Delete, 2);
+        assert_eq!(gone.len(), 2);
+        let ids: Vec<String> = world.lists()["L"]
+            .deleted()
+            .map(|m| m.unique_email_id.clone())
+            .collect();
+        let after = super::super::now_seconds() + 1;
+        // Deletions are not verify's business; with a cut-off, both count.
+        assert!(world.verify(&[], None).ok);
+        let check = world.verify_with_deletions(&[], None, Some(after));
+        assert!(!check.ok);
+        assert_eq!((check.lists[0].deleted, check.lists[0].mismatched_count), (2, 2));
+        // One opted out as deleted is right; the other still opted in is not.
+        let mut opted_out = all.iter().find(|c| c["id"] == ids[0].as_str()).unwrap().clone();
+        opted_out["marketing_optin"] = json!("EXPLICITLY_OPTEDOUT");
+        opted_out["properties"]["mailchimp_status"] = json!("deleted");
+        store_contact(&opted_out);
+        let check = world.verify_with_deletions(&[], None, Some(after));
+        assert_eq!(check.lists[0].mismatched_count, 1);
+        assert_eq!(check.lists[0].mismatched[0].id, ids[1]);
+        assert_eq!(
+            check.lists[0].mismatched[0].found["marketing_optin"],
+            "EXPLICITLY_OPTEDIN"
+        );
+        // Deleted before a cut-off that predates them: not checked.
+        assert!(world.verify_with_deletions(&[], None, Some(0)).ok);
+    }
 
     /// The importer reads and maps every generated member (its full,
     /// unprojected JSON) to exactly the contact the contract asks for.

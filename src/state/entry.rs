@@ -26,6 +26,35 @@ pub const FIELD_ELAPSED_SECONDS: &str = "elapsed_seconds";
 pub const FIELD_TOTAL_UPDATES: &str = "total_updates";
 pub const FIELD_REFRESH_SECONDS: &str = "refresh_seconds";
 pub const FIELD_ALERT_AFTER_SECONDS: &str = "alert_after_seconds";
+pub const FIELD_RECONCILE_SECONDS: &str = "reconcile_seconds";
+pub const FIELD_ON_DELETE: &str = "on_delete";
+
+/// How often an entry is reconciled by default (issue 16): once a day.
+pub const DEFAULT_RECONCILE_SECONDS: u64 = 86_400;
+/// The longest `reconcile_seconds`: a year keeps date arithmetic far from overflow.
+pub const MAX_RECONCILE_SECONDS: u64 = 366 * 24 * 3600;
+
+/// What a member deleted in Mailchimp becomes (`on_delete`, issue 16).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDelete {
+    /// `"optout"`: pushed as an opted-out contact with
+    /// `properties.mailchimp_status: "deleted"`, then forgotten by the ledger.
+    #[default]
+    OptOut,
+    /// `"ignore"`: only forgotten by the ledger; Ometria keeps the contact
+    /// as last pushed.
+    Ignore,
+}
+
+impl OnDelete {
+    /// The value as written in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDelete::OptOut => "optout",
+            OnDelete::Ignore => "ignore",
+        }
+    }
+}
 
 /// Identifies an entry across re-reads of a hand-edited file: its list id
 /// and its rank among the entries that share that list id (SPEC §2).
@@ -62,6 +91,11 @@ pub struct Entry {
     pub refresh: Option<Duration>,
     /// How long without a successful sync before the entry is behind.
     pub alert_after: Option<Duration>,
+    /// How often the entry's list is reconciled with the ledger
+    /// (`reconcile_seconds`, default a day); `None` when 0 turned it off.
+    pub reconcile: Option<Duration>,
+    /// What a member deleted in Mailchimp becomes (`on_delete`).
+    pub on_delete: OnDelete,
     /// `elapsed_seconds` and `total_updates` of the last sync, as written.
     pub last_elapsed_seconds: Option<f64>,
     pub last_total_updates: Option<u64>,
@@ -195,6 +229,24 @@ fn read_entry(
     // One second at least; a year at most keeps date arithmetic far from overflow.
     let refresh = field(FIELD_REFRESH_SECONDS, 1, 366 * 24 * 3600)?.map(Duration::from_secs);
     let alert_after = field(FIELD_ALERT_AFTER_SECONDS, 1, 3 * 366 * 24 * 3600)?.map(Duration::from_secs);
+    let reconcile_seconds =
+        field(FIELD_RECONCILE_SECONDS, 0, MAX_RECONCILE_SECONDS)?.unwrap_or(DEFAULT_RECONCILE_SECONDS);
+    let reconcile = match reconcile_seconds {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    let on_delete = match object.get(FIELD_ON_DELETE) {
+        None | Some(Value::Null) => OnDelete::default(),
+        Some(Value::String(s)) if s == "optout" => OnDelete::OptOut,
+        Some(Value::String(s)) if s == "ignore" => OnDelete::Ignore,
+        Some(other) => {
+            return Err(skip(
+                Some(list_id),
+                Some(FIELD_ON_DELETE),
+                format!("must be \"optout\" or \"ignore\", found {}", describe(other)),
+            ))
+        }
+    };
 
     let warn = |field: &'static str, problem: String, consequence| EntryWarning {
         index,
@@ -254,6 +306,8 @@ fn read_entry(
         worker_count,
         refresh,
         alert_after,
+        reconcile,
+        on_delete,
         last_elapsed_seconds: object
             .get(FIELD_ELAPSED_SECONDS)
             .and_then(Value::as_f64)
@@ -317,6 +371,27 @@ mod tests {
         );
         assert_eq!((e.start_offset, e.items_per_request, e.worker_count), (0, 100, 8));
         assert_eq!((e.cursor, &e.cursor_raw, e.refresh), (None, &Value::Null, None));
+        assert_eq!(e.reconcile, Some(Duration::from_secs(86_400)));
+        assert_eq!(e.on_delete, OnDelete::OptOut);
+    }
+
+    #[test]
+    fn reconciliation_can_be_set_turned_off_or_told_to_ignore_deletions() {
+        let s = scan(json!([
+            {"list_id": "a", "reconcile_seconds": 600, "on_delete": "ignore"},
+            {"list_id": "b", "reconcile_seconds": 0, "on_delete": "optout"},
+            {"list_id": "c", "reconcile_seconds": null, "on_delete": null}
+        ]));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let read: Vec<_> = s.entries.iter().map(|e| (e.reconcile, e.on_delete)).collect();
+        assert_eq!(
+            read,
+            [
+                (Some(Duration::from_secs(600)), OnDelete::Ignore),
+                (None, OnDelete::OptOut),
+                (Some(Duration::from_secs(86_400)), OnDelete::OptOut)
+            ]
+        );
     }
 
     #[test]
@@ -366,6 +441,10 @@ mod tests {
             (json!({"list_id": "a1", "refresh_seconds": 0}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found 0; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "refresh_seconds": true}), "entry at index 0 (list_id \"a1\"), field \"refresh_seconds\": must be a whole number from 1 to 31622400, found true; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "alert_after_seconds": 0}), "entry at index 0 (list_id \"a1\"), field \"alert_after_seconds\": must be a whole number from 1 to 94867200, found 0; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "reconcile_seconds": -1}), "entry at index 0 (list_id \"a1\"), field \"reconcile_seconds\": must be a whole number from 0 to 31622400, found -1; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "reconcile_seconds": "daily"}), "entry at index 0 (list_id \"a1\"), field \"reconcile_seconds\": must be a whole number from 0 to 31622400, found the text \"daily\"; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "on_delete": "delete"}), "entry at index 0 (list_id \"a1\"), field \"on_delete\": must be \"optout\" or \"ignore\", found the text \"delete\"; entry skipped until it is fixed"),
+            (json!({"list_id": "a1", "on_delete": false}), "entry at index 0 (list_id \"a1\"), field \"on_delete\": must be \"optout\" or \"ignore\", found false; entry skipped until it is fixed"),
         ];
         for (entry, message) in cases {
             let s = scan(json!([entry]));

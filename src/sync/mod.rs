@@ -1,14 +1,20 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
-//! a sync reads, the paging plan, and the checks its pages must pass.
+//! a sync reads, the paging plan, the checks its pages must pass, and the
+//! rules of a reconciliation.
 
 mod checks;
 mod plan;
+mod reconcile;
 mod schedule;
 mod tally;
 mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
+pub use reconcile::{
+    check_deletions, reconcile_cap, reconcile_due, tail_window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND,
+    UNSEEN_PAGE,
+};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
     FIRST_RETRY_DELAY,

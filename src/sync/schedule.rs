@@ -199,6 +199,8 @@ mod tests {
             worker_count: DEFAULT_WORKER_COUNT,
             refresh: refresh.map(Duration::from_secs),
             alert_after: None,
+            reconcile: None,
+            on_delete: Default::default(),
             last_elapsed_seconds: None,
             last_total_updates: None,
         }

@@ -27,6 +27,9 @@ pub struct Health {
     behind: Mutex<Vec<String>>,
     /// Entries whose last sync failed, with why.
     failing: Mutex<BTreeMap<EntryKey, String>>,
+    /// Entries whose last reconciliation failed: why, and whether the
+    /// fraction guard held its deletions back.
+    reconcile_failing: Mutex<BTreeMap<EntryKey, (String, bool)>>,
 }
 
 impl Health {
@@ -36,7 +39,29 @@ impl Health {
             last_tick: AtomicI64::new(0),
             behind: Mutex::new(vec![]),
             failing: Mutex::new(BTreeMap::new()),
+            reconcile_failing: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn reconcile_failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<EntryKey, (String, bool)>> {
+        self.reconcile_failing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last reconciliation of `entry` failed with `error`, `held` when
+    /// the fraction guard stopped it (or, `None`, it succeeded). A held
+    /// reconciliation turns the status 503 until one succeeds: it does not
+    /// mend by itself, an operator must look.
+    pub fn reconcile_ended(&self, entry: &EntryKey, failure: Option<(&str, bool)>) {
+        match failure {
+            Some((error, held)) => self.reconcile_failing().insert(entry.clone(), (error.to_owned(), held)),
+            None => self.reconcile_failing().remove(entry),
+        };
+    }
+
+    /// Whether the last reconciliation of `entry` failed, and whether it
+    /// was held back by the fraction guard.
+    pub fn reconcile_state(&self, entry: &EntryKey) -> Option<bool> {
+        self.reconcile_failing().get(entry).map(|(_, held)| *held)
     }
 
     fn failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<EntryKey, String>> {
@@ -54,6 +79,7 @@ impl Health {
     /// Forgets the failures of entries no longer in the state file.
     pub fn retain_failing(&self, present: impl Fn(&EntryKey) -> bool) {
         self.failing().retain(|key, _| present(key));
+        self.reconcile_failing().retain(|key, _| present(key));
     }
 
     pub fn ticked(&self, at: i64) {
@@ -79,6 +105,16 @@ impl Health {
             body["failing_count"] = json!(failing.len());
             body["failing"] = json!(listed);
         }
+        let reconciling = self.reconcile_failing();
+        if !reconciling.is_empty() {
+            let listed: Vec<_> = reconciling
+                .iter()
+                .take(LISTED_IN_BEHIND)
+                .map(|(key, (error, held))| json!({"entry": key.to_string(), "error": error, "deletions_held": held}))
+                .collect();
+            body["reconcile_failing_count"] = json!(reconciling.len());
+            body["reconcile_failing"] = json!(listed);
+        }
         (status, body)
     }
 
@@ -96,7 +132,25 @@ impl Health {
             };
             return (503, json!({"status": "unhealthy", "reason": reason}));
         }
+        let held: Vec<String> = self
+            .reconcile_failing()
+            .iter()
+            .filter(|(_, (_, held))| *held)
+            .map(|(key, _)| key.to_string())
+            .collect();
         let behind = self.behind.lock().unwrap_or_else(|e| e.into_inner());
+        if behind.is_empty() && !held.is_empty() {
+            let named = held[..held.len().min(NAMED_IN_REASON)].join(", ");
+            let more = match held.len() {
+                n if n > NAMED_IN_REASON => format!(" and {} more", n - NAMED_IN_REASON),
+                _ => String::new(),
+            };
+            let reason = format!(
+                "{} list(s) with deletions held back (more members gone than IMPORTER_MAX_DELETE_FRACTION allows): {named}{more}",
+                held.len()
+            );
+            return (503, json!({"status": "unhealthy", "reason": reason}));
+        }
         if !behind.is_empty() {
             // Thousands of lists behind (Ometria down) would make an answer
             // of megabytes: the first few are named, all are counted.
@@ -165,6 +219,39 @@ mod tests {
         assert_eq!(body["behind"].as_array().unwrap().len(), 100);
         h.set_behind(vec![]);
         assert_eq!(h.report(1010).0, 200);
+    }
+
+    #[test]
+    fn a_reconciliation_held_back_by_the_guard_turns_the_status_unhealthy_until_one_succeeds() {
+        let h = Health::new(Duration::from_secs(60));
+        h.ticked(1000);
+        let a = EntryKey {
+            list_id: "a".into(),
+            rank: 0,
+        };
+        let b = EntryKey {
+            list_id: "b".into(),
+            rank: 0,
+        };
+        h.reconcile_ended(&b, Some(("its members could not be read completely: …", false)));
+        let (status, body) = h.report(1010);
+        assert_eq!(status, 200, "a failed read is retried, as a sync's");
+        assert_eq!(body["reconcile_failing_count"], 1);
+        h.reconcile_ended(&a, Some(("900 of the 1000 members …", true)));
+        let (status, body) = h.report(1010);
+        assert_eq!(status, 503);
+        assert_eq!(
+            body["reason"],
+            "1 list(s) with deletions held back (more members gone than IMPORTER_MAX_DELETE_FRACTION allows): \"a\""
+        );
+        assert_eq!(
+            body["reconcile_failing"][0],
+            json!({"entry": "\"a\"", "error": "900 of the 1000 members …", "deletions_held": true})
+        );
+        assert_eq!(h.reconcile_state(&a), Some(true));
+        h.reconcile_ended(&a, None);
+        assert_eq!(h.report(1010).0, 200);
+        assert_eq!(h.reconcile_state(&a), None);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub list_last_sync_duration_seconds: GaugeVec,
     pub list_last_sync_records: IntGaugeVec,
     pub list_behind: IntGaugeVec,
+    pub list_reconcile_failing: IntGaugeVec,
+    pub list_deletions_held: IntGaugeVec,
+    pub members_deleted: IntCounter,
+    pub reconciliations: IntCounterVec,
     pub records_pushed: IntCounter,
     pub records_rejected: IntCounter,
     pub records_skipped: IntCounter,
@@ -69,6 +73,32 @@ impl Metrics {
                     "1 while the entry is behind (lag above its alert threshold), else 0.",
                 ),
                 &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            list_reconcile_failing: IntGaugeVec::new(
+                Opts::new(
+                    name("list_reconcile_failing"),
+                    "1 while the entry's last reconciliation (the search for members deleted in Mailchimp) failed, else 0.",
+                ),
+                &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            list_deletions_held: IntGaugeVec::new(
+                Opts::new(
+                    name("list_deletions_held"),
+                    "1 while the entry's last reconciliation found more members gone than IMPORTER_MAX_DELETE_FRACTION allows and did nothing, else 0.",
+                ),
+                &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            members_deleted: IntCounter::new(
+                name("members_deleted_total"),
+                "Members deleted in Mailchimp that reconciliations handled (opted out in Ometria, or only forgotten with on_delete \"ignore\").",
+            )
+            .expect("valid metric"),
+            reconciliations: IntCounterVec::new(
+                Opts::new(name("reconciliations_total"), "Reconciliations ended, by result."),
+                &["result"],
             )
             .expect("valid metric"),
             records_pushed: IntCounter::new(name("records_pushed_total"), "Records Ometria accepted.")
@@ -144,6 +174,10 @@ impl Metrics {
             Box::new(metrics.list_last_sync_duration_seconds.clone()),
             Box::new(metrics.list_last_sync_records.clone()),
             Box::new(metrics.list_behind.clone()),
+            Box::new(metrics.list_reconcile_failing.clone()),
+            Box::new(metrics.list_deletions_held.clone()),
+            Box::new(metrics.members_deleted.clone()),
+            Box::new(metrics.reconciliations.clone()),
             Box::new(metrics.records_pushed.clone()),
             Box::new(metrics.records_rejected.clone()),
             Box::new(metrics.records_skipped.clone()),
