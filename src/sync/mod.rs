@@ -1,13 +1,16 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
-//! a sync reads, the paging plan, and the checks its pages must pass.
+//! a sync reads, the paging plan, the checks its pages must pass, and the
+//! records it has in flight.
 
 mod checks;
+mod in_flight;
 mod plan;
 mod schedule;
 mod tally;
 mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
+pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use schedule::{
     alert_threshold, decide, delta, due_since, human, lag, refresh_of, trusted_cursor, Backoff, Decision, SyncKind,
