@@ -14,11 +14,12 @@
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors,
 //!   the redacted `ApiKey`.
 //! - [`ledger`]: the member ledger and run history (`ledger.sqlite3`).
+//! - [`history`]: the `history` and `forget` commands.
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits, and when
 //!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
 //! - [`rejected`]: finding the records Ometria rejects or refuses, and their file.
-//! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper.
+//! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper, Ledger.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
@@ -30,6 +31,7 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod importer;
 pub mod ledger;
 pub mod limits;
