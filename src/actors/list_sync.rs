@@ -589,8 +589,8 @@ impl ListSync {
         let elapsed = self.elapsed();
         self.log_dropped();
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
-            "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected, "unchanged" => c.unchanged,
-            "skipped" => c.skipped, "dropped" => c.dropped, "pages" => c.pages);
+            "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
+            "skipped" => c.skipped, "unchanged" => c.unchanged, "dropped" => c.dropped, "pages" => c.pages);
         let record = SyncRecord {
             key: self.job.entry.key.clone(),
             cursor_at_start: self.job.entry.cursor_raw.clone(),
