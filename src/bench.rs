@@ -38,6 +38,10 @@ struct Scenario {
     /// The daemon (`go`, stopped once every entry has its cursor) rather
     /// than `once`.
     daemon: bool,
+    /// Run `once` a first time, then set every `latest_timestamp` to null
+    /// and measure the second run: a re-LOAD of lists that did not change,
+    /// which the member ledger answers without pushing.
+    reload: bool,
 }
 
 /// Every scenario runs the importer with the defaults of a state entry.
@@ -53,6 +57,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         importer: NO_LIMITS,
         floor: Floor::None,
         daemon: false,
+        reload: false,
     }
 }
 
@@ -82,6 +87,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 parallel: 8.0,
             },
             daemon: false,
+            reload: false,
         }],
         2 => vec![Scenario {
             name: "2 rate-bound",
@@ -100,12 +106,19 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             ],
             floor: Floor::Records { per_second: 800.0 },
             daemon: false,
+            reload: false,
         }],
         3 => vec![unlimited("3 cpu", "cpu:200000")],
         4 => vec![
             unlimited("4 memory 100k", "memory:100000"),
             unlimited("4 memory 1M", "memory:1000000"),
         ],
+        7 => vec![Scenario {
+            name: "7 unchanged reload",
+            lists: "reload:200000",
+            reload: true,
+            ..scenarios(1).pop().expect("scenario 1")
+        }],
         6 => vec![Scenario {
             daemon: true,
             ..unlimited("6 5000 lists go", "5000x100")
@@ -131,6 +144,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 parallel: 10.0,
             },
             daemon: false,
+            reload: false,
         }],
     }
 }
@@ -138,7 +152,11 @@ fn scenarios(number: u8) -> Vec<Scenario> {
 /// What one run measured.
 #[derive(Debug)]
 struct Figures {
+    /// Members the importer read (every member of the sandbox's lists).
     records: u64,
+    /// Records it pushed (the state file's `total_updates`): all of them,
+    /// but for a re-LOAD the ledger answers.
+    pushed: u64,
     pages: u64,
     wall: Duration,
     cpu: Duration,
@@ -146,6 +164,8 @@ struct Figures {
     floor: Option<Duration>,
     /// Mailchimp requests in flight on average, as the sandbox saw them.
     in_flight: f64,
+    /// `ledger.sqlite3` and its `-wal` after the run, bytes.
+    ledger_bytes: u64,
     verified: bool,
 }
 
@@ -154,15 +174,16 @@ struct Figures {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=6).collect()
+        (1..=7).collect()
     } else {
         numbers.to_vec()
     };
     writeln!(
         out,
-        "{:<16} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>10} {:>9} {:>9} {:>8}",
+        "{:<18} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>10} {:>9} {:>9} {:>8} {:>10}",
         "scenario",
         "records",
+        "pushed",
         "pages",
         "wall s",
         "floor s",
@@ -171,7 +192,8 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
         "records/s",
         "cpu s",
         "µs/rec",
-        "RSS MiB"
+        "RSS MiB",
+        "ledger MiB"
     )?;
     let mut all_good = true;
     for scenario in numbers.iter().flat_map(|n| scenarios(*n)) {
@@ -179,7 +201,7 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
         let mut runs = match runs {
             Ok(runs) => runs,
             Err(e) => {
-                writeln!(out, "{:<16} failed: {e}", scenario.name)?;
+                writeln!(out, "{:<18} failed: {e}", scenario.name)?;
                 all_good = false;
                 continue;
             }
@@ -196,9 +218,10 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
         };
         writeln!(
             out,
-            "{:<16} {:>8} {:>6} {:>8.2} {floor:>8} {ratio:>6} {:>9.1} {:>10.0} {:>9.2} {:>9.2} {:>8.1}{}",
+            "{:<18} {:>8} {:>8} {:>6} {:>8.2} {floor:>8} {ratio:>6} {:>9.1} {:>10.0} {:>9.2} {:>9.2} {:>8.1} {:>10.1}{}",
             scenario.name,
             f.records,
+            f.pushed,
             f.pages,
             f.wall.as_secs_f64(),
             f.in_flight,
@@ -206,6 +229,7 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
             f.cpu.as_secs_f64(),
             f.cpu.as_secs_f64() * 1e6 / f.records.max(1) as f64,
             f.peak_rss_kib as f64 / 1024.0,
+            f.ledger_bytes as f64 / (1024.0 * 1024.0),
             if f.verified { "" } else { "  NOT VERIFIED" }
         )?;
         out.flush()?;
@@ -263,20 +287,25 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": WORKER_COUNT}))
         .collect();
     std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
-    let log = std::fs::File::create(dir.path().join("importer.log"))?;
+    if scenario.reload {
+        // The first LOAD fills the ledger; the run measured is the second.
+        let (code, _) = wait_with_usage(importer(exe, &address, dir.path(), scenario, "once")?)?;
+        if code != 0 {
+            return Err(io::Error::other(format!("the first LOAD exited with {code}")));
+        }
+        let entries: Vec<Value> = entries
+            .into_iter()
+            .map(|mut e| {
+                e["latest_timestamp"] = Value::Null;
+                e
+            })
+            .collect();
+        std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
+    }
+    let busy_before = mailchimp_busy_seconds(&address)?;
     let started = Instant::now();
-    let importer = Command::new(exe)
-        .arg(if scenario.daemon { "go" } else { "once" })
-        .env_clear()
-        .env("MAILCHIMP_APIKEY", DEFAULT_MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", DEFAULT_OMETRIA_KEY)
-        .env("MAILCHIMP_BASE_URL", format!("http://{address}/3.0"))
-        .env("OMETRIA_BASE_URL", format!("http://{address}"))
-        .env("IMPORTER_STATE_DIR", dir.path())
-        .envs(scenario.importer.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
+    let command = if scenario.daemon { "go" } else { "once" };
+    let importer = importer(exe, &address, dir.path(), scenario, command)?;
     let mut wall = None;
     if scenario.daemon {
         // Until every entry has its cursor; then the quit file stops it.
@@ -303,25 +332,59 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         )));
     }
     let verification: Value = serde_json::from_str(&control(&address, "/_sandbox/verify")?)?;
-    let stats: Value = serde_json::from_str(&control(&address, "/_sandbox/stats")?)?;
+    let busy = mailchimp_busy_seconds(&address)? - busy_before;
     drop(sandbox);
+    let ledger_bytes = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(dir.path().join(format!("ledger.sqlite3{suffix}"))).ok())
+        .map(|m| m.len())
+        .sum();
     let state: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("state.json"))?)?;
-    let records = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
+    let pushed = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
     let floor = match scenario.floor {
         Floor::Pages { latency, parallel } => Some(latency.mul_f64(pages as f64 / parallel)),
         Floor::Records { per_second } => Some(Duration::from_secs_f64(members as f64 / per_second)),
         Floor::None => None,
     };
     Ok(Figures {
-        records,
+        records: members,
+        pushed,
         pages,
         wall,
         cpu: usage.0,
         peak_rss_kib: usage.1,
         floor,
-        in_flight: stats["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0) / wall.as_secs_f64(),
+        in_flight: busy / wall.as_secs_f64(),
+        ledger_bytes,
         verified: verification["ok"] == Value::Bool(true),
     })
+}
+
+/// Starts the importer's `command` on the state folder `dir` against the
+/// sandbox at `address`, its log in `dir/importer.log` (appended).
+fn importer(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, command: &str) -> io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("importer.log"))?;
+    Command::new(exe)
+        .arg(command)
+        .env_clear()
+        .env("MAILCHIMP_APIKEY", DEFAULT_MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", DEFAULT_OMETRIA_KEY)
+        .env("MAILCHIMP_BASE_URL", format!("http://{address}/3.0"))
+        .env("OMETRIA_BASE_URL", format!("http://{address}"))
+        .env("IMPORTER_STATE_DIR", dir)
+        .envs(scenario.importer.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+}
+
+/// The seconds the sandbox has spent answering Mailchimp requests so far.
+fn mailchimp_busy_seconds(address: &str) -> io::Result<f64> {
+    let stats: Value = serde_json::from_str(&control(address, "/_sandbox/stats")?)?;
+    Ok(stats["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0))
 }
 
 /// Whether every entry of the state file has a `latest_timestamp`.

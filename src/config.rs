@@ -103,6 +103,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Ask a running importer's /healthz (at IMPORTER_METRICS_ADDR); exit 0 if healthy.
     Health,
+    /// Print the run history kept in the ledger, newest first (works while `go` runs).
+    History(HistoryArgs),
+    /// Forget what Ometria accepted for one list, so that its next sync pushes every member again.
+    Forget(ForgetArgs),
     /// Print the version.
     Version,
 }
@@ -112,6 +116,26 @@ pub struct CheckArgs {
     /// Also ask Mailchimp whether the key may read each list (one member of each is read; Ometria is not called).
     #[arg(long)]
     pub online: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct HistoryArgs {
+    /// Only the syncs of this list id.
+    #[arg(long = "list")]
+    pub list_id: Option<String>,
+    /// How many syncs to print, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ForgetArgs {
+    /// The list id whose members the ledger forgets.
+    #[arg(long = "list")]
+    pub list_id: String,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -197,8 +221,8 @@ pub struct SandboxArgs {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
-    /// Scenarios to run (1-5); all by default.
-    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=6))]
+    /// Scenarios to run (1-7); all by default.
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=7))]
     pub scenarios: Vec<u8>,
     /// Runs of each scenario; the one with the median wall time is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use crate::actors::controller::{Controller, ControllerSettings, RunMode, RunSummary, QUIT_FILE_NAME};
 use crate::actors::ledger::Ledger;
 use crate::actors::list_sync::SyncDeps;
-use crate::actors::messages::Shutdown;
+use crate::actors::messages::{Drain, Shutdown, FLUSH_TIMEOUT};
 use crate::actors::state_keeper::StateKeeper;
 use crate::api::http_client;
 use crate::config::Config;
@@ -126,7 +126,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         rejected_log: RejectedLog::in_state_dir(&config.state_dir),
         overlap: config.overlap,
         state_keeper,
-        ledger,
+        ledger: ledger.clone(),
         metrics,
         health,
         log: log.clone(),
@@ -146,6 +146,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         forward_signals(controller.recipient(), log);
     }
     let summary = finished.await.map_err(|_| RunError::ControllerLost);
+    // Every sync's last ledger messages (its history row) are handled
+    // before the run returns and the process may exit.
+    let _ = actix_rt::time::timeout(FLUSH_TIMEOUT, ledger.send(Drain)).await;
     state_thread.stop();
     drop(lock);
     if let Some(server) = telemetry {

@@ -225,6 +225,45 @@ impl LedgerStore {
         })
     }
 
+    /// Opens an existing ledger to write, without creating one or moving
+    /// it aside (`forget`, while the daemon may hold it: SQLite's locks and
+    /// the busy timeout take turns with it). Errors: no ledger there, or
+    /// not one this code can use.
+    pub fn open_existing(dir: &Path) -> Result<LedgerStore, LedgerError> {
+        let path = dir.join(LEDGER_FILE_NAME);
+        let error = |source| LedgerError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(error)?;
+        if version != SCHEMA_VERSION {
+            return Err(error(rusqlite::Error::InvalidQuery));
+        }
+        Ok(LedgerStore {
+            conn,
+            path: path.clone(),
+        })
+    }
+
+    /// Marks the runs still `running` as `abandoned`: called when the
+    /// importer starts, as only one importer runs on a state folder (its
+    /// lock), so a run left `running` belongs to a process that died.
+    /// Returns how many.
+    pub fn close_unfinished_runs(&mut self) -> Result<u64, LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET result = 'abandoned', error = 'the importer stopped before this sync ended'
+                 WHERE result = 'running'",
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| error_at(&self.path, e))
+    }
+
     /// Where the ledger is.
     pub fn path(&self) -> &Path {
         &self.path
@@ -243,6 +282,7 @@ impl LedgerStore {
                 format!("SELECT member_id, record_hash FROM members WHERE list_id = ? AND member_id IN ({marks})");
             let update = format!("UPDATE members SET last_seen = ? WHERE list_id = ? AND member_id IN ({marks})");
             let ids = chunk.iter().map(|(id, _)| *id);
+            let known_before = known.len();
             {
                 let mut statement = tx.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
                 let rows = statement
@@ -254,6 +294,10 @@ impl LedgerStore {
                     let (id, hash) = row.map_err(|e| error_at(&self.path, e))?;
                     known.insert(id, hash as u64);
                 }
+            }
+            if known.len() == known_before {
+                // None of them is known (a first LOAD): nothing to mark seen.
+                continue;
             }
             let mut statement = tx.prepare_cached(&update).map_err(|e| error_at(&self.path, e))?;
             let now_text = now.to_string();
@@ -389,13 +433,16 @@ impl LedgerStore {
         tx.commit().map_err(|e| error_at(&self.path, e))
     }
 
-    /// When the newest reconciliation of list `list_id` that succeeded
-    /// started (unix seconds; the `started_at` of its `RECONCILE` row in
-    /// `runs`), if any.
+    /// When the newest full read of list `list_id` that succeeded started
+    /// (unix seconds): its newest succeeded `RECONCILE` or `LOAD` row in
+    /// `runs` — a LOAD reads every member, so the ledger it fills needs no
+    /// reconciliation until `reconcile_seconds` after it. `None` if there
+    /// is neither.
     pub fn last_reconciled(&self, list_id: &str) -> Result<Option<i64>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT MAX(started_at) FROM runs WHERE list_id = ?1 AND kind = 'RECONCILE' AND result = 'succeeded'",
+                "SELECT MAX(started_at) FROM runs
+                 WHERE list_id = ?1 AND kind IN ('RECONCILE', 'LOAD') AND result = 'succeeded'",
                 params![list_id],
                 |row| row.get::<_, Option<i64>>(0),
             )
@@ -606,6 +653,11 @@ mod tests {
         run(&mut ledger, "M", "RECONCILE", 400, "succeeded");
         assert_eq!(ledger.last_reconciled("L").unwrap(), Some(100));
         assert_eq!(ledger.last_reconciled("M").unwrap(), Some(400));
+        // A LOAD reads every member: as good a baseline as a reconciliation.
+        run(&mut ledger, "L", "LOAD", 500, "succeeded");
+        run(&mut ledger, "L", "LOAD", 600, "failed");
+        assert_eq!(ledger.last_reconciled("L").unwrap(), Some(500));
+        assert_eq!(ledger.last_reconciled("N").unwrap(), None);
     }
 
     #[test]
@@ -634,6 +686,11 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].start.list_id.as_str(), rows[0].end.is_none()), ("M", true));
         assert_eq!(rows[1].end.as_ref(), Some(&end));
+        // A run the process died in is abandoned when the next one opens the ledger.
+        let mut again = LedgerStore::open_existing(dir.path()).unwrap();
+        assert_eq!(again.close_unfinished_runs().unwrap(), 1);
+        let rows = again.history(None, 10).unwrap();
+        assert_eq!(rows[0].end.as_ref().map(|e| e.result.as_str()), Some("abandoned"));
         let only_l = LedgerStore::open_read_only(dir.path())
             .unwrap()
             .history(Some("L"), 10)

@@ -14,6 +14,7 @@
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors,
 //!   the redacted `ApiKey`.
 //! - [`ledger`]: the member ledger and run history (`ledger.sqlite3`).
+//! - [`history`]: the `history` and `forget` commands.
 //! - [`limits`]: global Mailchimp connection and Ometria rate limits, and when
 //!   Ometria last took a record from the process.
 //! - [`retry`]: which failures are retried, backoff with full jitter.
@@ -31,6 +32,7 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod importer;
 pub mod ledger;
 pub mod limits;

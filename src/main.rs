@@ -1,4 +1,5 @@
-//! The command line: `go`, `once`, `check`, `demo`, `sandbox`, `bench`, `version`.
+//! The command line: `go`, `once`, `check`, `demo`, `sandbox`, `bench`,
+//! `health`, `history`, `forget`, `version`.
 
 use std::io;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use ometria_importer::importer::{self, Signals};
 use ometria_importer::sandbox::Sandbox;
 use ometria_importer::telemetry::health::http_get;
 use ometria_importer::telemetry::log::logger;
-use ometria_importer::{bench, check, demo, RunMode};
+use ometria_importer::{bench, check, demo, history, RunMode};
 
 /// Exit code for a setting or state file that must be fixed first.
 const EXIT_FIX_FIRST: u8 = 2;
@@ -100,6 +101,14 @@ fn main() -> ExitCode {
             };
         }
         Command::Health => return health(&cli.settings),
+        Command::History(args) => {
+            let shown = history::history(&cli.settings.state_dir, &args, &mut io::stdout(), &mut io::stderr());
+            return ExitCode::from(shown.unwrap_or(history::EXIT_NO_LEDGER));
+        }
+        Command::Forget(args) => {
+            let done = history::forget(&cli.settings.state_dir, &args, &mut io::stdout(), &mut io::stderr());
+            return ExitCode::from(done.unwrap_or(history::EXIT_NO_LEDGER));
+        }
         Command::Go => RunMode::Go,
         Command::Once => RunMode::Once,
     };

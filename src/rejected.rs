@@ -138,6 +138,26 @@ pub struct Delivery {
     pub pushes: u32,
 }
 
+impl Delivery {
+    /// Which records of `batch` (the batch this delivery is of, in its
+    /// order) Ometria accepted: every one but those in [`Self::rejected`],
+    /// matched by their bytes, each rejection once. The member ledger
+    /// records these as soon as the answer is in (issue 16).
+    pub fn accepted(&self, batch: &[Bytes]) -> Vec<bool> {
+        let mut accepted = vec![true; batch.len()];
+        for rejection in &self.rejected {
+            let found = batch
+                .iter()
+                .zip(accepted.iter())
+                .position(|(record, taken)| *taken && *record == rejection.record);
+            if let Some(i) = found {
+                accepted[i] = false;
+            }
+        }
+        accepted
+    }
+}
+
 /// Pushes `batch` with `push` (one push, retried as it sees fit), and finds
 /// the records Ometria will not take.
 ///
@@ -493,6 +513,26 @@ mod tests {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    #[actix_rt::test]
+    async fn the_records_accepted_are_the_batch_minus_those_rejected_or_refused() {
+        let calls = RefCell::new(0);
+        let all = batch(10);
+        let d = deliver(&all, refusing(400, &[2], &[7], &calls), || true).await.unwrap();
+        let accepted = d.accepted(&all);
+        let not: Vec<usize> = (0..10).filter(|i| !accepted[*i]).collect();
+        assert_eq!(not, [2, 7]);
+        // Two records of the same bytes, one of them rejected: one stays accepted.
+        let twice = vec![all[0].clone(), all[0].clone()];
+        let d = Delivery {
+            rejected: vec![Rejection {
+                record: all[0].clone(),
+                reason: COUNTED_AS_REJECTED.into(),
+            }],
+            ..Delivery::default()
+        };
+        assert_eq!(d.accepted(&twice), [false, true]);
     }
 
     #[actix_rt::test]

@@ -200,10 +200,11 @@ async fn members_archived_quietly_mid_sync_arrive_as_archived() {
 
 /// A push the importer gave up on (it timed out) may still be applied by
 /// Ometria later — after the next sync pushed a newer version of the same
-/// members. The SYNC after that reads its window again from
-/// `latest_timestamp` − overlap and repairs it.
+/// members. The ledger holds the newer version as accepted, so the next
+/// SYNC, reading its window again from `latest_timestamp` − overlap, finds
+/// those members unchanged; `forget` makes it push them again and repair it.
 #[actix_rt::test]
-async fn a_push_applied_after_a_newer_one_is_repaired_by_the_next_sync() {
+async fn a_push_applied_after_a_newer_one_is_repaired_by_a_sync_after_forget() {
     let config = SandboxConfig {
         lists: vec![("late".into(), 500)],
         ..SandboxConfig::default()
@@ -242,6 +243,18 @@ async fn a_push_applied_after_a_newer_one_is_repaired_by_the_next_sync() {
         stale.len()
     );
 
+    second_turned().await;
+    assert!(next_sync(&config, &log).await, "the SYNC failed\n{}", buffer.contents());
+    let verification = world.verify(&[], None);
+    assert_eq!(
+        verification.lists[0].members - verification.lists[0].matching,
+        stale.len(),
+        "the ledger says those members are unchanged"
+    );
+
+    let mut ledger = ometria_importer::ledger::LedgerStore::open_existing(dir.path()).unwrap();
+    assert_eq!(ledger.forget_list("late").unwrap(), 500);
+    second_turned().await;
     assert!(
         next_sync(&config, &log).await,
         "the last SYNC failed\n{}",

@@ -73,6 +73,9 @@ struct Run {
     failed: bool,
     /// Lists whose sync succeeded.
     synced: Vec<String>,
+    /// Records those syncs found unchanged in the ledger (pushed by an
+    /// earlier run, even one that failed) and did not push.
+    unchanged: u64,
     /// Records in the pushes that were retried for want of an answer:
     /// timed out, connection failed, answer cut short or unreadable.
     /// Ometria may have stored them all the same.
@@ -101,6 +104,11 @@ impl Run {
             .filter_map(|l| l.split("for list \"").nth(1)?.split('"').next())
             .map(str::to_owned)
             .collect();
+        let unchanged = this_run
+            .lines()
+            .filter(|l| l.contains("sync: completed in "))
+            .filter_map(|l| l.split(" unchanged=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .sum();
         let (mut unanswered, mut answered_504) = (0, 0);
         for retry in this_run.lines().filter_map(|l| l.split("sync: pushing ").nth(1)) {
             let (records, rest) = retry.split_once(" records of list ").expect("a retry line");
@@ -123,6 +131,7 @@ impl Run {
             tag: tag.to_owned(),
             failed: summary.failed > 0,
             synced,
+            unchanged,
             unanswered,
             answered_504,
         };
@@ -131,7 +140,7 @@ impl Run {
 }
 
 /// Every write Ometria holds has a reason: a run that synced its lists
-/// wrote each member once, and again only for a push Ometria took whose
+/// wrote once each member the ledger did not hold unchanged, and again only for a push Ometria took whose
 /// answer never came (the importer retried it); a failed run is done
 /// again, so its writes are all explained. Writes are counted by the run
 /// that sent them, whenever they land. `Err` says what is unexplained.
@@ -149,7 +158,7 @@ fn check_writes(runs: &[Run], sandbox: &Sandbox) -> Result<(), String> {
     }
     for run in runs.iter().filter(|r| !r.failed) {
         let w = writes.runs.get(&run.tag).copied().unwrap_or_default();
-        let members: u64 = run.synced.iter().map(|l| sizes[l]).sum();
+        let members: u64 = run.synced.iter().map(|l| sizes[l]).sum::<u64>() - run.unchanged;
         // At least: every member, and every record of a push whose answer
         // the sandbox cut. At most: every member, and every record of a
         // push left without an answer, but for those the sandbox hung

@@ -208,8 +208,12 @@ async fn start_offset_applies_to_a_loads_members_only() {
         "{}",
         buffer.contents()
     );
-    // A SYNC reads its whole window, whatever start_offset says.
+    // A SYNC reads its whole window, whatever start_offset says. (Without
+    // the ledger, which would find those members unchanged since the LOAD.)
     apis.fake_ometria.records.lock().unwrap().clear();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("ledger.sqlite3{suffix}")));
+    }
     let cursor = (base + chrono::Duration::seconds(500)).format("%Y-%m-%dT%H:%M:%S");
     std::fs::write(
         &file,

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::{warn, Logger};
 
-use super::messages::{FetchPage, FetchedPage, StopWorker};
+use super::messages::{FetchPage, FetchedPage, RecordFacts, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
@@ -125,6 +125,7 @@ fn read_page(
     let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
     let mut keys = Vec::with_capacity(page.members.len());
     let mut dropped = vec![];
+    let mut facts = Vec::with_capacity(page.members.len());
     for (position, member) in page.members.into_iter().enumerate() {
         keys.push(MemberKey {
             last_changed: second(&member),
@@ -134,10 +135,17 @@ fn read_page(
         match member_to_contact(&member, list_id, now) {
             Ok(mapped) => {
                 encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
+                facts.push(RecordFacts {
+                    email: mapped.contact.email.to_owned(),
+                    status: mapped.contact.properties.mailchimp_status.to_owned(),
+                });
                 ends.push(Ok(buffer.len()));
                 dropped.extend(mapped.dropped.into_iter().map(|value| (position, value)));
             }
-            Err(reason) => ends.push(Err(reason)),
+            Err(reason) => {
+                ends.push(Err(reason));
+                facts.push(RecordFacts::default());
+            }
         }
     }
     let buffer = Bytes::from(buffer);
@@ -159,6 +167,7 @@ fn read_page(
         total_items: page.total_items,
         keys,
         records,
+        facts,
         dropped,
         repairs,
     })

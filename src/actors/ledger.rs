@@ -14,8 +14,8 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskReconcileStatus, CountMembers, CountUnseen, EndRun, ForgetList, LookUpUnchanged, MarkSeen, ReconcileStatus,
-    RecordAccepted, RemoveMembers, StartRun, Unseen,
+    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpUnchanged, MarkSeen,
+    ReconcileStatus, RecordAccepted, RemoveMembers, StartRun, Unseen,
 };
 use crate::ledger::{LedgerError, LedgerStore};
 
@@ -27,7 +27,7 @@ impl Ledger {
     /// Opens the ledger in `state_dir`; one that cannot be read is moved
     /// aside (an ERROR line says where) and started afresh.
     pub fn open(state_dir: PathBuf, now: i64, log: &Logger) -> Ledger {
-        let store = match LedgerStore::open(&state_dir, now) {
+        let mut store = match LedgerStore::open(&state_dir, now) {
             Ok((store, None)) => Ok(store),
             Ok((store, Some(aside))) => {
                 error!(log, "ledger: {} could not be read; moved it to {} and started a new one: every list's next sync pushes all its members once.",
@@ -42,6 +42,12 @@ impl Ledger {
                 Err(e)
             }
         };
+        if let Ok(store) = &mut store {
+            // The runs a process that died left `running` (one importer per folder).
+            if let Err(e) = store.close_unfinished_runs() {
+                error!(log, "ledger: {e}");
+            }
+        }
         Ledger { store }
     }
 
@@ -154,4 +160,9 @@ impl Handler<EndRun> for Ledger {
     fn handle(&mut self, m: EndRun, _: &mut Self::Context) -> Self::Result {
         self.store()?.end_run(m.id, &m.end)
     }
+}
+
+impl Handler<Drain> for Ledger {
+    type Result = ();
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {}
 }

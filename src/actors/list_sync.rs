@@ -7,7 +7,19 @@
 //! short, so a slow Ometria slows the reading instead of filling memory.
 //! The sync succeeds when every page was read and every batch accounted
 //! for; then it sends one `SyncFinished` with the new cursor `T0`.
+//!
+//! The member ledger (issue 16): each page's new records are looked up
+//! (one `LookUpUnchanged` per page, answered on the Ledger's own thread
+//! while the Fetchers read on); a record equal to what Ometria last
+//! accepted, or to a record of this sync still in flight
+//! ([`InFlight`]), is counted `unchanged` and not pushed. Each push answer
+//! tells the Ledger at once which records Ometria accepted, and the sync
+//! succeeds only once the Ledger has answered every one of those. A
+//! ledger that fails is a cache missing: one WARNING, and records are
+//! pushed. The run history gets a row when the sync starts and its
+//! figures when it ends.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,16 +32,22 @@ use slog::{error, info, o, warn, Logger};
 
 use super::fetcher::Fetcher;
 use super::ledger::Ledger;
-use super::messages::{CancelSync, FetchPage, FetchedPage, PushBatch, StopWorker, SyncFinished};
+use super::messages::{
+    CancelSync, EndRun, FetchPage, FetchedPage, LookUpUnchanged, PushBatch, Pushed, RecordAccepted, StartRun,
+    StopWorker, SyncFinished,
+};
 use super::state_keeper::StateKeeper;
 use super::writer::Writer;
+use crate::ledger::{record_hash, Accepted, RunEnd, RunStart};
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
-use crate::ometria::{Batcher, OmetriaClient, PushOutcome};
+use crate::ometria::{Batcher, OmetriaClient};
 use crate::rejected::{Evidence, RejectedLog, Rejection, EVIDENCE_WINDOW};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
-use crate::sync::{start_time, Bounds, DroppedValues, PageVerdict, Pass, SweepPlan, SyncCounts, SyncKind, Why, Window};
+use crate::sync::{
+    start_time, Bounds, DroppedValues, InFlight, PageVerdict, Pass, SweepPlan, SyncCounts, SyncKind, Why, Window,
+};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::SkipReason;
@@ -79,6 +97,26 @@ pub struct SyncJob {
     pub kind: SyncKind,
 }
 
+/// A batch ready to push, with what the ledger keeps of each record.
+struct ReadyBatch {
+    records: Vec<Bytes>,
+    /// Beside each record: its member id, hash, email and status.
+    members: Vec<Accepted>,
+}
+
+/// Where this sync's row of the run history stands.
+enum RunRow {
+    /// `StartRun` sent, not yet answered.
+    Starting,
+    /// The row's id.
+    Started(i64),
+    /// The sync ended before `StartRun` was answered: `EndRun` goes out
+    /// with the answer.
+    EndedEarly(RunEnd),
+    /// Ended, or the ledger could not add the row.
+    Closed,
+}
+
 pub struct ListSync {
     job: SyncJob,
     deps: SyncDeps,
@@ -94,8 +132,19 @@ pub struct ListSync {
     idle_writers: Vec<usize>,
     /// Records not yet making up a full batch.
     batcher: Batcher,
+    /// What the ledger keeps of each record in the batcher's open batch, in order.
+    open_members: VecDeque<Accepted>,
     /// Full batches waiting for a Writer.
-    ready: VecDeque<Vec<Bytes>>,
+    ready: VecDeque<ReadyBatch>,
+    /// Records batched whose push is not settled (read twice, pushed once).
+    in_flight: InFlight,
+    /// Pages whose records wait for the Ledger's lookup.
+    lookups_pending: usize,
+    /// `RecordAccepted` messages not yet answered: the sync succeeds only after.
+    records_pending: usize,
+    /// Whether this sync has logged its one WARNING about the ledger.
+    ledger_warned: Rc<Cell<bool>>,
+    run_row: Rc<RefCell<RunRow>>,
     counts: SyncCounts,
     /// Members skipped for lack of `unique_email_id` or email.
     skipped_for_missing_fields: u64,
@@ -132,7 +181,13 @@ impl ListSync {
             writers: vec![],
             idle_writers: vec![],
             batcher: Batcher::default(),
+            open_members: VecDeque::new(),
             ready: VecDeque::new(),
+            in_flight: InFlight::default(),
+            lookups_pending: 0,
+            records_pending: 0,
+            ledger_warned: Rc::new(Cell::new(false)),
+            run_row: Rc::new(RefCell::new(RunRow::Starting)),
             counts: SyncCounts::default(),
             skipped_for_missing_fields: 0,
             dropped: DroppedValues::default(),
@@ -153,7 +208,12 @@ impl ListSync {
         if self.finished {
             return;
         }
-        while self.ready.len() < self.queue_capacity() && !self.idle_fetchers.is_empty() {
+        // Pages waiting for their lookup count against the reading: a slow
+        // ledger slows the reads instead of filling memory.
+        while self.ready.len() < self.queue_capacity()
+            && self.lookups_pending < self.fetchers.len()
+            && !self.idle_fetchers.is_empty()
+        {
             let Some(request) = self.plan.next_request() else { break };
             let worker = self.idle_fetchers.pop().expect("checked non-empty");
             self.fetch(
@@ -165,17 +225,20 @@ impl ListSync {
                 ctx,
             );
         }
-        let reading = self.idle_fetchers.len() < self.fetchers.len();
+        let reading = self.idle_fetchers.len() < self.fetchers.len() || self.lookups_pending > 0;
         if !reading && self.plan.is_complete() {
-            self.ready.extend(self.batcher.flush());
+            if let Some(batch) = self.batcher.flush() {
+                self.close_batch(batch);
+            }
         }
         while !self.ready.is_empty() && !self.idle_writers.is_empty() {
             let batch = self.ready.pop_front().expect("checked non-empty");
             let worker = self.idle_writers.pop().expect("checked non-empty");
-            self.push(worker, PushBatch(batch), ctx);
+            self.push(worker, batch, ctx);
         }
-        let writing = self.idle_writers.len() < self.writers.len();
-        if !reading && !writing && self.plan.is_complete() && self.ready.is_empty() {
+        let writing = self.idle_writers.len() < self.writers.len() || self.records_pending > 0;
+        let run_started = !matches!(*self.run_row.borrow(), RunRow::Starting);
+        if !reading && !writing && self.plan.is_complete() && self.ready.is_empty() && run_started {
             self.succeed(ctx);
         }
     }
@@ -195,14 +258,15 @@ impl ListSync {
         ctx.spawn(answer);
     }
 
-    fn push(&mut self, worker: usize, message: PushBatch, ctx: &mut Context<Self>) {
+    fn push(&mut self, worker: usize, batch: ReadyBatch, ctx: &mut Context<Self>) {
+        let ReadyBatch { records, members } = batch;
         let answer = self.writers[worker]
-            .send(message)
+            .send(PushBatch(records))
             .into_actor(self)
             .map(move |answer, sync, ctx| {
                 sync.idle_writers.push(worker);
                 match answer {
-                    Ok(Ok(outcome)) => sync.on_pushed(outcome, ctx),
+                    Ok(Ok(pushed)) => sync.on_pushed(members, pushed, ctx),
                     Ok(Err(e)) => sync.fail(e.to_string(), ctx),
                     Err(e) => sync.fail(format!("a Writer stopped unexpectedly ({e})"), ctx),
                 }
@@ -277,9 +341,18 @@ impl ListSync {
             }
         }
         let mut records = Vec::with_capacity(page.records.len());
-        for (position, (record, new)) in page.records.into_iter().zip(fresh).enumerate() {
+        let facts = page.facts.into_iter().chain(std::iter::repeat_with(Default::default));
+        for (position, ((record, facts), new)) in page.records.into_iter().zip(facts).zip(fresh).enumerate() {
             match (record, new) {
-                (Ok(record), true) => records.push(record),
+                (Ok(record), true) => {
+                    let member = Accepted {
+                        member_id: page.keys[position].id.clone(),
+                        hash: record_hash(&record),
+                        email: facts.email,
+                        status: facts.status,
+                    };
+                    records.push((record, member));
+                }
                 (Err(reason), true) => {
                     let offset = page.request.offset + position as u64;
                     self.skip(reason, offset, &page.keys[position].id);
@@ -317,15 +390,134 @@ impl ListSync {
                 );
             }
         }
+        self.look_up(records, ctx);
+        self.dispatch(ctx);
+    }
+
+    /// Asks the Ledger which of one page's `records` equal what Ometria
+    /// last accepted; batches the others when it answers. Records equal to
+    /// one still in flight are unchanged without asking.
+    fn look_up(&mut self, records: Vec<(Bytes, Accepted)>, ctx: &mut Context<Self>) {
+        let (held, records): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|(_, m)| self.in_flight.holds(&m.member_id, m.hash));
+        self.count_unchanged(held.len() as u64);
+        if records.is_empty() {
+            return;
+        }
+        let ticket = self.in_flight.lookup_sent();
+        self.lookups_pending += 1;
+        let message = LookUpUnchanged {
+            list_id: self.job.entry.key.list_id.clone(),
+            now: Utc::now().timestamp(),
+            records: records.iter().map(|(_, m)| (m.member_id.clone(), m.hash)).collect(),
+        };
+        let answer = self
+            .deps
+            .ledger
+            .send(message)
+            .into_actor(self)
+            .map(move |answer, sync, ctx| {
+                sync.lookups_pending -= 1;
+                if sync.finished {
+                    return;
+                }
+                let known = match answer {
+                    Ok(Ok(known)) if known.len() == records.len() => known,
+                    Ok(Ok(known)) => {
+                        sync.ledger_trouble(
+                            "look records up",
+                            &format!("{} answers for {} records", known.len(), records.len()),
+                        );
+                        vec![false; records.len()]
+                    }
+                    Ok(Err(e)) => {
+                        sync.ledger_trouble("look records up", &e);
+                        vec![false; records.len()]
+                    }
+                    Err(e) => {
+                        sync.ledger_trouble("look records up", &e);
+                        vec![false; records.len()]
+                    }
+                };
+                // Checked again now: a record of another page may have been
+                // batched since, or settled after this lookup was read.
+                let (unchanged, changed): (Vec<_>, Vec<_>) = records
+                    .into_iter()
+                    .zip(known)
+                    .partition(|((_, m), same)| *same || sync.in_flight.holds(&m.member_id, m.hash));
+                sync.count_unchanged(unchanged.len() as u64);
+                sync.batch(changed.into_iter().map(|(record, _)| record).collect());
+                sync.in_flight.lookup_answered(ticket);
+                sync.dispatch(ctx);
+            });
+        ctx.spawn(answer);
+    }
+
+    fn count_unchanged(&mut self, n: u64) {
+        self.counts.unchanged += n;
+        self.deps.metrics.records_unchanged.inc_by(n);
+    }
+
+    /// Adds records to the open batch; full batches join the queue.
+    fn batch(&mut self, records: Vec<(Bytes, Accepted)>) {
         let mut unsendable = vec![];
-        for record in records {
+        for (record, member) in records {
             match self.batcher.add(record) {
-                Ok(full) => self.ready.extend(full),
+                Ok(full) => {
+                    self.in_flight.batched(member.member_id.clone(), member.hash);
+                    self.open_members.push_back(member);
+                    if let Some(batch) = full {
+                        self.close_batch(batch);
+                    }
+                }
                 Err(rejection) => unsendable.push(rejection),
             }
         }
         self.reject_unsendable(&unsendable);
-        self.dispatch(ctx);
+    }
+
+    /// Queues a batch the batcher closed, with its records' members: the
+    /// first `batch.len()` of the open ones (a batch closed because the
+    /// next record did not fit leaves that record's member behind).
+    fn close_batch(&mut self, batch: Vec<Bytes>) {
+        let members = self.open_members.drain(..batch.len()).collect();
+        self.ready.push_back(ReadyBatch {
+            records: batch,
+            members,
+        });
+    }
+
+    /// One WARNING per sync for a ledger that failed.
+    fn ledger_trouble(&self, what: &str, e: &dyn std::fmt::Display) {
+        ledger_trouble(&self.ledger_warned, &self.log, &self.job.entry.key, what, e);
+    }
+
+    /// Tells the Ledger what Ometria accepted; the records settle when it answers.
+    fn record(&mut self, accepted: Vec<Accepted>, ctx: &mut Context<Self>) {
+        let keys: Vec<(String, u64)> = accepted.iter().map(|m| (m.member_id.clone(), m.hash)).collect();
+        self.records_pending += 1;
+        let message = RecordAccepted {
+            list_id: self.job.entry.key.list_id.clone(),
+            now: Utc::now().timestamp(),
+            records: accepted,
+        };
+        let answer = self
+            .deps
+            .ledger
+            .send(message)
+            .into_actor(self)
+            .map(move |answer, sync, ctx| {
+                sync.records_pending -= 1;
+                match answer {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => sync.ledger_trouble("record what Ometria accepted", &e),
+                    Err(e) => sync.ledger_trouble("record what Ometria accepted", &e),
+                }
+                sync.in_flight.settled(keys);
+                sync.dispatch(ctx);
+            });
+        ctx.spawn(answer);
     }
 
     /// Keeps records too large to send in the rejected file, and counts
@@ -345,9 +537,26 @@ impl ListSync {
         self.deps.metrics.records_rejected.inc_by(n);
     }
 
-    fn on_pushed(&mut self, outcome: PushOutcome, ctx: &mut Context<Self>) {
+    fn on_pushed(&mut self, members: Vec<Accepted>, pushed: Pushed, ctx: &mut Context<Self>) {
         if let Some(reason) = self.unkept.take() {
             return self.fail(reason, ctx);
+        }
+        let outcome = pushed.outcome;
+        // Recorded now, before the next answer is counted: a sync killed
+        // later keeps what Ometria took.
+        let mut accepted = Vec::with_capacity(members.len());
+        let mut settled = vec![];
+        let mask = pushed.accepted.into_iter().chain(std::iter::repeat(false));
+        for (member, taken) in members.into_iter().zip(mask) {
+            if taken {
+                accepted.push(member);
+            } else {
+                settled.push((member.member_id, member.hash));
+            }
+        }
+        self.in_flight.settled(settled);
+        if !accepted.is_empty() {
+            self.record(accepted, ctx);
         }
         self.counts.accepted += outcome.accepted;
         self.counts.rejected += outcome.rejected;
@@ -412,7 +621,7 @@ impl ListSync {
             return self.fail(reason, ctx);
         }
         let c = self.counts;
-        if c.accepted + c.rejected == 0 && c.skipped > 0 && self.skipped_for_missing_fields == c.skipped {
+        if c.accepted + c.rejected + c.unchanged == 0 && c.skipped > 0 && self.skipped_for_missing_fields == c.skipped {
             // Mailchimp gives every member both: answers without them for
             // every member read are broken, not a list of odd members.
             return self.fail(
@@ -446,7 +655,7 @@ impl ListSync {
         self.log_dropped();
         info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
             "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
-            "skipped" => c.skipped, "dropped" => c.dropped, "pages" => c.pages);
+            "skipped" => c.skipped, "unchanged" => c.unchanged, "dropped" => c.dropped, "pages" => c.pages);
         let record = SyncRecord {
             key: self.job.entry.key.clone(),
             cursor_at_start: self.job.entry.cursor_raw.clone(),
@@ -455,6 +664,7 @@ impl ListSync {
             total_updates: c.accepted + c.rejected,
         };
         self.count_end("succeeded");
+        self.close_run("succeeded", None);
         self.report(Ok(record));
         ctx.stop();
     }
@@ -477,8 +687,76 @@ impl ListSync {
             self.job.entry.key
         );
         self.count_end("failed");
+        self.close_run("failed", Some(reason.clone()));
         self.report(Err(reason));
         ctx.stop();
+    }
+
+    /// Ends this sync's row of the run history (see [`RunRow`]).
+    fn close_run(&self, result: &str, error: Option<String>) {
+        let c = self.counts;
+        let end = RunEnd {
+            duration_seconds: self.elapsed().as_secs_f64(),
+            members_read: c.read,
+            pushed: c.accepted,
+            unchanged: c.unchanged,
+            rejected: c.rejected,
+            skipped: c.skipped,
+            deleted: 0,
+            result: result.into(),
+            error,
+        };
+        let mut row = self.run_row.borrow_mut();
+        match std::mem::replace(&mut *row, RunRow::Closed) {
+            RunRow::Started(id) => self.deps.ledger.do_send(EndRun { id, end }),
+            RunRow::Starting => *row = RunRow::EndedEarly(end),
+            RunRow::EndedEarly(earlier) => *row = RunRow::EndedEarly(earlier),
+            RunRow::Closed => {}
+        }
+    }
+
+    /// Adds this sync's row to the run history; dispatching waits for it
+    /// only to succeed (see [`RunRow`]).
+    fn open_run(&self, ctx: &mut Context<Self>) {
+        let key = &self.job.entry.key;
+        let request = self.deps.ledger.send(StartRun(RunStart {
+            list_id: key.list_id.clone(),
+            rank: key.rank as u32,
+            kind: self.job.kind.name().into(),
+            t0: self.t0.timestamp(),
+            started_at: Utc::now().timestamp(),
+        }));
+        let (row, ledger, warned, log, key) = (
+            self.run_row.clone(),
+            self.deps.ledger.clone(),
+            self.ledger_warned.clone(),
+            self.log.clone(),
+            key.clone(),
+        );
+        let (tell, told) = tokio::sync::oneshot::channel::<()>();
+        // Not the actor's own future: a sync that ends first still gets its row ended.
+        actix_rt::spawn(async move {
+            let id = match request.await {
+                Ok(Ok(id)) => Some(id),
+                Ok(Err(e)) => {
+                    ledger_trouble(&warned, &log, &key, "add this sync to the run history", &e);
+                    None
+                }
+                Err(e) => {
+                    ledger_trouble(&warned, &log, &key, "add this sync to the run history", &e);
+                    None
+                }
+            };
+            let mut row = row.borrow_mut();
+            match (std::mem::replace(&mut *row, RunRow::Closed), id) {
+                (RunRow::Starting, Some(id)) => *row = RunRow::Started(id),
+                (RunRow::EndedEarly(end), Some(id)) => ledger.do_send(EndRun { id, end }),
+                _ => {}
+            }
+            drop(row);
+            let _ = tell.send(());
+        });
+        ctx.spawn(told.into_actor(self).map(|_, sync, ctx| sync.dispatch(ctx)));
     }
 
     fn report(&self, result: Result<SyncRecord, String>) {
@@ -493,11 +771,12 @@ impl ListSync {
 
     fn log_progress(&self) {
         let written = self.counts.accepted + self.counts.rejected;
+        let unchanged = self.counts.unchanged;
         let seconds = self.elapsed().as_secs_f64().max(0.001);
-        let rate = written as f64 / seconds;
+        let rate = (written + unchanged) as f64 / seconds;
         let (total, eta) = match self.plan.expected_members() {
             Some(total) => {
-                let left = total.saturating_sub(written + self.counts.skipped);
+                let left = total.saturating_sub(written + unchanged + self.counts.skipped);
                 let eta = if rate > 0.0 {
                     format!("{:.0} s", left as f64 / rate)
                 } else {
@@ -507,8 +786,22 @@ impl ListSync {
             }
             None => ("?".into(), "unknown".into()),
         };
-        info!(self.log, "sync: list {} progress: {written}/{total} records written, {rate:.0} records/s, ETA {eta}.",
-            self.job.entry.key; "records" => written);
+        info!(self.log, "sync: list {} progress: {written}/{total} records written, {unchanged} unchanged, {rate:.0} records/s, ETA {eta}.",
+            self.job.entry.key; "records" => written, "unchanged" => unchanged);
+    }
+}
+
+/// Logs the one WARNING of a sync whose ledger failed (`warned` says
+/// whether it was logged): the ledger is a cache, so records are pushed.
+fn ledger_trouble(
+    warned: &Cell<bool>,
+    log: &Logger,
+    key: &impl std::fmt::Display,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) {
+    if !warned.replace(true) {
+        warn!(log, "sync: the ledger could not {what} for list {key}: {e}; this sync pushes every record it cannot look up and its next sync may push again what it could not record (the ledger is a cache: nothing is skipped).");
     }
 }
 
@@ -615,6 +908,7 @@ impl Actor for ListSync {
             self.idle_writers.push(i);
         }
         ctx.run_interval(self.deps.progress_interval, |sync, _| sync.log_progress());
+        self.open_run(ctx);
         self.dispatch(ctx);
     }
 
@@ -639,9 +933,9 @@ impl Drop for ListSync {
         }
         if !self.finished {
             self.count_end("failed");
-            self.report(Err(
-                "the sync stopped unexpectedly (an internal error; the panic message above says where)".into(),
-            ));
+            let reason = "the sync stopped unexpectedly (an internal error; the panic message above says where)";
+            self.close_run("failed", Some(reason.into()));
+            self.report(Err(reason.into()));
         }
     }
 }
@@ -652,6 +946,7 @@ impl Handler<CancelSync> for ListSync {
     fn handle(&mut self, _: CancelSync, ctx: &mut Context<Self>) {
         if !self.finished {
             self.count_end("abandoned");
+            self.close_run("abandoned", Some("stopped before it ended".into()));
         }
         self.finished = true;
         ctx.stop();

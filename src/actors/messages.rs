@@ -87,6 +87,9 @@ pub struct FetchedPage {
     /// Beside each key, the member's contact encoded as the JSON record
     /// Ometria takes, or why the mapping could not send the member.
     pub records: Vec<Result<Bytes, SkipReason>>,
+    /// Beside each record, what the member ledger keeps of it besides its
+    /// hash (empty for a member not sent).
+    pub facts: Vec<RecordFacts>,
     /// Values left out of the records because Ometria would not take
     /// them, each with the position on the page of the member it is from.
     pub dropped: Vec<(usize, DroppedValue)>,
@@ -96,11 +99,31 @@ pub struct FetchedPage {
     pub repairs: Repairs,
 }
 
+/// What the member ledger keeps of a record besides its hash: the
+/// contact's email and Mailchimp status, as sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordFacts {
+    /// The address sent (trimmed, as [`crate::transform::ometria_email`] takes it).
+    pub email: String,
+    /// Mailchimp's status (`properties.mailchimp_status`; empty if none).
+    pub status: String,
+}
+
 /// ListSync → Writer: push one batch of encoded records, as an
 /// [`crate::ometria::Batcher`] makes them (≤ 100 records, ≤ 1 MiB).
 #[derive(Message)]
-#[rtype(result = "Result<PushOutcome, WriteError>")]
+#[rtype(result = "Result<Pushed, WriteError>")]
 pub struct PushBatch(pub Vec<Bytes>);
+
+/// How Ometria answered one batch, in the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// Ometria's counts (records refused alone count as rejected).
+    pub outcome: PushOutcome,
+    /// Beside each record of the batch, whether Ometria accepted it: the
+    /// batch minus the records rejected or refused ([`crate::rejected::Delivery::accepted`]).
+    pub accepted: Vec<bool>,
+}
 
 /// ListSync → Fetcher or Writer: stop now, dropping any request in flight.
 #[derive(Message)]
@@ -225,6 +248,13 @@ pub struct ReconcileFailure {
     /// `IMPORTER_MAX_DELETE_FRACTION` allows, and nothing was done.
     pub held: bool,
 }
+
+/// Importer → Ledger at exit: answered once every message sent to the
+/// Ledger before it was handled (the ledger's mailbox is first in, first
+/// out), so that `once` exits with its syncs' rows written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
 
 /// ListSync → Ledger: a sync starts; answers its run id in the history.
 #[derive(Message)]

@@ -31,14 +31,14 @@ use slog::{error, info, o, warn, Logger};
 
 use super::list_sync::SyncDeps;
 use super::messages::{
-    CancelSync, CountMembers, CountUnseen, EndRun, MarkSeen, PushBatch, ReconcileFailure, ReconcileFinished,
+    CancelSync, CountMembers, CountUnseen, EndRun, MarkSeen, PushBatch, Pushed, ReconcileFailure, ReconcileFinished,
     RemoveMembers, StartRun, StopWorker, Unseen,
 };
 use super::writer::Writer;
 use crate::api::{Api, ApiError};
 use crate::ledger::{LedgerMember, RunEnd, RunStart};
 use crate::mailchimp::{repair, MemberPage};
-use crate::ometria::{encode, ParsedFrom, PushOutcome};
+use crate::ometria::{encode, ParsedFrom};
 use crate::rejected::Evidence;
 use crate::retry::Outcomes;
 use crate::state::{format_for_log, parse_timestamp, Entry, OnDelete};
@@ -384,25 +384,28 @@ impl Reconciliation {
         let writer = self.writer(ctx);
         let push = writer.send(PushBatch(records));
         ctx.spawn(push.into_actor(self).map(move |answer, this, ctx| match answer {
-            Ok(Ok(outcome)) => this.on_pushed(members, outcome, ctx),
+            Ok(Ok(pushed)) => this.on_pushed(members, pushed, ctx),
             Ok(Err(e)) => this.fail(e.to_string(), false, ctx),
             Err(e) => this.fail(format!("a Writer stopped unexpectedly ({e})"), false, ctx),
         }));
     }
 
-    fn on_pushed(&mut self, members: Vec<LedgerMember>, outcome: PushOutcome, ctx: &mut Context<Self>) {
+    /// Members Ometria took as opted out leave the ledger; those it
+    /// rejected (in the rejected file) stay, and the next reconciliation
+    /// opts them out again.
+    fn on_pushed(&mut self, members: Vec<LedgerMember>, pushed: Pushed, ctx: &mut Context<Self>) {
+        let outcome = pushed.outcome;
         self.pushed += outcome.accepted;
         self.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);
         self.deps.metrics.records_rejected.inc_by(outcome.rejected);
         let last = members.last().map(|m| m.member_id.clone()).unwrap_or_default();
-        if outcome.rejected > 0 {
-            // Which were taken is not known: all stay in the ledger, and
-            // the next reconciliation opts them out again (harmless, as
-            // Ometria writes by id); the rejected are in the rejected file.
-            return self.next_unseen(last, ctx);
-        }
-        self.remove(members, last, ctx);
+        let taken: Vec<LedgerMember> = members
+            .into_iter()
+            .zip(pushed.accepted)
+            .filter_map(|(member, accepted)| accepted.then_some(member))
+            .collect();
+        self.remove(taken, last, ctx);
     }
 
     /// `on_delete: "ignore"`: the members only leave the ledger.

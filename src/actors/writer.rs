@@ -2,6 +2,8 @@
 //! paced by the global request rate and with retries. When Ometria rejects
 //! records, or refuses the batch for what one of them holds, it finds which
 //! (see [`crate::rejected`]) and keeps them in the list's rejected file.
+//! Its answer says which records of the batch Ometria accepted, for the
+//! member ledger.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::{warn, Logger};
 
-use super::messages::{PushBatch, StopWorker};
+use super::messages::{PushBatch, Pushed, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
-use crate::ometria::{OmetriaClient, PushOutcome};
+use crate::ometria::OmetriaClient;
 use crate::rejected::{deliver, Evidence, RejectedLog, Unkept};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::telemetry::metrics::Metrics;
@@ -49,7 +51,7 @@ pub enum WriteError {
 }
 
 impl Handler<PushBatch> for Writer {
-    type Result = ResponseActFuture<Self, Result<PushOutcome, WriteError>>;
+    type Result = ResponseActFuture<Self, Result<Pushed, WriteError>>;
 
     fn handle(&mut self, PushBatch(batch): PushBatch, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
@@ -122,7 +124,10 @@ impl Handler<PushBatch> for Writer {
                 batch.len()
             );
             rejected_log.keep(&list_id, &delivery.rejected, &what, &log)?;
-            Ok(delivery.outcome)
+            Ok(Pushed {
+                accepted: delivery.accepted(&batch),
+                outcome: delivery.outcome,
+            })
         };
         Box::pin(work.into_actor(self))
     }

@@ -1,8 +1,9 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
 //! a sync reads, the paging plan, the checks its pages must pass, and the
-//! rules of a reconciliation.
+//! rules of a reconciliation, the records a sync has in flight.
 
 mod checks;
+mod in_flight;
 mod plan;
 mod reconcile;
 mod schedule;
@@ -10,6 +11,7 @@ mod tally;
 mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
+pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use reconcile::{
     check_deletions, reconcile_cap, reconcile_due, tail_window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND,

@@ -19,6 +19,9 @@ pub struct SyncCounts {
     /// Members the mapping could not send.
     pub skipped: u64,
     pub accepted: u64,
+    /// Records not pushed: equal to what Ometria last accepted (the member
+    /// ledger), or to a record of this sync batched and not yet answered.
+    pub unchanged: u64,
     pub rejected: u64,
     /// Of those rejected, records never sent (too large).
     pub unsent: u64,

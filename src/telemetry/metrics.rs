@@ -26,6 +26,7 @@ pub struct Metrics {
     pub records_pushed: IntCounter,
     pub records_rejected: IntCounter,
     pub records_skipped: IntCounter,
+    pub records_unchanged: IntCounter,
     pub values_dropped: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub retries: IntCounterVec,
@@ -110,6 +111,11 @@ impl Metrics {
                 "Members not sent: no unique_email_id, or no email address Ometria takes.",
             )
             .expect("valid metric"),
+            records_unchanged: IntCounter::new(
+                name("records_unchanged_total"),
+                "Records not pushed: equal to what Ometria last accepted (the member ledger).",
+            )
+            .expect("valid metric"),
             values_dropped: IntCounterVec::new(
                 Opts::new(
                     name("values_dropped_total"),
@@ -181,6 +187,7 @@ impl Metrics {
             Box::new(metrics.records_pushed.clone()),
             Box::new(metrics.records_rejected.clone()),
             Box::new(metrics.records_skipped.clone()),
+            Box::new(metrics.records_unchanged.clone()),
             Box::new(metrics.values_dropped.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.retries.clone()),
@@ -253,6 +260,7 @@ mod tests {
         m.http_request(Api::Ometria, None);
         m.retry(Api::Ometria);
         m.records_pushed.inc_by(3);
+        m.records_unchanged.inc_by(2);
         m.values_dropped.with_label_values(&["timestamp_subscribed"]).inc();
         m.list_lag_seconds.with_label_values(&["a1", "1"]).set(12.5);
         m.syncs.with_label_values(&["succeeded"]).inc();
@@ -263,6 +271,7 @@ mod tests {
             "ometria_importer_http_requests_total{api=\"ometria\",status=\"error\"} 1",
             "ometria_importer_retries_total{api=\"ometria\"} 1",
             "ometria_importer_records_pushed_total 3",
+            "ometria_importer_records_unchanged_total 2",
             "ometria_importer_values_dropped_total{field=\"timestamp_subscribed\"} 1",
             "ometria_importer_list_lag_seconds{entry=\"1\",list_id=\"a1\"} 12.5",
             "ometria_importer_syncs_total{result=\"succeeded\"} 1",
