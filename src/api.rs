@@ -292,6 +292,23 @@ pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
+impl ApiError {
+    /// Whether the request may have been carried out although its answer
+    /// was lost or unusable: a timeout, a dropped connection, a 5xx, an
+    /// answer that could not be read or did not add up. Refusals (4xx,
+    /// 429) and a full backlog were not.
+    pub fn may_have_landed(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Unavailable { .. }
+                | ApiError::Timeout { .. }
+                | ApiError::Connection { .. }
+                | ApiError::Malformed { .. }
+                | ApiError::Unaccounted { .. }
+        )
+    }
+}
+
 /// An API key (Mailchimp's or Ometria's). Its `Debug` never shows the key, and it has no `Display`,
 /// so it cannot end up in a log line or an error message by accident.
 #[derive(Clone, PartialEq, Eq)]

@@ -38,6 +38,13 @@ const SCHEMA_VERSION: i64 = 1;
 /// `ledger forget` while the daemon writes) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long after a push whose answer was lost (a timeout, a dropped
+/// connection, a 5xx) that push may still be applied by Ometria, over a
+/// newer one: until a record of the member is accepted this long after
+/// it, the member is not taken as unchanged (it is pushed again), as the
+/// overlap every SYNC re-reads then repairs such late writes.
+pub const LATE_WRITE_SECONDS: i64 = 15 * 60;
+
 /// Ids per statement when looking members up: well below SQLite's limit
 /// of 32,766 bound parameters.
 const IDS_PER_STATEMENT: usize = 500;
@@ -52,6 +59,7 @@ CREATE TABLE IF NOT EXISTS members (
     accepted_at INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
     seen_stamp INTEGER NOT NULL DEFAULT 0,
+    uncertain_since INTEGER,
     PRIMARY KEY (list_id, member_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -278,8 +286,12 @@ impl LedgerStore {
         let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
         for chunk in records.chunks(IDS_PER_STATEMENT) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let select =
-                format!("SELECT member_id, record_hash FROM members WHERE list_id = ? AND member_id IN ({marks})");
+            // A member whose push answer was lost is not taken as known
+            // until a push of it is taken long enough after.
+            let select = format!(
+                "SELECT member_id, record_hash FROM members WHERE list_id = ? AND member_id IN ({marks})
+                 AND (uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS})"
+            );
             let update = format!("UPDATE members SET last_seen = ? WHERE list_id = ? AND member_id IN ({marks})");
             let ids = chunk.iter().map(|(id, _)| *id);
             let known_before = known.len();
@@ -329,6 +341,27 @@ impl LedgerStore {
                     .execute(params![list_id, r.member_id, r.hash as i64, r.email, r.status, now])
                     .map_err(|e| error_at(&self.path, e))?;
             }
+        }
+        tx.commit().map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Marks the members `ids` of list `list_id` as maybe overwritten
+    /// later by a push whose answer was lost at `now` (see
+    /// [`LATE_WRITE_SECONDS`]). Ids the ledger does not hold are ignored:
+    /// they are pushed anyway.
+    pub fn mark_uncertain(&mut self, list_id: &str, now: i64, ids: &[&str]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let update = format!("UPDATE members SET uncertain_since = ? WHERE list_id = ? AND member_id IN ({marks})");
+            let now_text = now.to_string();
+            tx.prepare_cached(&update)
+                .and_then(|mut s| {
+                    s.execute(params_from_iter(
+                        [now_text.as_str(), list_id].into_iter().chain(chunk.iter().copied()),
+                    ))
+                })
+                .map_err(|e| error_at(&self.path, e))?;
         }
         tx.commit().map_err(|e| error_at(&self.path, e))
     }
@@ -571,6 +604,27 @@ mod tests {
             email: format!("{id}@example.com"),
             status: "subscribed".into(),
         }
+    }
+
+    #[test]
+    fn a_member_whose_push_answer_was_lost_is_pushed_again_until_a_later_push_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        ledger
+            .record_accepted("L", 100, &[accepted("a", 1), accepted("b", 2)])
+            .unwrap();
+        ledger.mark_uncertain("L", 100, &["a", "never"]).unwrap();
+        assert_eq!(
+            ledger.unchanged("L", 200, &[("a", 1), ("b", 2)]).unwrap(),
+            [false, true]
+        );
+        // Taken again soon after: the lost push may still land later.
+        ledger.record_accepted("L", 200, &[accepted("a", 1)]).unwrap();
+        assert_eq!(ledger.unchanged("L", 300, &[("a", 1)]).unwrap(), [false]);
+        // Taken once that push can no longer land over it.
+        let later = 100 + LATE_WRITE_SECONDS;
+        ledger.record_accepted("L", later, &[accepted("a", 1)]).unwrap();
+        assert_eq!(ledger.unchanged("L", later, &[("a", 1)]).unwrap(), [true]);
     }
 
     #[test]

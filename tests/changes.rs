@@ -198,11 +198,12 @@ async fn members_archived_quietly_mid_sync_arrive_as_archived() {
     sandbox.stop().await;
 }
 
-/// A push the importer gave up on (it timed out) may still be applied by
-/// Ometria later — after the next sync pushed a newer version of the same
-/// members. The ledger holds the newer version as accepted, so the next
-/// SYNC, reading its window again from `latest_timestamp` − overlap, finds
-/// those members unchanged; `forget` makes it push them again and repair it.
+/// A stale write that reaches Ometria unseen by the importer (not one of
+/// its pushes whose answer was lost: those are pushed again, see
+/// tests/ledger.rs) — after the next sync pushed a newer version of the
+/// same members. The ledger holds the newer version as accepted, so the
+/// next SYNC, reading its window again from `latest_timestamp` − overlap,
+/// finds those members unchanged; `forget` makes it push them again.
 #[actix_rt::test]
 async fn a_push_applied_after_a_newer_one_is_repaired_by_a_sync_after_forget() {
     let config = SandboxConfig {

@@ -382,3 +382,35 @@ async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_agai
     assert_eq!(counts(again).len(), 80, "L pushed again, M not");
     assert!(again.iter().all(|r| r["properties"]["mailchimp_list_id"] == "L"));
 }
+
+/// A push whose first answer was lost (a 503: Ometria may have stored it
+/// and may still apply it later, over a newer push) is taken on retry:
+/// its members are recorded, but not taken as unchanged until a push of
+/// theirs is taken long after — a re-LOAD pushes them again, and only
+/// them, as the overlap every SYNC re-reads used to repair late writes.
+#[actix_rt::test]
+async fn members_of_a_push_whose_answer_was_lost_are_pushed_again() {
+    let members = generate_members(250, Utc::now());
+    let apis = Apis::start(FakeMailchimp::default().with_list("L", members), FakeOmetria::default()).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&apis.ometria)
+        .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "items_per_request": 50, "worker_count": 1}]"#);
+    let config = apis.config(dir.path());
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&config, log.clone()).await, ok_once(), "{}", buffer.contents());
+    let first_push: Vec<String> = apis.pushes()[0].ids.clone();
+    assert_eq!((apis.pushed().len(), first_push.len()), (250, 100));
+
+    force_load(&file);
+    assert_eq!(run_once(&config, log).await, ok_once(), "{}", buffer.contents());
+    let again: Vec<String> = apis.pushed()[250..]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(again, first_push, "{}", buffer.contents());
+    assert_eq!(completion_figure(&buffer.contents(), "unchanged"), 150);
+}

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpUnchanged, MarkSeen,
+    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpUnchanged, MarkSeen, MarkUncertain,
     ReconcileStatus, RecordAccepted, RemoveMembers, StartRun, Unseen,
 };
 use crate::ledger::{LedgerError, LedgerStore};
@@ -83,6 +83,14 @@ impl Handler<RecordAccepted> for Ledger {
     type Result = Result<(), LedgerError>;
     fn handle(&mut self, m: RecordAccepted, _: &mut Self::Context) -> Self::Result {
         self.store()?.record_accepted(&m.list_id, m.now, &m.records)
+    }
+}
+
+impl Handler<MarkUncertain> for Ledger {
+    type Result = Result<(), LedgerError>;
+    fn handle(&mut self, m: MarkUncertain, _: &mut Self::Context) -> Self::Result {
+        let ids: Vec<&str> = m.ids.iter().map(String::as_str).collect();
+        self.store()?.mark_uncertain(&m.list_id, m.now, &ids)
     }
 }
 

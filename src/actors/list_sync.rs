@@ -33,11 +33,11 @@ use slog::{error, info, o, warn, Logger};
 use super::fetcher::Fetcher;
 use super::ledger::Ledger;
 use super::messages::{
-    CancelSync, EndRun, FetchPage, FetchedPage, LookUpUnchanged, PushBatch, Pushed, RecordAccepted, StartRun,
-    StopWorker, SyncFinished,
+    CancelSync, EndRun, FetchPage, FetchedPage, LookUpUnchanged, MarkUncertain, PushBatch, Pushed, RecordAccepted,
+    StartRun, StopWorker, SyncFinished,
 };
 use super::state_keeper::StateKeeper;
-use super::writer::Writer;
+use super::writer::{WriteError, Writer};
 use crate::ledger::{record_hash, Accepted, RunEnd, RunStart};
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
@@ -267,7 +267,12 @@ impl ListSync {
                 sync.idle_writers.push(worker);
                 match answer {
                     Ok(Ok(pushed)) => sync.on_pushed(members, pushed, ctx),
-                    Ok(Err(e)) => sync.fail(e.to_string(), ctx),
+                    Ok(Err(e)) => {
+                        if matches!(&e, WriteError::Api(api) if api.may_have_landed()) {
+                            sync.mark_uncertain(&members);
+                        }
+                        sync.fail(e.to_string(), ctx)
+                    }
                     Err(e) => sync.fail(format!("a Writer stopped unexpectedly ({e})"), ctx),
                 }
             });
@@ -493,6 +498,19 @@ impl ListSync {
         ledger_trouble(&self.ledger_warned, &self.log, &self.job.entry.key, what, e);
     }
 
+    /// Tells the Ledger that pushes of `members` may still be applied by
+    /// Ometria later ([`crate::ledger::LATE_WRITE_SECONDS`]).
+    fn mark_uncertain(&self, members: &[Accepted]) {
+        if members.is_empty() {
+            return;
+        }
+        self.deps.ledger.do_send(MarkUncertain {
+            list_id: self.job.entry.key.list_id.clone(),
+            now: Utc::now().timestamp(),
+            ids: members.iter().map(|m| m.member_id.clone()).collect(),
+        });
+    }
+
     /// Tells the Ledger what Ometria accepted; the records settle when it answers.
     fn record(&mut self, accepted: Vec<Accepted>, ctx: &mut Context<Self>) {
         let keys: Vec<(String, u64)> = accepted.iter().map(|m| (m.member_id.clone(), m.hash)).collect();
@@ -555,9 +573,13 @@ impl ListSync {
             }
         }
         self.in_flight.settled(settled);
+        let uncertain: Vec<Accepted> = if pushed.answer_lost { accepted.clone() } else { vec![] };
         if !accepted.is_empty() {
             self.record(accepted, ctx);
         }
+        // After the record, in the Ledger's mailbox: a lost answer's push
+        // may still land over a newer one.
+        self.mark_uncertain(&uncertain);
         self.counts.accepted += outcome.accepted;
         self.counts.rejected += outcome.rejected;
         self.deps.metrics.records_pushed.inc_by(outcome.accepted);

@@ -123,6 +123,9 @@ pub struct Pushed {
     /// Beside each record of the batch, whether Ometria accepted it: the
     /// batch minus the records rejected or refused ([`crate::rejected::Delivery::accepted`]).
     pub accepted: Vec<bool>,
+    /// An attempt's answer was lost (a timeout, a dropped connection, a
+    /// 5xx): that attempt may still be applied by Ometria later.
+    pub answer_lost: bool,
 }
 
 /// ListSync → Fetcher or Writer: stop now, dropping any request in flight.
@@ -157,6 +160,17 @@ pub struct RecordAccepted {
     pub list_id: String,
     pub now: i64,
     pub records: Vec<Accepted>,
+}
+
+/// ListSync → Ledger: members of a push whose answer was lost (it may
+/// still be applied later, over a newer push): pushed again until a push
+/// of theirs is taken [`crate::ledger::LATE_WRITE_SECONDS`] later.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct MarkUncertain {
+    pub list_id: String,
+    pub now: i64,
+    pub ids: Vec<String>,
 }
 
 /// `forget` → Ledger: forget every member of a list (push all again).

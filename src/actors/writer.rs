@@ -5,6 +5,7 @@
 //! Its answer says which records of the batch Ometria accepted, for the
 //! member ledger.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -66,8 +67,10 @@ impl Handler<PushBatch> for Writer {
             self.log.clone(),
         );
         let work = async move {
+            let answer_lost = Rc::new(Cell::new(false));
             // One push of `records`, paced and retried.
             let push = |records: Vec<Bytes>| {
+                let answer_lost = answer_lost.clone();
                 let (client, pacer, outcomes, evidence, list_id, log, metrics) = (
                     client.clone(),
                     pacer.clone(),
@@ -95,6 +98,9 @@ impl Handler<PushBatch> for Writer {
                             },
                             |e, n, wait| {
                                 metrics.retry(Api::Ometria);
+                                if e.may_have_landed() {
+                                    answer_lost.set(true);
+                                }
                                 // Retry-After speaks for the account, not for this one
                                 // request: nobody pushes before it has passed.
                                 if let ApiError::Throttled {
@@ -127,6 +133,7 @@ impl Handler<PushBatch> for Writer {
             Ok(Pushed {
                 accepted: delivery.accepted(&batch),
                 outcome: delivery.outcome,
+                answer_lost: answer_lost.get(),
             })
         };
         Box::pin(work.into_actor(self))
