@@ -516,7 +516,58 @@ async fn demo_syncs_generated_lists_and_verifies_them_without_keys() {
         stdout.contains("demo: 1350 of 1350 Mailchimp members (archived included) are in Ometria exactly: verified"),
         "{stdout}"
     );
-    assert!(text(&out.stderr).trim_end().ends_with("controller: done."));
+
+    // The second round: a few members changed, touched and deleted, then a
+    // SYNC and a reconciliation of each list, figures from the run history.
+    // e.g. `  demo-list-1          9       8       4 |     17      9         8       0         4`
+    let second: Vec<(String, Vec<u64>)> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("changed touched deleted |"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut words = l.split_whitespace().filter(|w| *w != "|");
+            let name = words.next().unwrap().to_owned();
+            (name, words.map(|w| w.parse().expect(l)).collect())
+        })
+        .collect();
+    let names: Vec<&str> = second.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["demo-list-1", "demo-list-2", "total"], "{stdout}");
+    for (name, figures) in &second {
+        let [changed, touched, deleted, read, pushed, unchanged, skipped, opted_out] = figures[..] else {
+            panic!("{name}: {figures:?}\n{stdout}");
+        };
+        // Changed members are pushed (or skipped, as in the LOAD); touched
+        // ones are read and not pushed; deleted ones are opted out.
+        assert_eq!(pushed + skipped, changed, "{name}\n{stdout}");
+        assert_eq!(unchanged, touched, "{name}\n{stdout}");
+        assert!(unchanged > 0 && deleted > 0, "{name}\n{stdout}");
+        assert!(read >= changed + touched, "{name}\n{stdout}");
+        assert_eq!(opted_out, deleted, "{name}\n{stdout}");
+    }
+    let column = |i: usize| second[..2].iter().map(|(_, f)| f[i]).sum::<u64>();
+    assert_eq!(second[2].1, (0..8).map(column).collect::<Vec<_>>(), "{stdout}");
+    let [_, _, deleted, _, pushed, unchanged, skipped, opted_out] = second[2].1[..] else {
+        unreachable!()
+    };
+    assert!(
+        stdout.contains(&format!(
+            "pushed {pushed} ({unchanged} unchanged since Ometria accepted them, {skipped} skipped, 0 rejected); \
+             the reconciliations opted out {opted_out} of the {deleted} deleted members"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with(&format!(
+            "demo: 1350 of 1350 right in Ometria — the {} Mailchimp members (archived included) exactly, \
+             the {deleted} deleted ones opted out: verified",
+            1350 - deleted
+        )),
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.trim_end().ends_with("controller: done."));
+    assert!(!stderr.contains(" ERROR "), "{stderr}");
 }
 
 #[actix_rt::test]

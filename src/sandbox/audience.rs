@@ -410,6 +410,7 @@ impl Audience {
             Mutation::Unarchive => member.status = Status::Subscribed,
             Mutation::Unsubscribe => member.status = Status::Unsubscribed,
             Mutation::Subscribe => member.status = Status::Subscribed,
+            Mutation::Touch => {}
             Mutation::Add => unreachable!("handled above"),
         }
         self.insert(member);
@@ -433,6 +434,11 @@ pub enum Mutation {
     /// count archiving as a change. Never drawn at random: no incremental
     /// sync could see it between two syncs.
     QuietArchive,
+    /// An edit the importer does not map (a tag, a merge field): only
+    /// `last_changed` moves, so a sync reads the member again and the
+    /// contact it makes is the one Ometria already holds. Never drawn at
+    /// random, so the random mutations' figures stay as they were.
+    Touch,
 }
 
 impl Mutation {
@@ -456,6 +462,7 @@ impl Mutation {
             Mutation::Delete => "deleted",
             Mutation::Add => "added",
             Mutation::QuietArchive => "quietly archived",
+            Mutation::Touch => "touched",
         }
     }
 
@@ -572,6 +579,24 @@ mod tests {
         assert_eq!(Mutation::parse("nonsense"), None);
     }
 
+    #[test]
+    fn a_touched_member_moves_in_time_and_nothing_else() {
+        let mut a = Audience::generate("l", 50, 1, NOW);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let done = a.mutate(Mutation::Touch, &mut rng, NOW + 10).unwrap();
+        let id = done.strip_prefix("touched ").unwrap();
+        let touched = a.members().find(|m| m.unique_email_id == id).unwrap().clone();
+        let fresh = Audience::generate("l", 50, 1, NOW);
+        let before = fresh.members().find(|m| m.unique_email_id == id).unwrap();
+        assert_eq!(touched.last_changed, NOW + 10);
+        assert_eq!(
+            Member {
+                last_changed: before.last_changed,
+                ..touched
+            },
+            *before
+        );
+    }
     #[test]
     fn the_full_member_is_bulky_json() {
         let a = Audience::generate("l", 1, 1, NOW);
