@@ -273,7 +273,7 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
             let (low, high) = all
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-            format!("{low:.3}-{high:.3} over {} runs", all.len())
+            format!("{low:.3}-{high:.3} over {} run(s)", all.len())
         };
         let spreads = (spread(Changes::load_per_member), spread(Changes::both_per_member));
         let f = runs.swap_remove(runs.len() / 2);
