@@ -3,13 +3,18 @@
 //! importer's own CPU time and peak memory are measured apart (`wait4(2)`),
 //! and compares the wall time with the floor the configured limits allow.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::sandbox::audience::Mutation;
 use crate::sandbox::{DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
 use crate::telemetry::health::http_get;
 
@@ -42,6 +47,11 @@ struct Scenario {
     /// and measure the second run: a re-LOAD of lists that did not change,
     /// which the member ledger answers without pushing.
     reload: bool,
+    /// Changes to the list per second while the run measured reads it (0 =
+    /// none); then, the changes stopped, one more `once` (a SYNC) must
+    /// bring Ometria level with Mailchimp. Scenarios with changes have one
+    /// list.
+    mutations_per_second: f64,
 }
 
 /// Every scenario runs the importer with the defaults of a state entry.
@@ -58,6 +68,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         floor: Floor::None,
         daemon: false,
         reload: false,
+        mutations_per_second: 0.0,
     }
 }
 
@@ -88,6 +99,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             },
             daemon: false,
             reload: false,
+            mutations_per_second: 0.0,
         }],
         2 => vec![Scenario {
             name: "2 rate-bound",
@@ -107,6 +119,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             floor: Floor::Records { per_second: 800.0 },
             daemon: false,
             reload: false,
+            mutations_per_second: 0.0,
         }],
         3 => vec![unlimited("3 cpu", "cpu:200000")],
         4 => vec![
@@ -122,6 +135,21 @@ fn scenarios(number: u8) -> Vec<Scenario> {
         6 => vec![Scenario {
             daemon: true,
             ..unlimited("6 5000 lists go", "5000x100")
+        }],
+        8 => vec![Scenario {
+            name: "8 mutations",
+            lists: "mutating:20000",
+            // Scenario 2's limits: a LOAD as long as Ometria's rate makes
+            // it, about 25 s, so that 2,000 changes land while it reads.
+            importer: &[
+                ("OMETRIA_MAX_REQUESTS_PER_SECOND", "8"),
+                ("MAILCHIMP_MAX_CONNECTIONS", "10"),
+                // The SYNC after the LOAD is due at once.
+                ("IMPORTER_REFRESH_SECONDS", "1"),
+            ],
+            floor: Floor::None,
+            mutations_per_second: 80.0,
+            ..scenarios(2).pop().expect("scenario 2")
         }],
         _ => vec![Scenario {
             name: "5 many lists",
@@ -145,6 +173,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             },
             daemon: false,
             reload: false,
+            mutations_per_second: 0.0,
         }],
     }
 }
@@ -166,7 +195,37 @@ struct Figures {
     in_flight: f64,
     /// `ledger.sqlite3` and its `-wal` after the run, bytes.
     ledger_bytes: u64,
+    /// For a scenario with changes, what they cost in pushes.
+    changes: Option<Changes>,
     verified: bool,
+}
+
+/// Pushes under changes: records Ometria stored (the sandbox's
+/// `records_accepted`), during the LOAD measured and during the SYNC
+/// after it.
+#[derive(Debug)]
+struct Changes {
+    /// The list's members (archived included) when the LOAD started.
+    members: u64,
+    /// Changes the sandbox applied while the LOAD ran.
+    mutations: u64,
+    load_pushed: u64,
+    sync_pushed: u64,
+}
+
+impl Changes {
+    /// Records pushed by the LOAD per member: at most 1.00 if no member is
+    /// pushed twice, whatever changes.
+    fn load_per_member(&self) -> f64 {
+        self.load_pushed as f64 / self.members.max(1) as f64
+    }
+
+    /// Records pushed by the LOAD and the SYNC per member: each change can
+    /// cost one push more (a member changed after it was pushed, or
+    /// added), so up to 1 + mutations ÷ members.
+    fn both_per_member(&self) -> f64 {
+        (self.load_pushed + self.sync_pushed) as f64 / self.members.max(1) as f64
+    }
 }
 
 /// Runs the scenarios and prints a table; `Ok(false)` if a run failed or
@@ -174,7 +233,7 @@ struct Figures {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=7).collect()
+        (1..=8).collect()
     } else {
         numbers.to_vec()
     };
@@ -208,6 +267,15 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
         };
         runs.sort_by_key(|f| f.wall);
         all_good &= runs.iter().all(|f| f.verified);
+        // Pushes per member over every run, lowest to highest.
+        let spread = |per_member: fn(&Changes) -> f64| {
+            let all: Vec<f64> = runs.iter().filter_map(|f| f.changes.as_ref().map(per_member)).collect();
+            let (low, high) = all
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+            format!("{low:.3}-{high:.3} over {} run(s)", all.len())
+        };
+        let spreads = (spread(Changes::load_per_member), spread(Changes::both_per_member));
         let f = runs.swap_remove(runs.len() / 2);
         let (floor, ratio) = match f.floor {
             Some(floor) => (
@@ -232,6 +300,22 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
             f.ledger_bytes as f64 / (1024.0 * 1024.0),
             if f.verified { "" } else { "  NOT VERIFIED" }
         )?;
+        if let Some(c) = &f.changes {
+            writeln!(
+                out,
+                "{:<18} pushes per member: LOAD {:.3} ({}; target ≤ 1.05), LOAD + SYNC {:.3} ({}); {} + {} records for {} members, {} changes during the LOAD, so at most {:.3}",
+                "",
+                c.load_per_member(),
+                spreads.0,
+                c.both_per_member(),
+                spreads.1,
+                c.load_pushed,
+                c.sync_pushed,
+                c.members,
+                c.mutations,
+                1.0 + c.mutations as f64 / c.members.max(1) as f64
+            )?;
+        }
         out.flush()?;
     }
     Ok(all_good)
@@ -302,10 +386,15 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
             .collect();
         std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
     }
-    let busy_before = mailchimp_busy_seconds(&address)?;
+    let before = sandbox_stats(&address)?;
+    let busy_before = before["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0);
     let started = Instant::now();
     let command = if scenario.daemon { "go" } else { "once" };
     let importer = importer(exe, &address, dir.path(), scenario, command)?;
+    let mutator = (scenario.mutations_per_second > 0.0).then(|| {
+        let list_id = sizes[0]["list_id"].as_str().unwrap_or_default();
+        Mutator::start(&address, list_id, scenario.mutations_per_second)
+    });
     let mut wall = None;
     if scenario.daemon {
         // Until every entry has its cursor; then the quit file stops it.
@@ -323,24 +412,37 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
     }
     let (code, usage) = wait_with_usage(importer)?;
     let wall = wall.unwrap_or_else(|| started.elapsed());
+    let mutations_stopped = mutator.map(Mutator::stop).transpose()?;
     if code != 0 {
-        let log = std::fs::read_to_string(dir.path().join("importer.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        return Err(io::Error::other(format!(
-            "the importer exited with {code}: {}",
-            tail.join(" | ")
-        )));
+        return Err(exited(code, dir.path()));
     }
+    let after = sandbox_stats(&address)?;
+    let busy = after["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0) - busy_before;
+    let state_file = dir.path().join("state.json");
+    let state: Vec<Value> = serde_json::from_slice(&std::fs::read(&state_file)?)?;
+    let pushed = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
+    let changes = match mutations_stopped {
+        Some(stopped_at) => {
+            let accepted = |stats: &Value| stats["records_accepted"].as_u64().unwrap_or(0);
+            let mutations = |stats: &Value| stats["mutations"].as_u64().unwrap_or(0);
+            converge(exe, &address, dir.path(), scenario, stopped_at)?;
+            let last = sandbox_stats(&address)?;
+            Some(Changes {
+                members,
+                mutations: mutations(&after) - mutations(&before),
+                load_pushed: accepted(&after) - accepted(&before),
+                sync_pushed: accepted(&last) - accepted(&after),
+            })
+        }
+        None => None,
+    };
     let verification: Value = serde_json::from_str(&control(&address, "/_sandbox/verify")?)?;
-    let busy = mailchimp_busy_seconds(&address)? - busy_before;
     drop(sandbox);
     let ledger_bytes = ["", "-wal"]
         .iter()
         .filter_map(|suffix| std::fs::metadata(dir.path().join(format!("ledger.sqlite3{suffix}"))).ok())
         .map(|m| m.len())
         .sum();
-    let state: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("state.json"))?)?;
-    let pushed = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
     let floor = match scenario.floor {
         Floor::Pages { latency, parallel } => Some(latency.mul_f64(pages as f64 / parallel)),
         Floor::Records { per_second } => Some(Duration::from_secs_f64(members as f64 / per_second)),
@@ -356,6 +458,7 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         floor,
         in_flight: busy / wall.as_secs_f64(),
         ledger_bytes,
+        changes,
         verified: verification["ok"] == Value::Bool(true),
     })
 }
@@ -381,10 +484,131 @@ fn importer(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, command:
         .spawn()
 }
 
-/// The seconds the sandbox has spent answering Mailchimp requests so far.
-fn mailchimp_busy_seconds(address: &str) -> io::Result<f64> {
-    let stats: Value = serde_json::from_str(&control(address, "/_sandbox/stats")?)?;
-    Ok(stats["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0))
+/// The sandbox's counters (`/_sandbox/stats`).
+fn sandbox_stats(address: &str) -> io::Result<Value> {
+    Ok(serde_json::from_str(&control(address, "/_sandbox/stats")?)?)
+}
+
+/// The error for an importer that exited with `code`, with the last lines
+/// of its log.
+fn exited(code: i32, dir: &Path) -> io::Error {
+    let log = std::fs::read_to_string(dir.join("importer.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    io::Error::other(format!("the importer exited with {code}: {}", tail.join(" | ")))
+}
+
+/// After changes stopped at `stopped_at` (unix seconds): runs `once` until
+/// a SYNC of the state file's entries ran (their `latest_timestamp`
+/// moved), starting in a later second than the last change, so that it
+/// reads every change (a sync reads what changed before the second it
+/// started in).
+fn converge(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, stopped_at: u64) -> io::Result<()> {
+    while unix_seconds() <= stopped_at {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cursors = || -> io::Result<Vec<Value>> {
+        let entries: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("state.json"))?)?;
+        Ok(entries.into_iter().map(|e| e["latest_timestamp"].clone()).collect())
+    };
+    let before = cursors()?;
+    for _ in 0..20 {
+        let (code, _) = wait_with_usage(importer(exe, address, dir, scenario, "once")?)?;
+        if code != 0 {
+            return Err(exited(code, dir));
+        }
+        if cursors()?.iter().zip(&before).all(|(now, then)| now != then) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(io::Error::other("no SYNC ran after the changes stopped"))
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Changes one sandbox list at a steady rate from a thread of its own,
+/// through `POST /_sandbox/mutate`, each change of a kind drawn as the
+/// sandbox's own `--mutations-per-second` draws it ([`Mutation::random`]:
+/// names changed, archived, unarchived, unsubscribed, subscribed, deleted,
+/// added). Driven from here rather than by that option so that the
+/// changes stop when the LOAD ends and the SYNC after it reads a list at
+/// rest.
+struct Mutator {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Mutator {
+    fn start(address: &str, list_id: &str, per_second: f64) -> Mutator {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (address, path) = (
+            address.to_owned(),
+            format!("/_sandbox/mutate?list_id={list_id}&count=1"),
+        );
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(1);
+            let period = Duration::from_secs_f64(1.0 / per_second);
+            let mut next = Instant::now();
+            while !stopping.load(Ordering::Relaxed) {
+                let kind = Mutation::random(&mut rng).as_str();
+                match control_post(&address, &format!("{path}&kind={kind}"))? {
+                    200 => {}
+                    status => return Err(io::Error::other(format!("/_sandbox/mutate answered {status}"))),
+                }
+                next += period;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            Ok(())
+        });
+        Mutator {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the changes; the unix second the last one was made in.
+    fn stop(mut self) -> io::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("stopped once");
+        thread
+            .join()
+            .map_err(|_| io::Error::other("the mutator thread panicked"))??;
+        Ok(unix_seconds())
+    }
+}
+
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Posts an empty body to a sandbox control endpoint; the answer's status.
+fn control_post(address: &str, path: &str) -> io::Result<u16> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("no status in the answer"))
 }
 
 /// Whether every entry of the state file has a `latest_timestamp`.
