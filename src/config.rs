@@ -304,7 +304,7 @@ pub struct Settings {
     /// Which Ometria endpoint to write to.
     #[arg(long, env = "OMETRIA_API", value_enum, default_value_t = OmetriaApi::Push, global = true)]
     pub ometria_api: OmetriaApi,
-    /// Folder holding state.json (and the quit file).
+    /// Folder holding state.json, the quit file, the rejected records and ledger.sqlite3.
     #[arg(long, env = "IMPORTER_STATE_DIR", default_value = "./state", global = true)]
     pub state_dir: PathBuf,
     /// Seconds between two checks of the state file.
