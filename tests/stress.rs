@@ -73,7 +73,7 @@ fn users_part(entry: &Value) -> Value {
 }
 
 #[actix_rt::test]
-async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file() {
+async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file_nor_the_ledger() {
     let sandbox = sandbox();
     let entries: Vec<Value> = (0..LISTS)
         .map(|i| json!({"note": format!("mine {i}"), "list_id": format!("list-{i:02}"), "worker_count": 2}))
@@ -81,6 +81,7 @@ async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file() {
     let (dir, file) = state_dir(&serde_json::to_string_pretty(&entries).unwrap());
     let mut rng = fastrand::Rng::with_seed(7);
     let mut writes_seen = 0;
+    let mut ledger_rows = 0;
     let kills = 60;
     for kill in 0..kills {
         let before = std::fs::read(&file).unwrap();
@@ -98,9 +99,29 @@ async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file() {
             "kill {kill}: an entry the user wrote is gone or changed"
         );
         writes_seen += usize::from(text.as_bytes() != before.as_slice());
+        // The ledger, written a push answer at a time, is whole too.
+        let ledger = dir.path().join(ometria_importer::ledger::LEDGER_FILE_NAME);
+        if ledger.exists() {
+            let conn = rusqlite::Connection::open(&ledger).unwrap();
+            let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(check, "ok", "kill {kill}: the ledger is damaged");
+            let rows: i64 = conn
+                .query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))
+                .unwrap();
+            ledger_rows = ledger_rows.max(rows);
+        }
     }
+    // No start ever found the ledger unreadable (it would be moved aside).
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".unreadable-"))
+        .collect();
+    assert!(aside.is_empty(), "{aside:?}");
+    assert!(ledger_rows > 0, "no kill came after a push was recorded");
     // The kills landed while the importer was writing, again and again.
-    eprintln!("{kills} SIGKILLs, {writes_seen} of them after writes: state file intact every time");
+    eprintln!("{kills} SIGKILLs, {writes_seen} of them after writes: state file and ledger ({ledger_rows} members) intact every time");
     assert!(
         writes_seen >= kills / 4,
         "only {writes_seen} of {kills} runs wrote anything"
