@@ -47,6 +47,10 @@ struct Scenario {
     /// and measure the second run: a re-LOAD of lists that did not change,
     /// which the member ledger answers without pushing.
     reload: bool,
+    /// Run `once` a first time (a LOAD), then make a reconciliation due
+    /// (`reconcile_seconds` 1, a second later) and measure the second run:
+    /// the reconciliation of lists the LOAD left unchanged.
+    reconcile: bool,
     /// Changes to the list per second while the run measured reads it (0 =
     /// none); then, the changes stopped, one more `once` (a SYNC) must
     /// bring Ometria level with Mailchimp. Scenarios with changes have one
@@ -68,6 +72,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         floor: Floor::None,
         daemon: false,
         reload: false,
+        reconcile: false,
         mutations_per_second: 0.0,
     }
 }
@@ -99,6 +104,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             },
             daemon: false,
             reload: false,
+            reconcile: false,
             mutations_per_second: 0.0,
         }],
         2 => vec![Scenario {
@@ -119,6 +125,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             floor: Floor::Records { per_second: 800.0 },
             daemon: false,
             reload: false,
+            reconcile: false,
             mutations_per_second: 0.0,
         }],
         3 => vec![unlimited("3 cpu", "cpu:200000")],
@@ -130,11 +137,16 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             name: "7 unchanged reload",
             lists: "reload:200000",
             reload: true,
+            reconcile: false,
             ..scenarios(1).pop().expect("scenario 1")
         }],
         6 => vec![Scenario {
             daemon: true,
             ..unlimited("6 5000 lists go", "5000x100")
+        }],
+        9 => vec![Scenario {
+            reconcile: true,
+            ..unlimited("9 reconcile 1M", "reconcile:1000000")
         }],
         8 => vec![Scenario {
             name: "8 mutations",
@@ -173,6 +185,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             },
             daemon: false,
             reload: false,
+            reconcile: false,
             mutations_per_second: 0.0,
         }],
     }
@@ -233,7 +246,7 @@ impl Changes {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=8).collect()
+        (1..=9).collect()
     } else {
         numbers.to_vec()
     };
@@ -371,20 +384,29 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": WORKER_COUNT}))
         .collect();
     std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
-    if scenario.reload {
+    if scenario.reload || scenario.reconcile {
         // The first LOAD fills the ledger; the run measured is the second.
         let (code, _) = wait_with_usage(importer(exe, &address, dir.path(), scenario, "once")?)?;
         if code != 0 {
             return Err(io::Error::other(format!("the first LOAD exited with {code}")));
         }
-        let entries: Vec<Value> = entries
+        let state: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("state.json"))?)?;
+        let entries: Vec<Value> = state
             .into_iter()
             .map(|mut e| {
-                e["latest_timestamp"] = Value::Null;
+                if scenario.reload {
+                    e["latest_timestamp"] = Value::Null;
+                } else {
+                    e["reconcile_seconds"] = Value::from(1);
+                }
                 e
             })
             .collect();
         std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
+        if scenario.reconcile {
+            // Due once the LOAD started over a second ago (its whole seconds).
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
     let before = sandbox_stats(&address)?;
     let busy_before = before["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0);
@@ -420,7 +442,13 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
     let busy = after["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0) - busy_before;
     let state_file = dir.path().join("state.json");
     let state: Vec<Value> = serde_json::from_slice(&std::fs::read(&state_file)?)?;
-    let pushed = state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum();
+    let pushed = if scenario.reconcile {
+        // A reconciliation writes no state: what Ometria took meanwhile.
+        let accepted = |stats: &Value| stats["records_accepted"].as_u64().unwrap_or(0);
+        accepted(&after) - accepted(&before)
+    } else {
+        state.iter().map(|e| e["total_updates"].as_u64().unwrap_or(0)).sum()
+    };
     let changes = match mutations_stopped {
         Some(stopped_at) => {
             let accepted = |stats: &Value| stats["records_accepted"].as_u64().unwrap_or(0);

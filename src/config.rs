@@ -221,8 +221,8 @@ pub struct SandboxArgs {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
-    /// Scenarios to run (1-8); all by default.
-    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=8))]
+    /// Scenarios to run (1-9); all by default.
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=9))]
     pub scenarios: Vec<u8>,
     /// Runs of each scenario; the one with the median wall time is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
