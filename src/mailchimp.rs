@@ -13,8 +13,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::api::{self, Api, ApiError, ApiKey, Patience};
-use crate::state::format_for_mailchimp;
-use crate::sync::{PageRequest, Pass, Window};
+use crate::state::{format_for_mailchimp, parse_timestamp};
+use crate::sync::{MemberKey, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 
 mod repair;
@@ -72,11 +72,25 @@ impl MemberPage<'_> {
 ///
 /// Errors: [`ApiError::Malformed`] for a page no repair makes readable.
 pub fn page_total_items(body: &[u8]) -> Result<u64, ApiError> {
+    with_page(body, |page, _, _| Ok(page.total_items))
+}
+
+/// Reads a members page and hands it to `read`, with the body its text
+/// borrows from and what was repaired: the body as it came, or — when only
+/// a lone surrogate, a stray byte, a raw control character or a repeated
+/// name keeps it from parsing — repaired ([`repair`]), as the server would
+/// send the same bytes again. Parsed once on the usual path. Errors: the
+/// page is not JSON a repair can mend, or `read`'s own.
+pub fn with_page<T>(
+    body: &[u8],
+    read: impl for<'a> FnOnce(MemberPage<'a>, &'a [u8], &Repairs) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     match MemberPage::parse(body) {
-        Ok(page) => Ok(page.total_items),
+        Ok(page) => read(page, body, &Repairs::default()),
         Err(e) => {
             let repaired = repair(body).ok_or(e)?;
-            Ok(MemberPage::parse(&repaired.body)?.total_items)
+            let page = MemberPage::parse(&repaired.body)?;
+            read(page, &repaired.body, &repaired.repairs)
         }
     }
 }
@@ -84,6 +98,29 @@ pub fn page_total_items(body: &[u8]) -> Result<u64, ApiError> {
 /// `body` without the UTF-8 byte-order mark (EF BB BF) it may start with.
 fn without_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+impl Member<'_> {
+    /// The member as the paging checks see it: when it last changed (unix
+    /// seconds), its id and whether it is archived. Members are told apart
+    /// by `unique_email_id`, or by email without one (such members are not
+    /// sent, but a run of ties still counts them); `""` with neither.
+    pub fn key(&self) -> MemberKey {
+        let id = match (self.unique_email_id.as_deref(), self.email_address.as_deref()) {
+            (Some(id), _) if !id.is_empty() => id.to_owned(),
+            (_, Some(email)) if !email.is_empty() => format!("email:{email}"),
+            _ => String::new(),
+        };
+        MemberKey {
+            last_changed: self
+                .last_changed
+                .as_deref()
+                .and_then(parse_timestamp)
+                .map(|t| t.timestamp()),
+            id,
+            archived: self.status.as_deref().map(|s| s == "archived"),
+        }
+    }
 }
 
 /// A list member, as far as the mapping cares. Every field is optional and

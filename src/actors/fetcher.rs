@@ -12,11 +12,10 @@ use super::messages::{FetchPage, FetchedPage, RecordFacts, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
-use crate::mailchimp::{repair, MailchimpClient, Member, MemberPage, Repairs};
+use crate::mailchimp::{with_page, MailchimpClient};
 use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
-use crate::state::parse_timestamp;
-use crate::sync::{MemberKey, PageRequest, Window};
+use crate::sync::{PageRequest, Window};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{member_to_contact, SkipReason};
 
@@ -96,80 +95,53 @@ fn read_page(
     api: OmetriaApi,
 ) -> Result<FetchedPage, ApiError> {
     let now = window.before;
-    // A page only a lone surrogate, a stray byte or a repeated name keeps
-    // from parsing is read repaired: the server would send it again.
-    let repaired;
-    let (page, body, repairs) = match MemberPage::parse(body) {
-        Ok(page) => (page, body, Repairs::default()),
-        Err(e) => {
-            repaired = repair(body).ok_or(e)?;
-            let page = MemberPage::parse(&repaired.body)?;
-            (page, &repaired.body[..], repaired.repairs.clone())
-        }
-    };
-    let second = |member: &Member| {
-        member
-            .last_changed
-            .as_deref()
-            .and_then(parse_timestamp)
-            .map(|t| t.timestamp())
-    };
-    // Members are told apart by `unique_email_id`, or by email without one
-    // (such members are not sent, but a run of ties still counts them).
-    let id = |member: &Member| match (member.unique_email_id.as_deref(), member.email_address.as_deref()) {
-        (Some(id), _) if !id.is_empty() => id.to_owned(),
-        (_, Some(email)) if !email.is_empty() => format!("email:{email}"),
-        _ => String::new(),
-    };
-    let mut buffer = Vec::with_capacity(page.members.len() * 320);
-    let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
-    let mut keys = Vec::with_capacity(page.members.len());
-    let mut dropped = vec![];
-    let mut facts = Vec::with_capacity(page.members.len());
-    for (position, member) in page.members.into_iter().enumerate() {
-        keys.push(MemberKey {
-            last_changed: second(&member),
-            id: id(&member),
-            archived: member.status.as_deref().map(|s| s == "archived"),
-        });
-        match member_to_contact(&member, list_id, now) {
-            Ok(mapped) => {
-                encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
-                facts.push(RecordFacts {
-                    email: mapped.contact.email.to_owned(),
-                    status: mapped.contact.properties.mailchimp_status.to_owned(),
-                });
-                ends.push(Ok(buffer.len()));
-                dropped.extend(mapped.dropped.into_iter().map(|value| (position, value)));
-            }
-            Err(reason) => {
-                ends.push(Err(reason));
-                facts.push(RecordFacts::default());
+    with_page(body, |page, body, repairs| {
+        let mut buffer = Vec::with_capacity(page.members.len() * 320);
+        let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
+        let mut keys = Vec::with_capacity(page.members.len());
+        let mut dropped = vec![];
+        let mut facts = Vec::with_capacity(page.members.len());
+        for (position, member) in page.members.into_iter().enumerate() {
+            keys.push(member.key());
+            match member_to_contact(&member, list_id, now) {
+                Ok(mapped) => {
+                    encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
+                    facts.push(RecordFacts {
+                        email: mapped.contact.email.to_owned(),
+                        status: mapped.contact.properties.mailchimp_status.to_owned(),
+                    });
+                    ends.push(Ok(buffer.len()));
+                    dropped.extend(mapped.dropped.into_iter().map(|value| (position, value)));
+                }
+                Err(reason) => {
+                    ends.push(Err(reason));
+                    facts.push(RecordFacts::default());
+                }
             }
         }
-    }
-    let buffer = Bytes::from(buffer);
-    let mut start = 0;
-    let records = ends
-        .into_iter()
-        .map(|end| {
-            end.map(|end| {
-                let record = buffer.slice(start..end);
-                start = end;
-                record
+        let buffer = Bytes::from(buffer);
+        let mut start = 0;
+        let records = ends
+            .into_iter()
+            .map(|end| {
+                end.map(|end| {
+                    let record = buffer.slice(start..end);
+                    start = end;
+                    record
+                })
             })
+            .collect();
+        Ok(FetchedPage {
+            request,
+            window,
+            server_time: None,
+            total_items: page.total_items,
+            keys,
+            records,
+            facts,
+            dropped,
+            repairs: repairs.clone(),
         })
-        .collect();
-    Ok(FetchedPage {
-        request,
-        window,
-        server_time: None,
-        total_items: page.total_items,
-        keys,
-        records,
-        facts,
-        dropped,
-        repairs,
     })
 }
 

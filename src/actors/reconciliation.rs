@@ -37,11 +37,11 @@ use super::messages::{
 use super::writer::Writer;
 use crate::api::{Api, ApiError};
 use crate::ledger::{LedgerMember, RunEnd, RunStart};
-use crate::mailchimp::{repair, MemberPage};
+use crate::mailchimp::with_page;
 use crate::ometria::{encode, ParsedFrom};
 use crate::rejected::Evidence;
 use crate::retry::Outcomes;
-use crate::state::{format_for_log, parse_timestamp, Entry, OnDelete};
+use crate::state::{format_for_log, Entry, OnDelete};
 use crate::sync::{
     check_deletions, start_time, tail_window, Bounds, MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why,
     Window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND, UNSEEN_PAGE,
@@ -546,31 +546,12 @@ fn describe(why: &Why) -> String {
 /// The ids of one page (and what the paging checks need), read repaired
 /// if only a member's text keeps it from parsing, as a sync's pages are.
 fn read_ids(body: &[u8], request: PageRequest) -> Result<IdPage, ApiError> {
-    let repaired;
-    let page = match MemberPage::parse(body) {
-        Ok(page) => page,
-        Err(e) => {
-            repaired = repair(body).ok_or(e)?;
-            MemberPage::parse(&repaired.body)?
-        }
-    };
-    let keys = page
-        .members
-        .iter()
-        .map(|member| MemberKey {
-            last_changed: member
-                .last_changed
-                .as_deref()
-                .and_then(parse_timestamp)
-                .map(|t| t.timestamp()),
-            id: member.unique_email_id.as_deref().unwrap_or_default().to_owned(),
-            archived: member.status.as_deref().map(|s| s == "archived"),
+    with_page(body, |page, _, _| {
+        Ok(IdPage {
+            request,
+            total_items: page.total_items,
+            keys: page.members.iter().map(|member| member.key()).collect(),
         })
-        .collect();
-    Ok(IdPage {
-        request,
-        total_items: page.total_items,
-        keys,
     })
 }
 
