@@ -18,15 +18,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use ometria_importer::ledger::{LedgerStore, LEDGER_FILE_NAME};
-use ometria_importer::RunSummary;
 use support::*;
-
-fn ok_once() -> RunSummary {
-    RunSummary {
-        succeeded: 1,
-        ..RunSummary::default()
-    }
-}
 
 /// How many records of each id Ometria received.
 fn counts(records: &[Value]) -> HashMap<String, usize> {

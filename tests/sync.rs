@@ -26,13 +26,6 @@ fn by_id(records: &[Value]) -> HashMap<String, Value> {
     map
 }
 
-fn ok_once() -> RunSummary {
-    RunSummary {
-        succeeded: 1,
-        ..RunSummary::default()
-    }
-}
-
 #[actix_rt::test]
 async fn a_load_pushes_every_member_exactly_once_mapped_exactly() {
     let t_start = Utc::now();

@@ -77,13 +77,6 @@ async fn once_with_first_page(body: Vec<u8>, total: usize) -> Run {
     }
 }
 
-fn succeeded() -> RunSummary {
-    RunSummary {
-        succeeded: 1,
-        ..RunSummary::default()
-    }
-}
-
 /// A member whose object repeats `unique_email_id` (breaker 3) is valid
 /// JSON that serde's derived reader refuses on every retry ("duplicate
 /// field"): the list would be stuck for good. The page is read as
@@ -96,7 +89,7 @@ async fn a_member_with_a_repeated_key_does_not_block_its_list() {
     let page = page_text(&members).replacen(&target, &format!("{target},{target}"), 1);
     assert!(page.contains(&format!("{target},{target}")));
     let run = once_with_first_page(page.into_bytes(), 20).await;
-    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.summary, ok_once(), "{}", run.log);
     assert_eq!(run.pushed.len(), 20, "{}", run.log);
     for m in &members {
         assert_eq!(run.pushed[&m.id], m.expected_contact("L"));
@@ -143,7 +136,7 @@ async fn every_repeated_name_is_read_with_its_last_value_as_json_parse_reads_it(
     let page = format!("{{\"members\":[],\"total_items\":99,{}", &page[1..]);
     assert_eq!(page.matches("\"members\":").count(), 2, "{page}");
     let run = once_with_first_page(page.into_bytes(), 10).await;
-    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.summary, ok_once(), "{}", run.log);
     assert_eq!(run.pushed.len(), 10, "{}", run.log);
     assert_eq!(run.pushed[&members[3].id], members[3].expected_contact("L"));
     let mut unsubscribed = members[2].clone();
@@ -165,7 +158,7 @@ async fn a_page_that_starts_with_a_byte_order_mark_is_read() {
     let mut page = b"\xEF\xBB\xBF".to_vec();
     page.extend_from_slice(page_text(&members).as_bytes());
     let run = once_with_first_page(page.clone(), 10).await;
-    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.summary, ok_once(), "{}", run.log);
     assert_eq!(run.pushed.len(), 10, "{}", run.log);
     assert!(
         !run.log.contains("the page of list"),
@@ -177,7 +170,7 @@ async fn a_page_that_starts_with_a_byte_order_mark_is_read() {
     let page = mangle(&page, &target, format!("{target},{target}").as_bytes());
     let page = mangle(&page, &format!("\"{}\"", members[8].lname), b"\"Andr\xe9\"");
     let run = once_with_first_page(page, 10).await;
-    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.summary, ok_once(), "{}", run.log);
     assert_eq!(run.pushed.len(), 10, "{}", run.log);
     assert_eq!(run.pushed[&members[8].id]["lastname"], "Andr\u{fffd}");
     assert!(run.log.contains("was not valid JSON text"), "{}", run.log);
@@ -223,7 +216,7 @@ async fn emails_with_an_empty_domain_label_or_an_invisible_character_are_not_sen
     let (log, buffer) = capture_log();
     let summary = run_once(&apis.config(dir.path()), log).await;
     let log = buffer.contents();
-    assert_eq!(summary, succeeded(), "{log}");
+    assert_eq!(summary, ok_once(), "{log}");
     let sent: HashMap<String, String> = apis
         .pushed()
         .iter()
@@ -268,7 +261,7 @@ async fn an_email_address_read_repaired_is_not_sent_as_a_guess() {
     let page = mangle(&page, &format!("\"{}\"", members[8].id), b"\"u\xff000008\"");
     let page = mangle(&page, &format!("\"{}\"", members[9].lname), b"\"Zo\\ud83d\"");
     let run = once_with_first_page(page, 10).await;
-    assert_eq!(run.summary, succeeded(), "{}", run.log);
+    assert_eq!(run.summary, ok_once(), "{}", run.log);
     let guessed: Vec<&str> = run
         .pushed
         .values()

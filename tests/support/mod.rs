@@ -516,6 +516,14 @@ pub fn cursor_minutes_ago(minutes: i64) -> String {
         .to_string()
 }
 
+/// What `once` returns when its one entry synced.
+pub fn ok_once() -> RunSummary {
+    RunSummary {
+        succeeded: 1,
+        ..RunSummary::default()
+    }
+}
+
 /// Whether every entry of the state file `state` has a `latest_timestamp`.
 pub fn every_entry_synced(state: &Value) -> bool {
     state
