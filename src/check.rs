@@ -10,7 +10,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::api::{http_client, ApiError};
 use crate::config::{Config, Settings};
-use crate::mailchimp::{page_total_items, MailchimpClient};
+use crate::mailchimp::{page_total_items, MailchimpClient, MEMBER_FIELDS};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Consequence, StateFile};
 use crate::sync::{decide, Decision, PageRequest, Pass, SyncKind, Window};
@@ -192,7 +192,9 @@ async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -
             let attempt = |attempt| {
                 let list_id = &list_id;
                 async move {
-                    let (body, _) = client.members_page(list_id, window, request, attempt).await?;
+                    let (body, _) = client
+                        .members_page(list_id, window, request, MEMBER_FIELDS, attempt)
+                        .await?;
                     page_total_items(&body)
                 }
             };

@@ -11,6 +11,9 @@
 //! - [`mailchimp`]: Mailchimp members client and types.
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.
+//! - [`mapping`]: an entry's field mapping (`fields`, `collection`,
+//!   `force_optin`, named mappings in `mappings.json`) and the conversion
+//!   of each value to what its Ometria field takes.
 //! - [`api`]: what both APIs share: HTTP client, problem bodies, errors,
 //!   the redacted `ApiKey`.
 //! - [`ledger`]: the member ledger and run history (`ledger.sqlite3`).
@@ -37,6 +40,7 @@ pub mod importer;
 pub mod ledger;
 pub mod limits;
 pub mod mailchimp;
+pub mod mapping;
 pub mod ometria;
 pub mod rejected;
 pub mod retry;

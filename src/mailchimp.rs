@@ -95,6 +95,24 @@ pub fn with_page<T>(
     }
 }
 
+/// The members of a page as Mailchimp sent them, every field kept, for a
+/// mapping that reads more than [`Member`] does (issue 17). The page was
+/// read as a [`MemberPage`] first, so it parses; its members are in the
+/// same order. Errors: [`ApiError::Malformed`] should it not.
+pub fn raw_members(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+    #[derive(Deserialize)]
+    struct Members {
+        #[serde(default)]
+        members: Vec<serde_json::Value>,
+    }
+    serde_json::from_slice::<Members>(without_bom(body))
+        .map(|page| page.members)
+        .map_err(|e| ApiError::Malformed {
+            api: Api::Mailchimp,
+            message: format!("members page: {e}"),
+        })
+}
+
 /// `body` without the UTF-8 byte-order mark (EF BB BF) it may start with.
 fn without_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
@@ -223,7 +241,7 @@ fn lenient_merge_fields<'de, D: Deserializer<'de>>(d: D) -> Result<MergeFields<'
     d.deserialize_any(Fields)
 }
 
-/// The URL of one page of one pass over `window`, with the sync's projection.
+/// The URL of one page of one pass over `window`, with SPEC §5's projection.
 pub fn members_url(base_url: &str, list_id: &str, window: &Window, page: PageRequest) -> String {
     projected_members_url(base_url, list_id, window, page, MEMBER_FIELDS)
 }
@@ -299,16 +317,19 @@ impl MailchimpClient {
 
     /// Reads one page's body (parse it with [`MemberPage::parse`]) and
     /// Mailchimp's clock when it answered (its `Date` header, whole
-    /// seconds; `None` without a readable one). One attempt, number
-    /// `attempt` of the caller's retries (see [`Patience`]).
+    /// seconds; `None` without a readable one), asking for `fields` (the
+    /// entry's [`crate::mapping::Mapping::projection`]; [`MEMBER_FIELDS`]
+    /// for SPEC §5's mapping). One attempt, number `attempt` of the
+    /// caller's retries (see [`Patience`]).
     pub async fn members_page(
         &self,
         list_id: &str,
         window: &Window,
         page: PageRequest,
+        fields: &str,
         attempt: u32,
     ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
-        self.projected_page(list_id, window, page, MEMBER_FIELDS, attempt).await
+        self.projected_page(list_id, window, page, fields, attempt).await
     }
 
     /// [`Self::members_page`] with only the members' ids and what the

@@ -137,22 +137,50 @@ fn thousands(n: usize) -> String {
 }
 
 /// A contact record as pushed to Ometria (SPEC §5), borrowing its text
-/// from the member it was mapped from.
+/// from the member it was mapped from and from the entry's mapping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Contact<'a> {
     #[serde(rename = "@type")]
     pub record_type: &'static str,
+    /// The entry's `collection` (issue 17): Ometria keeps each source's
+    /// records apart, so one source's gaps never blank another's values.
+    #[serde(rename = "@collection", skip_serializing_if = "Option::is_none")]
+    pub collection: Option<&'a str>,
+    /// The entry's `force_optin: true` (issue 17): this source's opt-in
+    /// wins over others' (a third-party source's is otherwise the lowest).
+    #[serde(rename = "@force_optin", skip_serializing_if = "std::ops::Not::not")]
+    pub force_optin: bool,
     pub id: &'a str,
     pub email: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firstname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lastname: Option<&'a str>,
+    /// Contact fields the entry's mapping adds (issue 17), in record order.
+    #[serde(flatten)]
+    pub mapped: MappedFields,
     pub marketing_optin: MarketingOptin,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// An RFC 3339 instant in UTC (see [`crate::transform::ometria_timestamp`]).
     pub timestamp_subscribed: Option<Cow<'a, str>>,
     pub properties: ContactProperties<'a>,
+}
+
+/// Fields a mapping adds to a record: `(name, value)` in record order,
+/// each value already converted to what its field takes
+/// ([`crate::mapping::convert`]). Serialised as keys of the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MappedFields(pub Vec<(&'static str, serde_json::Value)>);
+
+impl Serialize for MappedFields {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -169,6 +197,10 @@ pub struct ContactProperties<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     pub mailchimp_status: &'a str,
     pub mailchimp_list_id: &'a str,
+    /// Properties the entry's mapping adds (issue 17), nested objects for
+    /// dotted names, in record order.
+    #[serde(flatten)]
+    pub mapped: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The legacy endpoint's record: `{id, email, status, firstname, lastname}`.
@@ -207,6 +239,13 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
     }
     out.extend_from_slice(br#"{"@type":"#);
     text(out, contact.record_type, parsed);
+    if let Some(collection) = contact.collection {
+        out.extend_from_slice(br#","@collection":"#);
+        text(out, collection, ParsedFrom::default());
+    }
+    if contact.force_optin {
+        out.extend_from_slice(br#","@force_optin":true"#);
+    }
     out.extend_from_slice(br#","id":"#);
     text(out, contact.id, parsed);
     out.extend_from_slice(br#","email":"#);
@@ -218,6 +257,12 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
     if let Some(name) = contact.lastname {
         out.extend_from_slice(br#","lastname":"#);
         text(out, name, parsed);
+    }
+    for (name, value) in &contact.mapped.0 {
+        out.push(b',');
+        text(out, name, ParsedFrom::default());
+        out.push(b':');
+        serde_json::to_writer(&mut *out, value).expect("writing to memory cannot fail");
     }
     out.extend_from_slice(match contact.marketing_optin {
         MarketingOptin::ExplicitlyOptedin => br#","marketing_optin":"EXPLICITLY_OPTEDIN""#.as_slice(),
@@ -236,6 +281,12 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
     }
     out.extend_from_slice(br#""mailchimp_list_id":"#);
     text(out, contact.properties.mailchimp_list_id, parsed);
+    for (name, value) in &contact.properties.mapped {
+        out.push(b',');
+        text(out, name, ParsedFrom::default());
+        out.push(b':');
+        serde_json::to_writer(&mut *out, value).expect("writing to memory cannot fail");
+    }
     out.extend_from_slice(b"}}");
 }
 
@@ -581,17 +632,36 @@ mod tests {
             MarketingOptin::NotSpecified,
         ];
         for (i, text) in awkward.iter().enumerate() {
+            // A mapping's fields, collection and properties too (issue 17).
+            let mapped = (i % 2 == 1).then(|| {
+                vec![
+                    ("phone_number", serde_json::json!(text)),
+                    ("store_ids", serde_json::json!([text, 12])),
+                ]
+            });
+            let mut properties = serde_json::Map::new();
+            if i % 3 == 1 {
+                properties.insert(
+                    text.to_string(),
+                    serde_json::json!({"nested": text, "n": 1.5, "b": false}),
+                );
+                properties.insert("tags".into(), serde_json::json!([text]));
+            }
             let contact = Contact {
                 record_type: "contact",
+                collection: (i % 2 == 0).then_some(*text),
+                force_optin: i % 4 == 1,
                 id: text,
                 email: text,
                 firstname: (i % 2 == 0).then_some(*text),
                 lastname: (i % 3 == 0).then_some(*text),
+                mapped: MappedFields(mapped.unwrap_or_default()),
                 marketing_optin: optins[i % 3],
                 timestamp_subscribed: (i % 2 == 1).then_some(Cow::Borrowed(*text)),
                 properties: ContactProperties {
                     mailchimp_status: text,
                     mailchimp_list_id: text,
+                    mapped: properties,
                 },
             };
             let mut ours = vec![];
@@ -754,15 +824,19 @@ mod tests {
     fn legacy_records_and_ids() {
         let contact = Contact {
             record_type: "contact",
+            collection: Some("mc"),
+            force_optin: true,
             id: "u1",
             email: "a@x.io",
             firstname: Some("Zoë"),
             lastname: None,
+            mapped: MappedFields(vec![("phone_number", serde_json::json!("+4420"))]),
             marketing_optin: MarketingOptin::ExplicitlyOptedout,
             timestamp_subscribed: None,
             properties: ContactProperties {
                 mailchimp_status: "cleaned",
                 mailchimp_list_id: "l",
+                mapped: Default::default(),
             },
         };
         let mut out = vec![];

@@ -24,9 +24,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 use crate::mailchimp::Member;
-use crate::ometria::{Contact, ContactProperties, MarketingOptin};
+use crate::mapping::{convert, ContactField, Converted, Mapping, Target};
+use crate::ometria::{Contact, ContactProperties, MappedFields, MarketingOptin};
 use crate::state::parse_timestamp;
 
 /// Why a member cannot be sent. Each is counted (`skipped=`) and named in
@@ -73,8 +75,8 @@ impl fmt::Display for SkipReason {
 /// field it maps to, and so was left out of the contact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DroppedValue {
-    /// The Ometria field, e.g. `timestamp_subscribed`.
-    pub field: &'static str,
+    /// The Ometria field, e.g. `timestamp_subscribed` or `properties.birthday`.
+    pub field: Cow<'static, str>,
     /// The value as Mailchimp sent it (at most 100 characters of it).
     pub value: String,
 }
@@ -256,14 +258,39 @@ pub fn marketing_optin(status: &str) -> MarketingOptin {
     }
 }
 
-/// Maps one member of list `list_id` for a sync that started at `now`.
-/// Empty names are omitted; the subscription time is sent for subscribed
-/// members only, and only if it is a real instant (see the module doc).
+/// Maps one member of list `list_id` with SPEC §5's mapping alone; see
+/// [`map_member`].
+pub fn member_to_contact<'a>(
+    member: &'a Member<'_>,
+    list_id: &'a str,
+    now: DateTime<Utc>,
+) -> Result<Mapped<'a>, SkipReason> {
+    map_member(member, None, &DEFAULT_MAPPING, list_id, now)
+}
+
+/// SPEC §5's mapping alone.
+static DEFAULT_MAPPING: Mapping = Mapping {
+    fields: std::collections::BTreeMap::new(),
+    collection: None,
+    force_optin: false,
+    name: None,
+};
+
+/// Maps one member of list `list_id` for a sync that started at `now`,
+/// with the entry's `mapping` (issue 17). `raw` is the member as Mailchimp
+/// sent it, which the mapped paths are read from (needed only when
+/// [`Mapping::reads_more`]). Empty names are omitted; the subscription
+/// time is sent for subscribed members only, and only if it is a real
+/// instant (see the module doc); each mapped value is converted
+/// ([`crate::mapping::convert`]), left out when empty, and reported as a
+/// [`DroppedValue`] when its field cannot take it.
 ///
 /// Errors: the member cannot be sent at all (no id or none read exactly,
 /// no usable email); see [`SkipReason`].
-pub fn member_to_contact<'a>(
+pub fn map_member<'a>(
     member: &'a Member<'_>,
+    raw: Option<&Value>,
+    mapping: &'a Mapping,
     list_id: &'a str,
     now: DateTime<Utc>,
 ) -> Result<Mapped<'a>, SkipReason> {
@@ -281,7 +308,7 @@ pub fn member_to_contact<'a>(
             let at = ometria_timestamp(opt, now);
             if at.is_none() {
                 dropped.push(DroppedValue {
-                    field: "timestamp_subscribed",
+                    field: Cow::Borrowed("timestamp_subscribed"),
                     value: opt.chars().take(100).collect(),
                 });
             }
@@ -289,22 +316,80 @@ pub fn member_to_contact<'a>(
         }
         _ => None,
     };
+    let mut fields = vec![];
+    let mut properties = Map::new();
+    if let Some(raw) = raw {
+        for (target, source) in mapping.rules() {
+            let value = source.find(raw);
+            match convert(target, source, value.as_ref(), now) {
+                Converted::Sent(value) => match target {
+                    Target::Contact(field) => fields.push((field.name(), value)),
+                    Target::Property(path) => insert_property(&mut properties, path, value),
+                },
+                Converted::Empty => {}
+                Converted::Dropped => dropped.push(DroppedValue {
+                    field: Cow::Owned(target.label()),
+                    value: shown(value.as_ref()),
+                }),
+            }
+        }
+    }
+    let name = |field: ContactField, value: &'a Option<Cow<'_, str>>| {
+        if mapping.default_name(field) {
+            present(value)
+        } else {
+            None
+        }
+    };
     Ok(Mapped {
         contact: Contact {
             record_type: "contact",
+            collection: mapping.collection.as_deref(),
+            force_optin: mapping.force_optin,
             id,
             email,
-            firstname: present(&member.merge_fields.FNAME),
-            lastname: present(&member.merge_fields.LNAME),
+            firstname: name(ContactField::Firstname, &member.merge_fields.FNAME),
+            lastname: name(ContactField::Lastname, &member.merge_fields.LNAME),
+            mapped: MappedFields(fields),
             marketing_optin: marketing_optin(status),
             timestamp_subscribed,
             properties: ContactProperties {
                 mailchimp_status: status,
                 mailchimp_list_id: list_id,
+                mapped: properties,
             },
         },
         dropped,
     })
+}
+
+/// Puts `value` at `path` in `properties`, making the objects on the way.
+/// Paths are checked not to nest in one another ([`Mapping`]), so an
+/// object on the way is never a value already sent.
+fn insert_property(properties: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut object = properties;
+    for name in parents {
+        let next = object.entry(name.clone()).or_insert_with(|| Value::Object(Map::new()));
+        match next {
+            Value::Object(map) => object = map,
+            _ => return,
+        }
+    }
+    object.insert(last.clone(), value);
+}
+
+/// A value as Mailchimp sent it, for the log: text as it is, anything else
+/// as JSON, at most 100 characters.
+fn shown(value: Option<&Value>) -> String {
+    let text = match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    text.chars().take(100).collect()
 }
 
 /// `properties.mailchimp_status` of a member deleted in Mailchimp.
@@ -312,19 +397,25 @@ pub const DELETED_STATUS: &str = "deleted";
 
 /// The contact pushed for a member of list `list_id` that Mailchimp no
 /// longer returns (issue 16): opted out, `mailchimp_status: "deleted"`,
-/// with the id and email Ometria last accepted for it (from the ledger).
-pub fn deleted_contact<'a>(id: &'a str, email: &'a str, list_id: &'a str) -> Contact<'a> {
+/// with the id and email Ometria last accepted for it (from the ledger),
+/// in the entry's `@collection` and with its `@force_optin` (issue 17), so
+/// that the opt-out lands on the contact the syncs wrote.
+pub fn deleted_contact<'a>(id: &'a str, email: &'a str, list_id: &'a str, mapping: &'a Mapping) -> Contact<'a> {
     Contact {
         record_type: "contact",
+        collection: mapping.collection.as_deref(),
+        force_optin: mapping.force_optin,
         id,
         email,
         firstname: None,
         lastname: None,
+        mapped: MappedFields::default(),
         marketing_optin: MarketingOptin::ExplicitlyOptedout,
         timestamp_subscribed: None,
         properties: ContactProperties {
             mailchimp_status: DELETED_STATUS,
             mailchimp_list_id: list_id,
+            mapped: Map::new(),
         },
     }
 }
@@ -349,7 +440,7 @@ mod tests {
     #[test]
     fn a_deleted_member_is_encoded_opted_out_like_any_record() {
         let mut out = vec![];
-        let contact = deleted_contact("u1", "a@x.io", "L1");
+        let contact = deleted_contact("u1", "a@x.io", "L1", &DEFAULT_MAPPING);
         crate::ometria::encode(&contact, crate::config::OmetriaApi::Push, Default::default(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -492,7 +583,7 @@ mod tests {
             let v = serde_json::to_value(&mapped.contact).unwrap();
             assert_eq!(v.get("timestamp_subscribed").and_then(|t| t.as_str()), sent, "{opt}");
             let dropped = sent.is_none().then(|| DroppedValue {
-                field: "timestamp_subscribed",
+                field: "timestamp_subscribed".into(),
                 value: opt.into(),
             });
             assert_eq!(mapped.dropped, dropped.into_iter().collect::<Vec<_>>(), "{opt}");

@@ -12,12 +12,13 @@ use super::messages::{FetchPage, FetchedPage, RecordFacts, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
-use crate::mailchimp::{with_page, MailchimpClient};
+use crate::mailchimp::{raw_members, with_page, MailchimpClient};
+use crate::mapping::Mapping;
 use crate::ometria::{encode, ParsedFrom};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::sync::{PageRequest, Window};
 use crate::telemetry::metrics::Metrics;
-use crate::transform::{member_to_contact, SkipReason};
+use crate::transform::{map_member, SkipReason};
 
 pub struct Fetcher {
     pub client: MailchimpClient,
@@ -26,6 +27,10 @@ pub struct Fetcher {
     /// How Mailchimp answered this sync's requests so far, shared by its workers.
     pub outcomes: Outcomes,
     pub list_id: Rc<str>,
+    /// The entry's mapping (issue 17).
+    pub mapping: Arc<Mapping>,
+    /// The `fields` projection its requests ask for ([`Mapping::projection`]).
+    pub fields: Rc<str>,
     /// The record format the Writers send.
     pub api: OmetriaApi,
     pub metrics: Arc<Metrics>,
@@ -41,6 +46,7 @@ impl Handler<FetchPage> for Fetcher {
 
     fn handle(&mut self, FetchPage { request, window }: FetchPage, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
+        let (mapping, fields) = (self.mapping.clone(), self.fields.clone());
         let (client, limit, retry, outcomes, list_id, window, api, log) = (
             self.client.clone(),
             self.limit.clone(),
@@ -57,13 +63,14 @@ impl Handler<FetchPage> for Fetcher {
                     &outcomes,
                     |attempt| {
                         let (client, limit, list_id, window) = (&client, &limit, &list_id, &window);
+                        let (mapping, fields) = (&mapping, &fields);
                         async move {
                             let (body, server_time) = {
                                 let _connection = limit.acquire().await;
-                                client.members_page(list_id, window, request, attempt).await?
+                                client.members_page(list_id, window, request, fields, attempt).await?
                             };
                             // A page that does not parse is retried like a dropped connection.
-                            let mut page = read_page(&body, request, list_id, *window, api)?;
+                            let mut page = read_page(&body, request, list_id, mapping, *window, api)?;
                             page.server_time = server_time;
                             Ok(page)
                         }
@@ -85,17 +92,24 @@ impl Handler<FetchPage> for Fetcher {
     }
 }
 
-/// Parses a page, maps its members and encodes the contacts, all into one
-/// buffer that the records are slices of.
-fn read_page(
+/// Parses a page, maps its members with the entry's `mapping` and encodes
+/// the contacts, all into one buffer that the records are slices of.
+pub fn read_page(
     body: &[u8],
     request: PageRequest,
     list_id: &str,
+    mapping: &Mapping,
     window: Window,
     api: OmetriaApi,
 ) -> Result<FetchedPage, ApiError> {
     let now = window.before;
     with_page(body, |page, body, repairs| {
+        // Read a second time, whole, only for what the typed reader leaves out.
+        let raw = if mapping.reads_more() {
+            raw_members(body)?
+        } else {
+            vec![]
+        };
         let mut buffer = Vec::with_capacity(page.members.len() * 320);
         let mut ends: Vec<Result<usize, SkipReason>> = Vec::with_capacity(page.members.len());
         let mut keys = Vec::with_capacity(page.members.len());
@@ -103,7 +117,7 @@ fn read_page(
         let mut facts = Vec::with_capacity(page.members.len());
         for (position, member) in page.members.into_iter().enumerate() {
             keys.push(member.key());
-            match member_to_contact(&member, list_id, now) {
+            match map_member(&member, raw.get(position), mapping, list_id, now) {
                 Ok(mapped) => {
                     encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
                     facts.push(RecordFacts {

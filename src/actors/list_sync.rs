@@ -340,7 +340,11 @@ impl ListSync {
         let (verdict, fresh) = self.plan.page_read(page.request, page.total_items, &page.keys);
         for (position, value) in page.dropped {
             if fresh.get(position) == Some(&true) {
-                self.deps.metrics.values_dropped.with_label_values(&[value.field]).inc();
+                self.deps
+                    .metrics
+                    .values_dropped
+                    .with_label_values(&[&value.field])
+                    .inc();
                 self.counts.dropped += 1;
                 self.dropped.add(value, &page.keys[position].id);
             }
@@ -895,6 +899,7 @@ impl Actor for ListSync {
                 entry.key; "start_offset" => skipped);
         }
         let list_id: Rc<str> = entry.key.list_id.as_str().into();
+        let fields: Rc<str> = entry.mapping.projection().into();
         // How each API has answered this sync so far.
         let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());
         let evidence = Evidence::new(self.deps.limits.ometria_took.clone());
@@ -906,6 +911,8 @@ impl Actor for ListSync {
                     retry: self.deps.retry,
                     outcomes: mailchimp.clone(),
                     list_id: list_id.clone(),
+                    mapping: entry.mapping.clone(),
+                    fields: fields.clone(),
                     api: self.deps.ometria.api(),
                     metrics: self.deps.metrics.clone(),
                     log: self.log.clone(),

@@ -364,7 +364,7 @@ impl Reconciliation {
         let mut ends = Vec::with_capacity(members.len());
         for m in &members {
             encode(
-                &deleted_contact(&m.member_id, &m.email, self.list_id()),
+                &deleted_contact(&m.member_id, &m.email, self.list_id(), &self.entry.mapping),
                 api,
                 ParsedFrom::default(),
                 &mut buffer,

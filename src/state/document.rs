@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
 
 use super::entry::{
-    list_id_of, scan_entries, EntryKey, EntryScan, FIELD_ELAPSED_SECONDS, FIELD_LATEST_TIMESTAMP, FIELD_TOTAL_UPDATES,
+    list_id_of, scan_entries_with, EntryKey, EntryScan, FIELD_ELAPSED_SECONDS, FIELD_LATEST_TIMESTAMP,
+    FIELD_TOTAL_UPDATES,
 };
 use super::timestamp::format_timestamp;
+use crate::mapping::NamedMappings;
 
 /// Why a text is not a state document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum PatchOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateDocument {
     entries: Vec<Value>,
+    /// `mappings.json` as read with the file (issue 17): what the entries'
+    /// `mapping` names. Never written.
+    mappings: NamedMappings,
 }
 
 impl StateDocument {
@@ -61,7 +66,10 @@ impl StateDocument {
             message: json_error_message(&e),
         })?;
         match value {
-            Value::Array(entries) => Ok(StateDocument { entries }),
+            Value::Array(entries) => Ok(StateDocument {
+                entries,
+                mappings: NamedMappings::default(),
+            }),
             other => Err(DocumentError::NotAnArray {
                 found: super::entry::describe(&other),
             }),
@@ -69,7 +77,18 @@ impl StateDocument {
     }
 
     pub fn entries(&self) -> EntryScan {
-        scan_entries(&self.entries)
+        scan_entries_with(&self.entries, &self.mappings)
+    }
+
+    /// The document with the named mappings its entries may name.
+    pub fn with_mappings(mut self, mappings: NamedMappings) -> StateDocument {
+        self.mappings = mappings;
+        self
+    }
+
+    /// The named mappings read with the document.
+    pub fn mappings(&self) -> &NamedMappings {
+        &self.mappings
     }
 
     pub fn len(&self) -> usize {

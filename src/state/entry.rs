@@ -2,12 +2,14 @@
 //! validation that turns raw JSON into entries plus warnings.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::timestamp::parse_timestamp;
+use crate::mapping::{Mapping, NamedMappings, FIELD_MAPPING};
 
 pub const DEFAULT_START_OFFSET: u64 = 0;
 pub const DEFAULT_ITEMS_PER_REQUEST: u32 = 100;
@@ -96,6 +98,10 @@ pub struct Entry {
     pub reconcile: Option<Duration>,
     /// What a member deleted in Mailchimp becomes (`on_delete`).
     pub on_delete: OnDelete,
+    /// The entry's mapping (issue 17): its named `mapping` with its own
+    /// `fields`, `collection` and `force_optin` over it; SPEC §5's alone
+    /// ([`Mapping::default`]) without them.
+    pub mapping: Arc<Mapping>,
     /// `elapsed_seconds` and `total_updates` of the last sync, as written.
     pub last_elapsed_seconds: Option<f64>,
     pub last_total_updates: Option<u64>,
@@ -147,10 +153,15 @@ pub struct EntryScan {
     pub warnings: Vec<EntryWarning>,
 }
 
-/// Validates every entry. Ranks count every entry carrying a given list id,
-/// valid or not, so fixing one entry does not change the identity of the
-/// others.
+/// Validates every entry, without named mappings (see [`scan_entries_with`]).
 pub fn scan_entries(values: &[Value]) -> EntryScan {
+    scan_entries_with(values, &NamedMappings::default())
+}
+
+/// Validates every entry; an entry's `mapping` names one of `named`.
+/// Ranks count every entry carrying a given list id, valid or not, so
+/// fixing one entry does not change the identity of the others.
+pub fn scan_entries_with(values: &[Value], named: &NamedMappings) -> EntryScan {
     let mut scan = EntryScan::default();
     let mut ranks: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (index, value) in values.iter().enumerate() {
@@ -159,7 +170,7 @@ pub fn scan_entries(values: &[Value]) -> EntryScan {
             *next += 1;
             *next - 1
         });
-        match read_entry(index, value, rank, &mut scan.warnings) {
+        match read_entry(index, value, rank, named, &mut scan.warnings) {
             Ok(entry) => scan.entries.push(entry),
             Err(warning) => scan.warnings.push(warning),
         }
@@ -176,6 +187,7 @@ fn read_entry(
     index: usize,
     value: &Value,
     rank: Option<usize>,
+    named: &NamedMappings,
     warnings: &mut Vec<EntryWarning>,
 ) -> Result<Entry, EntryWarning> {
     let skip = |list_id: Option<&str>, field: Option<&'static str>, problem: String| EntryWarning {
@@ -247,6 +259,7 @@ fn read_entry(
             ))
         }
     };
+    let mapping = read_mapping(object, named).map_err(|(field, problem)| skip(Some(list_id), Some(field), problem))?;
 
     let warn = |field: &'static str, problem: String, consequence| EntryWarning {
         index,
@@ -308,12 +321,33 @@ fn read_entry(
         alert_after,
         reconcile,
         on_delete,
+        mapping: Arc::new(mapping),
         last_elapsed_seconds: object
             .get(FIELD_ELAPSED_SECONDS)
             .and_then(Value::as_f64)
             .filter(|s| *s >= 0.0),
         last_total_updates: object.get(FIELD_TOTAL_UPDATES).and_then(Value::as_u64),
     })
+}
+
+/// The entry's mapping: the named one, then its own keys over it.
+/// Errors: the key and what is wrong with it.
+fn read_mapping(object: &Map<String, Value>, named: &NamedMappings) -> Result<Mapping, (&'static str, String)> {
+    let mut mapping = match object.get(FIELD_MAPPING) {
+        None | Some(Value::Null) => Mapping::default(),
+        Some(Value::String(name)) => named.get(name).map_err(|p| (FIELD_MAPPING, p))?.clone(),
+        Some(other) => {
+            return Err((
+                FIELD_MAPPING,
+                format!(
+                    "must be the name of a mapping in mappings.json (a string), found {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    mapping.overlay(object).map_err(|e| (e.field, e.problem))?;
+    Ok(mapping)
 }
 
 /// `Ok(None)` when absent or null (the default applies).

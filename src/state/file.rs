@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::document::{DocumentError, StateDocument};
+use crate::mapping::NamedMappings;
 
 pub const STATE_FILE_NAME: &str = "state.json";
 
@@ -149,7 +150,8 @@ impl StateFile {
         })?;
         // Some editors start a UTF-8 file with a byte-order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        StateDocument::parse(text).map_err(invalid)
+        let mappings = NamedMappings::read(folder_of(&self.path));
+        Ok(StateDocument::parse(text).map_err(invalid)?.with_mappings(mappings))
     }
 
     /// Temp file in the same folder, flushed to disk, then swapped with

@@ -10,8 +10,9 @@ mod timestamp;
 
 pub use document::{DocumentError, PatchOutcome, StateDocument, SyncRecord};
 pub use entry::{
-    scan_entries, Consequence, Entry, EntryKey, EntryScan, EntryWarning, OnDelete, DEFAULT_ITEMS_PER_REQUEST,
-    DEFAULT_RECONCILE_SECONDS, DEFAULT_WORKER_COUNT, MAX_ITEMS_PER_REQUEST, MAX_WORKER_COUNT,
+    describe, scan_entries, scan_entries_with, Consequence, Entry, EntryKey, EntryScan, EntryWarning, OnDelete,
+    DEFAULT_ITEMS_PER_REQUEST, DEFAULT_RECONCILE_SECONDS, DEFAULT_WORKER_COUNT, MAX_ITEMS_PER_REQUEST,
+    MAX_WORKER_COUNT,
 };
 pub use file::{StateFile, StateFileError, StateLock, STATE_FILE_NAME};
 pub use timestamp::{format_for_log, format_for_mailchimp, format_timestamp, parse_timestamp};

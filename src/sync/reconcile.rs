@@ -105,6 +105,7 @@ mod tests {
             alert_after: None,
             reconcile: reconcile.map(Duration::from_secs),
             on_delete: OnDelete::OptOut,
+            mapping: Default::default(),
             last_elapsed_seconds: None,
             last_total_updates: None,
         }

@@ -201,6 +201,7 @@ mod tests {
             alert_after: None,
             reconcile: None,
             on_delete: Default::default(),
+            mapping: Default::default(),
             last_elapsed_seconds: None,
             last_total_updates: None,
         }

@@ -2,6 +2,7 @@
 //! the values it left out of records, and the rule that tells a few
 //! refused records from an endpoint refusing everything (issue 14).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::transform::DroppedValue;
@@ -54,7 +55,7 @@ impl SyncCounts {
 /// the first one seen with its member's id, for the one log line a sync
 /// gives them (issue 14, part 3).
 #[derive(Debug, Default)]
-pub struct DroppedValues(BTreeMap<&'static str, (u64, String, String)>);
+pub struct DroppedValues(BTreeMap<Cow<'static, str>, (u64, String, String)>);
 
 impl DroppedValues {
     /// Counts `value`, left out of the record of member `id`.
@@ -104,8 +105,8 @@ mod tests {
     #[test]
     fn dropped_values_are_counted_per_field_with_the_first_seen() {
         let mut dropped = DroppedValues::default();
-        let value = |field, value: &str| DroppedValue {
-            field,
+        let value = |field: &'static str, value: &str| DroppedValue {
+            field: field.into(),
             value: value.to_owned(),
         };
         dropped.add(value("timestamp_subscribed", "0000-00-00 00:00:00"), "u1");
