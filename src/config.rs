@@ -107,6 +107,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Forget what Ometria accepted for one list, so that its next sync pushes every member again.
     Forget(ForgetArgs),
+    /// Show what the next sync of each due entry (or of one list) would push; pushes and writes nothing.
+    Plan(PlanArgs),
     /// Print the version.
     Version,
 }
@@ -127,6 +129,19 @@ pub struct HistoryArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
     /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct PlanArgs {
+    /// Plan this list's entries, due or not (as their next sync would read), instead of the due ones.
+    #[arg(long = "list")]
+    pub list_id: Option<String>,
+    /// Sample records to print per entry (as they would be pushed).
+    #[arg(long, default_value_t = 3)]
+    pub limit: usize,
+    /// One JSON array instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -108,6 +108,15 @@ pub struct Accepted {
     pub status: String,
 }
 
+/// What Ometria last accepted for a member, as `plan` compares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// The record is the one Ometria last accepted: it would not be pushed.
+    pub unchanged: bool,
+    /// Mailchimp's status sent then (`properties.mailchimp_status`).
+    pub status: String,
+}
+
 /// A member the ledger holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerMember {
@@ -319,6 +328,48 @@ impl LedgerStore {
         }
         tx.commit().map_err(|e| error_at(&self.path, e))?;
         Ok(records.iter().map(|(id, hash)| known.get(*id) == Some(hash)).collect())
+    }
+
+    /// For each `(member_id, hash)` of list `list_id`, what Ometria last
+    /// accepted for that member: `None` for a member it has not taken from
+    /// this list, or whether the record is unchanged (by the rule of
+    /// [`Self::unchanged`]) and the Mailchimp status sent then. Reads only
+    /// (`plan`, issue 17).
+    pub fn previous(&self, list_id: &str, records: &[(&str, u64)]) -> Result<Vec<Option<Previous>>, LedgerError> {
+        let mut known = std::collections::HashMap::with_capacity(records.len());
+        for chunk in records.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let select = format!(
+                "SELECT member_id, record_hash, status,
+                        uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS}
+                 FROM members WHERE list_id = ? AND member_id IN ({marks})"
+            );
+            let mut statement = self.conn.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
+            let ids = chunk.iter().map(|(id, _)| *id);
+            let rows = statement
+                .query_map(params_from_iter(std::iter::once(list_id).chain(ids)), |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, bool>(3)?,
+                    ))
+                })
+                .map_err(|e| error_at(&self.path, e))?;
+            for row in rows {
+                let (id, hash, status, settled) = row.map_err(|e| error_at(&self.path, e))?;
+                known.insert(id, (hash, status, settled));
+            }
+        }
+        Ok(records
+            .iter()
+            .map(|(id, hash)| {
+                known.get(*id).map(|(known_hash, status, settled)| Previous {
+                    unchanged: *settled && known_hash == hash,
+                    status: status.clone(),
+                })
+            })
+            .collect())
     }
 
     /// Records what Ometria accepted for list `list_id` at `now`: the

@@ -25,7 +25,7 @@
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper, Ledger,
 //!   Reconciliation.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
-//! - [`check`], [`demo`], [`bench`](mod@bench): the commands of those names.
+//! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
 //! - [`telemetry`]: log formats, metrics, the health endpoint.
 
@@ -42,6 +42,7 @@ pub mod limits;
 pub mod mailchimp;
 pub mod mapping;
 pub mod ometria;
+pub mod plan;
 pub mod rejected;
 pub mod retry;
 pub mod sandbox;

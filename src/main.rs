@@ -1,5 +1,5 @@
 //! The command line: `go`, `once`, `check`, `demo`, `sandbox`, `bench`,
-//! `health`, `history`, `forget`, `version`.
+//! `health`, `history`, `forget`, `plan`, `version`.
 
 use std::io;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use ometria_importer::importer::{self, Signals};
 use ometria_importer::sandbox::Sandbox;
 use ometria_importer::telemetry::health::http_get;
 use ometria_importer::telemetry::log::logger;
-use ometria_importer::{bench, check, demo, history, RunMode};
+use ometria_importer::{bench, check, demo, history, plan, RunMode};
 
 /// Exit code for a setting or state file that must be fixed first.
 const EXIT_FIX_FIRST: u8 = 2;
@@ -108,6 +108,12 @@ fn main() -> ExitCode {
         Command::Forget(args) => {
             let done = history::forget(&cli.settings.state_dir, &args, &mut io::stdout(), &mut io::stderr());
             return ExitCode::from(done.unwrap_or(history::EXIT_NO_LEDGER));
+        }
+        Command::Plan(args) => {
+            return match plan::run(&cli.settings, &args, &mut io::stdout(), log.clone()) {
+                Ok(code) => ExitCode::from(code),
+                Err(_) => ExitCode::FAILURE,
+            };
         }
         Command::Go => RunMode::Go,
         Command::Once => RunMode::Once,

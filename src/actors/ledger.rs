@@ -14,10 +14,10 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpUnchanged, MarkSeen, MarkUncertain,
-    ReconcileStatus, RecordAccepted, RemoveMembers, StartRun, Unseen,
+    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpPrevious, LookUpUnchanged,
+    MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RemoveMembers, StartRun, Unseen,
 };
-use crate::ledger::{LedgerError, LedgerStore};
+use crate::ledger::{LedgerError, LedgerStore, Previous};
 
 pub struct Ledger {
     store: Result<LedgerStore, LedgerError>,
@@ -56,6 +56,15 @@ impl Ledger {
         SyncArbiter::start(1, move || Ledger::open(state_dir.clone(), now, &log))
     }
 
+    /// Starts one that only reads the ledger in `state_dir`, on a thread
+    /// of its own (`plan`, which writes nothing): without a ledger there,
+    /// every message answers `Err`, and every record counts as new.
+    pub fn start_read_only(state_dir: PathBuf) -> Addr<Ledger> {
+        SyncArbiter::start(1, move || Ledger {
+            store: LedgerStore::open_read_only(&state_dir),
+        })
+    }
+
     fn store(&mut self) -> Result<&mut LedgerStore, LedgerError> {
         match &mut self.store {
             Ok(store) => Ok(store),
@@ -76,6 +85,14 @@ impl Handler<LookUpUnchanged> for Ledger {
     fn handle(&mut self, m: LookUpUnchanged, _: &mut Self::Context) -> Self::Result {
         let records: Vec<(&str, u64)> = m.records.iter().map(|(id, hash)| (id.as_str(), *hash)).collect();
         self.store()?.unchanged(&m.list_id, m.now, &records)
+    }
+}
+
+impl Handler<LookUpPrevious> for Ledger {
+    type Result = Result<Vec<Option<Previous>>, LedgerError>;
+    fn handle(&mut self, m: LookUpPrevious, _: &mut Self::Context) -> Self::Result {
+        let records: Vec<(&str, u64)> = m.records.iter().map(|(id, hash)| (id.as_str(), *hash)).collect();
+        self.store()?.previous(&m.list_id, &records)
     }
 }
 

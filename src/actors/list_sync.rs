@@ -18,6 +18,12 @@
 //! ledger that fails is a cache missing: one WARNING, and records are
 //! pushed. The run history gets a row when the sync starts and its
 //! figures when it ends.
+//!
+//! Planning (`plan`, issue 17): the same reads, checks and mapping, with
+//! no Writer: each record is compared with what the ledger holds (read
+//! only) and counted in an [`EntryPlan`] instead of pushed, and the plan
+//! goes to the Planner. Nothing is pushed, and neither the state file, the
+//! ledger nor the rejected file is written.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -33,8 +39,8 @@ use slog::{error, info, o, warn, Logger};
 use super::fetcher::Fetcher;
 use super::ledger::Ledger;
 use super::messages::{
-    CancelSync, EndRun, FetchPage, FetchedPage, LookUpUnchanged, MarkUncertain, PushBatch, Pushed, RecordAccepted,
-    StartRun, StopWorker, SyncFinished,
+    CancelSync, EndRun, FetchPage, FetchedPage, LookUpPrevious, LookUpUnchanged, MarkUncertain, PlanFinished,
+    PushBatch, Pushed, RecordAccepted, StartRun, StopWorker, SyncFinished,
 };
 use super::state_keeper::StateKeeper;
 use super::writer::{WriteError, Writer};
@@ -46,7 +52,8 @@ use crate::rejected::{Evidence, RejectedLog, Rejection, EVIDENCE_WINDOW};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Entry, SyncRecord};
 use crate::sync::{
-    start_time, Bounds, DroppedValues, InFlight, PageVerdict, Pass, SweepPlan, SyncCounts, SyncKind, Why, Window,
+    start_time, Bounds, DroppedValues, EntryPlan, InFlight, PageVerdict, Pass, SweepPlan, SyncCounts, SyncKind, Why,
+    Window,
 };
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -117,10 +124,23 @@ enum RunRow {
     Closed,
 }
 
+/// Where a ListSync's result goes.
+enum Reporting {
+    /// A sync: its result to the StateKeeper and the Controller.
+    Sync(Recipient<SyncFinished>),
+    /// A plan: what would be pushed, counted, to the Planner.
+    Plan {
+        planner: Recipient<PlanFinished>,
+        plan: Box<EntryPlan>,
+        /// Records kept as samples.
+        samples: usize,
+    },
+}
+
 pub struct ListSync {
     job: SyncJob,
     deps: SyncDeps,
-    controller: Recipient<SyncFinished>,
+    reporting: Reporting,
     log: Logger,
     t0: DateTime<Utc>,
     started: Instant,
@@ -161,6 +181,30 @@ pub struct ListSync {
 
 impl ListSync {
     pub fn new(job: SyncJob, deps: SyncDeps, controller: Recipient<SyncFinished>) -> ListSync {
+        ListSync::with(job, deps, Reporting::Sync(controller))
+    }
+
+    /// A planning ListSync (see the module doc): reads as the sync of
+    /// `job` would and sends `planner` an [`EntryPlan`] with at most
+    /// `samples` sample records. `deps.ledger` should be read only.
+    pub fn planning(job: SyncJob, deps: SyncDeps, planner: Recipient<PlanFinished>, samples: usize) -> ListSync {
+        let plan = Box::new(EntryPlan {
+            list_id: job.entry.key.list_id.clone(),
+            rank: job.entry.key.rank,
+            kind: job.kind.name().into(),
+            ledger: true,
+            ..EntryPlan::default()
+        });
+        let sync = ListSync::with(job, deps, Reporting::Plan { planner, plan, samples });
+        *sync.run_row.borrow_mut() = RunRow::Closed;
+        sync
+    }
+
+    fn planning_mode(&self) -> bool {
+        matches!(self.reporting, Reporting::Plan { .. })
+    }
+
+    fn with(job: SyncJob, deps: SyncDeps, reporting: Reporting) -> ListSync {
         // On this machine's clock; moved to Mailchimp's if that is behind
         // (see `on_mailchimp_clock`).
         let t0 = start_time(Utc::now());
@@ -170,7 +214,7 @@ impl ListSync {
         ListSync {
             job,
             deps,
-            controller,
+            reporting,
             log,
             t0,
             started: Instant::now(),
@@ -199,6 +243,10 @@ impl ListSync {
     }
 
     fn queue_capacity(&self) -> usize {
+        if self.planning_mode() {
+            // Nothing is batched: the reading is bound by its lookups.
+            return self.fetchers.len() * QUEUE_BATCHES_PER_WRITER;
+        }
         self.writers.len() * QUEUE_BATCHES_PER_WRITER
     }
 
@@ -346,6 +394,9 @@ impl ListSync {
                     .with_label_values(&[&value.field])
                     .inc();
                 self.counts.dropped += 1;
+                if let Reporting::Plan { plan, .. } = &mut self.reporting {
+                    plan.drop_value(&value.field);
+                }
                 self.dropped.add(value, &page.keys[position].id);
             }
         }
@@ -407,6 +458,9 @@ impl ListSync {
     /// last accepted; batches the others when it answers. Records equal to
     /// one still in flight are unchanged without asking.
     fn look_up(&mut self, records: Vec<(Bytes, Accepted)>, ctx: &mut Context<Self>) {
+        if self.planning_mode() {
+            return self.preview(records, ctx);
+        }
         let (held, records): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|(_, m)| self.in_flight.holds(&m.member_id, m.hash));
@@ -458,6 +512,48 @@ impl ListSync {
                 sync.count_unchanged(unchanged.len() as u64);
                 sync.batch(changed.into_iter().map(|(record, _)| record).collect());
                 sync.in_flight.lookup_answered(ticket);
+                sync.dispatch(ctx);
+            });
+        ctx.spawn(answer);
+    }
+
+    /// Planning: asks the Ledger what Ometria last accepted for each of
+    /// one page's `records`, and counts what the sync would do with them.
+    /// Without a ledger, every record is new.
+    fn preview(&mut self, records: Vec<(Bytes, Accepted)>, ctx: &mut Context<Self>) {
+        if records.is_empty() {
+            return;
+        }
+        self.lookups_pending += 1;
+        let message = LookUpPrevious {
+            list_id: self.job.entry.key.list_id.clone(),
+            records: records.iter().map(|(_, m)| (m.member_id.clone(), m.hash)).collect(),
+        };
+        let answer = self
+            .deps
+            .ledger
+            .send(message)
+            .into_actor(self)
+            .map(move |answer, sync, ctx| {
+                sync.lookups_pending -= 1;
+                if sync.finished {
+                    return;
+                }
+                let previous = match answer {
+                    Ok(Ok(previous)) if previous.len() == records.len() => Some(previous),
+                    _ => None,
+                };
+                let Reporting::Plan { plan, samples, .. } = &mut sync.reporting else {
+                    return;
+                };
+                plan.ledger &= previous.is_some();
+                let previous = previous.unwrap_or_else(|| vec![None; records.len()]);
+                let mut unchanged = 0;
+                for ((record, member), previous) in records.iter().zip(&previous) {
+                    unchanged += u64::from(previous.as_ref().is_some_and(|p| p.unchanged));
+                    plan.add(record, &member.status, previous.as_ref(), *samples);
+                }
+                sync.counts.unchanged += unchanged;
                 sync.dispatch(ctx);
             });
         ctx.spawn(answer);
@@ -605,6 +701,9 @@ impl ListSync {
     /// in the log for the first [`SKIPPED_NAMED`] of a sync.
     fn skip(&mut self, reason: SkipReason, offset: u64, id: &str) {
         self.counts.skipped += 1;
+        if let Reporting::Plan { plan, .. } = &mut self.reporting {
+            plan.skip(&reason.to_string());
+        }
         self.deps.metrics.records_skipped.inc();
         if matches!(reason, SkipReason::NoUniqueEmailId | SkipReason::NoEmail) {
             self.skipped_for_missing_fields += 1;
@@ -679,9 +778,14 @@ impl ListSync {
         self.finished = true;
         let elapsed = self.elapsed();
         self.log_dropped();
-        info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
-            "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
-            "skipped" => c.skipped, "unchanged" => c.unchanged, "dropped" => c.dropped, "pages" => c.pages);
+        if self.planning_mode() {
+            info!(self.log, "plan: read list {} in {:.1} (s).", self.job.entry.key, elapsed.as_secs_f64();
+                "read" => c.read, "unchanged" => c.unchanged, "skipped" => c.skipped, "dropped" => c.dropped);
+        } else {
+            info!(self.log, "sync: completed in {:.1} (s) for list {}.", elapsed.as_secs_f64(), self.job.entry.key;
+                "read" => c.read, "records" => c.accepted + c.rejected, "rejected" => c.rejected,
+                "skipped" => c.skipped, "unchanged" => c.unchanged, "dropped" => c.dropped, "pages" => c.pages);
+        }
         let record = SyncRecord {
             key: self.job.entry.key.clone(),
             cursor_at_start: self.job.entry.cursor_raw.clone(),
@@ -706,12 +810,21 @@ impl ListSync {
             .entry
             .cursor
             .map_or("null (full LOAD)".into(), |c| format!("\"{}\"", format_for_log(c)));
-        error!(
-            self.log,
-            "sync: failed after {:.1} (s) for list {}: {reason}; latest_timestamp stays {cursor}.",
-            self.elapsed().as_secs_f64(),
-            self.job.entry.key
-        );
+        if self.planning_mode() {
+            error!(
+                self.log,
+                "plan: reading list {} failed after {:.1} (s): {reason}.",
+                self.job.entry.key,
+                self.elapsed().as_secs_f64()
+            );
+        } else {
+            error!(
+                self.log,
+                "sync: failed after {:.1} (s) for list {}: {reason}; latest_timestamp stays {cursor}.",
+                self.elapsed().as_secs_f64(),
+                self.job.entry.key
+            );
+        }
         self.count_end("failed");
         self.close_run("failed", Some(reason.clone()));
         self.report(Err(reason));
@@ -785,14 +898,27 @@ impl ListSync {
         ctx.spawn(told.into_actor(self).map(|_, sync, ctx| sync.dispatch(ctx)));
     }
 
-    fn report(&self, result: Result<SyncRecord, String>) {
-        let finished = SyncFinished {
-            key: self.job.entry.key.clone(),
-            result,
-        };
-        // The StateKeeper first: the Controller's next read must see the result.
-        self.deps.state_keeper.do_send(finished.clone());
-        self.controller.do_send(finished);
+    fn report(&mut self, result: Result<SyncRecord, String>) {
+        let key = self.job.entry.key.clone();
+        let (read, window) = (self.counts.read, self.window);
+        match &mut self.reporting {
+            Reporting::Sync(controller) => {
+                let finished = SyncFinished { key, result };
+                // The StateKeeper first: the Controller's next read must see the result.
+                self.deps.state_keeper.do_send(finished.clone());
+                controller.do_send(finished);
+            }
+            Reporting::Plan { planner, plan, .. } => {
+                let result = result.map(|_| {
+                    let mut plan = std::mem::take(&mut **plan);
+                    plan.members_read = read;
+                    plan.since = window.since.map(format_for_log);
+                    plan.before = format_for_log(window.before);
+                    plan
+                });
+                planner.do_send(PlanFinished { key, result });
+            }
+        }
     }
 
     fn log_progress(&self) {
@@ -891,8 +1017,13 @@ impl Actor for ListSync {
             .window
             .since
             .map_or(String::new(), |s| format!(", changed since \"{}\"", format_for_log(s)));
-        info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
-            "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
+        if self.planning_mode() {
+            info!(self.log, "plan: reading list {} as its next {} would, with {workers} readers; nothing is pushed or written...",
+                entry.key, self.job.kind.name(); "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
+        } else {
+            info!(self.log, "sync: starting for list {} with {workers} read/write workers...", entry.key;
+                "mode" => self.job.kind.name(), "window" => format!("before \"{}\"{since}", format_for_log(self.t0)));
+        }
         let skipped = start_offset(&self.job);
         if skipped > 0 {
             warn!(self.log, "sync: list {} has start_offset {skipped}: this LOAD does not read its first {skipped} members, and its cursor moves past them.",
@@ -903,6 +1034,7 @@ impl Actor for ListSync {
         // How each API has answered this sync so far.
         let (mailchimp, ometria) = (Outcomes::default(), Outcomes::default());
         let evidence = Evidence::new(self.deps.limits.ometria_took.clone());
+        let planning = self.planning_mode();
         for i in 0..workers {
             self.fetchers.push(
                 Fetcher {
@@ -919,6 +1051,10 @@ impl Actor for ListSync {
                 }
                 .start(),
             );
+            self.idle_fetchers.push(i);
+            if planning {
+                continue; // nothing is pushed
+            }
             self.writers.push(
                 Writer {
                     client: self.deps.ometria.clone(),
@@ -933,11 +1069,12 @@ impl Actor for ListSync {
                 }
                 .start(),
             );
-            self.idle_fetchers.push(i);
             self.idle_writers.push(i);
         }
         ctx.run_interval(self.deps.progress_interval, |sync, _| sync.log_progress());
-        self.open_run(ctx);
+        if !planning {
+            self.open_run(ctx);
+        }
         self.dispatch(ctx);
     }
 

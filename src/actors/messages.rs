@@ -6,14 +6,14 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 
 use crate::api::ApiError;
-use crate::ledger::{Accepted, LedgerError, LedgerMember, RunEnd, RunStart};
+use crate::ledger::{Accepted, LedgerError, LedgerMember, Previous, RunEnd, RunStart};
 use crate::mailchimp::Repairs;
 use bytes::Bytes;
 
 use super::writer::WriteError;
 use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
-use crate::sync::{MemberKey, PageRequest, Window};
+use crate::sync::{EntryPlan, MemberKey, PageRequest, Window};
 use crate::transform::{DroppedValue, SkipReason};
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
@@ -151,6 +151,24 @@ pub struct LookUpUnchanged {
     /// Unix seconds: members found are marked seen now.
     pub now: i64,
     pub records: Vec<(String, u64)>,
+}
+
+/// ListSync (planning, issue 17) → Ledger: what Ometria last accepted for
+/// each `(member_id, hash)` of one page, read only.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Option<Previous>>, LedgerError>")]
+pub struct LookUpPrevious {
+    pub list_id: String,
+    pub records: Vec<(String, u64)>,
+}
+
+/// ListSync (planning) → Planner: what the next sync of one entry would
+/// send, or why its reads failed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PlanFinished {
+    pub key: EntryKey,
+    pub result: Result<EntryPlan, String>,
 }
 
 /// ListSync → Ledger: records of one push answer that Ometria accepted.

@@ -8,12 +8,15 @@
 //! - [`Ledger`](ledger::Ledger): the only user of `ledger.sqlite3`.
 //! - [`Reconciliation`](reconciliation::Reconciliation): one search for the
 //!   members of one entry's list deleted in Mailchimp.
+//! - [`Planner`](planner::Planner): `plan`'s runs of planning ListSyncs,
+//!   a few at a time, and their plans gathered.
 
 pub mod controller;
 pub mod fetcher;
 pub mod ledger;
 pub mod list_sync;
 pub mod messages;
+pub mod planner;
 pub mod reconciliation;
 pub mod state_keeper;
 pub mod writer;

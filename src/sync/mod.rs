@@ -5,6 +5,7 @@
 mod checks;
 mod in_flight;
 mod plan;
+mod preview;
 mod reconcile;
 mod schedule;
 mod tally;
@@ -13,6 +14,7 @@ mod window;
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
 pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
+pub use preview::EntryPlan;
 pub use reconcile::{
     check_deletions, reconcile_cap, reconcile_due, tail_window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND,
     UNSEEN_PAGE,

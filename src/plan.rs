@@ -1,0 +1,210 @@
+//! `plan` (issue 17): what the next sync of each due entry (or of the
+//! entries of one list) would send, before it sends it — a first push
+//! cannot be taken back, and a subscription can fire a welcome campaign.
+//!
+//! It reads Mailchimp exactly as the sync would (same window, projection,
+//! paging checks and mapping, through planning ListSyncs run by the
+//! [`Planner`]), compares each record with what the ledger holds, and
+//! prints per entry the members read, the records that would be pushed
+//! (new, changed), unchanged, opted in and out, values dropped, members
+//! skipped, and a few sample records. It writes nothing: no push, no
+//! state-file change, no ledger change (the ledger is opened read only, and
+//! not created), no rejected file; it takes no lock, so it runs beside `go`.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use slog::Logger;
+use tokio::sync::oneshot;
+
+use crate::actors::ledger::Ledger;
+use crate::actors::list_sync::{SyncDeps, SyncJob};
+use crate::actors::planner::{PlanResult, Planner};
+use crate::actors::state_keeper::StateKeeper;
+use crate::api::http_client;
+use crate::config::{PlanArgs, Settings};
+use crate::limits::Limits;
+use crate::mailchimp::MailchimpClient;
+use crate::ometria::OmetriaClient;
+use crate::rejected::RejectedLog;
+use crate::state::{Consequence, Entry, StateFile};
+use crate::sync::{decide, Decision, SyncKind};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
+
+/// Exit code for settings or a state file to fix first.
+pub const EXIT_FIX_FIRST: u8 = 2;
+
+/// `plan`: prints what the next syncs would send. Returns the exit code:
+/// 0 when every planned entry could be read, 1 when one could not (or
+/// `--list` names no entry), [`EXIT_FIX_FIRST`] for settings or a state
+/// file that must be fixed first.
+pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logger) -> io::Result<u8> {
+    // A plan pushes nothing: the Ometria key is not needed.
+    let mut settings = settings.clone();
+    if settings.ometria_apikey.is_none() {
+        settings.ometria_apikey = Some("plan-pushes-nothing".parse().expect("any text is a key"));
+    }
+    let config = match settings.resolve() {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors {
+                writeln!(out, "error: {e}")?;
+            }
+            return Ok(EXIT_FIX_FIRST);
+        }
+    };
+    let file = StateFile::in_dir(&config.state_dir);
+    let document = match file.load() {
+        Ok(document) => document,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(EXIT_FIX_FIRST);
+        }
+    };
+    let scan = document.entries();
+    if !args.json {
+        // With --json they are on stderr only (the log), as every warning.
+        for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
+            writeln!(out, "skipped: {w}")?;
+        }
+    }
+    let jobs = jobs(&scan.entries, args.list_id.as_deref(), Utc::now(), &settings);
+    if jobs.is_empty() {
+        match &args.list_id {
+            Some(list_id) => {
+                writeln!(out, "plan: state.json has no valid entry for list \"{list_id}\".")?;
+                return Ok(1);
+            }
+            None => {
+                if !args.json {
+                    writeln!(
+                        out,
+                        "plan: no entry is due now; `plan --list <list_id>` shows what a list's next sync would send."
+                    )?;
+                } else {
+                    writeln!(out, "[]")?;
+                }
+                return Ok(0);
+            }
+        }
+    }
+    let results = actix_rt::System::new().block_on(plan(&config, document, file, jobs, args.limit, log));
+    report(&results, args.json, out)?;
+    Ok(u8::from(results.iter().any(|(_, r)| r.is_err())))
+}
+
+/// The entries to plan, with the kind of their next sync: the due ones,
+/// or every entry of `list_id` — a LOAD without a cursor, else the SYNC
+/// that will come when it is due (a LOAD if its cursor is in the future).
+fn jobs(entries: &[Entry], list_id: Option<&str>, now: DateTime<Utc>, settings: &Settings) -> Vec<SyncJob> {
+    let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
+    let overlap = std::time::Duration::from_secs(settings.overlap_seconds);
+    entries
+        .iter()
+        .filter(|e| list_id.is_none_or(|id| e.key.list_id == id))
+        .filter_map(|entry| {
+            let kind = match (decide(entry, now, refresh, overlap, false, None), list_id) {
+                (Decision::Due(kind), _) => kind,
+                (_, None) => return None,
+                (_, Some(_)) => match entry.cursor {
+                    Some(cursor) => SyncKind::Sync { cursor },
+                    None => SyncKind::Load,
+                },
+            };
+            Some(SyncJob {
+                entry: entry.clone(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Runs the planning ListSyncs; what every sync needs, except that the
+/// ledger only reads and no Writer is ever started.
+async fn plan(
+    config: &crate::config::Config,
+    document: crate::state::StateDocument,
+    file: StateFile,
+    jobs: Vec<SyncJob>,
+    samples: usize,
+    log: Logger,
+) -> Vec<PlanResult> {
+    let metrics = Arc::new(Metrics::new());
+    let http = http_client(config.http_timeout);
+    let limits = Limits::new(
+        config.mailchimp_max_connections,
+        config.ometria_max_requests_per_second,
+        &log,
+    );
+    let deps = SyncDeps {
+        mailchimp: MailchimpClient::new(
+            http.clone(),
+            &config.mailchimp_base_url,
+            config.mailchimp_key.clone(),
+            config.http_timeout,
+            metrics.clone(),
+        ),
+        ometria: OmetriaClient::new(
+            http,
+            &config.ometria_base_url,
+            config.ometria_key.clone(),
+            config.ometria_api,
+            config.http_timeout,
+            metrics.clone(),
+        ),
+        limits,
+        retry: config.retry,
+        progress_interval: config.progress_interval,
+        rejected_log: RejectedLog::in_state_dir(&config.state_dir),
+        overlap: config.overlap,
+        // Never sent a result by a planning ListSync: nothing is written.
+        state_keeper: StateKeeper::new(file, document, metrics.clone(), log.clone()).start(),
+        ledger: Ledger::start_read_only(config.state_dir.clone()),
+        metrics,
+        health: Arc::new(Health::new(config.tick)),
+        log,
+    };
+    let (done, results) = oneshot::channel();
+    Planner::new(jobs, deps, config.max_concurrent_lists, samples, done).start();
+    results.await.unwrap_or_default()
+}
+
+/// Prints the plans, as text or as one JSON array.
+fn report(results: &[PlanResult], json: bool, out: &mut dyn Write) -> io::Result<()> {
+    if json {
+        let entries: Vec<Value> = results
+            .iter()
+            .map(|(key, result)| match result {
+                Ok(plan) => serde_json::to_value(plan).expect("a plan serialises"),
+                Err(e) => json!({"list_id": key.list_id, "rank": key.rank, "error": e}),
+            })
+            .collect();
+        return writeln!(out, "{}", serde_json::to_string_pretty(&entries).expect("JSON values"));
+    }
+    for (key, result) in results {
+        match result {
+            Ok(plan) => write!(out, "{}", plan.describe())?,
+            Err(e) => writeln!(out, "list {key}: could not be read: {e}")?,
+        }
+    }
+    let (read, push): (u64, u64) = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .fold((0, 0), |(r, p), plan| (r + plan.members_read, p + plan.would_push));
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    writeln!(
+        out,
+        "plan: {} {} planned, {read} members read, {push} records would be pushed{}; nothing was pushed or written.",
+        results.len(),
+        if results.len() == 1 { "entry" } else { "entries" },
+        if failed > 0 {
+            format!(", {failed} could not be read")
+        } else {
+            String::new()
+        }
+    )
+}
