@@ -755,6 +755,57 @@ mod tests {
         assert_eq!(contact.firstname, Some("Zo\u{fffd}"));
     }
 
+    /// Issue 17: a mapping adds converted fields and properties, may take
+    /// over or out the name fields, tags every record with its collection
+    /// and force_optin, and reports what it drops by target.
+    #[test]
+    fn a_mapping_adds_converted_fields_and_reports_what_it_drops() {
+        let mut mapping = Mapping::default();
+        mapping
+            .overlay(
+                json!({"fields": {
+                    "phone_number": "merge_fields.PHONE", "country_id": "merge_fields.ADDRESS.country",
+                    "date_of_birth": "merge_fields.BIRTHDAY", "properties.birthday": "merge_fields.BIRTHDAY",
+                    "properties.address": "merge_fields.ADDRESS", "properties.shop.tags": "tags",
+                    "properties.shop.points": "merge_fields.LOYALTY", "firstname": "merge_fields.NICK",
+                    "lastname": null},
+                    "collection": "mailchimp_uk", "force_optin": true})
+                .as_object()
+                .unwrap(),
+            )
+            .unwrap();
+        let raw: Value = serde_json::from_str(
+            r#"{"unique_email_id": "8a25ff1d98", "merge_fields": {"FNAME": "Urist", "LNAME": "McVankab",
+                "NICK": "Uri", "PHONE": "+44 (0)20 7946 0958", "BIRTHDAY": "04/22", "LOYALTY": 1200.50,
+                "ADDRESS": {"addr1": "1 High St", "addr2": "", "city": "Leeds", "state": "", "zip": "LS1", "country": "GB"}},
+                "tags": [{"id": 7, "name": "VIP"}]}"#,
+        )
+        .unwrap();
+        let m = member("subscribed");
+        let mapped = map_member(&m, Some(&raw), &mapping, "L1", now()).unwrap();
+        let mut record = vec![];
+        crate::ometria::encode(
+            &mapped.contact,
+            crate::config::OmetriaApi::Push,
+            Default::default(),
+            &mut record,
+        );
+        assert_eq!(
+            String::from_utf8(record).unwrap(),
+            r#"{"@type":"contact","@collection":"mailchimp_uk","@force_optin":true,"id":"8a25ff1d98","email":"urist.mcvankab@example.com","firstname":"Uri","phone_number":"+442079460958","country_id":"GB","marketing_optin":"EXPLICITLY_OPTEDIN","timestamp_subscribed":"2019-10-18T22:20:23+00:00","properties":{"mailchimp_status":"subscribed","mailchimp_list_id":"L1","address":{"addr1":"1 High St","city":"Leeds","zip":"LS1","country":"GB"},"birthday":"04/22","shop":{"points":1200.50,"tags":["VIP"]}}}"#
+        );
+        assert_eq!(
+            mapped.dropped,
+            [DroppedValue {
+                field: "date_of_birth".into(),
+                value: "04/22".into()
+            }]
+        );
+        // The deleted member's opt-out lands in the same collection.
+        let deleted = deleted_contact("u1", "a@x.io", "L1", &mapping);
+        assert_eq!((deleted.collection, deleted.force_optin), (Some("mailchimp_uk"), true));
+    }
+
     #[test]
     fn invisible_characters_are_told_apart_from_letters() {
         for c in [

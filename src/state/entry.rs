@@ -514,6 +514,70 @@ mod tests {
         ]);
     }
 
+    /// Issue 17: an entry's mapping is its named one with its own keys
+    /// over it; one naming a mapping that is missing or wrong is skipped
+    /// with the key and the reason; the others go on.
+    #[test]
+    fn mappings_are_named_shared_and_overridden_per_entry() {
+        use crate::mapping::{ContactField, Target};
+        let named = NamedMappings::parse(
+            br#"{"shop": {"fields": {"phone_number": "merge_fields.PHONE", "properties.tags": "tags"},
+                          "collection": "mailchimp", "force_optin": true},
+                 "broken": {"fields": {"phone": "merge_fields.PHONE"}}}"#,
+        )
+        .unwrap();
+        let values = json!([
+            {"list_id": "a", "mapping": "shop"},
+            {"list_id": "b", "mapping": "shop", "collection": "uk", "force_optin": false,
+             "fields": {"properties.tags": null, "gender": "merge_fields.GENDER"}},
+            {"list_id": "c"},
+            {"list_id": "d", "mapping": "shops"},
+            {"list_id": "e", "mapping": "broken"},
+            {"list_id": "f", "mapping": 3},
+            {"list_id": "g", "fields": {"properties.x": "merge_fields.X"}, "collection": ""}
+        ]);
+        let s = scan_entries_with(values.as_array().unwrap(), &named);
+        let ids: Vec<_> = s.entries.iter().map(|e| e.key.list_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let (a, b, c) = (&s.entries[0].mapping, &s.entries[1].mapping, &s.entries[2].mapping);
+        assert_eq!(a.name.as_deref(), Some("shop"));
+        assert_eq!(
+            (a.collection.as_deref(), a.force_optin, a.rules().count()),
+            (Some("mailchimp"), true, 2)
+        );
+        assert_eq!((b.collection.as_deref(), b.force_optin), (Some("uk"), false));
+        let b_targets: Vec<String> = b.rules().map(|(t, _)| t.to_string()).collect();
+        assert_eq!(b_targets, ["phone_number", "gender"]);
+        assert!(b.fields.contains_key(&Target::Contact(ContactField::Gender)));
+        assert!(c.is_default());
+        let warnings: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
+        assert!(warnings[0].starts_with("entry at index 3 (list_id \"d\"), field \"mapping\": there is no mapping \"shops\" in mappings.json (it defines broken, shop)"), "{}", warnings[0]);
+        assert!(warnings[1].contains("field \"mapping\": the mapping \"broken\" in mappings.json, key \"fields\": \"phone\" is not an Ometria contact field"), "{}", warnings[1]);
+        assert!(
+            warnings[2]
+                .contains("field \"mapping\": must be the name of a mapping in mappings.json (a string), found 3"),
+            "{}",
+            warnings[2]
+        );
+        assert!(
+            warnings[3]
+                .starts_with("entry at index 6 (list_id \"g\"), field \"collection\": must be a collection name"),
+            "{}",
+            warnings[3]
+        );
+        assert!(warnings.iter().all(|w| w.ends_with("entry skipped until it is fixed")));
+        // Without named mappings, naming one skips the entry, saying so.
+        let s = scan(json!([{"list_id": "a", "mapping": "shop"}]));
+        assert!(
+            s.warnings[0]
+                .to_string()
+                .contains("mappings.json beside state.json defines none"),
+            "{}",
+            s.warnings[0]
+        );
+    }
+
     #[test]
     fn one_bad_entry_leaves_the_others_alone() {
         let s = scan(json!([{"list_id": "a"}, {"worker_count": 2}, {"list_id": "c"}]));

@@ -397,6 +397,29 @@ mod tests {
     }
 
     #[test]
+    fn the_named_mappings_beside_the_file_are_read_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        std::fs::write(file.path(), r#"[{"list_id": "a", "mapping": "shop"}]"#).unwrap();
+        let doc = file.load().unwrap();
+        assert!(doc.entries().entries.is_empty(), "no mappings.json yet");
+        std::fs::write(
+            dir.path().join(crate::mapping::MAPPINGS_FILE_NAME),
+            r#"{"shop": {"collection": "mc"}}"#,
+        )
+        .unwrap();
+        let doc = file.load().unwrap();
+        assert_eq!(doc.entries().entries[0].mapping.collection.as_deref(), Some("mc"));
+        // A write re-reads them, and never writes them.
+        let (_, patched) = file.patch(|d| ((), d.clone())).unwrap();
+        assert_eq!(patched.entries().entries.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(crate::mapping::MAPPINGS_FILE_NAME)).unwrap(),
+            r#"{"shop": {"collection": "mc"}}"#
+        );
+    }
+
+    #[test]
     fn patch_replaces_the_file_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::in_dir(dir.path());
