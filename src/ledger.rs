@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_list ON runs (list_id, id);
+CREATE TABLE IF NOT EXISTS entry_mappings (
+    list_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    read_at INTEGER NOT NULL,
+    PRIMARY KEY (list_id, rank)
+) WITHOUT ROWID;
 ";
 
 /// What went wrong with the ledger: the path and SQLite's message.
@@ -531,6 +538,38 @@ impl LedgerStore {
                 |row| row.get::<_, Option<i64>>(0),
             )
             .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// Keeps the mapping fingerprint of entry (`list_id`, `rank`) after a
+    /// successful sync that read every member with it (issue 17).
+    pub fn record_mapping(&mut self, list_id: &str, rank: u32, fingerprint: u64, now: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO entry_mappings (list_id, rank, fingerprint, read_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (list_id, rank) DO UPDATE SET fingerprint = excluded.fingerprint, read_at = excluded.read_at",
+                params![list_id, rank, fingerprint as i64, now],
+            )
+            .map(|_| ())
+            .map_err(|e| error_at(&self.path, e))
+    }
+
+    /// The mapping fingerprint of each entry's last full read, for the
+    /// entries (`list_id`, `rank`) it has one for.
+    pub fn mapping_fingerprints(&self, entries: &[(String, u32)]) -> Result<Vec<Option<u64>>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT fingerprint FROM entry_mappings WHERE list_id = ?1 AND rank = ?2")
+            .map_err(|e| error_at(&self.path, e))?;
+        entries
+            .iter()
+            .map(|(list_id, rank)| {
+                statement
+                    .query_row(params![list_id, rank], |row| row.get::<_, i64>(0))
+                    .optional()
+                    .map(|f| f.map(|f| f as u64))
+                    .map_err(|e| error_at(&self.path, e))
+            })
+            .collect()
     }
 
     /// Whether the ledger holds any member of list `list_id` (one lookup

@@ -304,6 +304,10 @@ pub struct Mapping {
     pub name: Option<String>,
 }
 
+/// [`Mapping::fingerprint`] of SPEC §5's mapping alone: what the ledger
+/// takes for an entry it holds none for (a ledger written before mappings).
+pub const DEFAULT_FINGERPRINT: u64 = 0;
+
 /// The keys of an entry (or of a named mapping) that make its mapping.
 pub const FIELD_FIELDS: &str = "fields";
 pub const FIELD_COLLECTION: &str = "collection";
@@ -418,6 +422,35 @@ impl Mapping {
             }
         }
         Ok(())
+    }
+
+    /// A stable 64-bit fingerprint of what the mapping sends (its rules,
+    /// collection and force_optin; not its name nor the order written):
+    /// the ledger keeps the one of each entry's last full read, and an
+    /// entry whose mapping no longer has it reads every member again at
+    /// its next sync (see `crate::ledger`). SPEC §5's mapping alone has
+    /// [`DEFAULT_FINGERPRINT`].
+    pub fn fingerprint(&self) -> u64 {
+        if self.is_default_records() {
+            return DEFAULT_FINGERPRINT;
+        }
+        let rules: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(t, s)| format!("{t}<-{}", s.as_ref().map_or(String::from("null"), ToString::to_string)))
+            .collect();
+        let text = format!(
+            "{}|{}|{}",
+            rules.join(","),
+            self.collection.as_deref().unwrap_or(""),
+            self.force_optin
+        );
+        crate::ledger::record_hash(text.as_bytes())
+    }
+
+    /// Whether records are SPEC §5's (whatever the mapping is called).
+    fn is_default_records(&self) -> bool {
+        self.fields.is_empty() && self.collection.is_none() && !self.force_optin
     }
 
     /// Whether this is SPEC §5's mapping alone.
@@ -554,6 +587,32 @@ mod tests {
         );
         assert!(!m.default_name(ContactField::Firstname) && !m.default_name(ContactField::Lastname));
         assert_eq!(m.rules().count(), 1);
+    }
+
+    #[test]
+    fn fingerprints_change_with_what_is_sent_only() {
+        let fp = |v: Value| mapping(v).unwrap().fingerprint();
+        assert_eq!(Mapping::default().fingerprint(), DEFAULT_FINGERPRINT);
+        assert_eq!(fp(json!({"fields": {}, "force_optin": false})), DEFAULT_FINGERPRINT);
+        let a = fp(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.a": "vip"}}));
+        assert_eq!(
+            a,
+            fp(json!({"fields": {"properties.a": "vip", "phone_number": "merge_fields.PHONE"}}))
+        );
+        assert_ne!(a, DEFAULT_FINGERPRINT);
+        assert_ne!(
+            a,
+            fp(json!({"fields": {"phone_number": "merge_fields.PHONE2", "properties.a": "vip"}}))
+        );
+        assert_ne!(
+            a,
+            fp(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.a": "vip"}, "collection": "c"}))
+        );
+        assert_ne!(
+            a,
+            fp(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.a": "vip"}, "force_optin": true}))
+        );
+        assert_ne!(DEFAULT_FINGERPRINT, fp(json!({"fields": {"lastname": null}})));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! state-file change, no ledger change (the ledger is opened read only, and
 //! not created), no rejected file; it takes no lock, so it runs beside `go`.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -26,11 +27,13 @@ use crate::actors::planner::{PlanResult, Planner};
 use crate::actors::state_keeper::StateKeeper;
 use crate::api::http_client;
 use crate::config::{PlanArgs, Settings};
+use crate::ledger::{LedgerStore, LEDGER_FILE_NAME};
 use crate::limits::Limits;
 use crate::mailchimp::MailchimpClient;
+use crate::mapping::DEFAULT_FINGERPRINT;
 use crate::ometria::OmetriaClient;
 use crate::rejected::RejectedLog;
-use crate::state::{Consequence, Entry, StateFile};
+use crate::state::{Consequence, Entry, EntryKey, StateFile};
 use crate::sync::{decide, Decision, SyncKind};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -72,7 +75,8 @@ pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logge
             writeln!(out, "skipped: {w}")?;
         }
     }
-    let jobs = jobs(&scan.entries, args.list_id.as_deref(), Utc::now(), &settings);
+    let remaps = remaps(&config.state_dir, &scan.entries);
+    let jobs = jobs(&scan.entries, &remaps, args.list_id.as_deref(), Utc::now(), &settings);
     if jobs.is_empty() {
         match &args.list_id {
             Some(list_id) => {
@@ -97,10 +101,38 @@ pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logge
     Ok(u8::from(results.iter().any(|(_, r)| r.is_err())))
 }
 
+/// The entries whose mapping changed since their last full read, by the
+/// ledger (read only; none without one), as the Controller finds them.
+fn remaps(state_dir: &std::path::Path, entries: &[Entry]) -> HashSet<EntryKey> {
+    if !state_dir.join(LEDGER_FILE_NAME).exists() {
+        return HashSet::new();
+    }
+    let keys: Vec<(String, u32)> = entries
+        .iter()
+        .map(|e| (e.key.list_id.clone(), e.key.rank as u32))
+        .collect();
+    match LedgerStore::open_read_only(state_dir).and_then(|l| l.mapping_fingerprints(&keys)) {
+        Ok(kept) => entries
+            .iter()
+            .zip(kept)
+            .filter(|(e, kept)| kept.unwrap_or(DEFAULT_FINGERPRINT) != e.mapping.fingerprint())
+            .map(|(e, _)| e.key.clone())
+            .collect(),
+        Err(_) => HashSet::new(),
+    }
+}
+
 /// The entries to plan, with the kind of their next sync: the due ones,
 /// or every entry of `list_id` — a LOAD without a cursor, else the SYNC
 /// that will come when it is due (a LOAD if its cursor is in the future).
-fn jobs(entries: &[Entry], list_id: Option<&str>, now: DateTime<Utc>, settings: &Settings) -> Vec<SyncJob> {
+/// An entry in `remaps` reads every member, as the Controller has it do.
+fn jobs(
+    entries: &[Entry],
+    remaps: &HashSet<EntryKey>,
+    list_id: Option<&str>,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Vec<SyncJob> {
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap = std::time::Duration::from_secs(settings.overlap_seconds);
     entries
@@ -108,6 +140,13 @@ fn jobs(entries: &[Entry], list_id: Option<&str>, now: DateTime<Utc>, settings: 
         .filter(|e| list_id.is_none_or(|id| e.key.list_id == id))
         .filter_map(|entry| {
             let kind = match (decide(entry, now, refresh, overlap, false, None), list_id) {
+                (Decision::Due(SyncKind::Sync { .. }) | Decision::UpToDate { .. }, _)
+                    if remaps.contains(&entry.key) =>
+                {
+                    SyncKind::Sync {
+                        cursor: DateTime::UNIX_EPOCH,
+                    }
+                }
                 (Decision::Due(kind), _) => kind,
                 (_, None) => return None,
                 (_, Some(_)) => match entry.cursor {

@@ -18,6 +18,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use ometria_importer::ledger::{LedgerStore, LEDGER_FILE_NAME};
+use ometria_importer::RunSummary;
 use support::*;
 
 /// How many records of each id Ometria received.
@@ -405,4 +406,62 @@ async fn members_of_a_push_whose_answer_was_lost_are_pushed_again() {
         .collect();
     assert_eq!(again, first_push, "{}", buffer.contents());
     assert_eq!(completion_figure(&buffer.contents(), "unchanged"), 150);
+}
+
+/// Issue 17: an entry whose mapping changed since its last full read reads
+/// every member at its next sync — even with a cursor that is up to date —
+/// and pushes only the members whose record changed; once read with the
+/// new mapping, the entry is up to date again.
+#[actix_rt::test]
+async fn a_changed_mapping_reads_every_member_once_and_pushes_only_the_records_it_changes() {
+    let apis = Apis::start(
+        FakeMailchimp::default().with_list("L", generate_members(300, Utc::now())),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, file) = state_dir(r#"[{"list_id": "L", "items_per_request": 100}]"#);
+    let config = apis.config(dir.path());
+    let (log, buffer) = capture_log();
+    assert_eq!(run_once(&config, log.clone()).await, ok_once(), "{}", buffer.contents());
+    assert_eq!(apis.pushed().len(), 300);
+
+    // Up to date, and unchanged: nothing is read.
+    let queries = apis.mailchimp_queries().await.len();
+    assert_eq!(run_once(&config, log.clone()).await, RunSummary::default());
+    assert_eq!(apis.mailchimp_queries().await.len(), queries);
+
+    // One in five members has no first name: their records stay the same.
+    let mut state = read_json(&file);
+    state[0]["fields"] = serde_json::json!({"properties.first": "merge_fields.FNAME"});
+    std::fs::write(&file, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    assert_eq!(run_once(&config, log.clone()).await, ok_once(), "{}", buffer.contents());
+    let asked = apis.mailchimp_queries().await;
+    assert!(asked.len() > queries, "the changed mapping read nothing");
+    for q in &asked[queries..] {
+        assert!(
+            !q.contains_key("since_last_changed"),
+            "not every member was read: {q:?}"
+        );
+        assert!(q["fields"].contains("members.merge_fields.FNAME"), "{q:?}");
+    }
+    let again = &apis.pushed()[300..];
+    assert_eq!(again.len(), 240, "only the records the mapping changed");
+    assert!(again
+        .iter()
+        .all(|r| r["properties"]["first"].as_str().is_some_and(|f| !f.is_empty())));
+    let text = buffer.contents();
+    assert!(text.contains("mapping changed since its last full read"), "{text}");
+    assert_eq!(completion_figure(&text, "unchanged"), 60);
+    let row = &history(dir.path())[0];
+    assert_eq!(
+        (row.start.kind.as_str(), row.end.as_ref().unwrap().members_read),
+        ("SYNC", 300)
+    );
+    assert_eq!(read_json(&file)[0]["total_updates"], 240, "the sync was recorded");
+
+    // Read with the new mapping: up to date again.
+    let queries = apis.mailchimp_queries().await.len();
+    assert_eq!(run_once(&config, log).await, RunSummary::default());
+    assert_eq!(apis.mailchimp_queries().await.len(), queries);
+    assert_eq!(apis.pushed().len(), 540);
 }

@@ -18,9 +18,11 @@ use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{
-    AskReconcileStatus, CancelSync, Flush, LoadEntries, ReconcileFinished, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT,
+    AskMappings, AskReconcileStatus, CancelSync, Flush, LoadEntries, ReconcileFinished, Shutdown, SyncFinished, Tick,
+    FLUSH_TIMEOUT,
 };
 use super::reconciliation::Reconciliation;
+use crate::mapping::DEFAULT_FINGERPRINT;
 use crate::state::{format_for_log, Entry, EntryKey};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
@@ -212,7 +214,22 @@ impl Controller {
                     .and_then(Result::ok)
                     .unwrap_or_default(),
             };
-            Ok::<_, MailboxError>((entries, statuses))
+            // Entries whose mapping changed since their last full read (a
+            // ledger that cannot answer tells of none).
+            let keys: Vec<(String, u32)> = entries
+                .iter()
+                .map(|e| (e.key.list_id.clone(), e.key.rank as u32))
+                .collect();
+            let remaps: HashSet<EntryKey> = match ledger.send(AskMappings { entries: keys }).await {
+                Ok(Ok(fingerprints)) if fingerprints.len() == entries.len() => entries
+                    .iter()
+                    .zip(fingerprints)
+                    .filter(|(e, kept)| kept.unwrap_or(DEFAULT_FINGERPRINT) != e.mapping.fingerprint())
+                    .map(|(e, _)| e.key.clone())
+                    .collect(),
+                _ => HashSet::new(),
+            };
+            Ok::<_, MailboxError>((entries, statuses, remaps))
         };
         let load = views
             .into_actor(self)
@@ -221,7 +238,7 @@ impl Controller {
                     controller.tick_unanswered = false;
                 }
                 match views {
-                    Ok((entries, statuses)) => {
+                    Ok((entries, statuses, remaps)) => {
                         let statuses = statuses
                             .into_iter()
                             .map(|s| {
@@ -229,7 +246,7 @@ impl Controller {
                                 (s.list_id, (last, s.holds_members))
                             })
                             .collect();
-                        controller.plan(entries, statuses, asked_at, verbose, ctx)
+                        controller.plan(entries, statuses, remaps, asked_at, verbose, ctx)
                     }
                     Err(e) => {
                         error!(
@@ -262,6 +279,7 @@ impl Controller {
         &mut self,
         entries: Vec<Entry>,
         statuses: HashMap<String, (Option<DateTime<Utc>>, bool)>,
+        remaps: HashSet<EntryKey>,
         asked_at: u64,
         verbose: bool,
         ctx: &mut Context<Self>,
@@ -291,7 +309,18 @@ impl Controller {
                 continue; // the next plan sees its result
             }
             let backoff = self.backoff.get(&entry.key);
-            match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
+            let decision = match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
+                Decision::Due(SyncKind::Sync { .. }) | Decision::UpToDate { .. } if remaps.contains(&entry.key) => {
+                    if verbose {
+                        info!(self.entry_log(&entry.key), "controller: list {}'s mapping changed since its last full read: its next SYNC reads every member (only the records that change are pushed).", entry.key);
+                    }
+                    Decision::Due(SyncKind::Sync {
+                        cursor: DateTime::UNIX_EPOCH,
+                    })
+                }
+                decision => decision,
+            };
+            match decision {
                 Decision::Due(kind) => {
                     let without_cursor = self.without_cursor_since.get(&entry.key).copied().unwrap_or(now);
                     let since = due_since(&entry, kind, without_cursor, self.settings.refresh, backoff);

@@ -14,8 +14,9 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpPrevious, LookUpUnchanged,
-    MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RemoveMembers, StartRun, Unseen,
+    AskMappings, AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpPrevious,
+    LookUpUnchanged, MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RecordMapping, RemoveMembers, StartRun,
+    Unseen,
 };
 use crate::ledger::{LedgerError, LedgerStore, Previous};
 
@@ -153,6 +154,23 @@ impl Handler<RemoveMembers> for Ledger {
     fn handle(&mut self, m: RemoveMembers, _: &mut Self::Context) -> Self::Result {
         let ids: Vec<&str> = m.ids.iter().map(String::as_str).collect();
         self.store()?.remove(&m.list_id, &ids)
+    }
+}
+
+impl Handler<RecordMapping> for Ledger {
+    type Result = ();
+    fn handle(&mut self, m: RecordMapping, _: &mut Self::Context) {
+        // A fingerprint not kept only means one more full read later.
+        if let Ok(store) = self.store() {
+            let _ = store.record_mapping(&m.list_id, m.rank, m.fingerprint, m.now);
+        }
+    }
+}
+
+impl Handler<AskMappings> for Ledger {
+    type Result = Result<Vec<Option<u64>>, LedgerError>;
+    fn handle(&mut self, m: AskMappings, _: &mut Self::Context) -> Self::Result {
+        self.store()?.mapping_fingerprints(&m.entries)
     }
 }
 

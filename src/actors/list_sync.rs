@@ -40,7 +40,7 @@ use super::fetcher::Fetcher;
 use super::ledger::Ledger;
 use super::messages::{
     CancelSync, EndRun, FetchPage, FetchedPage, LookUpPrevious, LookUpUnchanged, MarkUncertain, PlanFinished,
-    PushBatch, Pushed, RecordAccepted, StartRun, StopWorker, SyncFinished,
+    PushBatch, Pushed, RecordAccepted, RecordMapping, StartRun, StopWorker, SyncFinished,
 };
 use super::state_keeper::StateKeeper;
 use super::writer::{WriteError, Writer};
@@ -793,6 +793,15 @@ impl ListSync {
             elapsed,
             total_updates: c.accepted + c.rejected,
         };
+        if self.window.since.is_none() && !self.planning_mode() {
+            // Every member was read with this mapping (issue 17).
+            self.deps.ledger.do_send(RecordMapping {
+                list_id: self.job.entry.key.list_id.clone(),
+                rank: self.job.entry.key.rank as u32,
+                fingerprint: self.job.entry.mapping.fingerprint(),
+                now: Utc::now().timestamp(),
+            });
+        }
         self.count_end("succeeded");
         self.close_run("succeeded", None);
         self.report(Ok(record));

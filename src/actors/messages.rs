@@ -171,6 +171,25 @@ pub struct PlanFinished {
     pub result: Result<EntryPlan, String>,
 }
 
+/// ListSync → Ledger: a successful sync read every member of the entry
+/// with the mapping of this fingerprint (issue 17).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordMapping {
+    pub list_id: String,
+    pub rank: u32,
+    pub fingerprint: u64,
+    pub now: i64,
+}
+
+/// Controller → Ledger: the mapping fingerprint of each entry's last full
+/// read (`None` for an entry it holds none for), in the order asked.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Option<u64>>, LedgerError>")]
+pub struct AskMappings {
+    pub entries: Vec<(String, u32)>,
+}
+
 /// ListSync → Ledger: records of one push answer that Ometria accepted.
 #[derive(Message)]
 #[rtype(result = "Result<(), LedgerError>")]
