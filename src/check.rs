@@ -1,7 +1,10 @@
-//! `check`: validates the environment and the state file, and prints what
-//! the next tick would do for each entry. Only with `--online` does it call
-//! an API: one page of one member of each list, from Mailchimp.
+//! `check`: validates the environment, the state file and `mappings.json`,
+//! and prints what the next tick would do for each entry, and what its
+//! mapping does (issue 17). Only with `--online` does it call an API: one
+//! page of one member of each list, from Mailchimp, and the merge fields of
+//! each list an entry maps merge fields of, to compare with the mappings.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -9,16 +12,20 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
 use crate::api::{http_client, ApiError};
-use crate::config::{Config, Settings};
-use crate::mailchimp::{page_total_items, MailchimpClient, MEMBER_FIELDS};
+use crate::config::{Config, OmetriaApi, Settings};
+use crate::mailchimp::{page_total_items, MailchimpClient, MergeField, MEMBER_FIELDS};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::state::{format_for_log, Consequence, StateFile};
 use crate::sync::{decide, Decision, PageRequest, Pass, SyncKind, Window};
 use crate::telemetry::metrics::Metrics;
 
-/// Exit codes: 0 all good, 1 a setting or an entry needs fixing (or, with
-/// `online`, Mailchimp refused a list), 2 the state file cannot be used at
-/// all.
+pub mod mapping;
+
+/// Exit codes: 0 all good, 1 a setting, an entry or `mappings.json` needs
+/// fixing (or, with `online`, Mailchimp refused a list or its merge
+/// fields), 2 the state file cannot be used at all. Warnings (a mapping
+/// `OMETRIA_API=record` does not send, a merge field a mapping cannot
+/// read) leave the exit code 0.
 pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn Write) -> io::Result<u8> {
     let mut problems = 0;
     let mut warnings = 0;
@@ -71,6 +78,11 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
         problems += usize::from(w.consequence == Consequence::Skipped);
         warnings += usize::from(w.consequence != Consequence::Skipped);
     }
+    // Checked whole, even the mappings no entry names yet.
+    for problem in document.mappings().problems() {
+        writeln!(out, "error: {problem}")?;
+        problems += 1;
+    }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
     for entry in &scan.entries {
@@ -117,6 +129,22 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
                 String::new()
             }
         )?;
+        if !entry.mapping.is_default() {
+            let named = entry
+                .mapping
+                .name
+                .as_deref()
+                .and_then(|name| document.mappings().get(name).ok());
+            writeln!(out, "list {}: {}", entry.key, mapping::describe(&entry.mapping, named))?;
+            if settings.ometria_api == OmetriaApi::Record {
+                writeln!(
+                    out,
+                    "warning: {}",
+                    mapping::record_api_warning(&entry.key, &entry.mapping)
+                )?;
+                warnings += 1;
+            }
+        }
     }
     if online {
         match &config {
@@ -124,9 +152,16 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
                 let mut list_ids: Vec<&str> = scan.entries.iter().map(|e| e.key.list_id.as_str()).collect();
                 list_ids.sort_unstable();
                 list_ids.dedup();
-                let answers = actix_rt::System::new().block_on(ask_mailchimp(config, &list_ids, now));
+                // Lists whose entries read merge fields: their merge fields are read too.
+                let mapped: BTreeSet<&str> = scan
+                    .entries
+                    .iter()
+                    .filter(|e| !e.mapping.merge_tags().is_empty())
+                    .map(|e| e.key.list_id.as_str())
+                    .collect();
+                let answers = actix_rt::System::new().block_on(ask_mailchimp(config, &list_ids, &mapped, now));
                 for (list_id, answer) in list_ids.iter().zip(answers) {
-                    match answer {
+                    match answer.members {
                         Ok(total) => writeln!(
                             out,
                             "ok: Mailchimp lets the key read list \"{list_id}\": {total} member(s), archived ones aside"
@@ -134,6 +169,28 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
                         Err(e) => {
                             writeln!(out, "error: list \"{list_id}\": {e}")?;
                             problems += 1;
+                        }
+                    }
+                    match answer.merge_fields {
+                        None => {}
+                        Some(Err(e)) => {
+                            writeln!(out, "error: list \"{list_id}\": reading its merge fields: {e}")?;
+                            problems += 1;
+                        }
+                        Some(Ok(fields)) => {
+                            let tags: Vec<&str> = fields.iter().map(|f| f.tag.as_str()).collect();
+                            writeln!(
+                                out,
+                                "ok: list \"{list_id}\" has {} merge field(s): {}",
+                                fields.len(),
+                                tags.join(", ")
+                            )?;
+                            for entry in scan.entries.iter().filter(|e| e.key.list_id == *list_id) {
+                                for w in mapping::merge_field_warnings(&entry.key, &entry.mapping, &fields) {
+                                    writeln!(out, "warning: {w}")?;
+                                    warnings += 1;
+                                }
+                            }
                         }
                     }
                 }
@@ -156,10 +213,26 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
     Ok(0)
 }
 
+/// What Mailchimp said of one list.
+struct ListAnswer {
+    /// The list's `total_items` (archived members aside).
+    members: Result<u64, ApiError>,
+    /// Its merge fields, asked for only when an entry of the list maps
+    /// merge fields and the members read succeeded (a list Mailchimp
+    /// refuses is one error, not two).
+    merge_fields: Option<Result<Vec<MergeField>, ApiError>>,
+}
+
 /// Reads one member of each list, as a sync would (same request, same
 /// retries of passing failures, at most `MAILCHIMP_MAX_CONNECTIONS` at a
-/// time): each list's `total_items`, or why Mailchimp would not tell.
-async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -> Vec<Result<u64, ApiError>> {
+/// time): each list's `total_items`, or why Mailchimp would not tell; then,
+/// the same way, the merge fields of the lists in `mapped` it could read.
+async fn ask_mailchimp(
+    config: &Config,
+    list_ids: &[&str],
+    mapped: &BTreeSet<&str>,
+    now: DateTime<Utc>,
+) -> Vec<ListAnswer> {
     let client = MailchimpClient::new(
         http_client(config.http_timeout),
         &config.mailchimp_base_url,
@@ -185,24 +258,40 @@ async fn ask_mailchimp(config: &Config, list_ids: &[&str], now: DateTime<Utc>) -
         ..config.retry
     };
     let outcomes = Outcomes::default();
-    let ask = |list_id: &str| {
-        let (client, outcomes, window) = (&client, &outcomes, &window);
-        let list_id = list_id.to_owned();
-        async move {
-            let attempt = |attempt| {
-                let list_id = &list_id;
-                async move {
-                    let (body, _) = client
-                        .members_page(list_id, window, request, MEMBER_FIELDS, attempt)
-                        .await?;
-                    page_total_items(&body)
-                }
-            };
-            policy.run(outcomes, attempt, |_, _, _| {}).await
-        }
-    };
-    stream::iter(list_ids.iter().map(|id| ask(id)))
-        .buffered(config.mailchimp_max_connections.max(1))
+    let connections = config.mailchimp_max_connections.max(1);
+    let (client, window, policy, outcomes) = (&client, &window, &policy, &outcomes);
+    let members: Vec<Result<u64, ApiError>> = stream::iter(list_ids.iter().map(|list_id| async move {
+        let attempt = |attempt| async move {
+            let (body, _) = client
+                .members_page(list_id, window, request, MEMBER_FIELDS, attempt)
+                .await?;
+            page_total_items(&body)
+        };
+        policy.run(outcomes, attempt, |_, _, _| {}).await
+    }))
+    .buffered(connections)
+    .collect()
+    .await;
+    let wanted: Vec<&str> = list_ids
+        .iter()
+        .zip(&members)
+        .filter(|(id, read)| read.is_ok() && mapped.contains(*id))
+        .map(|(id, _)| *id)
+        .collect();
+    let fields: Vec<Result<Vec<MergeField>, ApiError>> = stream::iter(wanted.iter().map(|list_id| async move {
+        let attempt = |attempt| client.merge_fields(list_id, attempt);
+        policy.run(outcomes, attempt, |_, _, _| {}).await
+    }))
+    .buffered(connections)
+    .collect()
+    .await;
+    let mut fields: HashMap<&str, _> = wanted.into_iter().zip(fields).collect();
+    list_ids
+        .iter()
+        .zip(members)
+        .map(|(id, members)| ListAnswer {
+            members,
+            merge_fields: fields.remove(id),
+        })
         .collect()
-        .await
 }

@@ -1,4 +1,6 @@
-//! Mailchimp Marketing API 3.0: list members, read page by page (SPEC §6).
+//! Mailchimp Marketing API 3.0: list members, read page by page (SPEC §6),
+//! and a list's merge fields, which `check --online` compares with the
+//! entries' mappings (issue 17).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -285,6 +287,86 @@ pub fn projected_members_url(
     )
 }
 
+/// At most this many merge fields are asked for, Mailchimp's largest
+/// `count`: far more than a list may have.
+pub const MAX_MERGE_FIELDS: u32 = 1000;
+
+/// The URL of a list's merge fields, asking only for what `check --online`
+/// compares with a mapping.
+pub fn merge_fields_url(base_url: &str, list_id: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("count", &MAX_MERGE_FIELDS.to_string())
+        .append_pair(
+            "fields",
+            "merge_fields.tag,merge_fields.type,merge_fields.options,total_items",
+        )
+        .finish();
+    format!(
+        "{base_url}/lists/{}/merge-fields?{query}",
+        utf8_percent_encode(list_id, PATH_SEGMENT)
+    )
+}
+
+/// One merge field of a list (Marketing API 3.0, List merge fields), as
+/// far as a mapping cares.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct MergeField {
+    /// The tag a member's `merge_fields` holds its value under (`PHONE`).
+    pub tag: String,
+    /// `text`, `number`, `address`, `phone`, `date`, `url`, `imageurl`,
+    /// `radio`, `dropdown`, `birthday` or `zip`.
+    #[serde(rename = "type", default)]
+    pub field_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub options: MergeFieldOptions,
+}
+
+/// The options of a merge field that tell how its values read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct MergeFieldOptions {
+    /// A `phone` field's format: `US` (numbers written `(555) 123-4567`,
+    /// no country code) or international.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub phone_format: Option<String>,
+    /// A `date` or `birthday` field's format as shown to subscribers
+    /// (`MM/DD/YYYY`, `DD/MM`…).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub date_format: Option<String>,
+}
+
+fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(lenient_text(d)?.map(Cow::into_owned))
+}
+
+/// Reads an answer of `GET /lists/{list_id}/merge-fields`. Errors:
+/// [`ApiError::Malformed`] for a body that is not one, or that holds fewer
+/// merge fields than its `total_items` (the comparison needs them all).
+pub fn parse_merge_fields(body: &[u8]) -> Result<Vec<MergeField>, ApiError> {
+    #[derive(Deserialize)]
+    struct Page {
+        #[serde(default)]
+        merge_fields: Vec<MergeField>,
+        total_items: u64,
+    }
+    let malformed = |message: String| ApiError::Malformed {
+        api: Api::Mailchimp,
+        message,
+    };
+    let page: Page = serde_json::from_slice(without_bom(body)).map_err(|e| malformed(format!("merge fields: {e}")))?;
+    if (page.merge_fields.len() as u64) < page.total_items {
+        return Err(malformed(format!(
+            "merge fields: the answer holds {} of the list's {}",
+            page.merge_fields.len(),
+            page.total_items
+        )));
+    }
+    Ok(page.merge_fields)
+}
+
 /// What to fix when Mailchimp refuses a request.
 fn hint(status: u16) -> &'static str {
     match status {
@@ -354,6 +436,25 @@ impl MailchimpClient {
         attempt: u32,
     ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
         let url = projected_members_url(&self.base_url, list_id, window, page, fields);
+        self.get(url, attempt).await
+    }
+
+    /// The merge fields of list `list_id` (Marketing API 3.0, List merge
+    /// fields: `GET /lists/{list_id}/merge-fields`), their tag, type and
+    /// options only, in Mailchimp's order; for `check --online` (issue 17).
+    /// One attempt, number `attempt` of the caller's retries, with the
+    /// members read's authentication and timeouts.
+    ///
+    /// Errors: those of a members read (a refusal names what to fix), and
+    /// [`ApiError::Malformed`] for an answer that is not a merge-fields
+    /// page or holds fewer fields than its `total_items`.
+    pub async fn merge_fields(&self, list_id: &str, attempt: u32) -> Result<Vec<MergeField>, ApiError> {
+        let (body, _) = self.get(merge_fields_url(&self.base_url, list_id), attempt).await?;
+        parse_merge_fields(&body)
+    }
+
+    /// One GET of `url`: the body and Mailchimp's clock when it answered.
+    async fn get(&self, url: String, attempt: u32) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
         let timeout = self.patience.for_attempt(attempt);
         let request = self
             .http
@@ -549,6 +650,43 @@ mod tests {
         assert_eq!(page.members[0].merge_fields.LNAME.as_deref(), Some("42"));
         assert_eq!(page.members[1], Member::default());
         assert_eq!(page.members[2], Member::default());
+    }
+
+    #[test]
+    fn merge_fields_are_asked_for_and_read_leniently() {
+        assert_eq!(
+            merge_fields_url("http://h/3.0", "a/b"),
+            "http://h/3.0/lists/a%2Fb/merge-fields?count=1000&fields=merge_fields.tag%2Cmerge_fields.type%2Cmerge_fields.options%2Ctotal_items"
+        );
+        let fields = parse_merge_fields(
+            br#"{"merge_fields": [
+                {"tag": "PHONE", "type": "phone", "options": {"phone_format": "US"}},
+                {"tag": "BIRTHDAY", "type": "birthday", "options": {"date_format": "MM/DD", "size": 25}},
+                {"tag": "FNAME", "type": "text", "options": null},
+                {"tag": "X", "type": "text"}
+            ], "total_items": 4}"#,
+        )
+        .unwrap();
+        assert_eq!(fields.len(), 4);
+        assert_eq!(
+            (fields[0].tag.as_str(), fields[0].field_type.as_str()),
+            ("PHONE", "phone")
+        );
+        assert_eq!(fields[0].options.phone_format.as_deref(), Some("US"));
+        assert_eq!(fields[1].options.date_format.as_deref(), Some("MM/DD"));
+        assert_eq!(fields[2].options, MergeFieldOptions::default());
+        let short = parse_merge_fields(br#"{"merge_fields": [], "total_items": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("merge fields: the answer holds 0 of the list's 2"),
+            "{short}"
+        );
+        let broken = parse_merge_fields(br#"{"merge_fields": 3}"#).unwrap_err().to_string();
+        assert!(
+            broken.contains("Mailchimp sent an unreadable answer: merge fields:"),
+            "{broken}"
+        );
     }
 
     #[test]

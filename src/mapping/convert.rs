@@ -59,7 +59,7 @@ pub enum Converted {
 
 /// The parts of a Mailchimp `address` merge field (Marketing API 3.0,
 /// Merge fields: `addr1`, `addr2`, `city`, `state`, `zip`, `country`).
-const ADDRESS_PARTS: [&str; 6] = ["addr1", "addr2", "city", "state", "zip", "country"];
+pub const ADDRESS_PARTS: [&str; 6] = ["addr1", "addr2", "city", "state", "zip", "country"];
 
 /// E.164 numbers hold at most 15 digits; 7 is the shortest in use
 /// (country code and subscriber number together).
