@@ -133,7 +133,8 @@ impl Target {
                     "{text:?} is not a property path: write properties.<name>, nested with single dots"
                 ));
             }
-            if path.len() == 1 && OWNED_PROPERTIES.contains(&path[0].as_str()) {
+            // `properties.mailchimp_status.x` too: the record would hold the name twice.
+            if OWNED_PROPERTIES.contains(&path[0].as_str()) {
                 return Err(format!(
                     "{text:?} is written by the importer itself (SPEC §5) and cannot be mapped"
                 ));
@@ -584,6 +585,11 @@ mod tests {
             ),
             (
                 json!({"fields": {"properties.mailchimp_status": "status"}}),
+                "fields",
+                "written by the importer itself",
+            ),
+            (
+                json!({"fields": {"properties.mailchimp_list_id.x": "status"}}),
                 "fields",
                 "written by the importer itself",
             ),

@@ -757,3 +757,27 @@ async fn an_invalid_mapping_skips_only_its_entry() {
     assert!(state[2]["latest_timestamp"].is_string(), "{state}");
     assert_eq!(state[2]["total_updates"], 6);
 }
+
+/// A property inside one the importer writes (`mailchimp_status`) would
+/// be written twice in a record, the mapped value over the importer's: it
+/// cannot be mapped, and its entry is skipped as any invalid mapping is.
+#[actix_rt::test]
+async fn a_property_inside_one_the_importer_writes_cannot_be_mapped() {
+    let apis = Apis::start(projecting(&[("L", subscribed(3))]), FakeOmetria::default()).await;
+    let (dir, file) = state_of(json!([{"list_id": "L", "fields": {"properties.mailchimp_status.code": "status"}}]));
+    let before = std::fs::read(&file).unwrap();
+    let (log, buffer) = capture_log();
+    let summary = run_once(&apis.config(dir.path()), log).await;
+    let text = buffer.contents();
+    assert_eq!(summary, RunSummary::default(), "{text}");
+    assert_eq!(apis.pushed(), Vec::<Value>::new(), "{text}");
+    assert!(apis.mailchimp_queries().await.is_empty());
+    assert!(
+        text.contains(
+            "state: entry at index 0 (list_id \"L\"), field \"fields\": \"properties.mailchimp_status.code\" \
+             is written by the importer itself (SPEC §5) and cannot be mapped; entry skipped until it is fixed"
+        ),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
