@@ -472,9 +472,17 @@ impl Mapping {
         }
         paths.push("timestamp_opt".into());
         paths.push("last_changed".into());
+        // A value asked for whole and by a part (`merge_fields.ADDRESS` and
+        // `merge_fields.ADDRESS.country`) may come back as the part alone
+        // (Mailchimp does not say): ask for the whole only.
+        let covers = |whole: &str, part: &str| {
+            part.strip_prefix(whole)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
         for (_, source) in self.rules() {
             let path = source.to_string();
-            if !paths.contains(&path) {
+            if !paths.iter().any(|p| covers(p, &path)) {
+                paths.retain(|p| !covers(&path, p));
                 paths.push(path);
             }
         }
@@ -555,6 +563,26 @@ mod tests {
         );
         assert!(!m.default_name(ContactField::Firstname) && !m.default_name(ContactField::Lastname));
         assert_eq!(m.rules().count(), 1);
+    }
+
+    #[test]
+    fn a_value_read_whole_and_by_a_part_is_asked_for_whole() {
+        let m = mapping(json!({"fields": {"country_id": "merge_fields.ADDRESS.country",
+            "properties.address": "merge_fields.ADDRESS", "properties.tag_names": "tags.name",
+            "properties.tags": "tags", "properties.addr": "merge_fields.ADDRESS2"}}))
+        .unwrap();
+        let projection = m.projection();
+        let mapped: Vec<&str> = projection.split(',').skip(7).collect();
+        assert_eq!(
+            mapped,
+            [
+                "members.merge_fields.ADDRESS2",
+                "members.merge_fields.ADDRESS",
+                "members.tags",
+                "total_items"
+            ],
+            "{projection}"
+        );
     }
 
     #[test]

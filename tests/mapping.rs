@@ -781,3 +781,37 @@ async fn a_property_inside_one_the_importer_writes_cannot_be_mapped() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);
 }
+
+/// A whole merge field and a part of it, both mapped: Mailchimp is asked
+/// for the whole only (asked for both, the fake answers the part alone;
+/// Mailchimp does not document which), and each target gets its value.
+#[actix_rt::test]
+async fn a_whole_value_and_a_part_of_it_can_both_be_mapped() {
+    let members = vec![subscribed(1)[0].clone().with_merge_field(
+        "ADDRESS",
+        json!({"addr1": "1 High St", "addr2": "", "city": "Leeds", "state": "", "zip": "LS1 1AA", "country": "GB"}),
+    )];
+    let apis = Apis::start(projecting(&[("L", members.clone())]), FakeOmetria::default()).await;
+    let (dir, _file) = state_of(json!([{"list_id": "L", "fields": {
+        "country_id": "merge_fields.ADDRESS.country", "properties.address": "merge_fields.ADDRESS"}}]));
+    let (log, buffer) = capture_log();
+    assert_eq!(
+        run_once(&apis.config(dir.path()), log).await,
+        ok_once(),
+        "{}",
+        buffer.contents()
+    );
+
+    let want = record(
+        &members[0],
+        "L",
+        json!({"country_id": "GB",
+               "properties": {"address": {"addr1": "1 High St", "city": "Leeds", "zip": "LS1 1AA", "country": "GB"}}}),
+    );
+    assert_eq!(apis.pushed(), [want]);
+    for fields in &fields_asked(&apis).await["L"] {
+        let paths: Vec<&str> = fields.split(',').collect();
+        assert!(paths.contains(&"members.merge_fields.ADDRESS"), "{fields}");
+        assert!(!paths.contains(&"members.merge_fields.ADDRESS.country"), "{fields}");
+    }
+}
