@@ -133,7 +133,8 @@ impl Target {
                     "{text:?} is not a property path: write properties.<name>, nested with single dots"
                 ));
             }
-            if path.len() == 1 && OWNED_PROPERTIES.contains(&path[0].as_str()) {
+            // `properties.mailchimp_status.x` too: the record would hold the name twice.
+            if OWNED_PROPERTIES.contains(&path[0].as_str()) {
                 return Err(format!(
                     "{text:?} is written by the importer itself (SPEC §5) and cannot be mapped"
                 ));
@@ -504,9 +505,17 @@ impl Mapping {
         }
         paths.push("timestamp_opt".into());
         paths.push("last_changed".into());
+        // A value asked for whole and by a part (`merge_fields.ADDRESS` and
+        // `merge_fields.ADDRESS.country`) may come back as the part alone
+        // (Mailchimp does not say): ask for the whole only.
+        let covers = |whole: &str, part: &str| {
+            part.strip_prefix(whole)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
         for (_, source) in self.rules() {
             let path = source.to_string();
-            if !paths.contains(&path) {
+            if !paths.iter().any(|p| covers(p, &path)) {
+                paths.retain(|p| !covers(&path, p));
                 paths.push(path);
             }
         }
@@ -616,6 +625,26 @@ mod tests {
     }
 
     #[test]
+    fn a_value_read_whole_and_by_a_part_is_asked_for_whole() {
+        let m = mapping(json!({"fields": {"country_id": "merge_fields.ADDRESS.country",
+            "properties.address": "merge_fields.ADDRESS", "properties.tag_names": "tags.name",
+            "properties.tags": "tags", "properties.addr": "merge_fields.ADDRESS2"}}))
+        .unwrap();
+        let projection = m.projection();
+        let mapped: Vec<&str> = projection.split(',').skip(7).collect();
+        assert_eq!(
+            mapped,
+            [
+                "members.merge_fields.ADDRESS2",
+                "members.merge_fields.ADDRESS",
+                "members.tags",
+                "total_items"
+            ],
+            "{projection}"
+        );
+    }
+
+    #[test]
     fn order_written_does_not_matter() {
         let a = mapping(json!({"fields": {"properties.b": "vip", "phone_number": "merge_fields.PHONE", "properties.a": "language"}})).unwrap();
         let b = mapping(json!({"fields": {"properties.a": "language", "properties.b": "vip", "phone_number": "merge_fields.PHONE"}})).unwrap();
@@ -643,6 +672,11 @@ mod tests {
             ),
             (
                 json!({"fields": {"properties.mailchimp_status": "status"}}),
+                "fields",
+                "written by the importer itself",
+            ),
+            (
+                json!({"fields": {"properties.mailchimp_list_id.x": "status"}}),
                 "fields",
                 "written by the importer itself",
             ),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use wiremock::matchers::{basic_auth, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -17,6 +17,7 @@ use ometria_importer::config::Config;
 use ometria_importer::importer::RunError;
 use ometria_importer::importer::{run, Signals};
 use ometria_importer::retry::RetryPolicy;
+use ometria_importer::sandbox::projection::FieldTree;
 use ometria_importer::sandbox::{Sandbox, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
 use ometria_importer::telemetry::log::{logger, SharedBuffer};
 use ometria_importer::{RunMode, RunSummary};
@@ -34,11 +35,17 @@ pub struct FakeMember {
     pub lname: String,
     pub timestamp_opt: String,
     pub last_changed: DateTime<Utc>,
+    /// More merge fields (`PHONE`, `ADDRESS`, `BIRTHDAY`…), over the
+    /// default ones of [`FakeMember::to_json`].
+    pub merge_fields: Map<String, Value>,
+    /// More of the member (`tags`, `vip`, `location`…), over the fields
+    /// [`FakeMember::to_json`] writes.
+    pub extra: Map<String, Value>,
 }
 
 impl FakeMember {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut member = json!({
             "id": format!("hash-{}", self.id),
             "email_address": self.email,
             "unique_email_id": self.id,
@@ -49,7 +56,23 @@ impl FakeMember {
             "last_changed": self.last_changed.to_rfc3339(),
             "list_id": "ignored",
             "tags": [],
-        })
+        });
+        let merge_fields = member["merge_fields"].as_object_mut().unwrap();
+        merge_fields.extend(self.merge_fields.clone());
+        member.as_object_mut().unwrap().extend(self.extra.clone());
+        member
+    }
+
+    /// The member with merge field `tag` holding `value`.
+    pub fn with_merge_field(mut self, tag: &str, value: Value) -> Self {
+        self.merge_fields.insert(tag.into(), value);
+        self
+    }
+
+    /// The member with its field `name` holding `value` (`tags`, `vip`…).
+    pub fn with(mut self, name: &str, value: Value) -> Self {
+        self.extra.insert(name.into(), value);
+        self
     }
 
     /// The contact the importer must push for this member.
@@ -97,6 +120,8 @@ pub fn generate_members(n: usize, until: DateTime<Utc>) -> Vec<FakeMember> {
             timestamp_opt: "2019-01-02T03:04:05+00:00".into(),
             // Two members per second, ending an hour before `until`.
             last_changed: until - chrono::Duration::seconds(3600 + (n - i) as i64 / 2),
+            merge_fields: Map::new(),
+            extra: Map::new(),
         })
         .collect()
 }
@@ -143,6 +168,9 @@ pub struct FakeMailchimp {
     pub ignores_status: bool,
     /// Mailchimp's clock this far from ours: its answers' `Date` header.
     pub clock_offset: Option<chrono::Duration>,
+    /// Answer with only what the request's `fields` names, as Mailchimp
+    /// does (off: every member whole, whatever was asked).
+    pub applies_fields: bool,
 }
 
 impl FakeMailchimp {
@@ -220,9 +248,11 @@ impl Respond for FakeMailchimp {
         if let Some(edit) = self.edit {
             edit(members, &mut page);
         }
-        let answer = ResponseTemplate::new(200)
-            .set_body_json(json!({"members": page, "list_id": list_id, "total_items": selected.len(), "_links": []}))
-            .set_delay(self.delay);
+        let mut body = json!({"members": page, "list_id": list_id, "total_items": selected.len(), "_links": []});
+        if let Some(fields) = q.get("fields").filter(|_| self.applies_fields) {
+            FieldTree::parse(fields).keep(&mut body);
+        }
+        let answer = ResponseTemplate::new(200).set_body_json(body).set_delay(self.delay);
         match self.clock_offset {
             Some(offset) => answer.insert_header(
                 "date",
