@@ -630,6 +630,11 @@ async fn a_reconciliation_opts_out_deleted_members_in_the_entrys_collection() {
         })
         .collect();
     ledger.record_accepted("L", now - 60, &accepted).unwrap();
+    // …and read every member with this mapping.
+    let mut mapping = ometria_importer::mapping::Mapping::default();
+    let entry = read_json(&file)[0].clone();
+    mapping.overlay(entry.as_object().unwrap()).unwrap();
+    ledger.record_mapping("L", 0, mapping.fingerprint(), now - 60).unwrap();
     drop(ledger);
     let before = std::fs::read(&file).unwrap();
     let (log, buffer) = capture_log();
