@@ -353,6 +353,13 @@ impl Mapping {
                             ))
                         }
                     };
+                    // Restating the default is the default: same records, same fingerprint.
+                    if let Target::Contact(field) = target {
+                        if source.is_some() && source == self.default_source(field) {
+                            self.fields.remove(&target);
+                            continue;
+                        }
+                    }
                     self.fields.insert(target, source);
                 }
                 self.check_nesting().map_err(|p| error(FIELD_FIELDS, p))?;
@@ -457,6 +464,15 @@ impl Mapping {
     /// Whether this is SPEC §5's mapping alone.
     pub fn is_default(&self) -> bool {
         *self == Mapping::default()
+    }
+
+    /// The default mapping's source of `field` (`FNAME` for `firstname`,
+    /// `LNAME` for `lastname`), if it has one.
+    fn default_source(&self, field: ContactField) -> Option<SourcePath> {
+        DEFAULT_NAMES
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, tag)| SourcePath(vec!["merge_fields".into(), (*tag).into()]))
     }
 
     /// Where `firstname` or `lastname` comes from: the default merge tag,
@@ -642,6 +658,20 @@ mod tests {
             ],
             "{projection}"
         );
+    }
+
+    /// The breaker's: restating a default name is the default mapping, and
+    /// pushes nobody again.
+    #[test]
+    fn restating_the_default_names_is_the_default() {
+        let m = mapping(json!({"fields": {"firstname": "merge_fields.FNAME", "lastname": "merge_fields.LNAME"}})).unwrap();
+        assert!(m.is_default(), "{m:?}");
+        assert_eq!(m.fingerprint(), DEFAULT_FINGERPRINT);
+        // Over a named mapping that took it elsewhere, it brings the default back.
+        let mut m = mapping(json!({"fields": {"firstname": "merge_fields.NICK"}})).unwrap();
+        m.overlay(json!({"fields": {"firstname": "merge_fields.FNAME"}}).as_object().unwrap())
+            .unwrap();
+        assert!(m.is_default());
     }
 
     #[test]

@@ -152,10 +152,12 @@ pub struct Contact<'a> {
     pub force_optin: bool,
     pub id: &'a str,
     pub email: &'a str,
+    /// `FNAME`, or what the entry's mapping reads instead (always in this
+    /// place of the record, so that restating the default changes no byte).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firstname: Option<&'a str>,
+    pub firstname: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lastname: Option<&'a str>,
+    pub lastname: Option<Cow<'a, str>>,
     /// Contact fields the entry's mapping adds (issue 17), in record order.
     #[serde(flatten)]
     pub mapped: MappedFields,
@@ -215,14 +217,14 @@ struct LegacyRecord<'a> {
     lastname: Option<&'a str>,
 }
 
-impl<'a> From<&Contact<'a>> for LegacyRecord<'a> {
-    fn from(c: &Contact<'a>) -> Self {
+impl<'a> From<&'a Contact<'_>> for LegacyRecord<'a> {
+    fn from(c: &'a Contact<'_>) -> Self {
         LegacyRecord {
             id: c.id,
             email: c.email,
             status: c.properties.mailchimp_status,
-            firstname: c.firstname,
-            lastname: c.lastname,
+            firstname: c.firstname.as_deref(),
+            lastname: c.lastname.as_deref(),
         }
     }
 }
@@ -250,11 +252,11 @@ pub fn encode(contact: &Contact, api: OmetriaApi, parsed: ParsedFrom, out: &mut 
     text(out, contact.id, parsed);
     out.extend_from_slice(br#","email":"#);
     text(out, contact.email, parsed);
-    if let Some(name) = contact.firstname {
+    if let Some(name) = contact.firstname.as_deref() {
         out.extend_from_slice(br#","firstname":"#);
         text(out, name, parsed);
     }
-    if let Some(name) = contact.lastname {
+    if let Some(name) = contact.lastname.as_deref() {
         out.extend_from_slice(br#","lastname":"#);
         text(out, name, parsed);
     }
@@ -653,8 +655,8 @@ mod tests {
                 force_optin: i % 4 == 1,
                 id: text,
                 email: text,
-                firstname: (i % 2 == 0).then_some(*text),
-                lastname: (i % 3 == 0).then_some(*text),
+                firstname: (i % 2 == 0).then_some(Cow::Borrowed(*text)),
+                lastname: (i % 3 == 0).then_some(Cow::Borrowed(*text)),
                 mapped: MappedFields(mapped.unwrap_or_default()),
                 marketing_optin: optins[i % 3],
                 timestamp_subscribed: (i % 2 == 1).then_some(Cow::Borrowed(*text)),
@@ -828,7 +830,7 @@ mod tests {
             force_optin: true,
             id: "u1",
             email: "a@x.io",
-            firstname: Some("Zoë"),
+            firstname: Some("Zoë".into()),
             lastname: None,
             mapped: MappedFields(vec![("phone_number", serde_json::json!("+4420"))]),
             marketing_optin: MarketingOptin::ExplicitlyOptedout,

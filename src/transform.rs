@@ -318,10 +318,23 @@ pub fn map_member<'a>(
     };
     let mut fields = vec![];
     let mut properties = Map::new();
+    let mut firstname = present(&member.merge_fields.FNAME)
+        .filter(|_| mapping.default_name(ContactField::Firstname))
+        .map(Cow::Borrowed);
+    let mut lastname = present(&member.merge_fields.LNAME)
+        .filter(|_| mapping.default_name(ContactField::Lastname))
+        .map(Cow::Borrowed);
     if let Some(raw) = raw {
         for (target, source) in mapping.rules() {
             let value = source.find(raw);
             match convert(target, source, value.as_ref(), now) {
+                // A mapped name goes where the default one does.
+                Converted::Sent(Value::String(name)) if *target == Target::Contact(ContactField::Firstname) => {
+                    firstname = Some(Cow::Owned(name))
+                }
+                Converted::Sent(Value::String(name)) if *target == Target::Contact(ContactField::Lastname) => {
+                    lastname = Some(Cow::Owned(name))
+                }
                 Converted::Sent(value) => match target {
                     Target::Contact(field) => fields.push((field.name(), value)),
                     Target::Property(path) => insert_property(&mut properties, path, value),
@@ -334,13 +347,6 @@ pub fn map_member<'a>(
             }
         }
     }
-    let name = |field: ContactField, value: &'a Option<Cow<'_, str>>| {
-        if mapping.default_name(field) {
-            present(value)
-        } else {
-            None
-        }
-    };
     Ok(Mapped {
         contact: Contact {
             record_type: "contact",
@@ -348,8 +354,8 @@ pub fn map_member<'a>(
             force_optin: mapping.force_optin,
             id,
             email,
-            firstname: name(ContactField::Firstname, &member.merge_fields.FNAME),
-            lastname: name(ContactField::Lastname, &member.merge_fields.LNAME),
+            firstname,
+            lastname,
             mapped: MappedFields(fields),
             marketing_optin: marketing_optin(status),
             timestamp_subscribed,
@@ -752,7 +758,7 @@ mod tests {
         let mut m = member("subscribed");
         m.merge_fields.FNAME = Some("Zo\u{fffd}".into());
         let contact = member_to_contact(&m, "l", now()).unwrap().contact;
-        assert_eq!(contact.firstname, Some("Zo\u{fffd}"));
+        assert_eq!(contact.firstname.as_deref(), Some("Zo\u{fffd}"));
     }
 
     /// Issue 17: a mapping adds converted fields and properties, may take
@@ -801,6 +807,15 @@ mod tests {
                 value: "04/22".into()
             }]
         );
+        // A mapped name goes where the default one goes: the record's bytes
+        // do not depend on which of the two names is mapped.
+        let mut only_first = Mapping::default();
+        only_first
+            .overlay(json!({"fields": {"firstname": "merge_fields.NICK"}}).as_object().unwrap())
+            .unwrap();
+        let mapped = map_member(&m, Some(&raw), &only_first, "L1", now()).unwrap();
+        let text = serde_json::to_string(&mapped.contact).unwrap();
+        assert!(text.contains(r#""email":"urist.mcvankab@example.com","firstname":"Uri","lastname":"McVankab","marketing_optin""#), "{text}");
         // The deleted member's opt-out lands in the same collection.
         let deleted = deleted_contact("u1", "a@x.io", "L1", &mapping);
         assert_eq!((deleted.collection, deleted.force_optin), (Some("mailchimp_uk"), true));
