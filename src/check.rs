@@ -85,8 +85,14 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
     }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
+    // Read from the ledger, a local file: what the daemon will find there.
+    let remapped = crate::plan::remapped_entries(&settings.state_dir, &scan.entries);
     for entry in &scan.entries {
         let plan = match decide(entry, now, refresh, overlap_std, false, None) {
+            Decision::Due(SyncKind::Sync { .. }) | Decision::UpToDate { .. } if remapped.contains(&entry.key) => {
+                "SYNC of every member (its mapping changed since its last full read; only the records that change are pushed)"
+                    .to_string()
+            }
             Decision::Due(SyncKind::Load) => match entry.cursor {
                 None => "LOAD (no latest_timestamp: the whole list)".to_string(),
                 Some(cursor) => {

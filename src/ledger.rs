@@ -27,6 +27,10 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use xxhash_rust::xxh3::xxh3_64;
 
+/// What a path must escape in an SQLite URI (`file:…`): `?` and `#` end
+/// the path, `%` starts an escape; the rest is taken as it is.
+const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'?').add(b'#').add(b'%');
+
 /// The ledger's file name in the state folder.
 pub const LEDGER_FILE_NAME: &str = "ledger.sqlite3";
 
@@ -233,15 +237,31 @@ impl LedgerStore {
         })
     }
 
-    /// Opens an existing ledger to read only (`history`). Errors: no
-    /// ledger there, or not one this code can read.
+    /// Opens an existing ledger to read only (`history`, `plan`, `check`).
+    /// A ledger with no write-ahead log beside it (no importer has it open)
+    /// is opened immutable, so that not even SQLite's `-shm` index is
+    /// created beside it; with one, SQLite must share the writer's index.
+    /// Errors: no ledger there, or not one this code can read.
     pub fn open_read_only(dir: &Path) -> Result<LedgerStore, LedgerError> {
         let path = dir.join(LEDGER_FILE_NAME);
         let error = |source| LedgerError {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(error)?;
+        if !path.exists() {
+            return Err(error(rusqlite::Error::InvalidPath(path.clone())));
+        }
+        let wal = dir.join(format!("{LEDGER_FILE_NAME}-wal"));
+        let conn = if wal.exists() {
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(error)?
+        } else {
+            let encoded = percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_PATH).to_string();
+            Connection::open_with_flags(
+                format!("file:{encoded}?immutable=1"),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(error)?
+        };
         conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
         Ok(LedgerStore {
             conn,

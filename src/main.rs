@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             return ExitCode::from(done.unwrap_or(history::EXIT_NO_LEDGER));
         }
         Command::Plan(args) => {
-            return match plan::run(&cli.settings, &args, &mut io::stdout(), log.clone()) {
+            return match plan::run(&cli.settings, &args, &mut io::stdout(), &mut io::stderr(), log.clone()) {
                 Ok(code) => ExitCode::from(code),
                 Err(_) => ExitCode::FAILURE,
             };

@@ -664,13 +664,18 @@ mod tests {
     /// pushes nobody again.
     #[test]
     fn restating_the_default_names_is_the_default() {
-        let m = mapping(json!({"fields": {"firstname": "merge_fields.FNAME", "lastname": "merge_fields.LNAME"}})).unwrap();
+        let m =
+            mapping(json!({"fields": {"firstname": "merge_fields.FNAME", "lastname": "merge_fields.LNAME"}})).unwrap();
         assert!(m.is_default(), "{m:?}");
         assert_eq!(m.fingerprint(), DEFAULT_FINGERPRINT);
         // Over a named mapping that took it elsewhere, it brings the default back.
         let mut m = mapping(json!({"fields": {"firstname": "merge_fields.NICK"}})).unwrap();
-        m.overlay(json!({"fields": {"firstname": "merge_fields.FNAME"}}).as_object().unwrap())
-            .unwrap();
+        m.overlay(
+            json!({"fields": {"firstname": "merge_fields.FNAME"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
         assert!(m.is_default());
     }
 

@@ -45,7 +45,15 @@ pub const EXIT_FIX_FIRST: u8 = 2;
 /// 0 when every planned entry could be read, 1 when one could not (or
 /// `--list` names no entry), [`EXIT_FIX_FIRST`] for settings or a state
 /// file that must be fixed first.
-pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logger) -> io::Result<u8> {
+/// With `--json`, stdout holds only the JSON: errors go to `err`.
+pub fn run(
+    settings: &Settings,
+    args: &PlanArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    log: Logger,
+) -> io::Result<u8> {
+    let say: &mut dyn Write = if args.json { err } else { &mut *out };
     // A plan pushes nothing: the Ometria key is not needed.
     let mut settings = settings.clone();
     if settings.ometria_apikey.is_none() {
@@ -55,7 +63,7 @@ pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logge
         Ok(config) => config,
         Err(errors) => {
             for e in errors {
-                writeln!(out, "error: {e}")?;
+                writeln!(say, "error: {e}")?;
             }
             return Ok(EXIT_FIX_FIRST);
         }
@@ -64,23 +72,20 @@ pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logge
     let document = match file.load() {
         Ok(document) => document,
         Err(e) => {
-            writeln!(out, "error: {e}")?;
+            writeln!(say, "error: {e}")?;
             return Ok(EXIT_FIX_FIRST);
         }
     };
     let scan = document.entries();
-    if !args.json {
-        // With --json they are on stderr only (the log), as every warning.
-        for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
-            writeln!(out, "skipped: {w}")?;
-        }
+    for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
+        writeln!(say, "skipped: {w}")?;
     }
-    let remaps = remaps(&config.state_dir, &scan.entries);
+    let remaps = remapped_entries(&config.state_dir, &scan.entries);
     let jobs = jobs(&scan.entries, &remaps, args.list_id.as_deref(), Utc::now(), &settings);
     if jobs.is_empty() {
         match &args.list_id {
             Some(list_id) => {
-                writeln!(out, "plan: state.json has no valid entry for list \"{list_id}\".")?;
+                writeln!(say, "plan: state.json has no valid entry for list \"{list_id}\".")?;
                 return Ok(1);
             }
             None => {
@@ -101,17 +106,21 @@ pub fn run(settings: &Settings, args: &PlanArgs, out: &mut dyn Write, log: Logge
     Ok(u8::from(results.iter().any(|(_, r)| r.is_err())))
 }
 
-/// The entries whose mapping changed since their last full read, by the
-/// ledger (read only; none without one), as the Controller finds them.
-fn remaps(state_dir: &std::path::Path, entries: &[Entry]) -> HashSet<EntryKey> {
-    if !state_dir.join(LEDGER_FILE_NAME).exists() {
-        return HashSet::new();
-    }
+/// The entries whose mapping changed since their last full read, as the
+/// Controller finds them: by the ledger, read only; without a ledger (the
+/// daemon would start an empty one), every entry with a mapping of its own.
+/// A ledger that cannot be read tells of none (the daemon's would not either).
+pub fn remapped_entries(state_dir: &std::path::Path, entries: &[Entry]) -> HashSet<EntryKey> {
     let keys: Vec<(String, u32)> = entries
         .iter()
         .map(|e| (e.key.list_id.clone(), e.key.rank as u32))
         .collect();
-    match LedgerStore::open_read_only(state_dir).and_then(|l| l.mapping_fingerprints(&keys)) {
+    let kept = if state_dir.join(LEDGER_FILE_NAME).exists() {
+        LedgerStore::open_read_only(state_dir).and_then(|l| l.mapping_fingerprints(&keys))
+    } else {
+        Ok(vec![None; keys.len()])
+    };
+    match kept {
         Ok(kept) => entries
             .iter()
             .zip(kept)

@@ -811,11 +811,20 @@ mod tests {
         // do not depend on which of the two names is mapped.
         let mut only_first = Mapping::default();
         only_first
-            .overlay(json!({"fields": {"firstname": "merge_fields.NICK"}}).as_object().unwrap())
+            .overlay(
+                json!({"fields": {"firstname": "merge_fields.NICK"}})
+                    .as_object()
+                    .unwrap(),
+            )
             .unwrap();
         let mapped = map_member(&m, Some(&raw), &only_first, "L1", now()).unwrap();
         let text = serde_json::to_string(&mapped.contact).unwrap();
-        assert!(text.contains(r#""email":"urist.mcvankab@example.com","firstname":"Uri","lastname":"McVankab","marketing_optin""#), "{text}");
+        assert!(
+            text.contains(
+                r#""email":"urist.mcvankab@example.com","firstname":"Uri","lastname":"McVankab","marketing_optin""#
+            ),
+            "{text}"
+        );
         // The deleted member's opt-out lands in the same collection.
         let deleted = deleted_contact("u1", "a@x.io", "L1", &mapping);
         assert_eq!((deleted.collection, deleted.force_optin), (Some("mailchimp_uk"), true));

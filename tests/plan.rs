@@ -128,8 +128,18 @@ async fn a_plan_compares_with_the_ledger() {
     assert_eq!(plans[0]["kind"], "SYNC");
     assert_eq!(plans[0]["members_read"], 0, "nothing changed since the sync");
 
-    // A LOAD forced by hand: every member read, none pushed again.
+    // A LOAD forced by hand: every member read, none pushed again. With no
+    // importer running the ledger has no write-ahead log beside it, and
+    // the plan creates none (nor SQLite's -shm index).
     force_load(&file);
+    let names = |dir: &Path| -> Vec<String> { folder(dir).into_iter().map(|(name, _)| name).collect() };
+    assert!(
+        !names(dir.path())
+            .iter()
+            .any(|n| n.ends_with("-wal") || n.ends_with("-shm")),
+        "{:?}",
+        names(dir.path())
+    );
     let before = folder(dir.path());
     let plans = json_plan(&plan(dir.path(), &apis, &["--json"]));
     let p = &plans[0];
@@ -230,6 +240,14 @@ async fn a_plan_says_what_it_could_not_read() {
     let out = plan(dir.path(), &apis, &["--list", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("no valid entry for list \"other\""));
+    // With --json, stdout holds JSON or nothing.
+    let out = plan(dir.path(), &apis, &["--list", "other", "--json"]);
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(1), String::new()));
+    assert!(text(&out.stderr).contains("no valid entry for list \"other\""));
+    let out = plan(dir.path(), &apis, &["--json"]);
+    let plans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plans.as_array().unwrap().len(), 2, "{plans}");
+    assert!(plans[0]["error"].as_str().is_some(), "{plans}");
 
     let out = importer(dir.path(), &apis)
         .env_remove("MAILCHIMP_APIKEY")

@@ -18,7 +18,7 @@ use super::messages::{
     LookUpUnchanged, MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RecordMapping, RemoveMembers, StartRun,
     Unseen,
 };
-use crate::ledger::{LedgerError, LedgerStore, Previous};
+use crate::ledger::{LedgerError, LedgerStore, Previous, LEDGER_FILE_NAME};
 
 pub struct Ledger {
     store: Result<LedgerStore, LedgerError>,
@@ -74,6 +74,14 @@ impl Ledger {
                 source: rusqlite::Error::InvalidPath(e.path.clone()),
             }),
         }
+    }
+}
+
+/// What a Ledger answers once closed at exit.
+fn closed() -> LedgerError {
+    LedgerError {
+        path: LEDGER_FILE_NAME.into(),
+        source: rusqlite::Error::InvalidQuery,
     }
 }
 
@@ -207,5 +215,9 @@ impl Handler<EndRun> for Ledger {
 
 impl Handler<Drain> for Ledger {
     type Result = ();
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) {}
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        if let Ok(store) = std::mem::replace(&mut self.store, Err(closed())) {
+            drop(store); // the last connection: SQLite checkpoints and removes the log
+        }
+    }
 }

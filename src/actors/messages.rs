@@ -302,7 +302,10 @@ pub struct ReconcileFailure {
 
 /// Importer → Ledger at exit: answered once every message sent to the
 /// Ledger before it was handled (the ledger's mailbox is first in, first
-/// out), so that `once` exits with its syncs' rows written.
+/// out), so that `once` exits with its syncs' rows written. The ledger is
+/// then closed: SQLite moves its write-ahead log into the file and removes
+/// it, leaving `ledger.sqlite3` whole on its own (and `plan` or `history`
+/// able to read it without creating anything beside it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;
