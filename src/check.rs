@@ -85,6 +85,25 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
     }
     let refresh = std::time::Duration::from_secs(settings.refresh_seconds);
     let overlap_std = std::time::Duration::from_secs(settings.overlap_seconds);
+    // Entries of one list sending different records to the same contacts
+    // (the same collection, or none): each sync of one pushes again what
+    // the other pushed, and Ometria holds whichever came last.
+    let mut by_ledger_key: std::collections::BTreeMap<String, Vec<&crate::state::Entry>> = Default::default();
+    for entry in &scan.entries {
+        by_ledger_key.entry(entry.ledger_key()).or_default().push(entry);
+    }
+    for entries in by_ledger_key.values() {
+        let first = entries[0].mapping.fingerprint();
+        if entries.iter().any(|e| e.mapping.fingerprint() != first) {
+            warnings += 1;
+            let keys: Vec<String> = entries.iter().map(|e| e.key.to_string()).collect();
+            writeln!(
+                out,
+                "warning: entries {} map one list differently into the same Ometria contacts (the same collection, or none): each sync of one pushes again what the other pushed, and Ometria keeps whichever came last; give them the same mapping, or each its own \"collection\"",
+                keys.join(" and ")
+            )?;
+        }
+    }
     // Read from the ledger, a local file: what the daemon will find there.
     let remapped = crate::plan::remapped_entries(&settings.state_dir, &scan.entries);
     for entry in &scan.entries {

@@ -448,7 +448,10 @@ impl LedgerStore {
     /// them all again. Returns how many were forgotten.
     pub fn forget_list(&mut self, list_id: &str) -> Result<u64, LedgerError> {
         self.conn
-            .execute("DELETE FROM members WHERE list_id = ?1", params![list_id])
+            .execute(
+                "DELETE FROM members WHERE list_id = ?1 OR substr(list_id, 1, length(?1) + 1) = ?1 || char(31)",
+                params![list_id],
+            )
             .map(|n| n as u64)
             .map_err(|e| error_at(&self.path, e))
     }
@@ -544,17 +547,17 @@ impl LedgerStore {
         tx.commit().map_err(|e| error_at(&self.path, e))
     }
 
-    /// When the newest full read of list `list_id` that succeeded started
-    /// (unix seconds): its newest succeeded `RECONCILE` or `LOAD` row in
+    /// When the newest full read of the entry (`list_id`, `rank`) that
+    /// succeeded started (unix seconds): its newest succeeded `RECONCILE` or `LOAD` row in
     /// `runs` — a LOAD reads every member, so the ledger it fills needs no
     /// reconciliation until `reconcile_seconds` after it. `None` if there
     /// is neither.
-    pub fn last_reconciled(&self, list_id: &str) -> Result<Option<i64>, LedgerError> {
+    pub fn last_reconciled(&self, list_id: &str, rank: u32) -> Result<Option<i64>, LedgerError> {
         self.conn
             .query_row(
                 "SELECT MAX(started_at) FROM runs
-                 WHERE list_id = ?1 AND kind IN ('RECONCILE', 'LOAD') AND result = 'succeeded'",
-                params![list_id],
+                 WHERE list_id = ?1 AND rank = ?2 AND kind IN ('RECONCILE', 'LOAD') AND result = 'succeeded'",
+                params![list_id, rank],
                 |row| row.get::<_, Option<i64>>(0),
             )
             .map_err(|e| error_at(&self.path, e))
@@ -790,7 +793,7 @@ mod tests {
     fn the_last_successful_reconciliation_of_a_list_is_its_newest_succeeded_reconcile_row() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
-        assert_eq!(ledger.last_reconciled("L").unwrap(), None);
+        assert_eq!(ledger.last_reconciled("L", 0).unwrap(), None);
         assert!(!ledger.holds_members("L").unwrap());
         ledger.record_accepted("L", 1, &[accepted("a", 1)]).unwrap();
         assert!(ledger.holds_members("L").unwrap());
@@ -815,13 +818,13 @@ mod tests {
         run(&mut ledger, "L", "RECONCILE", 200, "failed");
         run(&mut ledger, "L", "SYNC", 300, "succeeded");
         run(&mut ledger, "M", "RECONCILE", 400, "succeeded");
-        assert_eq!(ledger.last_reconciled("L").unwrap(), Some(100));
-        assert_eq!(ledger.last_reconciled("M").unwrap(), Some(400));
+        assert_eq!(ledger.last_reconciled("L", 0).unwrap(), Some(100));
+        assert_eq!(ledger.last_reconciled("M", 0).unwrap(), Some(400));
         // A LOAD reads every member: as good a baseline as a reconciliation.
         run(&mut ledger, "L", "LOAD", 500, "succeeded");
         run(&mut ledger, "L", "LOAD", 600, "failed");
-        assert_eq!(ledger.last_reconciled("L").unwrap(), Some(500));
-        assert_eq!(ledger.last_reconciled("N").unwrap(), None);
+        assert_eq!(ledger.last_reconciled("L", 0).unwrap(), Some(500));
+        assert_eq!(ledger.last_reconciled("N", 0).unwrap(), None);
     }
 
     #[test]

@@ -378,7 +378,10 @@ impl Mapping {
             None => {}
             Some(Value::Null) => self.collection = None,
             Some(Value::String(c))
-                if !c.trim().is_empty() && c.trim() == c && c.chars().count() <= MAX_COLLECTION_CHARS =>
+                if !c.trim().is_empty()
+                    && c.trim() == c
+                    && c.chars().count() <= MAX_COLLECTION_CHARS
+                    && !c.chars().any(char::is_control) =>
             {
                 self.collection = Some(c.clone())
             }
@@ -387,7 +390,7 @@ impl Mapping {
                     FIELD_COLLECTION,
                     format!(
                         "must be a collection name (a non-empty string of at most {MAX_COLLECTION_CHARS} characters, \
-                         no spaces around it) or null, found {}",
+                         no spaces around it, no control characters) or null, found {}",
                         crate::state::describe(other)
                     ),
                 ))
@@ -769,6 +772,7 @@ mod tests {
             (json!({"collection": ""}), "collection", "must be a collection name"),
             (json!({"collection": 3}), "collection", "found 3"),
             (json!({"collection": " uk "}), "collection", "no spaces around it"),
+            (json!({"collection": "uk\nde"}), "collection", "no control characters"),
             (
                 json!({"force_optin": "yes"}),
                 "force_optin",

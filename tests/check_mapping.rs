@@ -274,3 +274,42 @@ async fn online_merge_fields_mailchimp_refuses_are_an_error() {
     assert_eq!(asked.len(), 2, "{asked:?}");
     assert!(!asked.iter().any(|r| r.contains("/nope/")), "{asked:?}");
 }
+
+/// Two entries of one list mapping it differently into the same contacts
+/// are warned about; in two collections, or mapped alike, they are not.
+/// And an entry whose mapping changed since its last full read is said to
+/// read every member next, as the daemon will.
+#[actix_rt::test]
+async fn entries_that_would_overwrite_each_other_are_warned_about() {
+    let (code, out) = check(
+        r#"[{"list_id": "T"}, {"list_id": "T", "fields": {"phone_number": "merge_fields.PHONE"}},
+            {"list_id": "U", "collection": "a"}, {"list_id": "U", "collection": "b", "force_optin": true},
+            {"list_id": "V", "fields": {"gender": "merge_fields.G"}}, {"list_id": "V", "fields": {"gender": "merge_fields.G"}}]"#,
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains("map one list differently")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].starts_with("warning: entries \"T\" and \"T\" (#2) map one list differently"),
+        "{out}"
+    );
+
+    // No ledger yet: an entry with a cursor and a mapping of its own reads every member.
+    let cursor = cursor_now();
+    let (_, out) = check(
+        &format!(r#"[{{"list_id": "W", "latest_timestamp": "{cursor}", "collection": "c"}}, {{"list_id": "X", "latest_timestamp": "{cursor}"}}]"#),
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        out.contains("list \"W\": SYNC of every member (its mapping changed since its last full read"),
+        "{out}"
+    );
+    assert!(out.contains("list \"X\": up to date"), "{out}");
+}

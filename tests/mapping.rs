@@ -629,7 +629,10 @@ async fn a_reconciliation_opts_out_deleted_members_in_the_entrys_collection() {
             status: m.status.into(),
         })
         .collect();
-    ledger.record_accepted("L", now - 60, &accepted).unwrap();
+    // (an entry with a collection has the list's members in that collection)
+    ledger
+        .record_accepted("L\u{1f}mailchimp_uk", now - 60, &accepted)
+        .unwrap();
     // …and read every member with this mapping.
     let mut mapping = ometria_importer::mapping::Mapping::default();
     let entry = read_json(&file)[0].clone();
@@ -665,7 +668,7 @@ async fn a_reconciliation_opts_out_deleted_members_in_the_entrys_collection() {
     assert_eq!(
         LedgerStore::open_read_only(dir.path())
             .unwrap()
-            .count_members("L")
+            .count_members("L\u{1f}mailchimp_uk")
             .unwrap(),
         97
     );
@@ -819,4 +822,96 @@ async fn a_whole_value_and_a_part_of_it_can_both_be_mapped() {
         assert!(paths.contains(&"members.merge_fields.ADDRESS"), "{fields}");
         assert!(!paths.contains(&"members.merge_fields.ADDRESS.country"), "{fields}");
     }
+}
+
+/// The breaker's: two entries of one list sending to two collections are
+/// two sets of Ometria contacts. Each has its own members in the ledger —
+/// a re-LOAD of both pushes nothing, where they used to push each other's
+/// members again — and each is reconciled, a deleted member opted out in
+/// both collections.
+#[actix_rt::test]
+async fn two_entries_of_one_list_in_two_collections_keep_their_own_ledger() {
+    let all = subscribed(40);
+    let (kept, gone) = all.split_at(39);
+    let fake = projecting(&[("T", kept.to_vec())]);
+    let apis = Apis::start(fake, FakeOmetria::default()).await;
+    let (dir, file) = state_of(json!([
+        {"list_id": "T", "latest_timestamp": cursor_now(), "collection": "a"},
+        {"list_id": "T", "latest_timestamp": cursor_now(), "collection": "b", "force_optin": true}
+    ]));
+    // The ledger holds every member of both, as their LOADs left it.
+    let now = Utc::now().timestamp();
+    let (mut ledger, _) = LedgerStore::open(dir.path(), now).unwrap();
+    let accepted: Vec<Accepted> = all
+        .iter()
+        .map(|m| Accepted {
+            member_id: m.id.clone(),
+            hash: record_hash(m.id.as_bytes()),
+            email: m.email.clone(),
+            status: m.status.into(),
+        })
+        .collect();
+    for (rank, collection) in [(0, "a"), (1, "b")] {
+        ledger
+            .record_accepted(&format!("T\u{1f}{collection}"), now - 60, &accepted)
+            .unwrap();
+        let mut mapping = ometria_importer::mapping::Mapping::default();
+        mapping.overlay(read_json(&file)[rank].as_object().unwrap()).unwrap();
+        ledger
+            .record_mapping("T", rank as u32, mapping.fingerprint(), now - 60)
+            .unwrap();
+    }
+    drop(ledger);
+    let (log, buffer) = capture_log();
+    let config = apis.config(dir.path());
+
+    let summary = run_once(&config, log.clone()).await;
+    assert_eq!(
+        (summary.reconciled, summary.deleted, summary.reconcile_failed),
+        (2, 2, 0),
+        "{}",
+        buffer.contents()
+    );
+    let mut opt_outs: Vec<(String, String, bool)> = apis
+        .pushed()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["@collection"].as_str().unwrap().to_owned(),
+                r.get("@force_optin").is_some(),
+            )
+        })
+        .collect();
+    opt_outs.sort();
+    let id = gone[0].id.clone();
+    assert_eq!(opt_outs, [(id.clone(), "a".into(), false), (id, "b".into(), true)]);
+
+    // A LOAD of both pushes each collection's records once…
+    let two = RunSummary {
+        succeeded: 2,
+        ..RunSummary::default()
+    };
+    let pushed = apis.pushed().len();
+    force_load(&file);
+    assert_eq!(run_once(&config, log.clone()).await, two, "{}", buffer.contents());
+    assert_eq!(apis.pushed().len() - pushed, 2 * 39);
+    // …and, the list unchanged, never again.
+    let pushed = apis.pushed().len();
+    force_load(&file);
+    assert_eq!(run_once(&config, log).await, two, "{}", buffer.contents());
+    assert_eq!(
+        apis.pushed().len(),
+        pushed,
+        "the entries pushed each other's members again"
+    );
+}
+
+/// Sets every entry's cursor to null: the next sync is a LOAD.
+fn force_load(file: &Path) {
+    let mut state = read_json(file);
+    for entry in state.as_array_mut().unwrap() {
+        entry["latest_timestamp"] = Value::Null;
+    }
+    std::fs::write(file, serde_json::to_string_pretty(&state).unwrap()).unwrap();
 }

@@ -90,8 +90,9 @@ struct RunningSync {
     /// The cap of its backoff if it fails: the entry's refresh interval
     /// for a sync, its reconciliation interval for a reconciliation.
     cap: Duration,
-    /// A reconciliation rather than a sync.
-    reconciling: bool,
+    /// A reconciliation rather than a sync: the ledger key it reconciles
+    /// ([`Entry::ledger_key`]).
+    reconciling: Option<String>,
 }
 
 /// Work waiting for a free slot.
@@ -139,7 +140,7 @@ pub struct Controller {
     reconcile_backoff: HashMap<EntryKey, Backoff>,
     /// When each list's last reconciliation of this run succeeded, in case
     /// a view of the ledger predates it.
-    reconciled_at: HashMap<String, DateTime<Utc>>,
+    reconciled_at: HashMap<EntryKey, DateTime<Utc>>,
     /// Since when each entry has had no cursor to trust — since it was
     /// first seen, or since its `latest_timestamp` was set back to null by
     /// hand to force a LOAD: the lag of an entry that needs a LOAD, and
@@ -198,17 +199,15 @@ impl Controller {
         // ledger that cannot answer reconciles nothing).
         let views = async move {
             let entries = state_keeper.send(LoadEntries { reread: verbose }).await?;
-            let mut list_ids: Vec<String> = entries
+            let reconciled: Vec<(String, u32, String)> = entries
                 .iter()
                 .filter(|e| e.reconcile.is_some())
-                .map(|e| e.key.list_id.clone())
+                .map(|e| (e.key.list_id.clone(), e.key.rank as u32, e.ledger_key()))
                 .collect();
-            list_ids.sort();
-            list_ids.dedup();
-            let statuses = match list_ids.is_empty() {
+            let statuses = match reconciled.is_empty() {
                 true => vec![],
                 false => ledger
-                    .send(AskReconcileStatus { list_ids })
+                    .send(AskReconcileStatus { entries: reconciled })
                     .await
                     .ok()
                     .and_then(Result::ok)
@@ -243,7 +242,11 @@ impl Controller {
                             .into_iter()
                             .map(|s| {
                                 let last = s.last_reconciled.and_then(|t| DateTime::from_timestamp(t, 0));
-                                (s.list_id, (last, s.holds_members))
+                                let key = EntryKey {
+                                    list_id: s.list_id,
+                                    rank: s.rank as usize,
+                                };
+                                (key, (last, s.holds_members))
                             })
                             .collect();
                         controller.plan(entries, statuses, remaps, asked_at, verbose, ctx)
@@ -278,7 +281,7 @@ impl Controller {
     fn plan(
         &mut self,
         entries: Vec<Entry>,
-        statuses: HashMap<String, (Option<DateTime<Utc>>, bool)>,
+        statuses: HashMap<EntryKey, (Option<DateTime<Utc>>, bool)>,
         remaps: HashSet<EntryKey>,
         asked_at: u64,
         verbose: bool,
@@ -295,13 +298,9 @@ impl Controller {
         }
         let mut due = vec![];
         let mut reconcile = vec![];
-        // Lists reconciling, or about to: one reconciliation of a list at a time.
-        let mut reconciling: HashSet<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| r.reconciling)
-            .map(|(key, _)| key.list_id.clone())
-            .collect();
+        // Ledger keys reconciling, or about to: one reconciliation of a set
+        // of members at a time.
+        let mut reconciling: HashSet<String> = self.running.values().filter_map(|r| r.reconciling.clone()).collect();
         let (listed, mut up_to_date) = (entries.len(), 0);
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
@@ -327,7 +326,7 @@ impl Controller {
                     due.push((since, Job::Sync(SyncJob { entry, kind })));
                 }
                 Decision::UpToDate { .. } if self.reconcile_is_due(&entry, &statuses, &reconciling, now) => {
-                    reconciling.insert(entry.key.list_id.clone());
+                    reconciling.insert(entry.ledger_key());
                     reconcile.push(Job::Reconcile(entry));
                 }
                 _ if !verbose => {}
@@ -390,21 +389,20 @@ impl Controller {
     fn reconcile_is_due(
         &self,
         entry: &Entry,
-        statuses: &HashMap<String, (Option<DateTime<Utc>>, bool)>,
+        statuses: &HashMap<EntryKey, (Option<DateTime<Utc>>, bool)>,
         reconciling: &HashSet<String>,
         now: DateTime<Utc>,
     ) -> bool {
-        let list_id = &entry.key.list_id;
-        if reconciling.contains(list_id) {
+        if reconciling.contains(&entry.ledger_key()) {
             return false;
         }
         if self.reconcile_backoff.get(&entry.key).is_some_and(|b| now < b.retry_at) {
             return false;
         }
-        let Some(&(last, holds_members)) = statuses.get(list_id) else {
+        let Some(&(last, holds_members)) = statuses.get(&entry.key) else {
             return false;
         };
-        let last = last.max(self.reconciled_at.get(list_id).copied());
+        let last = last.max(self.reconciled_at.get(&entry.key).copied());
         reconcile_due(entry, last, holds_members, now)
     }
 
@@ -537,7 +535,7 @@ impl Controller {
                 RunningSync {
                     cancel: sync.recipient(),
                     cap,
-                    reconciling: false,
+                    reconciling: None,
                 },
             );
         }
@@ -553,6 +551,7 @@ impl Controller {
             "controller: list {} requires \"{RECONCILE_KIND}\", firing...", entry.key
         );
         let key = entry.key.clone();
+        let ledger_key = entry.ledger_key();
         let cap = reconcile_cap(&entry);
         let reconciliation = Reconciliation::new(
             entry,
@@ -566,7 +565,7 @@ impl Controller {
             RunningSync {
                 cancel: reconciliation.recipient(),
                 cap,
-                reconciling: true,
+                reconciling: Some(ledger_key),
             },
         );
     }
@@ -756,7 +755,7 @@ impl Handler<ReconcileFinished> for Controller {
                 self.summary.reconciled += 1;
                 self.summary.deleted += deleted;
                 self.reconcile_backoff.remove(&finished.key);
-                self.reconciled_at.insert(finished.key.list_id.clone(), Utc::now());
+                self.reconciled_at.insert(finished.key.clone(), Utc::now());
                 self.deps.health.reconcile_ended(&finished.key, None);
             }
             Err(failure) => {

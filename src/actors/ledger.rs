@@ -186,13 +186,14 @@ impl Handler<AskReconcileStatus> for Ledger {
     type Result = Result<Vec<ReconcileStatus>, LedgerError>;
     fn handle(&mut self, m: AskReconcileStatus, _: &mut Self::Context) -> Self::Result {
         let store = self.store()?;
-        m.list_ids
+        m.entries
             .into_iter()
-            .map(|list_id| {
+            .map(|(list_id, rank, ledger_key)| {
                 Ok(ReconcileStatus {
-                    last_reconciled: store.last_reconciled(&list_id)?,
-                    holds_members: store.holds_members(&list_id)?,
+                    last_reconciled: store.last_reconciled(&list_id, rank)?,
+                    holds_members: store.holds_members(&ledger_key)?,
                     list_id,
+                    rank,
                 })
             })
             .collect()

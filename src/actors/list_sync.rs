@@ -471,7 +471,7 @@ impl ListSync {
         let ticket = self.in_flight.lookup_sent();
         self.lookups_pending += 1;
         let message = LookUpUnchanged {
-            list_id: self.job.entry.key.list_id.clone(),
+            list_id: self.job.entry.ledger_key(),
             now: Utc::now().timestamp(),
             records: records.iter().map(|(_, m)| (m.member_id.clone(), m.hash)).collect(),
         };
@@ -526,7 +526,7 @@ impl ListSync {
         }
         self.lookups_pending += 1;
         let message = LookUpPrevious {
-            list_id: self.job.entry.key.list_id.clone(),
+            list_id: self.job.entry.ledger_key(),
             records: records.iter().map(|(_, m)| (m.member_id.clone(), m.hash)).collect(),
         };
         let answer = self
@@ -605,7 +605,7 @@ impl ListSync {
             return;
         }
         self.deps.ledger.do_send(MarkUncertain {
-            list_id: self.job.entry.key.list_id.clone(),
+            list_id: self.job.entry.ledger_key(),
             now: Utc::now().timestamp(),
             ids: members.iter().map(|m| m.member_id.clone()).collect(),
         });
@@ -616,7 +616,7 @@ impl ListSync {
         let keys: Vec<(String, u64)> = accepted.iter().map(|m| (m.member_id.clone(), m.hash)).collect();
         self.records_pending += 1;
         let message = RecordAccepted {
-            list_id: self.job.entry.key.list_id.clone(),
+            list_id: self.job.entry.ledger_key(),
             now: Utc::now().timestamp(),
             records: accepted,
         };

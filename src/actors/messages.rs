@@ -263,20 +263,22 @@ pub struct RemoveMembers {
     pub ids: Vec<String>,
 }
 
-/// Controller → Ledger: for each list id, when its last successful
-/// reconciliation started (unix seconds) and whether the ledger holds any
-/// of its members — what decides whether a reconciliation is due.
+/// Controller → Ledger: for each entry (`list_id`, rank, ledger key),
+/// when its last successful reconciliation (or LOAD) started (unix
+/// seconds) and whether the ledger holds any member under its ledger key —
+/// what decides whether a reconciliation is due.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ReconcileStatus>, LedgerError>")]
 pub struct AskReconcileStatus {
-    pub list_ids: Vec<String>,
+    pub entries: Vec<(String, u32, String)>,
 }
 
-/// One list's answer to [`AskReconcileStatus`].
+/// One entry's answer to [`AskReconcileStatus`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReconcileStatus {
     pub list_id: String,
-    /// `started_at` of its newest `succeeded` RECONCILE run, if any.
+    pub rank: u32,
+    /// `started_at` of its newest `succeeded` RECONCILE or LOAD run, if any.
     pub last_reconciled: Option<i64>,
     pub holds_members: bool,
 }

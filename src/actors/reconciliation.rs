@@ -188,6 +188,7 @@ impl Reconciliation {
             self.log.clone(),
         );
         let (list_id, window, stamp) = (self.entry.key.list_id.clone(), self.window, self.stamp);
+        let ledger_key = self.entry.ledger_key();
         let work = async move {
             let page = retry
                 .run(
@@ -225,7 +226,7 @@ impl Reconciliation {
             if !ids.is_empty() {
                 ledger
                     .send(MarkSeen {
-                        list_id: list_id.clone(),
+                        list_id: ledger_key,
                         stamp,
                         ids,
                     })
@@ -287,7 +288,7 @@ impl Reconciliation {
     /// Every window was read: how many members the ledger holds that
     /// Mailchimp did not return, against the guard.
     fn weigh(&mut self, ctx: &mut Context<Self>) {
-        let (ledger, list_id, stamp) = (self.deps.ledger.clone(), self.list_id().to_owned(), self.stamp);
+        let (ledger, list_id, stamp) = (self.deps.ledger.clone(), self.entry.ledger_key(), self.stamp);
         let counts = async move {
             let members = ledger
                 .send(CountMembers {
@@ -331,7 +332,7 @@ impl Reconciliation {
             return;
         }
         let ask = Unseen {
-            list_id: self.list_id().to_owned(),
+            list_id: self.entry.ledger_key(),
             stamp: self.stamp,
             before: self.stamp,
             after_id,
@@ -417,7 +418,7 @@ impl Reconciliation {
     fn remove(&mut self, members: Vec<LedgerMember>, last: String, ctx: &mut Context<Self>) {
         let n = members.len() as u64;
         let remove = self.deps.ledger.send(RemoveMembers {
-            list_id: self.list_id().to_owned(),
+            list_id: self.entry.ledger_key(),
             ids: members.into_iter().map(|m| m.member_id).collect(),
         });
         ctx.spawn(remove.into_actor(self).map(move |removed, this, ctx| match removed {

@@ -290,9 +290,10 @@ mod tests {
             describe(&mapping(json!({"collection": "uk"})), None),
             "own mapping: 0 fields, @collection \"uk\"; asks Mailchimp for nothing more"
         );
+        // Restating the default name is the default mapping.
         assert_eq!(
             describe(&mapping(json!({"fields": {"firstname": "merge_fields.FNAME"}})), None),
-            "own mapping: 1 field; asks Mailchimp for nothing more"
+            "own mapping: 0 fields; asks Mailchimp for nothing more"
         );
     }
 

@@ -107,6 +107,25 @@ pub struct Entry {
     pub last_total_updates: Option<u64>,
 }
 
+/// Between a list id and a collection in a ledger key: no list id holds
+/// it, and no collection may (see [`Entry::ledger_key`]).
+pub const LEDGER_KEY_SEPARATOR: char = '\u{1f}';
+
+impl Entry {
+    /// Whose members the ledger keeps for this entry (issue 17): its
+    /// list's, or, for an entry with a `collection`, its list's in that
+    /// collection — Ometria keeps each collection's contacts apart, so
+    /// two entries of one list sending to two collections each have their
+    /// own (`<list_id>` U+001F `<collection>`). Entries without a
+    /// collection share the list's, as before collections existed.
+    pub fn ledger_key(&self) -> String {
+        match &self.mapping.collection {
+            None => self.key.list_id.clone(),
+            Some(collection) => format!("{}{LEDGER_KEY_SEPARATOR}{collection}", self.key.list_id),
+        }
+    }
+}
+
 /// Something wrong with one entry, naming its position and field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryWarning {
