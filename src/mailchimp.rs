@@ -98,21 +98,26 @@ pub fn with_page<T>(
 }
 
 /// The members of a page as Mailchimp sent them, every field kept, for a
-/// mapping that reads more than [`Member`] does (issue 17). The page was
-/// read as a [`MemberPage`] first, so it parses; its members are in the
-/// same order. Errors: [`ApiError::Malformed`] should it not.
-pub fn raw_members(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+/// mapping that reads more than [`Member`] does (issue 17), in the page's
+/// order. The page was read as a [`MemberPage`] first, so it parses; a
+/// member too deeply nested to read whole (serde_json stops at 128 levels)
+/// is `None`, and only its mapped values are lost, not the page.
+/// Errors: [`ApiError::Malformed`] should the page not parse.
+pub fn raw_members(body: &[u8]) -> Result<Vec<Option<serde_json::Value>>, ApiError> {
     #[derive(Deserialize)]
-    struct Members {
-        #[serde(default)]
-        members: Vec<serde_json::Value>,
+    struct Members<'a> {
+        #[serde(default, borrow)]
+        members: Vec<&'a serde_json::value::RawValue>,
     }
-    serde_json::from_slice::<Members>(without_bom(body))
-        .map(|page| page.members)
-        .map_err(|e| ApiError::Malformed {
-            api: Api::Mailchimp,
-            message: format!("members page: {e}"),
-        })
+    let page = serde_json::from_slice::<Members>(without_bom(body)).map_err(|e| ApiError::Malformed {
+        api: Api::Mailchimp,
+        message: format!("members page: {e}"),
+    })?;
+    Ok(page
+        .members
+        .into_iter()
+        .map(|raw| serde_json::from_str(raw.get()).ok())
+        .collect())
 }
 
 /// `body` without the UTF-8 byte-order mark (EF BB BF) it may start with.

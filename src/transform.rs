@@ -324,6 +324,15 @@ pub fn map_member<'a>(
     let mut lastname = present(&member.merge_fields.LNAME)
         .filter(|_| mapping.default_name(ContactField::Lastname))
         .map(Cow::Borrowed);
+    if raw.is_none() {
+        // The member could not be read whole (see `crate::mailchimp::raw_members`).
+        for (target, _) in mapping.rules() {
+            dropped.push(DroppedValue {
+                field: Cow::Owned(target.label()),
+                value: "(the member could not be read whole: nested too deeply)".into(),
+            });
+        }
+    }
     if let Some(raw) = raw {
         for (target, source) in mapping.rules() {
             let value = source.find(raw);
@@ -366,6 +375,47 @@ pub fn map_member<'a>(
             },
         },
         dropped,
+    })
+}
+
+/// Takes the largest value a mapping added (a contact field, or a
+/// top-level property with all it holds) out of `contact`, for a record
+/// over Ometria's 60 KB (SPEC §6): the record is still sent, without it.
+/// `None` when the mapping added nothing left to take.
+pub fn drop_largest_mapped(contact: &mut Contact) -> Option<DroppedValue> {
+    let size = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+    let field = contact
+        .mapped
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| (size(v), i))
+        .max();
+    let property = contact
+        .properties
+        .mapped
+        .iter()
+        .map(|(k, v)| (size(v), k.clone()))
+        .max();
+    let field_first = match (&field, &property) {
+        (Some((f, _)), Some((p, _))) => f >= p,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let (bytes, label) = match (field, property) {
+        (Some((f, i)), _) if field_first => {
+            let (name, _) = contact.mapped.0.remove(i);
+            (f, name.to_owned())
+        }
+        (_, Some((p, name))) => {
+            contact.properties.mapped.shift_remove(&name);
+            (p, format!("properties.{name}"))
+        }
+        _ => return None,
+    };
+    Some(DroppedValue {
+        field: Cow::Owned(label),
+        value: format!("({bytes} bytes: too large for Ometria's 60 KB record)"),
     })
 }
 

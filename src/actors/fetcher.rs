@@ -14,11 +14,11 @@ use crate::config::OmetriaApi;
 use crate::limits::ConnectionLimit;
 use crate::mailchimp::{raw_members, with_page, MailchimpClient};
 use crate::mapping::Mapping;
-use crate::ometria::{encode, ParsedFrom};
+use crate::ometria::{encode, ParsedFrom, MAX_RECORD_BYTES};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::sync::{PageRequest, Window};
 use crate::telemetry::metrics::Metrics;
-use crate::transform::{map_member, SkipReason};
+use crate::transform::{drop_largest_mapped, map_member, SkipReason};
 
 pub struct Fetcher {
     pub client: MailchimpClient,
@@ -117,9 +117,21 @@ pub fn read_page(
         let mut facts = Vec::with_capacity(page.members.len());
         for (position, member) in page.members.into_iter().enumerate() {
             keys.push(member.key());
-            match map_member(&member, raw.get(position), mapping, list_id, now) {
-                Ok(mapped) => {
+            let raw = raw.get(position).and_then(Option::as_ref);
+            match map_member(&member, raw, mapping, list_id, now) {
+                Ok(mut mapped) => {
+                    let start = buffer.len();
                     encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
+                    // A mapped value too large for Ometria's record is
+                    // dropped, largest first, rather than the whole record.
+                    while buffer.len() - start > MAX_RECORD_BYTES {
+                        let Some(value) = drop_largest_mapped(&mut mapped.contact) else {
+                            break;
+                        };
+                        mapped.dropped.push(value);
+                        buffer.truncate(start);
+                        encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
+                    }
                     facts.push(RecordFacts {
                         email: mapped.contact.email.to_owned(),
                         status: mapped.contact.properties.mailchimp_status.to_owned(),
@@ -164,5 +176,109 @@ impl Handler<StopWorker> for Fetcher {
 
     fn handle(&mut self, _: StopWorker, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Pass;
+    use serde_json::{json, Value};
+
+    fn mapping(value: Value) -> Mapping {
+        let mut m = Mapping::default();
+        m.overlay(value.as_object().unwrap()).unwrap();
+        m
+    }
+
+    fn read(page: &Value, mapping: &Mapping) -> FetchedPage {
+        let body = serde_json::to_vec(page).unwrap();
+        let request = PageRequest {
+            pass: Pass::Members,
+            offset: 0,
+            count: 100,
+            since: None,
+            before: None,
+            keyed: false,
+            recount: false,
+        };
+        let window = Window {
+            since: None,
+            before: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        read_page(&body, request, "L", mapping, window, OmetriaApi::Push).unwrap()
+    }
+
+    fn member(id: &str, fields: Value) -> Value {
+        json!({"unique_email_id": id, "email_address": format!("{id}@x.io"), "status": "subscribed",
+               "merge_fields": fields, "last_changed": "2023-01-01T00:00:00+00:00"})
+    }
+
+    fn record(page: &FetchedPage, i: usize) -> Value {
+        serde_json::from_slice(page.records[i].as_ref().unwrap()).unwrap()
+    }
+
+    /// The breaker's: a value nested deeper than serde_json reads whole
+    /// costs that member its mapped values, never the page.
+    #[test]
+    fn a_member_too_deep_to_read_whole_loses_only_its_mapped_values() {
+        // serde_json cannot build such a value: the page is written by hand.
+        let body = format!(
+            r#"{{"members": [{}, {{"unique_email_id": "u2", "email_address": "u2@x.io", "status": "subscribed",
+                "merge_fields": {{"PHONE": "+44 20 7946 0958", "X": {}1{}}}, "last_changed": "2023-01-01T00:00:00+00:00"}}],
+                "total_items": 2}}"#,
+            member("u1", json!({"PHONE": "+44 20 7946 0958"})),
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let m = mapping(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.x": "merge_fields.X"}}));
+        let request = PageRequest {
+            pass: Pass::Members,
+            offset: 0,
+            count: 100,
+            since: None,
+            before: None,
+            keyed: false,
+            recount: false,
+        };
+        let window = Window {
+            since: None,
+            before: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        let page = read_page(body.as_bytes(), request, "L", &m, window, OmetriaApi::Push).unwrap();
+        assert_eq!(record(&page, 0)["phone_number"], "+442079460958");
+        let second = record(&page, 1);
+        assert_eq!(second["id"], "u2");
+        assert!(second.get("phone_number").is_none(), "{second}");
+        let fields: Vec<(usize, String)> = page.dropped.iter().map(|(i, d)| (*i, d.field.to_string())).collect();
+        assert_eq!(fields, [(1, "phone_number".to_owned()), (1, "properties.x".to_owned())]);
+    }
+
+    /// The breaker's: one mapped value too large for Ometria's 60 KB is
+    /// dropped, largest first, and the record — an unsubscribe, say — sent.
+    #[test]
+    fn a_mapped_value_too_large_for_a_record_is_dropped_not_the_record() {
+        let tags: Vec<Value> = (0..4000)
+            .map(|i| json!({"id": i, "name": format!("tag number {i:05}")}))
+            .collect();
+        let mut big = member("u1", json!({"PHONE": "+44 20 7946 0958"}));
+        big["tags"] = Value::Array(tags);
+        big["status"] = json!("unsubscribed");
+        let small = member("u2", json!({"PHONE": "+44 20 7946 0958"}));
+        let page = json!({"members": [big, small], "total_items": 2});
+        let m = mapping(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.tags": "tags"}}));
+        let page = read(&page, &m);
+        let first = record(&page, 0);
+        assert!(page.records[0].as_ref().unwrap().len() <= MAX_RECORD_BYTES);
+        assert_eq!(first["marketing_optin"], "EXPLICITLY_OPTEDOUT");
+        assert_eq!(first["phone_number"], "+442079460958", "only the large value goes");
+        assert!(first["properties"].get("tags").is_none(), "{first}");
+        assert_eq!(page.dropped.len(), 1);
+        assert_eq!(page.dropped[0].1.field, "properties.tags");
+        assert!(page.dropped[0].1.value.contains("too large"), "{:?}", page.dropped);
+        assert!(
+            record(&page, 1)["properties"].get("tags").is_none(),
+            "no tags read: nothing to send"
+        );
     }
 }
