@@ -136,7 +136,8 @@ impl Target {
             // `properties.mailchimp_status.x` too: the record would hold the name twice.
             if OWNED_PROPERTIES.contains(&path[0].as_str()) {
                 return Err(format!(
-                    "{text:?} is written by the importer itself (SPEC §5) and cannot be mapped"
+                    "{text:?} is written by the importer itself (docs/sync.md#mapping) and cannot be mapped; \
+                     send the value under another field or a properties.<name> of your own"
                 ));
             }
             return Ok(Target::Property(path));
@@ -146,7 +147,8 @@ impl Target {
         }
         if OWNED_FIELDS.contains(&text) {
             return Err(format!(
-                "{text:?} is written by the importer itself (SPEC §5) and cannot be mapped"
+                "{text:?} is written by the importer itself (docs/sync.md#mapping) and cannot be mapped; \
+                     send the value under another field or a properties.<name> of your own"
             ));
         }
         let known: Vec<&str> = ContactField::ALL.iter().map(|f| f.name()).collect();
@@ -315,6 +317,11 @@ pub const FIELD_COLLECTION: &str = "collection";
 pub const FIELD_FORCE_OPTIN: &str = "force_optin";
 pub const FIELD_MAPPING: &str = "mapping";
 
+/// The most fields a mapping may set: each is a path in the `fields`
+/// query parameter of every members request, and a URL of a few
+/// kilobytes is what servers and proxies take.
+pub const MAX_FIELDS: usize = 100;
+
 /// The longest `@collection` taken (Ometria documents none; a source name
 /// is a word or two).
 const MAX_COLLECTION_CHARS: usize = 200;
@@ -363,6 +370,15 @@ impl Mapping {
                     self.fields.insert(target, source);
                 }
                 self.check_nesting().map_err(|p| error(FIELD_FIELDS, p))?;
+                if self.fields.len() > MAX_FIELDS {
+                    return Err(error(
+                        FIELD_FIELDS,
+                        format!(
+                            "maps {} fields; at most {MAX_FIELDS} are taken (each is asked of Mailchimp in every request's URL)",
+                            self.fields.len()
+                        ),
+                    ));
+                }
             }
             Some(other) => {
                 return Err(error(
@@ -779,6 +795,11 @@ mod tests {
                 "must be true or false, found the text \"yes\"",
             ),
             (json!({"force_optin": 1}), "force_optin", "found 1"),
+            (
+                json!({"fields": (0..101).map(|i| (format!("properties.p{i}"), json!("vip"))).collect::<Map<String, Value>>()}),
+                "fields",
+                "maps 101 fields; at most 100",
+            ),
         ] {
             let e = mapping(value.clone()).unwrap_err();
             assert_eq!(e.field, field, "{value}");

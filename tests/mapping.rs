@@ -783,7 +783,8 @@ async fn a_property_inside_one_the_importer_writes_cannot_be_mapped() {
     assert!(
         text.contains(
             "state: entry at index 0 (list_id \"L\"), field \"fields\": \"properties.mailchimp_status.code\" \
-             is written by the importer itself (SPEC §5) and cannot be mapped; entry skipped until it is fixed"
+             is written by the importer itself (docs/sync.md#mapping) and cannot be mapped; send the value under \
+             another field or a properties.<name> of your own; entry skipped until it is fixed"
         ),
         "{text}"
     );

@@ -9,7 +9,8 @@
 //! - `phone_number`: E.164 (ITU-T E.164 §6: `+`, a country code, at most
 //!   15 digits in all). Spaces, `-`, `.`, `(`, `)` and `/` are taken out, a
 //!   UK-style `(0)` after the country code too, and an international `00`
-//!   prefix becomes `+`; a number without its country code (`(555)
+//!   prefix becomes `+` (`(+44)` is taken as `+44`). Only the form is
+//!   checked, not that the number exists; a number without its country code (`(555)
 //!   123-4567`, a Mailchimp "US" phone field) cannot be made E.164 and is
 //!   dropped.
 //! - `date_of_birth`: a real date `YYYY-MM-DD` from 1900 to the sync's day
@@ -31,7 +32,8 @@
 //!   field becomes an object of its non-empty parts (`addr1`, `addr2`,
 //!   `city`, `state`, `zip`, `country`); `tags` becomes the list of tag
 //!   names; `marketing_permissions` becomes an object from each
-//!   permission's text to whether it is enabled.
+//!   permission's text to whether it is enabled (an element without its
+//!   name, or text and state, is left out of the set).
 //!
 //! Empty is not dropped, it is left out: an absent value, `null`, `""`,
 //! an unset address (`""`, or every part `""`). `tags` and
@@ -142,6 +144,11 @@ fn text(value: &Value) -> Option<String> {
 /// its country code.
 pub fn e164(text: &str) -> Option<String> {
     let text = text.trim();
+    // `(+44) 20 …`: the country code in parentheses.
+    let unbracketed = text
+        .strip_prefix("(+")
+        .map(|rest| format!("+{}", rest.replacen(')', " ", 1)));
+    let text = unbracketed.as_deref().unwrap_or(text);
     let rest = text
         .strip_prefix('+')
         .or_else(|| text.strip_prefix("00"))?
@@ -151,7 +158,8 @@ pub fn e164(text: &str) -> Option<String> {
     for c in rest.chars() {
         match c {
             '0'..='9' => digits.push(c),
-            ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
+            '-' | '.' | '(' | ')' | '/' => {}
+            c if c.is_whitespace() => {}
             _ => return None,
         }
     }
@@ -184,26 +192,39 @@ fn gender(text: &str) -> Option<&'static str> {
 /// ISO 3166-1 alpha-2 for an alpha-2 or alpha-3 code or an English name.
 pub fn country_id(text: &str) -> Option<&'static str> {
     let text = text.trim();
-    let letters = text.chars().all(|c| c.is_alphabetic());
+    let alphabetic = text.chars().all(|c| c.is_alphabetic());
     let country = match text.len() {
-        2 if letters => celes::Country::from_alpha2(text.to_ascii_lowercase()).ok(),
-        3 if letters => celes::Country::from_alpha3(text.to_ascii_lowercase()).ok(),
+        2 if alphabetic => celes::Country::from_alpha2(text.to_ascii_lowercase()).ok(),
+        3 if alphabetic => celes::Country::from_alpha3(text.to_ascii_lowercase()).ok(),
         _ => None,
     };
     let country = country.or_else(|| {
         if text.chars().any(|c| c.is_ascii_digit()) {
             return None; // a numeric code is not what a person writes
         }
-        let name: String = text
-            .chars()
-            .filter(|c| c.is_alphabetic())
-            .flat_map(char::to_lowercase)
-            .collect();
-        celes::Country::from_alias(&name)
-            .or_else(|_| celes::Country::from_name(&name))
-            .ok()
+        // ISO's own "Korea, Republic of" is also tried as "Republic of Korea".
+        let reordered = text.split_once(',').map(|(a, b)| format!("{b} {a}"));
+        [Some(text.to_owned()), reordered]
+            .into_iter()
+            .flatten()
+            .find_map(|name| {
+                let name = letters(&name);
+                celes::Country::from_alias(&name)
+                    .or_else(|_| celes::Country::from_name(&name))
+                    .ok()
+            })
     })?;
     Some(country.alpha2)
+}
+
+/// A name's letters, lower case, without accents (`Côte d'Ivoire` →
+/// `cotedivoire`): how the country table writes names.
+fn letters(name: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+    name.nfkd()
+        .filter(|c| c.is_alphabetic() && !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn timezone(text: &str) -> Option<&str> {
@@ -232,24 +253,23 @@ fn store_ids(value: &Value) -> Converted {
 
 fn property(source: &SourcePath, value: &Value) -> Converted {
     match (special(source), value) {
-        (Some(Special::Tags), Value::Array(tags)) => {
-            let names: Option<Vec<Value>> = tags
-                .iter()
-                .map(|t| t.get("name").and_then(Value::as_str).map(|n| Value::String(n.into())))
-                .collect();
-            names.map_or(Converted::Dropped, |n| Converted::Sent(Value::Array(n)))
-        }
+        // An element without its name (or text and state) is left out,
+        // the rest of the member's set sent: one odd tag never keeps the
+        // others stale in Ometria.
+        (Some(Special::Tags), Value::Array(tags)) => Converted::Sent(Value::Array(
+            tags.iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .map(|n| Value::String(n.into()))
+                .collect(),
+        )),
         (Some(Special::Permissions), Value::Array(permissions)) => {
             let mut map = Map::new();
             for p in permissions {
-                match (
+                if let (Some(text), Some(enabled)) = (
                     p.get("text").and_then(Value::as_str),
                     p.get("enabled").and_then(Value::as_bool),
                 ) {
-                    (Some(text), Some(enabled)) => {
-                        map.insert(text.to_owned(), Value::Bool(enabled));
-                    }
-                    _ => return Converted::Dropped,
+                    map.insert(text.to_owned(), Value::Bool(enabled));
                 }
             }
             Converted::Sent(Value::Object(map))
@@ -366,6 +386,8 @@ mod tests {
             ("+1.555.123.4567", Some("+15551234567")),
             ("  +33 1 23 45 67 89 ", Some("+33123456789")),
             ("+491701234567", Some("+491701234567")),
+            ("(+44) 20 7946 0958", Some("+442079460958")),
+            ("+44\u{202f}20\u{2009}7946\t0958", Some("+442079460958")),
             ("(555) 123-4567", None),
             ("555-123-4567", None),
             ("07911 123456", None),
@@ -455,6 +477,10 @@ mod tests {
             ("United Kingdom", Some("GB")),
             ("united states", Some("US")),
             ("Germany", Some("DE")),
+            ("Côte d'Ivoire", Some("CI")),
+            ("Curaçao", Some("CW")),
+            ("Réunion", Some("RE")),
+            ("Korea, Republic of", Some("KR")),
             ("XX", None),
             ("UKK", None),
             ("826", None),

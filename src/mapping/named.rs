@@ -113,10 +113,7 @@ impl NamedMappings {
         }
         match self.mappings.get(name) {
             Some(Ok(mapping)) => Ok(mapping),
-            Some(Err(e)) => Err(format!(
-                "the mapping {name:?} in {MAPPINGS_FILE_NAME}, key {:?}: {}",
-                e.field, e.problem
-            )),
+            Some(Err(e)) => Err(format!("the mapping {name:?} in {MAPPINGS_FILE_NAME}{}", where_(e))),
             None => {
                 let names: Vec<&str> = self.mappings.keys().map(String::as_str).collect();
                 Err(if names.is_empty() {
@@ -137,10 +134,7 @@ impl NamedMappings {
         let mut problems: Vec<String> = self.problem.iter().cloned().collect();
         for (name, mapping) in &self.mappings {
             if let Err(e) = mapping {
-                problems.push(format!(
-                    "{MAPPINGS_FILE_NAME}: the mapping {name:?}, key {:?}: {}",
-                    e.field, e.problem
-                ));
+                problems.push(format!("{MAPPINGS_FILE_NAME}: the mapping {name:?}{}", where_(e)));
             }
         }
         problems
@@ -153,6 +147,16 @@ impl NamedMappings {
 
     pub fn is_empty(&self) -> bool {
         self.mappings.is_empty()
+    }
+}
+
+/// `, key "fields": <problem>`, or `: <problem>` for a problem with the
+/// mapping as a whole (a key it does not know, not an object).
+fn where_(e: &MappingError) -> String {
+    if e.field == super::FIELD_MAPPING {
+        format!(": {}", e.problem)
+    } else {
+        format!(", key {:?}: {}", e.field, e.problem)
     }
 }
 
