@@ -184,7 +184,15 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
                     .filter(|e| !e.mapping.merge_tags().is_empty())
                     .map(|e| e.key.list_id.as_str())
                     .collect();
-                let answers = actix_rt::System::new().block_on(ask_mailchimp(config, &list_ids, &mapped, now));
+                // Each list is asked for what its (first) entry's sync asks for.
+                let mut projections: std::collections::HashMap<&str, String> = Default::default();
+                for e in &scan.entries {
+                    projections
+                        .entry(e.key.list_id.as_str())
+                        .or_insert_with(|| e.mapping.projection());
+                }
+                let answers =
+                    actix_rt::System::new().block_on(ask_mailchimp(config, &list_ids, &projections, &mapped, now));
                 for (list_id, answer) in list_ids.iter().zip(answers) {
                     match answer.members {
                         Ok(total) => writeln!(
@@ -255,6 +263,7 @@ struct ListAnswer {
 async fn ask_mailchimp(
     config: &Config,
     list_ids: &[&str],
+    projections: &std::collections::HashMap<&str, String>,
     mapped: &BTreeSet<&str>,
     now: DateTime<Utc>,
 ) -> Vec<ListAnswer> {
@@ -286,10 +295,9 @@ async fn ask_mailchimp(
     let connections = config.mailchimp_max_connections.max(1);
     let (client, window, policy, outcomes) = (&client, &window, &policy, &outcomes);
     let members: Vec<Result<u64, ApiError>> = stream::iter(list_ids.iter().map(|list_id| async move {
+        let fields = projections.get(list_id).map_or(MEMBER_FIELDS, String::as_str);
         let attempt = |attempt| async move {
-            let (body, _) = client
-                .members_page(list_id, window, request, MEMBER_FIELDS, attempt)
-                .await?;
+            let (body, _) = client.members_page(list_id, window, request, fields, attempt).await?;
             page_total_items(&body)
         };
         policy.run(outcomes, attempt, |_, _, _| {}).await
