@@ -11,6 +11,8 @@
 //! - [`faults`]: injected 5xx, 429 bursts, hangs, drops, truncations.
 //! - [`projection`]: `fields` / `exclude_fields`.
 //! - [`verify`]: does Ometria hold what Mailchimp holds?
+//! - [`oracle`]: what a mapped field must be sent as (issue 17), from the
+//!   sandbox's own knowledge of what it generated.
 //! - [`control`]: `/_sandbox/…` endpoints to inspect and steer it over HTTP.
 
 pub mod audience;
@@ -19,6 +21,7 @@ pub mod faults;
 pub mod fields;
 pub mod mailchimp;
 pub mod ometria;
+pub mod oracle;
 pub mod projection;
 pub mod verify;
 
