@@ -202,6 +202,72 @@ async fn the_fake_mailchimp_keeps_the_contract() {
 }
 
 #[actix_rt::test]
+async fn the_fake_mailchimp_serves_the_lists_merge_fields() {
+    let config = SandboxConfig {
+        lists: vec![("l".into(), 20)],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let base = format!("{}/lists/l/merge-fields", sandbox.mailchimp_url());
+    let auth = Some(("any", DEFAULT_MAILCHIMP_KEY));
+
+    let (status, body) = get(&base, Some(("any", "wrong-key"))).await;
+    assert_eq!((status, body["title"].as_str()), (401, Some("API Key Invalid")));
+    let (status, body) = get(&format!("{}/lists/nope/merge-fields", sandbox.mailchimp_url()), auth).await;
+    assert_eq!((status, body["title"].as_str()), (404, Some("Resource Not Found")));
+    let (status, _) = get(&format!("{base}?count=1001"), auth).await;
+    assert_eq!(status, 400);
+
+    let (status, page) = get(&format!("{base}?count=1000"), auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (page["list_id"].as_str(), page["total_items"].as_u64()),
+        (Some("l"), Some(11))
+    );
+    let by_tag = |tag: &str| {
+        page["merge_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["tag"] == tag)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_tag("PHONE")["type"], "phone");
+    assert_eq!(by_tag("BIRTHDAY")["options"]["date_format"], "MM/DD");
+    assert_eq!(by_tag("JOINED")["options"]["date_format"], "YYYY-MM-DD");
+    assert_eq!(by_tag("PLAN")["options"]["choices"], json!(["Free", "Pro", "Business"]));
+    assert_eq!(by_tag("LOYALTY")["list_id"], "l");
+    // Every member's merge fields are the list's.
+    let (_, members) = get(
+        &format!(
+            "{}/lists/l/members?count=1&fields=members.merge_fields",
+            sandbox.mailchimp_url()
+        ),
+        auth,
+    )
+    .await;
+    let tags: Vec<Value> = page["merge_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["tag"].clone())
+        .collect();
+    let held: Vec<Value> = members["members"][0]["merge_fields"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| json!(k))
+        .collect();
+    assert_eq!(held, tags);
+
+    let (_, page) = get(&format!("{base}?offset=10&fields=merge_fields.tag"), auth).await;
+    assert_eq!(page, json!({"merge_fields": [{"tag": "SIZE"}]}));
+    assert_eq!(sandbox.world().stats().mailchimp_requests, 6);
+    sandbox.stop().await;
+}
+
+#[actix_rt::test]
 async fn the_fake_mailchimp_answers_429_above_its_connection_cap() {
     let config = SandboxConfig {
         lists: vec![("l".into(), 50)],

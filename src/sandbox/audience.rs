@@ -61,8 +61,13 @@ pub struct Member {
     pub timestamp_opt: String,
     /// Unix seconds.
     pub last_changed: i64,
-    /// Seeds the member's bulky, never-read fields.
+    /// Seeds the member's bulky fields and its typed profile (see
+    /// [`super::fields`]).
     pub serial: u64,
+    /// Bumped by every [`Mutation::Change`]: with `serial`, seeds the
+    /// member's merge fields (other than its names), tags, permissions and
+    /// location, so they change when the member does.
+    pub variant: u32,
 }
 
 const FIRST_NAMES: [&str; 16] = [
@@ -149,9 +154,8 @@ impl Member {
             "email_type" => json!("html"),
             "status" => json!(self.status.as_str()),
             "consents_to_one_to_one_messaging" => json!(true),
-            "merge_fields" => json!({"FNAME": self.fname, "LNAME": self.lname, "ADDRESS": "",
-                                     "PHONE": "", "BIRTHDAY": ""}),
-            "interests" => json!({"9143cf3bd1": self.serial % 2 == 0, "3a2a927344": false}),
+            "merge_fields" => self.merge_fields(),
+            "interests" => self.interests(),
             "stats" => json!({"avg_open_rate": (self.serial % 100) as f64 / 100.0,
                               "avg_click_rate": (self.serial % 37) as f64 / 100.0,
                               "ecommerce_data": {"total_revenue": 0, "number_of_orders": 0, "currency_code": "USD"}}),
@@ -161,16 +165,15 @@ impl Member {
             "timestamp_opt" => json!(self.timestamp_opt),
             "member_rating" => json!(self.serial % 5 + 1),
             "last_changed" => json!(timestamp_text(self.last_changed)),
-            "language" => json!(if self.serial % 3 == 0 { "fr" } else { "en" }),
-            "vip" => json!(false),
+            "language" => json!(self.language()),
+            "vip" => json!(self.vip()),
             "email_client" => json!("Gmail"),
-            "location" => json!({"latitude": 51.5, "longitude": -0.12, "gmtoff": 0, "dstoff": 0,
-                                 "country_code": "GB", "timezone": "Europe/London", "region": "ENG"}),
-            "marketing_permissions" => json!([]),
+            "location" => self.location().to_value(),
+            "marketing_permissions" => self.marketing_permissions_value(),
             "last_note" => json!({}),
             "source" => json!("API - Generic"),
-            "tags_count" => json!(0),
-            "tags" => json!([]),
+            "tags_count" => json!(self.tags().len()),
+            "tags" => self.tags_value(),
             "list_id" => json!(list_id),
             "_links" => self.links(list_id),
             _ => return None,
@@ -322,6 +325,7 @@ impl Audience {
             },
             last_changed,
             serial,
+            variant: 0,
         }
     }
 
@@ -405,6 +409,7 @@ impl Audience {
             }
             Mutation::Change => {
                 member.fname = format!("{}·{}", FIRST_NAMES[rng.usize(0..FIRST_NAMES.len())], rng.u16(..));
+                member.variant = member.variant.wrapping_add(1);
             }
             Mutation::Archive | Mutation::QuietArchive => member.status = Status::Archived,
             Mutation::Unarchive => member.status = Status::Subscribed,
@@ -421,7 +426,8 @@ impl Audience {
 /// A change to a list, as its members and staff make them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    /// A name changes.
+    /// A name changes, and so do the member's other merge fields, tags,
+    /// permissions and location (its `variant` is bumped).
     Change,
     Archive,
     Unarchive,
@@ -436,7 +442,8 @@ pub enum Mutation {
     QuietArchive,
     /// An edit the importer does not map (a tag, a merge field): only
     /// `last_changed` moves, so a sync reads the member again and the
-    /// contact it makes is the one Ometria already holds. Never drawn at
+    /// contact it makes is the one Ometria already holds (under any
+    /// mapping: the member's fields stay as they were). Never drawn at
     /// random, so the random mutations' figures stay as they were.
     Touch,
 }

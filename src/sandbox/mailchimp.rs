@@ -1,6 +1,8 @@
 //! The fake `GET /3.0/lists/{list_id}/members`: Basic auth, the
 //! simultaneous-connection cap, `count`/`offset`, the `last_changed`
-//! window, `status`, sorting and projection, with problem+json errors.
+//! window, `status`, sorting and projection, with problem+json errors;
+//! and `GET /3.0/lists/{list_id}/merge-fields`, the list's merge-field
+//! definitions, behind the same auth, cap and faults.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ use serde_json::json;
 
 use super::audience::{timestamp_text, Audience, Member, Status, StatusFilter};
 use super::faults::{cut_short, Fault};
+use super::fields::MERGE_FIELDS;
 use super::projection::FieldTree;
 use super::{problem, World};
 use crate::api::Api;
@@ -144,15 +147,26 @@ impl Serialize for MergeFields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = self.member;
         let mut map = s.serialize_map(None)?;
-        for (tag, value) in [
-            ("FNAME", m.fname.as_str()),
-            ("LNAME", &m.lname),
-            ("ADDRESS", ""),
-            ("PHONE", ""),
-            ("BIRTHDAY", ""),
-        ] {
-            if self.tree.is_whole() || self.tree.get(tag).is_some() {
-                map.serialize_entry(tag, value)?;
+        for def in &MERGE_FIELDS {
+            let tag = def.tag;
+            let sub = if self.tree.is_whole() {
+                self.tree
+            } else {
+                match self.tree.get(tag) {
+                    Some(sub) => sub,
+                    None => continue,
+                }
+            };
+            match tag {
+                // The importer's own fields, straight from the model.
+                "FNAME" => map.serialize_entry(tag, &m.fname)?,
+                "LNAME" => map.serialize_entry(tag, &m.lname)?,
+                _ => {
+                    if let Some(mut v) = m.merge_field(tag) {
+                        sub.keep(&mut v);
+                        map.serialize_entry(tag, &v)?;
+                    }
+                }
             }
         }
         map.end()
@@ -317,12 +331,20 @@ fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>, bu
     .expect("pages serialise")
 }
 
-pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Path<String>) -> HttpResponse {
+/// What every Mailchimp endpoint does around its answer: counts the
+/// request, checks Basic auth and the simultaneous-connection cap, draws
+/// latency and faults; `body` makes the answer's JSON (or an error) while
+/// the connection's slot is held.
+async fn answer(
+    req: &HttpRequest,
+    world: &World,
+    body: impl FnOnce(&World) -> Result<Vec<u8>, Refusal>,
+) -> HttpResponse {
     world
         .stats
         .mailchimp_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if !authorised(&req, &world.config.mailchimp_key) {
+    if !authorised(req, &world.config.mailchimp_key) {
         return problem(
             401,
             "API Key Invalid",
@@ -359,19 +381,9 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
     if fault == Some(Fault::ServerError) {
         return problem(503, "Service Unavailable", "Please try again later.");
     }
-    let query = match parse_query(req.query_string()) {
-        Ok(q) => q,
-        Err(detail) => return problem(400, "Invalid Resource", &detail),
-    };
-    let body = {
-        let lists = world.lists();
-        let Some(audience) = lists.get(list_id.as_str()) else {
-            return problem(404, "Resource Not Found", "The requested resource could not be found.");
-        };
-        let bug = world.config.paging_bug;
-        let shuffles = world.config.shuffle_ties || bug == Some(PagingBug::IgnoresSort);
-        let mut rng = shuffles.then(|| world.tie_rng());
-        page(audience, &query, rng.as_deref_mut(), bug)
+    let body = match body(world) {
+        Ok(body) => body,
+        Err(refusal) => return refusal.response(),
     };
     match fault {
         Some(Fault::Drop) => cut_short(JSON, body, 0),
@@ -383,9 +395,77 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
     }
 }
 
+/// Why an endpoint refuses a request it was ready to answer.
+enum Refusal {
+    /// A query parameter Mailchimp would refuse: 400.
+    Invalid(String),
+    /// No such list: 404.
+    NotFound,
+}
+
+impl Refusal {
+    fn response(self) -> HttpResponse {
+        match self {
+            Refusal::Invalid(detail) => problem(400, "Invalid Resource", &detail),
+            Refusal::NotFound => problem(404, "Resource Not Found", "The requested resource could not be found."),
+        }
+    }
+}
+
+/// `GET /3.0/lists/{list_id}/members`.
+pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Path<String>) -> HttpResponse {
+    answer(&req, &world, |world| {
+        let query = parse_query(req.query_string()).map_err(Refusal::Invalid)?;
+        let lists = world.lists();
+        let audience = lists.get(list_id.as_str()).ok_or(Refusal::NotFound)?;
+        let bug = world.config.paging_bug;
+        let shuffles = world.config.shuffle_ties || bug == Some(PagingBug::IgnoresSort);
+        let mut rng = shuffles.then(|| world.tie_rng());
+        Ok(page(audience, &query, rng.as_deref_mut(), bug))
+    })
+    .await
+}
+
+/// The merge-fields page for `query` (its `count`, `offset`, `fields` and
+/// `exclude_fields`), as JSON.
+fn merge_fields_page(list_id: &str, query: &Query) -> Vec<u8> {
+    let definitions: Vec<serde_json::Value> = MERGE_FIELDS
+        .iter()
+        .skip(query.offset)
+        .take(query.count)
+        .map(|d| d.to_value(list_id))
+        .collect();
+    let href = format!("https://us1.api.mailchimp.com/3.0/lists/{list_id}/merge-fields");
+    let mut root = json!({
+        "merge_fields": definitions,
+        "list_id": list_id,
+        "total_items": MERGE_FIELDS.len(),
+        "_links": [{"rel": "self", "method": "GET", "href": href}],
+    });
+    query.fields.keep(&mut root);
+    if let Some(exclude) = &query.exclude {
+        exclude.remove(&mut root);
+    }
+    serde_json::to_vec(&root).expect("pages serialise")
+}
+
+/// `GET /3.0/lists/{list_id}/merge-fields`: the list's merge fields, each
+/// with its real type and options, paged and projected as Mailchimp does.
+pub async fn merge_fields(req: HttpRequest, world: web::Data<World>, list_id: web::Path<String>) -> HttpResponse {
+    answer(&req, &world, |world| {
+        let query = parse_query(req.query_string()).map_err(Refusal::Invalid)?;
+        if !world.lists().contains_key(list_id.as_str()) {
+            return Err(Refusal::NotFound);
+        }
+        Ok(merge_fields_page(&list_id, &query))
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const NOW: i64 = 1_700_000_000;
 
@@ -460,6 +540,111 @@ mod tests {
             .unwrap()
             .last_changed;
         assert_eq!(desc["members"][0]["last_changed"], timestamp_text(newest));
+    }
+
+    #[test]
+    fn deep_paths_project_merge_fields_location_and_tags() {
+        let audience = Audience::generate("l", 200, 2, NOW);
+        let q = parse_query(
+            "count=200&fields=members.unique_email_id,members.merge_fields.ADDRESS.country,\
+             members.merge_fields.PHONE,members.location.country_code,members.tags.name,total_items",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, None, None)).unwrap();
+        let members = v["members"].as_array().unwrap();
+        let all = audience.window(StatusFilter::Default, None, None);
+        assert_eq!(members.len(), all.len());
+        let mut seen_address = false;
+        for (got, m) in members.iter().zip(&all) {
+            assert_eq!(
+                got.as_object().unwrap().keys().collect::<Vec<_>>(),
+                ["location", "merge_fields", "tags", "unique_email_id"]
+            );
+            let mf = got["merge_fields"].as_object().unwrap();
+            assert_eq!(mf.keys().collect::<Vec<_>>(), ["ADDRESS", "PHONE"]);
+            assert_eq!(mf["PHONE"], m.phone().text());
+            match m.merge_field("ADDRESS").unwrap() {
+                // An unset address is "", whatever the path into it.
+                serde_json::Value::String(s) => assert_eq!(mf["ADDRESS"], s),
+                address => {
+                    seen_address = true;
+                    assert_eq!(mf["ADDRESS"], json!({"country": address["country"]}));
+                }
+            }
+            assert_eq!(
+                got["location"],
+                json!({"country_code": m.location().to_value()["country_code"]})
+            );
+            let names: Vec<serde_json::Value> = m.tags().iter().map(|t| json!({"name": t.name})).collect();
+            assert_eq!(got["tags"], json!(names));
+        }
+        assert!(seen_address);
+        // A whole member's tags, and the whole merge fields.
+        let q = parse_query("count=5&fields=members.tags,members.merge_fields").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&page(&audience, &q, None, None)).unwrap();
+        for (got, m) in v["members"].as_array().unwrap().iter().zip(&all) {
+            assert_eq!(got["tags"], m.tags_value());
+            assert_eq!(got["merge_fields"], m.merge_fields());
+        }
+    }
+
+    #[test]
+    fn merge_fields_are_paged_and_projected() {
+        let page = |q: &str| -> serde_json::Value {
+            serde_json::from_slice(&merge_fields_page("l", &parse_query(q).unwrap())).unwrap()
+        };
+        let first = page("");
+        assert_eq!(first["total_items"], MERGE_FIELDS.len());
+        assert_eq!(first["list_id"], "l");
+        let defs = first["merge_fields"].as_array().unwrap();
+        assert_eq!(defs.len(), 10, "Mailchimp's default count");
+        assert_eq!(defs[0]["tag"], "FNAME");
+        for key in [
+            "merge_id",
+            "tag",
+            "name",
+            "type",
+            "required",
+            "default_value",
+            "public",
+            "display_order",
+            "options",
+            "help_text",
+            "list_id",
+        ] {
+            assert!(defs[2].get(key).is_some(), "no {key}");
+        }
+        assert_eq!(defs[2]["type"], "address");
+        let rest = page("count=100&offset=9");
+        let tags: Vec<&str> = rest["merge_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["tag"].as_str().unwrap())
+            .collect();
+        assert_eq!(tags, ["PLAN", "SIZE"]);
+        assert_eq!(
+            rest["merge_fields"][1]["options"]["choices"],
+            json!(["S", "M", "L", "XL"])
+        );
+        let slim = page("count=100&fields=merge_fields.tag,merge_fields.type,total_items");
+        assert_eq!(slim.as_object().unwrap().len(), 2);
+        assert_eq!(slim["merge_fields"][5], json!({"tag": "JOINED", "type": "date"}));
+        let types: Vec<&str> = slim["merge_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["type"].as_str().unwrap())
+            .collect();
+        for t in [
+            "text", "number", "address", "phone", "date", "birthday", "zip", "url", "dropdown", "radio",
+        ] {
+            assert!(types.contains(&t), "no {t}");
+        }
+        let excluded = page("exclude_fields=_links,merge_fields.options");
+        assert!(excluded.get("_links").is_none());
+        assert!(excluded["merge_fields"][0].get("options").is_none());
+        assert!(parse_query("count=1001").is_err());
     }
 
     #[test]

@@ -3,19 +3,25 @@
 //! tests; `ometria-importer sandbox` serves them on their own.
 //!
 //! - [`audience`]: generated members and live mutations.
-//! - [`mailchimp`]: `GET /3.0/lists/{id}/members`.
+//! - [`mailchimp`]: `GET /3.0/lists/{id}/members` and `…/merge-fields`.
+//! - [`fields`]: the members' typed merge fields, tags, permissions and
+//!   location, drawn on demand.
 //! - [`ometria`]: `POST /v2/push` and the legacy `POST /record`, also
 //!   under `/_run/{run}/`, counted per run.
 //! - [`faults`]: injected 5xx, 429 bursts, hangs, drops, truncations.
 //! - [`projection`]: `fields` / `exclude_fields`.
 //! - [`verify`]: does Ometria hold what Mailchimp holds?
+//! - [`oracle`]: what a mapped field must be sent as (issue 17), from the
+//!   sandbox's own knowledge of what it generated.
 //! - [`control`]: `/_sandbox/…` endpoints to inspect and steer it over HTTP.
 
 pub mod audience;
 pub mod control;
 pub mod faults;
+pub mod fields;
 pub mod mailchimp;
 pub mod ometria;
+pub mod oracle;
 pub mod projection;
 pub mod verify;
 
@@ -423,6 +429,10 @@ pub fn problem(status: u16, title: &str, detail: &str) -> HttpResponse {
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
+        .route(
+            "/3.0/lists/{list_id}/merge-fields",
+            web::get().to(mailchimp::merge_fields),
+        )
         .route("/v2/push", web::post().to(ometria::push))
         .route("/record", web::post().to(ometria::record))
         .route("/_run/{run}/v2/push", web::post().to(ometria::push))
