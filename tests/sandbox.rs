@@ -642,3 +642,86 @@ async fn faults_at_a_moderate_rate_cost_no_record() {
     assert!(verification.ok, "{verification:?}");
     sandbox.stop().await;
 }
+
+/// Issue 17 end to end: lists with mappings — one entry's own, and a
+/// shared one from mappings.json named by two entries, one of them taking
+/// a field out and adding its own — arrive in Ometria with every mapped
+/// field right, as the sandbox's own oracle (written from what it
+/// generated, not from the importer's conversion) expects; and after some
+/// members change, a SYNC brings them level again.
+#[actix_rt::test]
+async fn lists_with_mappings_arrive_with_every_mapped_field_right() {
+    use ometria_importer::sandbox::verify::resolve_mapping;
+    use std::collections::BTreeMap;
+    let config = SandboxConfig {
+        lists: vec![("own".into(), 900), ("shared-a".into(), 700), ("shared-b".into(), 500)],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, loopback(), false).unwrap();
+    let named = json!({"shop": {"fields": {
+        "phone_number": "merge_fields.PHONE", "country_id": "merge_fields.ADDRESS.country",
+        "properties.birthday": "merge_fields.BIRTHDAY", "properties.tags": "tags",
+        "properties.loyalty": "merge_fields.LOYALTY", "timezone": "location.timezone"},
+        "collection": "mailchimp", "force_optin": true}});
+    let entries = json!([
+        {"list_id": "own", "fields": {
+            "date_of_birth": "merge_fields.JOINED", "properties.address": "merge_fields.ADDRESS",
+            "properties.consent": "marketing_permissions", "properties.interests": "interests",
+            "properties.web": "merge_fields.WEBSITE", "properties.plan": "merge_fields.PLAN",
+            "properties.size": "merge_fields.SIZE", "properties.zip": "merge_fields.ZIP",
+            "properties.vip": "vip", "properties.language": "language", "customer_id": "merge_fields.LOYALTY",
+            "country_id": "location.country_code", "store_ids": "tags.name", "firstname": "merge_fields.LNAME"}},
+        {"list_id": "shared-a", "mapping": "shop"},
+        {"list_id": "shared-b", "mapping": "shop", "collection": "mailchimp_b",
+         "fields": {"timezone": null, "lastname": null, "properties.joined": "merge_fields.JOINED"}}
+    ]);
+    let (dir, file) = state_dir(&serde_json::to_string(&entries).unwrap());
+    std::fs::write(dir.path().join("mappings.json"), named.to_string()).unwrap();
+    let mappings: BTreeMap<String, Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["list_id"].as_str().unwrap().to_owned(),
+                resolve_mapping(&named, e).unwrap(),
+            )
+        })
+        .collect();
+    let config = sandbox_config(&sandbox, dir.path());
+    let (log, buffer) = capture_log();
+    let summary = run_once(&config, log.clone()).await;
+    assert_eq!(summary.succeeded, 3, "{}", buffer.contents());
+    let verification = sandbox.world().verify_mapped(&mappings, None);
+    assert!(verification.ok, "{verification:#?}");
+    assert_eq!(verification.lists.iter().map(|l| l.matching).sum::<usize>(), 2100);
+    // Values the fields cannot take were dropped and counted, never sent.
+    assert!(
+        buffer.contents().contains("were left out of its records"),
+        "{}",
+        buffer.contents()
+    );
+
+    // Members change (merge fields, tags, status…); a SYNC brings Ometria level.
+    for list in ["own", "shared-a", "shared-b"] {
+        sandbox
+            .world()
+            .mutate(list, ometria_importer::sandbox::audience::Mutation::Change, 40);
+    }
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for entry in state.as_array_mut().unwrap() {
+        entry["latest_timestamp"] = json!("2000-01-01T00:00:00");
+    }
+    std::fs::write(&file, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    // A sync reads what changed before the second it starts in.
+    let changed_at = chrono::Utc::now().timestamp();
+    support::wait_until(Duration::from_secs(3), "the next second", || {
+        chrono::Utc::now().timestamp() > changed_at
+    })
+    .await;
+    let summary = run_once(&config, log).await;
+    assert_eq!(summary.succeeded, 3, "{}", buffer.contents());
+    let verification = sandbox.world().verify_mapped(&mappings, None);
+    assert!(verification.ok, "{verification:#?}");
+    sandbox.stop().await;
+}

@@ -26,7 +26,8 @@
 //!   crate's table), as given; else dropped.
 //! - `timestamp_acquired`, `timestamp_unsubscribed`: instants as
 //!   `timestamp_subscribed` is sent ([`ometria_timestamp`]).
-//! - `store_ids`: a list of text (a single value becomes a list of one).
+//! - `store_ids`: a list of text (a single value becomes a list of one; an
+//!   empty list is sent, as the member's whole set).
 //! - `properties.*`: as given — text, numbers exactly as Mailchimp wrote
 //!   them, `true`/`false`, objects and lists — except: an `ADDRESS` merge
 //!   field becomes an object of its non-empty parts (`addr1`, `addr2`,
@@ -244,11 +245,8 @@ fn store_ids(value: &Value) -> Converted {
         Value::String(_) | Value::Number(_) => text(value).map(|t| vec![Value::String(t)]),
         _ => None,
     };
-    match ids {
-        Some(ids) if ids.is_empty() => Converted::Empty,
-        Some(ids) => Converted::Sent(Value::Array(ids)),
-        None => Converted::Dropped,
-    }
+    // A list is the member's whole set: sent even when empty, as tags are.
+    ids.map_or(Converted::Dropped, |ids| Converted::Sent(Value::Array(ids)))
 }
 
 fn property(source: &SourcePath, value: &Value) -> Converted {
@@ -355,7 +353,7 @@ mod tests {
             Converted::Empty
         );
         assert_eq!(run("properties.n", "merge_fields.LOYALTY", json!("")), Converted::Empty);
-        assert_eq!(run("store_ids", "tags.name", json!([])), Converted::Empty);
+        assert_eq!(run("store_ids", "tags.name", json!([])), sent(json!([])));
     }
 
     #[test]
