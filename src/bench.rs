@@ -56,7 +56,19 @@ struct Scenario {
     /// bring Ometria level with Mailchimp. Scenarios with changes have one
     /// list.
     mutations_per_second: f64,
+    /// Keys of a mapping (issue 17) every entry gets, as JSON; the run is
+    /// verified field by field by the sandbox's oracle.
+    mapping: Option<&'static str>,
 }
+
+/// Scenario 10's mapping: the issue's example and more, over every kind of
+/// generated merge field.
+const BENCH_MAPPING: &str = r#"{"collection": "mailchimp", "force_optin": true, "fields": {
+    "phone_number": "merge_fields.PHONE", "country_id": "merge_fields.ADDRESS.country",
+    "date_of_birth": "merge_fields.JOINED", "timezone": "location.timezone",
+    "properties.birthday": "merge_fields.BIRTHDAY", "properties.tags": "tags",
+    "properties.loyalty": "merge_fields.LOYALTY", "properties.address": "merge_fields.ADDRESS",
+    "properties.consent": "marketing_permissions", "properties.plan": "merge_fields.PLAN"}}"#;
 
 /// Every scenario runs the importer with the defaults of a state entry.
 const ITEMS_PER_REQUEST: u64 = 100;
@@ -74,6 +86,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         reload: false,
         reconcile: false,
         mutations_per_second: 0.0,
+        mapping: None,
     }
 }
 
@@ -106,6 +119,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
+            mapping: None,
         }],
         2 => vec![Scenario {
             name: "2 rate-bound",
@@ -127,6 +141,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
+            mapping: None,
         }],
         3 => vec![unlimited("3 cpu", "cpu:200000")],
         4 => vec![
@@ -147,6 +162,10 @@ fn scenarios(number: u8) -> Vec<Scenario> {
         9 => vec![Scenario {
             reconcile: true,
             ..unlimited("9 reconcile 1M", "reconcile:1000000")
+        }],
+        10 => vec![Scenario {
+            mapping: Some(BENCH_MAPPING),
+            ..unlimited("10 cpu mapped", "mapped:200000")
         }],
         8 => vec![Scenario {
             name: "8 mutations",
@@ -187,6 +206,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
+            mapping: None,
         }],
     }
 }
@@ -246,7 +266,7 @@ impl Changes {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=9).collect()
+        (1..=10).collect()
     } else {
         numbers.to_vec()
     };
@@ -379,9 +399,20 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         .sum();
 
     let dir = tempfile::Builder::new().prefix("ometria-bench-").tempdir()?;
+    let mapping: Value = match scenario.mapping {
+        Some(text) => serde_json::from_str(text)?,
+        None => serde_json::json!({}),
+    };
     let entries: Vec<Value> = sizes
         .iter()
-        .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": WORKER_COUNT}))
+        .map(|l| {
+            let mut entry =
+                serde_json::json!({"list_id": l["list_id"], "items_per_request": ipr, "worker_count": WORKER_COUNT});
+            for (key, value) in mapping.as_object().into_iter().flatten() {
+                entry[key] = value.clone();
+            }
+            entry
+        })
         .collect();
     std::fs::write(dir.path().join("state.json"), serde_json::to_vec_pretty(&entries)?)?;
     if scenario.reload || scenario.reconcile {
@@ -464,7 +495,12 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         }
         None => None,
     };
-    let verification: Value = serde_json::from_str(&control(&address, "/_sandbox/verify")?)?;
+    let verification: Value = if scenario.mapping.is_some() {
+        let body = serde_json::json!({"entries": entries});
+        serde_json::from_str(&control_post_json(&address, "/_sandbox/verify", &body)?)?
+    } else {
+        serde_json::from_str(&control(&address, "/_sandbox/verify")?)?
+    };
     drop(sandbox);
     let ledger_bytes = ["", "-wal"]
         .iter()
@@ -637,6 +673,29 @@ fn control_post(address: &str, path: &str) -> io::Result<u16> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other("no status in the answer"))
+}
+
+/// POSTs `body` as JSON to the sandbox; its answer's body.
+fn control_post_json(address: &str, path: &str, body: &Value) -> io::Result<String> {
+    let body = serde_json::to_vec(body)?;
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => Ok(body.to_owned()),
+        _ => Err(io::Error::other(format!(
+            "{path} answered: {}",
+            answer.lines().next().unwrap_or("")
+        ))),
+    }
 }
 
 /// Whether every entry of the state file has a `latest_timestamp`.

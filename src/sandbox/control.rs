@@ -5,6 +5,7 @@
 //! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected
 //! - `GET  /_sandbox/lists` → `[{"list_id", "members", "archived"}]`
 //! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>][&deleted_before=<unix seconds>]` → does Ometria hold what Mailchimp holds? (members deleted before `deleted_before` must be absent or opted out as deleted)
+//! - `POST /_sandbox/verify[?as_of=…][&deleted_before=…]` with a body `{"entries": [state entries], "mappings": {named mappings}}` → the same for lists whose entries have a mapping (issue 17): each entry's mapping resolved as the importer resolves it, its fields checked by the sandbox's own oracle
 //! - `GET  /_sandbox/contacts/{id}` → the contact Ometria holds, with its write count
 //! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N`
 
@@ -25,6 +26,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/_sandbox/stats", web::get().to(stats))
         .route("/_sandbox/lists", web::get().to(lists))
         .route("/_sandbox/verify", web::get().to(verify))
+        .route("/_sandbox/verify", web::post().to(verify_mapped))
         .route("/_sandbox/contacts/{id}", web::get().to(contact))
         .route("/_sandbox/mutate", web::post().to(mutate));
 }
@@ -57,6 +59,26 @@ async fn verify(req: HttpRequest, world: web::Data<World>) -> HttpResponse {
     let as_of = q.get("as_of").and_then(|t| t.parse().ok());
     let deleted_before = q.get("deleted_before").and_then(|t| t.parse().ok());
     HttpResponse::Ok().json(world.verify_with_deletions(&ids, as_of, deleted_before))
+}
+
+async fn verify_mapped(req: HttpRequest, world: web::Data<World>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let q = query(&req);
+    let as_of = q.get("as_of").and_then(|t| t.parse().ok());
+    let deleted_before = q.get("deleted_before").and_then(|t| t.parse().ok());
+    let named = body.get("mappings").cloned().unwrap_or(json!({}));
+    let mut mappings = std::collections::BTreeMap::new();
+    for entry in body.get("entries").and_then(|e| e.as_array()).into_iter().flatten() {
+        let Some(list_id) = entry.get("list_id").and_then(|l| l.as_str()) else {
+            continue;
+        };
+        match super::verify::resolve_mapping(&named, entry) {
+            Ok(mapping) => {
+                mappings.insert(list_id.to_owned(), mapping);
+            }
+            Err(e) => return problem(400, "Invalid Resource", &e),
+        }
+    }
+    HttpResponse::Ok().json(world.verify_mapped_with_deletions(&mappings, as_of, deleted_before))
 }
 
 async fn contact(world: web::Data<World>, id: web::Path<String>) -> HttpResponse {
