@@ -109,7 +109,7 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
     for entry in &scan.entries {
         let plan = match decide(entry, now, refresh, overlap_std, false, None) {
             Decision::Due(SyncKind::Sync { .. }) | Decision::UpToDate { .. } if remapped.contains(&entry.key) => {
-                "SYNC of every member (its mapping changed since its last full read; only the records that change are pushed)"
+                "SYNC of every member (its mapping is not the one its last full read used, or the ledger has none; only the records that change are pushed)"
                     .to_string()
             }
             Decision::Due(SyncKind::Load) => match entry.cursor {

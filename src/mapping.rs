@@ -374,7 +374,7 @@ impl Mapping {
                     return Err(error(
                         FIELD_FIELDS,
                         format!(
-                            "maps {} fields; at most {MAX_FIELDS} are taken (each is asked of Mailchimp in every request's URL)",
+                            "maps {} fields, and at most {MAX_FIELDS} may be mapped (each is asked of Mailchimp in every request's URL)",
                             self.fields.len()
                         ),
                     ));
@@ -798,7 +798,7 @@ mod tests {
             (
                 json!({"fields": (0..101).map(|i| (format!("properties.p{i}"), json!("vip"))).collect::<Map<String, Value>>()}),
                 "fields",
-                "maps 101 fields; at most 100",
+                "maps 101 fields, and at most 100 may be mapped",
             ),
         ] {
             let e = mapping(value.clone()).unwrap_err();

@@ -86,6 +86,9 @@ pub fn run(
         match &args.list_id {
             Some(list_id) => {
                 writeln!(say, "plan: state.json has no valid entry for list \"{list_id}\".")?;
+                if args.json {
+                    writeln!(out, "[]")?;
+                }
                 return Ok(1);
             }
             None => {

@@ -378,45 +378,101 @@ pub fn map_member<'a>(
     })
 }
 
-/// Takes the largest value a mapping added (a contact field, or a
-/// top-level property with all it holds) out of `contact`, for a record
-/// over Ometria's 60 KB (SPEC §6): the record is still sent, without it.
-/// `None` when the mapping added nothing left to take.
-pub fn drop_largest_mapped(contact: &mut Contact) -> Option<DroppedValue> {
+/// Takes mapped values out of `contact`, the largest first, until its
+/// record (as `encoded_len` measures it) fits in `max_bytes` — Ometria's
+/// 60 KB (SPEC §6) — so that the record is still sent, without them. The
+/// values are those `mapping` added: its contact fields (a mapped
+/// `firstname` or `lastname` included) and each of its properties, one by
+/// one. Nothing is taken when taking them all would not make the record
+/// fit (a default name too large, say): such a record is too large
+/// whatever the mapping, and is kept aside as rejected whole. Returns what
+/// was taken.
+pub fn fit_mapped(
+    contact: &mut Contact,
+    mapping: &Mapping,
+    max_bytes: usize,
+    encoded_len: impl Fn(&Contact) -> usize,
+) -> Vec<DroppedValue> {
     let size = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
-    let field = contact
-        .mapped
-        .0
-        .iter()
-        .enumerate()
-        .map(|(i, (_, v))| (size(v), i))
-        .max();
-    let property = contact
-        .properties
-        .mapped
-        .iter()
-        .map(|(k, v)| (size(v), k.clone()))
-        .max();
-    let field_first = match (&field, &property) {
-        (Some((f, _)), Some((p, _))) => f >= p,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let (bytes, label) = match (field, property) {
-        (Some((f, i)), _) if field_first => {
-            let (name, _) = contact.mapped.0.remove(i);
-            (f, name.to_owned())
+    let len = encoded_len(contact);
+    if len <= max_bytes {
+        return vec![];
+    }
+    // Every mapped value, with its size and where it is.
+    let mut values: Vec<(usize, Target)> = vec![];
+    for (target, _) in mapping.rules() {
+        let bytes = match target {
+            Target::Contact(ContactField::Firstname) if !mapping.default_name(ContactField::Firstname) => {
+                contact.firstname.as_ref().map(|n| n.len())
+            }
+            Target::Contact(ContactField::Lastname) if !mapping.default_name(ContactField::Lastname) => {
+                contact.lastname.as_ref().map(|n| n.len())
+            }
+            Target::Contact(field) => contact
+                .mapped
+                .0
+                .iter()
+                .find(|(name, _)| *name == field.name())
+                .map(|(_, v)| size(v)),
+            Target::Property(path) => property_at(&contact.properties.mapped, path).map(size),
+        };
+        if let Some(bytes) = bytes {
+            values.push((bytes, target.clone()));
         }
-        (_, Some((p, name))) => {
-            contact.properties.mapped.shift_remove(&name);
-            (p, format!("properties.{name}"))
+    }
+    let all: usize = values
+        .iter()
+        .map(|(bytes, target)| bytes + target.label().len() + 4)
+        .sum();
+    if len.saturating_sub(all) > max_bytes {
+        return vec![];
+    }
+    values.sort_by_key(|v| std::cmp::Reverse(v.0));
+    let mut dropped = vec![];
+    for (bytes, target) in values {
+        match &target {
+            Target::Contact(ContactField::Firstname) => contact.firstname = None,
+            Target::Contact(ContactField::Lastname) => contact.lastname = None,
+            Target::Contact(field) => contact.mapped.0.retain(|(name, _)| *name != field.name()),
+            Target::Property(path) => remove_property(&mut contact.properties.mapped, path),
         }
-        _ => return None,
+        dropped.push(DroppedValue {
+            field: Cow::Owned(target.label()),
+            value: format!("({bytes} bytes: too large for Ometria's 60 KB record)"),
+        });
+        if encoded_len(contact) <= max_bytes {
+            break;
+        }
+    }
+    dropped
+}
+
+/// The value at `path` in `properties`.
+fn property_at<'v>(properties: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (last, parents) = path.split_last()?;
+    let mut object = properties;
+    for name in parents {
+        object = object.get(name)?.as_object()?;
+    }
+    object.get(last)
+}
+
+/// Takes the value at `path` out of `properties`, and the objects on the
+/// way that it leaves empty.
+fn remove_property(properties: &mut Map<String, Value>, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
     };
-    Some(DroppedValue {
-        field: Cow::Owned(label),
-        value: format!("({bytes} bytes: too large for Ometria's 60 KB record)"),
-    })
+    if rest.is_empty() {
+        properties.shift_remove(first);
+        return;
+    }
+    if let Some(Value::Object(inner)) = properties.get_mut(first) {
+        remove_property(inner, rest);
+        if inner.is_empty() {
+            properties.shift_remove(first);
+        }
+    }
 }
 
 /// Puts `value` at `path` in `properties`, making the objects on the way.

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -15,37 +13,6 @@ use wiremock::{Mock, ResponseTemplate};
 
 use support::*;
 
-fn importer(state_dir: &Path, apis: Option<&Apis>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
-    cmd.env_clear()
-        .env("IMPORTER_STATE_DIR", state_dir)
-        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", OMETRIA_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(apis) = apis {
-        cmd.env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
-            .env("OMETRIA_BASE_URL", apis.ometria.uri());
-    }
-    cmd
-}
-
-/// Waits for the child to exit, polling; kills it after `limit`.
-async fn exit_within(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!(
-                "check did not end within {limit:?}: {:?}",
-                child.wait_with_output().unwrap()
-            );
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// `check` (with `args`) on `entries`, and `mappings` as `mappings.json`
 /// if given: its exit code and what it printed.
 async fn check(entries: &str, mappings: Option<&str>, apis: Option<&Apis>, args: &[&str]) -> (Option<i32>, String) {
@@ -53,7 +20,11 @@ async fn check(entries: &str, mappings: Option<&str>, apis: Option<&Apis>, args:
     if let Some(mappings) = mappings {
         std::fs::write(dir.path().join("mappings.json"), mappings).unwrap();
     }
-    let child = importer(dir.path(), apis).arg("check").args(args).spawn().unwrap();
+    let child = importer_command(dir.path(), apis)
+        .arg("check")
+        .args(args)
+        .spawn()
+        .unwrap();
     let out = exit_within(child, Duration::from_secs(20)).await;
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -129,7 +100,7 @@ async fn the_record_api_does_not_send_a_mapping_and_check_says_so() {
     assert!(stdout.ends_with("all good.\n"), "{stdout}");
 
     let (dir, _) = state_dir(entries);
-    let out = importer(dir.path(), None)
+    let out = importer_command(dir.path(), None)
         .env("OMETRIA_API", "record")
         .arg("check")
         .output()
@@ -308,7 +279,7 @@ async fn entries_that_would_overwrite_each_other_are_warned_about() {
     )
     .await;
     assert!(
-        out.contains("list \"W\": SYNC of every member (its mapping changed since its last full read"),
+        out.contains("list \"W\": SYNC of every member (its mapping is not the one its last full read used"),
         "{out}"
     );
     assert!(out.contains("list \"X\": up to date"), "{out}");

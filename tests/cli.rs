@@ -3,8 +3,8 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use chrono::Utc;
 use wiremock::matchers::{method, query_param};
@@ -12,46 +12,10 @@ use wiremock::{Mock, ResponseTemplate};
 
 use support::*;
 
-fn importer(state_dir: &Path, apis: Option<&Apis>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
-    cmd.env_clear()
-        .env("IMPORTER_STATE_DIR", state_dir)
-        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", OMETRIA_KEY)
-        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(apis) = apis {
-        cmd.env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
-            .env("OMETRIA_BASE_URL", apis.ometria.uri());
-    }
-    cmd
-}
-
-/// Waits for the child to exit, polling; kills it after `limit`.
-async fn exit_within(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!(
-                "the importer did not stop within {limit:?}: {:?}",
-                child.wait_with_output().unwrap()
-            );
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Sends `signal` to the child (no `kill` program needed).
 fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 async fn apis_with_list(n: usize) -> Apis {
@@ -66,7 +30,7 @@ async fn apis_with_list(n: usize) -> Apis {
 async fn once_syncs_writes_the_state_and_exits_0() {
     let apis = apis_with_list(250).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let child = importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
+    let child = importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
     let out = exit_within(child, Duration::from_secs(20)).await;
     let log = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -88,7 +52,7 @@ async fn a_log_that_cannot_be_written_does_not_stop_the_syncs() {
     let apis = apis_with_list(250).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let child = importer(dir.path(), Some(&apis))
+    let child = importer_command(dir.path(), Some(&apis))
         .arg("once")
         .stderr(full)
         .spawn()
@@ -111,7 +75,7 @@ async fn once_exits_1_when_a_sync_fails() {
     .await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
     let out = exit_within(
-        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
         Duration::from_secs(20),
     )
     .await;
@@ -130,7 +94,7 @@ async fn once_exits_1_when_a_result_could_not_be_written() {
     )
     .await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let child = importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
+    let child = importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap();
     apis.first_mailchimp_request().await;
     // Half-saved by an editor, and left so: the sync's result cannot go in.
     let half_saved = "[{\"list_id\": \"L\",";
@@ -174,7 +138,7 @@ async fn a_state_folder_it_cannot_write_stops_the_start_with_exit_2() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
     let folder_hint = format!("must be able to create files in {}", dir.path().display());
     for command in ["once", "check"] {
-        let out = without_root_override(importer(dir.path(), Some(&apis)).arg(command))
+        let out = without_root_override(importer_command(dir.path(), Some(&apis)).arg(command))
             .output()
             .unwrap();
         let output = text(&out.stderr) + &text(&out.stdout);
@@ -196,7 +160,7 @@ async fn a_state_folder_it_cannot_write_stops_the_start_with_exit_2() {
 async fn go_until_stopped(stop: impl FnOnce(&Child, &Path)) {
     let apis = apis_with_list(30).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let child = importer(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
+    let child = importer_command(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
     wait_until(Duration::from_secs(20), "the first sync", || {
         std::fs::read_to_string(&file).unwrap().contains("latest_timestamp")
     })
@@ -214,13 +178,13 @@ async fn go_until_stopped(stop: impl FnOnce(&Child, &Path)) {
 async fn a_second_importer_on_the_same_state_file_stops_at_its_start() {
     let apis = apis_with_list(30).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let first = importer(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
+    let first = importer_command(dir.path(), Some(&apis)).arg("go").spawn().unwrap();
     wait_until(Duration::from_secs(20), "the first sync", || {
         std::fs::read_to_string(&file).unwrap().contains("latest_timestamp")
     })
     .await;
     let second = exit_within(
-        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
         Duration::from_secs(10),
     )
     .await;
@@ -231,13 +195,13 @@ async fn a_second_importer_on_the_same_state_file_stops_at_its_start() {
         "{log}"
     );
     // check only reads: it runs beside the daemon.
-    let check = importer(dir.path(), None).arg("check").output().unwrap();
+    let check = importer_command(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
 
     std::fs::write(dir.path().join("controller.quit"), "").unwrap();
     assert_eq!(exit_within(first, Duration::from_secs(10)).await.status.code(), Some(0));
     let after = exit_within(
-        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
         Duration::from_secs(10),
     )
     .await;
@@ -269,7 +233,7 @@ async fn go_stops_on_sigint() {
 async fn a_broken_state_file_stops_the_start_with_exit_2_and_its_position() {
     let (dir, file) = state_dir("[\n  {\"list_id\": \"L\"},\n  {\"list_id\" \"M\"}\n]\n");
     for command in ["go", "once"] {
-        let out = importer(dir.path(), None).arg(command).output().unwrap();
+        let out = importer_command(dir.path(), None).arg(command).output().unwrap();
         let log = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{log}");
         assert!(
@@ -281,7 +245,7 @@ async fn a_broken_state_file_stops_the_start_with_exit_2_and_its_position() {
         );
     }
     let missing = tempfile::tempdir().unwrap();
-    let out = importer(missing.path(), None).arg("go").output().unwrap();
+    let out = importer_command(missing.path(), None).arg("go").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("state.json does not exist: create it with a JSON array of entries"));
 }
@@ -289,7 +253,7 @@ async fn a_broken_state_file_stops_the_start_with_exit_2_and_its_position() {
 #[actix_rt::test]
 async fn check_reports_a_broken_state_file() {
     let (dir, file) = state_dir("[{\"list_id\": \"L\",}]");
-    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains(&format!(
         "error: state file {} is not valid JSON at line 1, column 18",
@@ -303,7 +267,7 @@ async fn check_prints_what_the_next_tick_would_do() {
     let (dir, _) = state_dir(&format!(
         r#"[{{"list_id": "a"}}, {{"list_id": "b", "latest_timestamp": "2001-01-01T00:00:00"}}, {{"list_id": "c", "latest_timestamp": "{recent}"}}, {{"list_id": "d", "worker_count": 0}}, {{"list_id": "e", "latest_timestamp": "2999-01-01T00:00:00"}}]"#
     ));
-    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("check").output().unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -326,13 +290,13 @@ async fn check_prints_what_the_next_tick_would_do() {
     assert!(!stdout.contains(MAILCHIMP_KEY));
 
     let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
-    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("holds 1 entry, 1 valid"));
     assert!(text(&out.stdout).ends_with("all good.\n"));
 
     let (dir, _) = state_dir(r#"[{"list_id": "a", "latest_timestamp": "soon"}]"#);
-    let out = importer(dir.path(), None).arg("check").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).ends_with("all good, but for 1 warning(s) above.\n"),
@@ -347,7 +311,7 @@ async fn check_online_asks_mailchimp_about_each_list_once() {
     let (dir, _) = state_dir(r#"[{"list_id": "L"}, {"list_id": "nope"}, {"list_id": "L", "items_per_request": 10}]"#);
     // Offline, check calls nobody and sees nothing wrong.
     let offline = exit_within(
-        importer(dir.path(), Some(&apis)).arg("check").spawn().unwrap(),
+        importer_command(dir.path(), Some(&apis)).arg("check").spawn().unwrap(),
         Duration::from_secs(20),
     )
     .await;
@@ -355,7 +319,7 @@ async fn check_online_asks_mailchimp_about_each_list_once() {
     assert!(apis.mailchimp.received_requests().await.unwrap().is_empty());
 
     let online = exit_within(
-        importer(dir.path(), Some(&apis))
+        importer_command(dir.path(), Some(&apis))
             .args(["check", "--online"])
             .spawn()
             .unwrap(),
@@ -396,7 +360,7 @@ async fn check_online_asks_mailchimp_about_each_list_once() {
         .await;
     let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
     let refused = exit_within(
-        importer(dir.path(), Some(&apis))
+        importer_command(dir.path(), Some(&apis))
             .env("MAILCHIMP_APIKEY", "wrong0key-us9")
             .args(["check", "--online"])
             .spawn()
@@ -413,7 +377,7 @@ async fn check_online_asks_mailchimp_about_each_list_once() {
 #[actix_rt::test]
 async fn missing_keys_and_bad_values_are_named_with_exit_2() {
     let (dir, _) = state_dir(r#"[{"list_id": "a"}]"#);
-    let out = importer(dir.path(), None)
+    let out = importer_command(dir.path(), None)
         .env_remove("MAILCHIMP_APIKEY")
         .env_remove("OMETRIA_APIKEY")
         .arg("go")
@@ -427,7 +391,7 @@ async fn missing_keys_and_bad_values_are_named_with_exit_2() {
     );
     assert!(log.contains("OMETRIA_APIKEY is not set"), "{log}");
 
-    let out = importer(dir.path(), None)
+    let out = importer_command(dir.path(), None)
         .env("IMPORTER_TICK_SECONDS", "0")
         .arg("go")
         .output()
@@ -442,12 +406,12 @@ async fn missing_keys_and_bad_values_are_named_with_exit_2() {
 #[actix_rt::test]
 async fn version_and_help() {
     let (dir, _) = state_dir("[]");
-    let out = importer(dir.path(), None).arg("version").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("version").output().unwrap();
     assert_eq!(
         text(&out.stdout),
         format!("ometria-importer {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let out = importer(dir.path(), None).arg("--help").output().unwrap();
+    let out = importer_command(dir.path(), None).arg("--help").output().unwrap();
     let help = text(&out.stdout);
     assert!(
         help.contains("MAILCHIMP_APIKEY") && help.contains("IMPORTER_MAX_CONCURRENT_LISTS"),
@@ -460,7 +424,7 @@ async fn version_and_help() {
 async fn json_logs_are_one_object_per_line() {
     let apis = apis_with_list(20).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
-    let child = importer(dir.path(), Some(&apis))
+    let child = importer_command(dir.path(), Some(&apis))
         .env("IMPORTER_LOG_FORMAT", "json")
         .arg("once")
         .spawn()
@@ -678,7 +642,7 @@ async fn the_health_command_asks_the_running_importer() {
     assert_eq!(unset.status.code(), Some(2));
     assert!(text(&unset.stderr).contains("IMPORTER_METRICS_ADDR is not set"));
 
-    let child = importer(dir.path(), Some(&apis))
+    let child = importer_command(dir.path(), Some(&apis))
         .env("IMPORTER_METRICS_ADDR", format!("0.0.0.0:{port}"))
         .arg("go")
         .spawn()
@@ -724,7 +688,7 @@ async fn once_exits_1_when_mailchimp_pages_do_not_add_up() {
     let entries = r#"[{"list_id": "L", "worker_count": 1}]"#;
     let (dir, file) = state_dir(entries);
     let out = exit_within(
-        importer(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
+        importer_command(dir.path(), Some(&apis)).arg("once").spawn().unwrap(),
         Duration::from_secs(30),
     )
     .await;

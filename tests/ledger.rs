@@ -7,7 +7,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,24 +271,6 @@ async fn a_ledger_of_garbage_is_moved_aside_and_the_sync_pushes_everything() {
     assert_eq!(ledger.count_members("L").unwrap(), 120);
 }
 
-fn importer(state_dir: &Path, apis: &Apis) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
-    cmd.env_clear()
-        .env("IMPORTER_STATE_DIR", state_dir)
-        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", OMETRIA_KEY)
-        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
-        .env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
-        .env("OMETRIA_BASE_URL", apis.ometria.uri())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[actix_rt::test]
 async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_again() {
     let apis = Apis::start(
@@ -302,7 +283,10 @@ async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_agai
     let (dir, file) = state_dir(r#"[{"list_id": "L"}, {"list_id": "M"}]"#);
 
     // No ledger yet: said, exit 1.
-    let out = importer(dir.path(), &apis).arg("history").output().unwrap();
+    let out = importer_command(dir.path(), Some(&apis))
+        .arg("history")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("there is no ledger at "),
@@ -311,14 +295,14 @@ async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_agai
     );
 
     let once = || {
-        let out = importer(dir.path(), &apis).arg("once").output().unwrap();
+        let out = importer_command(dir.path(), Some(&apis)).arg("once").output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     };
     once();
     force_load(&file);
     once();
 
-    let out = importer(dir.path(), &apis)
+    let out = importer_command(dir.path(), Some(&apis))
         .args(["history", "--list", "L"])
         .output()
         .unwrap();
@@ -348,7 +332,7 @@ async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_agai
     assert_eq!(lines[1][5..], ["80", "0", "80", "0", "0", "0"], "{table}");
     assert_eq!(lines[2][5..], ["80", "80", "0", "0", "0", "0"], "{table}");
 
-    let out = importer(dir.path(), &apis)
+    let out = importer_command(dir.path(), Some(&apis))
         .args(["history", "--json", "--limit", "3"])
         .output()
         .unwrap();
@@ -358,7 +342,7 @@ async fn history_prints_the_syncs_newest_first_and_forget_has_a_list_pushed_agai
     assert!(rows.iter().all(|r| r["result"] == "succeeded" && r["kind"] == "LOAD"));
 
     // forget: the list's next sync pushes every member again.
-    let out = importer(dir.path(), &apis)
+    let out = importer_command(dir.path(), Some(&apis))
         .args(["forget", "--list", "L"])
         .output()
         .unwrap();

@@ -8,13 +8,13 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use ometria_importer::ledger::{record_hash, Accepted, LedgerStore, RunEnd};
+use ometria_importer::ledger::{LedgerStore, RunEnd};
 use ometria_importer::mailchimp::MEMBER_FIELDS;
 use ometria_importer::mapping::MAPPINGS_FILE_NAME;
 use ometria_importer::{RunMode, RunSummary};
@@ -617,22 +617,11 @@ async fn a_reconciliation_opts_out_deleted_members_in_the_entrys_collection() {
     let apis = Apis::start(projecting(&[("L", kept.to_vec())]), FakeOmetria::default()).await;
     let (dir, file) = state_of(json!([{"list_id": "L", "latest_timestamp": cursor_now(),
         "fields": {"phone_number": "merge_fields.PHONE"}, "collection": "mailchimp_uk", "force_optin": true}]));
-    // The ledger holds every member, as a LOAD a minute ago left it.
+    // The ledger holds every member, as a LOAD a minute ago left it (an
+    // entry with a collection has the list's members in that collection)…
+    seed_ledger(dir.path(), "L\u{1f}mailchimp_uk", &all);
     let now = Utc::now().timestamp();
     let (mut ledger, _) = LedgerStore::open(dir.path(), now).unwrap();
-    let accepted: Vec<Accepted> = all
-        .iter()
-        .map(|m| Accepted {
-            member_id: m.id.clone(),
-            hash: record_hash(m.id.as_bytes()),
-            email: m.email.clone(),
-            status: m.status.into(),
-        })
-        .collect();
-    // (an entry with a collection has the list's members in that collection)
-    ledger
-        .record_accepted("L\u{1f}mailchimp_uk", now - 60, &accepted)
-        .unwrap();
     // …and read every member with this mapping.
     let mut mapping = ometria_importer::mapping::Mapping::default();
     let entry = read_json(&file)[0].clone();
@@ -679,21 +668,6 @@ async fn a_reconciliation_opts_out_deleted_members_in_the_entrys_collection() {
     );
 }
 
-/// The importer binary with the fakes' keys and addresses, on `state_dir`.
-fn importer(state_dir: &Path, apis: &Apis) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
-    cmd.env_clear()
-        .env("IMPORTER_STATE_DIR", state_dir)
-        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", OMETRIA_KEY)
-        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
-        .env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
-        .env("OMETRIA_BASE_URL", apis.ometria.uri())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
 /// Runs `once` to its end (at most `limit`), polling.
 async fn once_exits(mut cmd: Command, limit: Duration) -> Output {
     let mut child = cmd.arg("once").spawn().unwrap();
@@ -731,7 +705,7 @@ async fn an_invalid_mapping_skips_only_its_entry() {
     let (dir, file) =
         state_of(json!([bad, none, {"list_id": "GOOD", "fields": {"phone_number": "merge_fields.PHONE"}}]));
 
-    let out = once_exits(importer(dir.path(), &apis), Duration::from_secs(30)).await;
+    let out = once_exits(importer_command(dir.path(), Some(&apis)), Duration::from_secs(30)).await;
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(
@@ -842,27 +816,15 @@ async fn two_entries_of_one_list_in_two_collections_keep_their_own_ledger() {
     ]));
     // The ledger holds every member of both, as their LOADs left it.
     let now = Utc::now().timestamp();
-    let (mut ledger, _) = LedgerStore::open(dir.path(), now).unwrap();
-    let accepted: Vec<Accepted> = all
-        .iter()
-        .map(|m| Accepted {
-            member_id: m.id.clone(),
-            hash: record_hash(m.id.as_bytes()),
-            email: m.email.clone(),
-            status: m.status.into(),
-        })
-        .collect();
     for (rank, collection) in [(0, "a"), (1, "b")] {
-        ledger
-            .record_accepted(&format!("T\u{1f}{collection}"), now - 60, &accepted)
-            .unwrap();
+        seed_ledger(dir.path(), &format!("T\u{1f}{collection}"), &all);
+        let (mut ledger, _) = LedgerStore::open(dir.path(), now).unwrap();
         let mut mapping = ometria_importer::mapping::Mapping::default();
         mapping.overlay(read_json(&file)[rank].as_object().unwrap()).unwrap();
         ledger
             .record_mapping("T", rank as u32, mapping.fingerprint(), now - 60)
             .unwrap();
     }
-    drop(ledger);
     let (log, buffer) = capture_log();
     let config = apis.config(dir.path());
 

@@ -4,32 +4,18 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use chrono::Utc;
 use serde_json::Value;
 use support::*;
 
-fn importer(state_dir: &Path, apis: &Apis) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
-    cmd.env_clear()
-        .env("IMPORTER_STATE_DIR", state_dir)
-        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
-        .env("OMETRIA_APIKEY", OMETRIA_KEY)
-        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
-        .env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
-        .env("OMETRIA_BASE_URL", apis.ometria.uri())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn plan(state_dir: &Path, apis: &Apis, args: &[&str]) -> Output {
-    importer(state_dir, apis).arg("plan").args(args).output().unwrap()
+    importer_command(state_dir, Some(apis))
+        .arg("plan")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Every file of the state folder with its bytes: what "writes nothing" means.
@@ -111,7 +97,7 @@ async fn a_plan_compares_with_the_ledger() {
     let lists = fake.lists.clone();
     let apis = Apis::start(fake, FakeOmetria::default()).await;
     let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
-    let out = importer(dir.path(), &apis).arg("once").output().unwrap();
+    let out = importer_command(dir.path(), Some(&apis)).arg("once").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let pushes = apis.pushes().len();
 
@@ -220,7 +206,7 @@ async fn a_plan_says_what_it_could_not_read() {
     let (dir, _) = state_dir(
         r#"[{"list_id": "nope"}, {"list_id": "L"}, {"list_id": "bad", "fields": {"phone": "merge_fields.PHONE"}}]"#,
     );
-    let out = importer(dir.path(), &apis)
+    let out = importer_command(dir.path(), Some(&apis))
         .env_remove("OMETRIA_APIKEY")
         .arg("plan")
         .output()
@@ -242,14 +228,14 @@ async fn a_plan_says_what_it_could_not_read() {
     assert!(text(&out.stdout).contains("no valid entry for list \"other\""));
     // With --json, stdout holds JSON or nothing.
     let out = plan(dir.path(), &apis, &["--list", "other", "--json"]);
-    assert_eq!((out.status.code(), text(&out.stdout)), (Some(1), String::new()));
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(1), "[]\n".to_owned()));
     assert!(text(&out.stderr).contains("no valid entry for list \"other\""));
     let out = plan(dir.path(), &apis, &["--json"]);
     let plans: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plans.as_array().unwrap().len(), 2, "{plans}");
     assert!(plans[0]["error"].as_str().is_some(), "{plans}");
 
-    let out = importer(dir.path(), &apis)
+    let out = importer_command(dir.path(), Some(&apis))
         .env_remove("MAILCHIMP_APIKEY")
         .arg("plan")
         .output()

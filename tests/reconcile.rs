@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use ometria_importer::ledger::{record_hash, Accepted, LedgerStore};
+use ometria_importer::ledger::LedgerStore;
 use ometria_importer::RunMode;
 use support::*;
 
@@ -30,22 +30,6 @@ fn members(n: usize) -> Vec<FakeMember> {
             ..m
         })
         .collect()
-}
-
-/// The ledger of `dir` holding `members` of `LIST`, accepted a minute ago.
-fn seed_ledger(dir: &Path, members: &[FakeMember]) {
-    let now = Utc::now().timestamp();
-    let (mut ledger, _) = LedgerStore::open(dir, now).unwrap();
-    let accepted: Vec<Accepted> = members
-        .iter()
-        .map(|m| Accepted {
-            member_id: m.id.clone(),
-            hash: record_hash(m.id.as_bytes()),
-            email: m.email.clone(),
-            status: m.status.into(),
-        })
-        .collect();
-    ledger.record_accepted(LIST, now - 60, &accepted).unwrap();
 }
 
 fn ledger_count(dir: &Path) -> u64 {
@@ -78,7 +62,7 @@ async fn a_member_deleted_in_mailchimp_is_opted_out_and_leaves_the_ledger() {
     )
     .await;
     let (dir, file) = state_with(json!({}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let before = std::fs::read(&file).unwrap();
     let (log, buffer) = capture_log();
 
@@ -147,7 +131,7 @@ async fn with_on_delete_ignore_deleted_members_only_leave_the_ledger() {
     )
     .await;
     let (dir, _) = state_with(json!({"on_delete": "ignore"}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let (log, _) = capture_log();
 
     let summary = run_once(&apis.config(dir.path()), log).await;
@@ -163,7 +147,7 @@ async fn reconcile_seconds_zero_never_reconciles() {
     let all = members(10);
     let apis = Apis::start(FakeMailchimp::default().with_list(LIST, vec![]), FakeOmetria::default()).await;
     let (dir, _) = state_with(json!({"reconcile_seconds": 0}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let (log, _) = capture_log();
 
     let summary = run_once(&apis.config(dir.path()), log).await;
@@ -187,7 +171,7 @@ async fn a_member_that_changes_while_the_ids_are_read_is_not_taken_for_deleted()
     mailchimp.mutate_at = Some((1, |members, _| members[5].last_changed = Utc::now()));
     let apis = Apis::start(mailchimp, FakeOmetria::default()).await;
     let (dir, _) = state_with(json!({}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let (log, _) = capture_log();
 
     let summary = run_once(&apis.config(dir.path()), log).await;
@@ -287,7 +271,7 @@ async fn an_empty_answer_from_a_proxy_opts_nobody_out_and_raises_the_alert() {
     // Pages empty while total_items says 100: the reads do not add up.
     let apis = apis_behind(EmptyAnswers { total_items: Some(100) }).await;
     let (dir, file) = state_with(json!({}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let before = std::fs::read(&file).unwrap();
     let (log, buffer) = capture_log();
 
@@ -349,7 +333,7 @@ async fn a_list_where_a_tenth_vanished_has_nobody_opted_out() {
     )
     .await;
     let (dir, file) = state_with(json!({}));
-    seed_ledger(dir.path(), &all);
+    seed_ledger(dir.path(), LIST, &all);
     let before = std::fs::read(&file).unwrap();
     let (log, buffer) = capture_log();
 

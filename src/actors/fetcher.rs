@@ -18,7 +18,7 @@ use crate::ometria::{encode, ParsedFrom, MAX_RECORD_BYTES};
 use crate::retry::{Outcomes, RetryPolicy};
 use crate::sync::{PageRequest, Window};
 use crate::telemetry::metrics::Metrics;
-use crate::transform::{drop_largest_mapped, map_member, SkipReason};
+use crate::transform::{fit_mapped, map_member, SkipReason};
 
 pub struct Fetcher {
     pub client: MailchimpClient,
@@ -122,14 +122,16 @@ pub fn read_page(
                 Ok(mut mapped) => {
                     let start = buffer.len();
                     encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
-                    // A mapped value too large for Ometria's record is
-                    // dropped, largest first, rather than the whole record.
-                    while buffer.len() - start > MAX_RECORD_BYTES {
-                        let Some(value) = drop_largest_mapped(&mut mapped.contact) else {
-                            break;
-                        };
-                        mapped.dropped.push(value);
+                    if buffer.len() - start > MAX_RECORD_BYTES {
+                        // Mapped values too large for Ometria's record are
+                        // dropped, largest first, rather than the record.
                         buffer.truncate(start);
+                        let fit = fit_mapped(&mut mapped.contact, mapping, MAX_RECORD_BYTES, |contact| {
+                            let mut out = vec![];
+                            encode(contact, api, ParsedFrom(body), &mut out);
+                            out.len()
+                        });
+                        mapped.dropped.extend(fit);
                         encode(&mapped.contact, api, ParsedFrom(body), &mut buffer);
                     }
                     facts.push(RecordFacts {
@@ -280,5 +282,40 @@ mod tests {
             record(&page, 1)["properties"].get("tags").is_none(),
             "no tags read: nothing to send"
         );
+    }
+    /// The breaker's second round: the values taken are the mapping's own,
+    /// one by one (a nested property, a mapped first name), and none when
+    /// taking them all would not make the record fit.
+    #[test]
+    fn only_the_mapped_values_that_must_go_go() {
+        let big = "x".repeat(70_000);
+        let m = mapping(
+            json!({"fields": {"properties.shop.a": "merge_fields.A", "properties.shop.b": "merge_fields.B",
+            "firstname": "merge_fields.NICK"}}),
+        );
+        let members = json!({"members": [
+            member("u1", json!({"A": big, "B": "small", "NICK": "Uri"})),
+            member("u2", json!({"A": "a", "B": "small", "NICK": big})),
+            member("u3", json!({"FNAME": big, "A": "a", "B": "b"}))
+        ], "total_items": 3});
+        let no_names =
+            mapping(json!({"fields": {"properties.shop.a": "merge_fields.A", "properties.shop.b": "merge_fields.B"}}));
+        let page = read(&members, &m);
+        let first = record(&page, 0);
+        assert_eq!(first["properties"]["shop"], json!({"b": "small"}), "only shop.a goes");
+        assert_eq!(first["firstname"], "Uri");
+        let second = record(&page, 1);
+        assert!(second.get("firstname").is_none(), "the mapped name goes");
+        assert_eq!(second["properties"]["shop"], json!({"a": "a", "b": "small"}));
+        let fields: Vec<(usize, String)> = page.dropped.iter().map(|(i, d)| (*i, d.field.to_string())).collect();
+        assert_eq!(
+            fields,
+            [(0, "properties.shop.a".to_owned()), (1, "firstname".to_owned())]
+        );
+        // A default FNAME too large: taking every mapped value would not
+        // help, so none is taken (the record is kept aside as too large).
+        let page = read(&members, &no_names);
+        assert!(page.records[2].as_ref().unwrap().len() > MAX_RECORD_BYTES);
+        assert!(page.dropped.iter().all(|(i, _)| *i != 2), "{:?}", page.dropped);
     }
 }

@@ -611,3 +611,61 @@ pub fn sandbox_config(sandbox: &Sandbox, state_dir: &Path) -> Config {
     config.ometria_max_requests_per_second = None;
     config
 }
+
+/// The importer binary with the test keys on `state_dir`, Ometria
+/// unpaced, pointed at `apis` if given; output captured.
+pub fn importer_command(state_dir: &Path, apis: Option<&Apis>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ometria-importer"));
+    cmd.env_clear()
+        .env("IMPORTER_STATE_DIR", state_dir)
+        .env("MAILCHIMP_APIKEY", MAILCHIMP_KEY)
+        .env("OMETRIA_APIKEY", OMETRIA_KEY)
+        .env("OMETRIA_MAX_REQUESTS_PER_SECOND", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(apis) = apis {
+        cmd.env("MAILCHIMP_BASE_URL", apis.mailchimp_url())
+            .env("OMETRIA_BASE_URL", apis.ometria.uri());
+    }
+    cmd
+}
+
+/// Waits for the child to exit, polling; kills it after `limit`.
+pub async fn exit_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the importer did not stop within {limit:?}: {:?}",
+                child.wait_with_output().unwrap()
+            );
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The ledger of `dir` holding `members` under `ledger_key` (a list id, or
+/// `<list_id>` U+001F `<collection>`), accepted a minute ago with hashes no
+/// record has: each is pushed again if read.
+pub fn seed_ledger(dir: &Path, ledger_key: &str, members: &[FakeMember]) {
+    use ometria_importer::ledger::{record_hash, Accepted, LedgerStore};
+    let now = Utc::now().timestamp();
+    let (mut ledger, _) = LedgerStore::open(dir, now).unwrap();
+    let accepted: Vec<Accepted> = members
+        .iter()
+        .map(|m| Accepted {
+            member_id: m.id.clone(),
+            hash: record_hash(m.id.as_bytes()),
+            email: m.email.clone(),
+            status: m.status.into(),
+        })
+        .collect();
+    ledger.record_accepted(ledger_key, now - 60, &accepted).unwrap();
+}
