@@ -89,7 +89,6 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
             "controller: removed {stale} temporary file(s) an interrupted run left beside the state file."
         );
     }
-    let http = http_client(config.http_timeout);
     // The StateKeeper's file I/O (with fsync) gets a thread of its own, so
     // it never stalls the HTTP work on this one.
     let state_thread = Arbiter::new();
@@ -98,39 +97,7 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         StateKeeper::new(file, document, keeper_metrics, keeper_log)
     });
     let ledger = Ledger::start_on_own_thread(config.state_dir.clone(), chrono::Utc::now().timestamp(), log.clone());
-    let limits = Limits::new(
-        config.mailchimp_max_connections,
-        config.ometria_max_requests_per_second,
-        &log,
-    );
-    let deps = SyncDeps {
-        mailchimp: MailchimpClient::new(
-            http.clone(),
-            &config.mailchimp_base_url,
-            config.mailchimp_key.clone(),
-            config.http_timeout,
-            metrics.clone(),
-        ),
-        ometria: OmetriaClient::new(
-            http,
-            &config.ometria_base_url,
-            config.ometria_key.clone(),
-            config.ometria_api,
-            config.http_timeout,
-            metrics.clone(),
-        )
-        .reporting_backlog_to(limits.ometria.clone()),
-        limits,
-        retry: config.retry,
-        progress_interval: config.progress_interval,
-        rejected_log: RejectedLog::in_state_dir(&config.state_dir),
-        overlap: config.overlap,
-        state_keeper,
-        ledger: ledger.clone(),
-        metrics,
-        health,
-        log: log.clone(),
-    };
+    let deps = sync_deps(config, metrics, health, state_keeper, ledger.clone(), log.clone());
     let settings = ControllerSettings {
         mode,
         tick: config.tick,
@@ -155,6 +122,53 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         server.stop().await;
     }
     summary
+}
+
+/// What every sync of a run needs (`go`, `once`, `plan`): both clients
+/// on one HTTP client, the global limits (Ometria's backlog reported to
+/// its pacer), and the actors given.
+pub fn sync_deps(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    state_keeper: Addr<StateKeeper>,
+    ledger: Addr<Ledger>,
+    log: Logger,
+) -> SyncDeps {
+    let http = http_client(config.http_timeout);
+    let limits = Limits::new(
+        config.mailchimp_max_connections,
+        config.ometria_max_requests_per_second,
+        &log,
+    );
+    SyncDeps {
+        mailchimp: MailchimpClient::new(
+            http.clone(),
+            &config.mailchimp_base_url,
+            config.mailchimp_key.clone(),
+            config.http_timeout,
+            metrics.clone(),
+        ),
+        ometria: OmetriaClient::new(
+            http,
+            &config.ometria_base_url,
+            config.ometria_key.clone(),
+            config.ometria_api,
+            config.http_timeout,
+            metrics.clone(),
+        )
+        .reporting_backlog_to(limits.ometria.clone()),
+        limits,
+        retry: config.retry,
+        progress_interval: config.progress_interval,
+        rejected_log: RejectedLog::in_state_dir(&config.state_dir),
+        overlap: config.overlap,
+        state_keeper,
+        ledger,
+        metrics,
+        health,
+        log,
+    }
 }
 
 /// SIGINT and SIGTERM ask the Controller to stop; a second one asks it

@@ -22,17 +22,12 @@ use slog::Logger;
 use tokio::sync::oneshot;
 
 use crate::actors::ledger::Ledger;
-use crate::actors::list_sync::{SyncDeps, SyncJob};
+use crate::actors::list_sync::SyncJob;
 use crate::actors::planner::{PlanResult, Planner};
 use crate::actors::state_keeper::StateKeeper;
-use crate::api::http_client;
 use crate::config::{PlanArgs, Settings};
 use crate::ledger::{LedgerStore, LEDGER_FILE_NAME};
-use crate::limits::Limits;
-use crate::mailchimp::MailchimpClient;
 use crate::mapping::DEFAULT_FINGERPRINT;
-use crate::ometria::OmetriaClient;
-use crate::rejected::RejectedLog;
 use crate::state::{Consequence, Entry, EntryKey, StateFile};
 use crate::sync::{decide, Decision, SyncKind};
 use crate::telemetry::health::Health;
@@ -185,40 +180,16 @@ async fn plan(
     log: Logger,
 ) -> Vec<PlanResult> {
     let metrics = Arc::new(Metrics::new());
-    let http = http_client(config.http_timeout);
-    let limits = Limits::new(
-        config.mailchimp_max_connections,
-        config.ometria_max_requests_per_second,
-        &log,
-    );
-    let deps = SyncDeps {
-        mailchimp: MailchimpClient::new(
-            http.clone(),
-            &config.mailchimp_base_url,
-            config.mailchimp_key.clone(),
-            config.http_timeout,
-            metrics.clone(),
-        ),
-        ometria: OmetriaClient::new(
-            http,
-            &config.ometria_base_url,
-            config.ometria_key.clone(),
-            config.ometria_api,
-            config.http_timeout,
-            metrics.clone(),
-        ),
-        limits,
-        retry: config.retry,
-        progress_interval: config.progress_interval,
-        rejected_log: RejectedLog::in_state_dir(&config.state_dir),
-        overlap: config.overlap,
-        // Never sent a result by a planning ListSync: nothing is written.
-        state_keeper: StateKeeper::new(file, document, metrics.clone(), log.clone()).start(),
-        ledger: Ledger::start_read_only(config.state_dir.clone()),
+    // Never sent a result by a planning ListSync: nothing is written.
+    let state_keeper = StateKeeper::new(file, document, metrics.clone(), log.clone()).start();
+    let deps = crate::importer::sync_deps(
+        config,
         metrics,
-        health: Arc::new(Health::new(config.tick)),
+        Arc::new(Health::new(config.tick)),
+        state_keeper,
+        Ledger::start_read_only(config.state_dir.clone()),
         log,
-    };
+    );
     let (done, results) = oneshot::channel();
     Planner::new(jobs, deps, config.max_concurrent_lists, samples, done).start();
     results.await.unwrap_or_default()
