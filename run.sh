@@ -26,6 +26,7 @@ usage() {
 # go: Run controller (until Ctrl+C, SIGTERM or state/controller.quit)
 # once: Sync every list that is due, then exit (0 = all succeeded)
 # check: Validate settings and state/state.json; show what the next tick would do (--online: ask Mailchimp about each list)
+# plan: Show what the next sync of each due list would push, pushing and writing nothing (--list ID, --limit N, --json)
 # sandbox: Serve only the fake APIs (see ometria-importer sandbox --help)
 # bench: Run the benchmark scenarios (BENCHMARKS.md)
 # history: Show the run history of state/ledger.sqlite3 (--list ID, --limit N, --json)
@@ -72,11 +73,16 @@ docker_run() {
   exec docker run "${args[@]}" "$IMAGE" "$@"
 }
 
-# Runs a command that only reads or edits ./state (history, forget),
-# without publishing a port, so that it works beside a running daemon.
+# Runs a command that only reads ./state or edits the ledger (plan,
+# history, forget), without publishing a port, so that it works beside a
+# running daemon.
 docker_state() {
   docker_image
-  exec docker run --rm -v "$PWD/state:/opt/ometria/state" --user "$(id -u):$(id -g)" "$IMAGE" "$@"
+  local args=(--rm -v "$PWD/state:/opt/ometria/state" --user "$(id -u):$(id -g)")
+  for name in "${settings[@]}"; do
+    [ -n "${!name:-}" ] && args+=(-e "$name")
+  done
+  exec docker run "${args[@]}" "$IMAGE" "$@"
 }
 
 build_local() {
@@ -92,11 +98,11 @@ case "$mode:$command" in
   docker:demo | docker:bench) docker_image && exec docker run --rm "$IMAGE" "$command" "$@" ;;
   docker:sandbox) docker_image && exec docker run --rm -p "${SANDBOX_PORT:-8900}:8900" "$IMAGE" sandbox --bind 0.0.0.0 "$@" ;;
   docker:go | docker:once | docker:check) docker_run "$command" "$@" ;;
-  docker:history | docker:forget) docker_state "$command" "$@" ;;
+  docker:plan | docker:history | docker:forget) docker_state "$command" "$@" ;;
   local:version) build_local && exec "$binary" version ;;
   local:build) build_local && "$binary" version ;;
   local:test) exec cargo test --locked "$@" ;;
-  local:go | local:once | local:check | local:demo | local:sandbox | local:bench | local:history | local:forget)
+  local:go | local:once | local:check | local:plan | local:demo | local:sandbox | local:bench | local:history | local:forget)
     export IMPORTER_STATE_DIR="${IMPORTER_STATE_DIR:-./state}"
     build_local && exec "$binary" "$command" "$@"
     ;;

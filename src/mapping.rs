@@ -343,21 +343,31 @@ impl Mapping {
         match object.get(FIELD_FIELDS) {
             None | Some(Value::Null) => {}
             Some(Value::Object(fields)) => {
+                // Every wrong target at once, so that one round of fixes does.
+                let mut problems = vec![];
                 for (target, source) in fields {
-                    let target = Target::parse(target).map_err(|p| error(FIELD_FIELDS, p))?;
+                    let target = match Target::parse(target) {
+                        Ok(target) => target,
+                        Err(p) => {
+                            problems.push(p);
+                            continue;
+                        }
+                    };
                     let source = match source {
                         Value::Null => None,
-                        Value::String(path) => Some(SourcePath::parse(path).map_err(|p| {
-                            error(FIELD_FIELDS, format!("{target}: {p}"))
-                        })?),
+                        Value::String(path) => match SourcePath::parse(path) {
+                            Ok(path) => Some(path),
+                            Err(p) => {
+                                problems.push(format!("{target}: {p}"));
+                                continue;
+                            }
+                        },
                         other => {
-                            return Err(error(
-                                FIELD_FIELDS,
-                                format!(
-                                    "{target}: must be a member path like \"merge_fields.PHONE\" (a string) or null, found {}",
-                                    crate::state::describe(other)
-                                ),
-                            ))
+                            problems.push(format!(
+                                "{target}: must be a member path like \"merge_fields.PHONE\" (a string) or null, found {}",
+                                crate::state::describe(other)
+                            ));
+                            continue;
                         }
                     };
                     // Restating the default is the default: same records, same fingerprint.
@@ -368,6 +378,18 @@ impl Mapping {
                         }
                     }
                     self.fields.insert(target, source);
+                }
+                match problems.len() {
+                    0 => {}
+                    1 => return Err(error(FIELD_FIELDS, problems.remove(0))),
+                    n => {
+                        let listed: Vec<String> = problems
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| format!("({}) {p}", i + 1))
+                            .collect();
+                        return Err(error(FIELD_FIELDS, format!("{n} problems: {}", listed.join(" "))));
+                    }
                 }
                 self.check_nesting().map_err(|p| error(FIELD_FIELDS, p))?;
                 if self.fields.len() > MAX_FIELDS {
@@ -805,6 +827,30 @@ mod tests {
             assert_eq!(e.field, field, "{value}");
             assert!(e.problem.contains(needle), "{value}: {}", e.problem);
         }
+    }
+
+    /// The walkthrough's: every wrong target of `fields` is named at once.
+    #[test]
+    fn every_wrong_field_is_named_at_once() {
+        let e = mapping(json!({"fields": {"phone": "merge_fields.PHONE", "email": "x",
+            "gender": "merge fields", "country_id": "merge_fields.ADDRESS.country"}}))
+        .unwrap_err();
+        assert!(
+            e.problem
+                .starts_with("3 problems: (1) \"phone\" is not an Ometria contact field"),
+            "{}",
+            e.problem
+        );
+        assert!(
+            e.problem.contains(" (2) \"email\" is written by the importer"),
+            "{}",
+            e.problem
+        );
+        assert!(
+            e.problem.contains(" (3) gender: \"merge fields\" is not a member path"),
+            "{}",
+            e.problem
+        );
     }
 
     #[test]

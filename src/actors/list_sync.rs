@@ -736,7 +736,8 @@ impl ListSync {
     /// One line for every value left out of this sync's records.
     fn log_dropped(&self) {
         if self.counts.dropped > 0 {
-            warn!(self.log, "sync: {} values of list {} were left out of its records, Ometria would not take them: {}.",
+            let who = if self.planning_mode() { "plan" } else { "sync" };
+            warn!(self.log, "{who}: {} values of list {} were left out of its records, Ometria would not take them: {}.",
                 self.counts.dropped, self.job.entry.key, self.dropped.describe(); "dropped" => self.counts.dropped);
         }
     }

@@ -5,7 +5,7 @@
 //! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected
 //! - `GET  /_sandbox/lists` → `[{"list_id", "members", "archived"}]`
 //! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>][&deleted_before=<unix seconds>]` → does Ometria hold what Mailchimp holds? (members deleted before `deleted_before` must be absent or opted out as deleted)
-//! - `POST /_sandbox/verify[?as_of=…][&deleted_before=…]` with a body `{"entries": [state entries], "mappings": {named mappings}}` → the same for lists whose entries have a mapping (issue 17): each entry's mapping resolved as the importer resolves it, its fields checked by the sandbox's own oracle
+//! - `POST /_sandbox/verify[?as_of=…][&deleted_before=…]` with a body `{"entries": [state entries], "mappings": {named mappings}}` → the same for the lists of `entries`, each with its entry's mapping resolved as the importer resolves it and its mapped fields checked by the sandbox's own oracle (one entry per list: the sandbox keeps one contact per id, whatever its collection)
 //! - `GET  /_sandbox/contacts/{id}` → the contact Ometria holds, with its write count
 //! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N`
 
@@ -61,7 +61,12 @@ async fn verify(req: HttpRequest, world: web::Data<World>) -> HttpResponse {
     HttpResponse::Ok().json(world.verify_with_deletions(&ids, as_of, deleted_before))
 }
 
-async fn verify_mapped(req: HttpRequest, world: web::Data<World>, body: web::Json<serde_json::Value>) -> HttpResponse {
+async fn verify_mapped(req: HttpRequest, world: web::Data<World>, body: web::Bytes) -> HttpResponse {
+    // Whatever its Content-Type says: a tool posting JSON as text is served.
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return problem(400, "Invalid Resource", &format!("the body is not JSON: {e}")),
+    };
     let q = query(&req);
     let as_of = q.get("as_of").and_then(|t| t.parse().ok());
     let deleted_before = q.get("deleted_before").and_then(|t| t.parse().ok());
