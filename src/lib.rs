@@ -28,6 +28,8 @@
 //! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
 //! - [`telemetry`]: log formats, metrics, the health endpoint.
+//! - [`webhook`]: Mailchimp's audience webhooks: the secret, the events'
+//!   form bodies, the receiver that tells the Controller.
 
 pub mod actors;
 pub mod api;
@@ -50,5 +52,6 @@ pub mod state;
 pub mod sync;
 pub mod telemetry;
 pub mod transform;
+pub mod webhook;
 
 pub use actors::controller::{RunMode, RunSummary};
