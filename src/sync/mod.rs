@@ -1,8 +1,10 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
 //! a sync reads, the paging plan, the checks its pages must pass, and the
-//! rules of a reconciliation, the records a sync has in flight.
+//! rules of a reconciliation, the records a sync has in flight, and the
+//! SYNCs webhook events bring forward.
 
 mod checks;
+mod debounce;
 mod in_flight;
 mod plan;
 mod preview;
@@ -12,6 +14,7 @@ mod tally;
 mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
+pub use debounce::{Burst, Debounce};
 pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use preview::EntryPlan;

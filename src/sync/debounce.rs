@@ -1,0 +1,219 @@
+//! Webhook events → SYNCs (issue 18, SPEC §15): the events of a list
+//! within `IMPORTER_WEBHOOK_DEBOUNCE_SECONDS` of its first make one SYNC
+//! of each of the list's entries, and an event that comes while an entry
+//! syncs (or after its sync started) makes one more after it.
+//!
+//! A *burst* opens with a list's first event and is *ripe* the debounce
+//! after it: from then on, every entry of the list whose last successful
+//! sync of this run started before the burst's last event is due. The
+//! burst ends once every entry of the list has synced from after its last
+//! event. A sync started after an event reads the change (its window ends
+//! when it starts, and Mailchimp sends the event after the change), so
+//! starting times are what count, not cursors: a cursor may be set back
+//! for Mailchimp's clock, and would then never catch up with our own.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::schedule::delta;
+
+/// The events of one list not yet answered by a sync of every entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Burst {
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    /// Events in it (for the log).
+    pub events: u64,
+    /// Its debounce ran out: the list's entries that have not synced
+    /// since `last` are due.
+    pub ripe: bool,
+}
+
+/// The open bursts, by list id.
+#[derive(Clone, Debug)]
+pub struct Debounce {
+    delay: Duration,
+    bursts: HashMap<String, Burst>,
+}
+
+impl Debounce {
+    pub fn new(delay: Duration) -> Debounce {
+        Debounce {
+            delay,
+            bursts: HashMap::new(),
+        }
+    }
+
+    /// An event for `list_id` came at `now`. Answers when the burst it
+    /// opens ripens (the caller plans then), or `None` when it joins a
+    /// burst already open.
+    pub fn event(&mut self, list_id: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if let Some(burst) = self.bursts.get_mut(list_id) {
+            burst.last = burst.last.max(now);
+            burst.events += 1;
+            return None;
+        }
+        self.bursts.insert(
+            list_id.to_owned(),
+            Burst {
+                first: now,
+                last: now,
+                events: 1,
+                ripe: self.delay.is_zero(),
+            },
+        );
+        Some(now + delta(self.delay))
+    }
+
+    /// The burst of `list_id` has waited its debounce (its timer fired):
+    /// ripe whatever the wall clock says (it may have been set back).
+    pub fn ripen(&mut self, list_id: &str) {
+        if let Some(burst) = self.bursts.get_mut(list_id) {
+            burst.ripe = true;
+        }
+    }
+
+    /// Ripens every burst whose debounce ran out by `now`.
+    pub fn ripen_due(&mut self, now: DateTime<Utc>) {
+        for burst in self.bursts.values_mut() {
+            burst.ripe |= now >= burst.first + delta(self.delay);
+        }
+    }
+
+    /// The ripe burst an entry of `list_id` must sync for, given when its
+    /// last successful sync of this run started (`None`: none did).
+    pub fn wants_sync(&self, list_id: &str, synced_from: Option<DateTime<Utc>>) -> Option<&Burst> {
+        self.bursts
+            .get(list_id)
+            .filter(|b| b.ripe && synced_from.is_none_or(|s| s < b.last))
+    }
+
+    /// Ends the bursts every entry of whose list synced since their last
+    /// event, given every entry of the state file as `(list_id, synced_from)`;
+    /// answers the list ids of the bursts dropped because no entry has
+    /// their list, sorted.
+    pub fn settle<'a>(&mut self, entries: impl IntoIterator<Item = (&'a str, Option<DateTime<Utc>>)>) -> Vec<String> {
+        // Per list: whether it has an entry, and whether one still needs a sync.
+        let mut lists: HashMap<&str, bool> = HashMap::new();
+        for (list_id, synced_from) in entries {
+            if let Some(burst) = self.bursts.get(list_id) {
+                let waiting = synced_from.is_none_or(|s| s < burst.last);
+                *lists.entry(list_id).or_insert(false) |= waiting;
+            }
+        }
+        let mut unknown = vec![];
+        self.bursts.retain(|list_id, _| match lists.get(list_id.as_str()) {
+            Some(&waiting) => waiting,
+            None => {
+                unknown.push(list_id.clone());
+                false
+            }
+        });
+        unknown.sort();
+        unknown
+    }
+
+    /// The open burst of `list_id`, if any.
+    pub fn burst(&self, list_id: &str) -> Option<&Burst> {
+        self.bursts.get(list_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const FIVE: Duration = Duration::from_secs(5);
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(s.into())
+    }
+
+    #[test]
+    fn a_burst_is_one_sync_due_the_debounce_after_its_first_event() {
+        let mut d = Debounce::new(FIVE);
+        assert_eq!(d.event("a", at(0)), Some(at(5)));
+        for s in 1..=4 {
+            assert_eq!(d.event("a", at(s)), None, "joins the burst");
+        }
+        d.ripen_due(at(4));
+        assert_eq!(d.wants_sync("a", None), None, "not ripe yet");
+        d.ripen_due(at(5));
+        let burst = *d.wants_sync("a", None).unwrap();
+        assert_eq!((burst.first, burst.last, burst.events), (at(0), at(4), 5));
+        // An earlier sync of this run does not cover it; one after its last event does.
+        assert!(d.wants_sync("a", Some(at(3))).is_some());
+        assert!(d.wants_sync("a", Some(at(5))).is_none());
+        // The entry's sync started at 5: the burst ends.
+        assert!(d.settle([("a", Some(at(5)))]).is_empty());
+        assert_eq!(d.burst("a"), None);
+        // The next event opens a new burst.
+        assert_eq!(d.event("a", at(9)), Some(at(14)));
+    }
+
+    #[test]
+    fn an_event_during_a_sync_makes_one_more_after_it() {
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(0));
+        d.ripen("a");
+        // The sync starts at 5; an event comes at 7, while it runs.
+        assert_eq!(d.event("a", at(7)), None);
+        assert!(d.settle([("a", None)]).is_empty());
+        // It ended: it started before the event, so another is due at once.
+        assert!(d.wants_sync("a", Some(at(5))).is_some());
+        assert!(d.settle([("a", Some(at(5)))]).is_empty());
+        assert!(d.burst("a").is_some());
+        // That one started at 12: done.
+        d.settle([("a", Some(at(12)))]);
+        assert_eq!(d.burst("a"), None);
+    }
+
+    #[test]
+    fn a_sync_started_for_another_reason_after_the_events_answers_them() {
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(0));
+        // A tick found the entry due by its refresh interval at 2.
+        d.settle([("a", Some(at(2)))]);
+        assert_eq!(d.burst("a"), None, "no second sync");
+    }
+
+    #[test]
+    fn every_entry_of_the_list_syncs() {
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(0));
+        d.ripen_due(at(5));
+        assert!(d.settle([("a", Some(at(6))), ("a", None)]).is_empty());
+        assert!(d.wants_sync("a", Some(at(6))).is_none());
+        assert!(d.wants_sync("a", None).is_some());
+        d.settle([("a", Some(at(6))), ("a", Some(at(8)))]);
+        assert_eq!(d.burst("a"), None);
+    }
+
+    #[test]
+    fn bursts_of_lists_not_in_the_state_file_are_dropped_and_named() {
+        let mut d = Debounce::new(FIVE);
+        for list in ["z", "b", "a"] {
+            d.event(list, at(0));
+        }
+        assert_eq!(d.settle([("a", None)]), ["b", "z"]);
+        assert!(d.burst("a").is_some());
+        assert_eq!((d.burst("b"), d.burst("z")), (None, None));
+    }
+
+    #[test]
+    fn a_timer_ripens_a_burst_whatever_the_clock_says_and_zero_is_at_once() {
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(10));
+        d.ripen_due(at(3)); // a clock set back
+        assert!(d.wants_sync("a", None).is_none());
+        d.ripen("a");
+        assert!(d.wants_sync("a", None).is_some());
+        d.ripen("unknown"); // nothing to ripen
+        let mut now = Debounce::new(Duration::ZERO);
+        assert_eq!(now.event("a", at(0)), Some(at(0)));
+        assert!(now.wants_sync("a", None).is_some());
+    }
+}
