@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::ApiKey;
 use crate::mailchimp;
 use crate::retry::RetryPolicy;
+use crate::webhook::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OmetriaApi {
@@ -358,6 +359,15 @@ pub struct Settings {
     /// A reconciliation that would mark more than this fraction of a list's members in the ledger as deleted in Mailchimp does nothing, fails and raises the list's alert; (0, 1].
     #[arg(long, env = "IMPORTER_MAX_DELETE_FRACTION", default_value_t = DEFAULT_MAX_DELETE_FRACTION, value_parser = parse_fraction, global = true)]
     pub max_delete_fraction: f64,
+    /// Receive Mailchimp's webhooks on this address (`go` only), at /webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET>; IMPORTER_METRICS_ADDR's own serves both; empty or "off": nowhere [default: off].
+    #[arg(long, env = "IMPORTER_WEBHOOK_ADDR", global = true)]
+    pub webhook_addr: Option<MetricsAddr>,
+    /// The secret last segment of the webhook URL: at least 16 of A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 16`); required with IMPORTER_WEBHOOK_ADDR.
+    #[arg(long, env = "IMPORTER_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub webhook_secret: Option<WebhookSecret>,
+    /// Seconds from a list's first webhook event to its SYNC; the events in between make that one SYNC.
+    #[arg(long, env = "IMPORTER_WEBHOOK_DEBOUNCE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
+    pub webhook_debounce_seconds: u64,
 }
 
 /// `IMPORTER_MAX_DELETE_FRACTION`'s default: 5 % of a list (issue 16).
@@ -427,6 +437,20 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "IMPORTER_WEBHOOK_ADDR is set but IMPORTER_WEBHOOK_SECRET is not: export it (or pass --webhook-secret) \
+         with at least 16 random characters, e.g. `openssl rand -hex 16`; it is the last segment of the URL \
+         Mailchimp posts to"
+    )]
+    NoWebhookSecret,
+}
+
+/// Where Mailchimp's webhooks are received (`IMPORTER_WEBHOOK_ADDR`), and
+/// the secret of their path.
+#[derive(Clone, Debug)]
+pub struct WebhookListen {
+    pub addr: std::net::SocketAddr,
+    pub secret: WebhookSecret,
 }
 
 /// Validated settings of a run.
@@ -457,6 +481,10 @@ pub struct Config {
     /// The largest fraction of a list's ledger members one reconciliation
     /// may find deleted in Mailchimp, in (0, 1]; above it, it does nothing.
     pub max_delete_fraction: f64,
+    /// Where webhooks are received; `None` = nowhere.
+    pub webhooks: Option<WebhookListen>,
+    /// From a list's first webhook event to its SYNC.
+    pub webhook_debounce: Duration,
 }
 
 impl Config {
@@ -488,6 +516,8 @@ impl Config {
             retry: RetryPolicy::default(),
             progress_interval: Duration::from_secs(10),
             max_delete_fraction: DEFAULT_MAX_DELETE_FRACTION,
+            webhooks: None,
+            webhook_debounce: Duration::from_secs(5),
         }
     }
 }
@@ -523,6 +553,20 @@ impl Settings {
         let ometria_base_url = check_url("OMETRIA_BASE_URL", &self.ometria_base_url)
             .map_err(|e| errors.push(e))
             .ok();
+        let webhooks = match (self.webhook_addr.and_then(|a| a.0), &self.webhook_secret) {
+            (Some(addr), Some(secret)) => Some(WebhookListen {
+                addr,
+                secret: secret.clone(),
+            }),
+            (Some(_), None) => {
+                errors.push(ConfigError::NoWebhookSecret);
+                None
+            }
+            (None, _) => None,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let (Some(mailchimp_key), Some(ometria_key), Some(mailchimp_base_url), Some(ometria_base_url)) =
             (mailchimp_key, ometria_key, mailchimp_base_url, ometria_base_url)
         else {
@@ -546,6 +590,8 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             max_delete_fraction: self.max_delete_fraction,
+            webhooks,
+            webhook_debounce: Duration::from_secs(self.webhook_debounce_seconds),
             ..Config::new(
                 &mailchimp_base_url,
                 mailchimp_key,
@@ -735,6 +781,56 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("is not an address like 0.0.0.0:9898"));
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_need_a_long_secret() {
+        let keys = ["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"];
+        let config = settings(&keys).resolve().unwrap();
+        assert!(config.webhooks.is_none());
+        assert_eq!(config.webhook_debounce, Duration::from_secs(5));
+        let secret = "s3cret-0123456789";
+        let config = settings(
+            &[
+                &keys[..],
+                &["--webhook-addr", "127.0.0.1:9899", "--webhook-secret", secret],
+                &["--webhook-debounce-seconds", "0"],
+            ]
+            .concat(),
+        )
+        .resolve()
+        .unwrap();
+        let webhooks = config.webhooks.as_ref().unwrap();
+        assert_eq!(webhooks.addr, "127.0.0.1:9899".parse().unwrap());
+        assert_eq!(webhooks.secret.expose(), secret);
+        assert_eq!(config.webhook_debounce, Duration::ZERO);
+        assert!(!format!("{config:?}").contains(secret), "{config:?}");
+        // "off" turns it off; an address without a secret is an error that names both.
+        let off = settings(&[&keys[..], &["--webhook-addr", "off"]].concat());
+        assert!(off.resolve().unwrap().webhooks.is_none());
+        let errors = settings(&[&keys[..], &["--webhook-addr", "127.0.0.1:9899"]].concat())
+            .resolve()
+            .unwrap_err();
+        assert_eq!(errors, [ConfigError::NoWebhookSecret]);
+        let message = errors[0].to_string();
+        assert!(
+            message.starts_with("IMPORTER_WEBHOOK_ADDR is set but IMPORTER_WEBHOOK_SECRET is not"),
+            "{message}"
+        );
+        // A bad secret from the environment is named, never repeated.
+        let e = Cli::try_parse_from(["x", "--webhook-secret", "short/secret", "check"]).unwrap_err();
+        let only = |n: &str| (n == "IMPORTER_WEBHOOK_SECRET").then(|| "short/secret".to_owned());
+        let message = bad_env_value(&e, only).unwrap();
+        assert!(
+            message.starts_with("IMPORTER_WEBHOOK_SECRET is not valid: character 6"),
+            "{message}"
+        );
+        assert!(!message.contains("short/secret"), "{message}");
+        for bad in ["3601", "-1", "soon"] {
+            let flag = format!("--webhook-debounce-seconds={bad}");
+            let err = Cli::try_parse_from(["x", "go", flag.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("webhook-debounce-seconds"), "{err}");
+        }
     }
 
     #[test]
