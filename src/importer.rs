@@ -21,7 +21,8 @@ use crate::rejected::RejectedLog;
 use crate::state::{StateFile, StateFileError};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::server::TelemetryServer;
+use crate::telemetry::server::{Endpoint, Services};
+use crate::webhook::receiver::{WebhookReceiver, PATH_PREFIX};
 
 /// Whether the run listens to SIGINT and SIGTERM itself (the binary does;
 /// tests running in-process do not).
@@ -38,6 +39,11 @@ pub enum RunError {
     State(#[from] StateFileError),
     #[error("cannot serve metrics on IMPORTER_METRICS_ADDR={addr}: {source}")]
     Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot receive webhooks on IMPORTER_WEBHOOK_ADDR={addr}: {source}")]
+    Webhooks {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
@@ -59,8 +65,9 @@ impl RunError {
 
 /// Runs the importer until it stops. Must be called inside an actix
 /// system. Fails when it cannot start — a state file it cannot read (or
-/// whose folder it cannot write), a metrics address it cannot listen on —
-/// or when the Controller ends without a summary.
+/// whose folder it cannot write), a metrics or webhook address it cannot
+/// listen on — or when the Controller ends without a summary. Webhooks are
+/// received in `go` only: `once` ends before a debounce would.
 pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) -> Result<RunSummary, RunError> {
     let file = StateFile::in_dir(&config.state_dir);
     let document = file.load()?;
@@ -68,20 +75,21 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let lock = file.lock()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.tick));
-    let telemetry = match config.metrics_addr {
-        Some(addr) => Some(
-            TelemetryServer::start(addr, metrics.clone(), health.clone())
-                .map_err(|source| RunError::Metrics { addr, source })?,
-        ),
-        None => None,
+    // The Controller's address before it starts, for the webhook receiver.
+    let controller_context = Context::<Controller>::new();
+    let receiver = match (&config.webhooks, mode) {
+        (Some(webhooks), RunMode::Go) => Some((
+            webhooks.addr,
+            Arc::new(WebhookReceiver::new(
+                webhooks.secret.clone(),
+                controller_context.address().recipient(),
+                metrics.clone(),
+                log.clone(),
+            )),
+        )),
+        _ => None,
     };
-    if let Some(server) = &telemetry {
-        info!(
-            log,
-            "controller: serving /metrics and /healthz on http://{}.",
-            server.addr()
-        );
-    }
+    let endpoints = start_endpoints(config.metrics_addr, (metrics.clone(), health.clone()), receiver, &log).await?;
     let stale = file.remove_stale_temp_files();
     if stale > 0 {
         info!(
@@ -106,9 +114,10 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
         grace: config.grace,
         quit_file: config.state_dir.join(QUIT_FILE_NAME),
         max_delete_fraction: config.max_delete_fraction,
+        webhook_debounce: config.webhook_debounce,
     };
     let (done, finished) = oneshot::channel();
-    let controller = Controller::new(settings, deps, done).start();
+    let controller = controller_context.run(Controller::new(settings, deps, done));
     if signals == Signals::Handle {
         forward_signals(controller.recipient(), log);
     }
@@ -118,10 +127,68 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     let _ = actix_rt::time::timeout(FLUSH_TIMEOUT, ledger.send(Drain)).await;
     state_thread.stop();
     drop(lock);
-    if let Some(server) = telemetry {
-        server.stop().await;
+    for endpoint in endpoints {
+        endpoint.stop().await;
     }
     summary
+}
+
+/// Starts the metrics endpoint and the webhook receiver: one server if
+/// both have one address (not port 0), else one each. Logs where each
+/// listens (never the secret).
+async fn start_endpoints(
+    metrics_addr: Option<std::net::SocketAddr>,
+    telemetry: (Arc<Metrics>, Arc<Health>),
+    webhooks: Option<(std::net::SocketAddr, Arc<WebhookReceiver>)>,
+    log: &Logger,
+) -> Result<Vec<Endpoint>, RunError> {
+    let shared = match (metrics_addr, &webhooks) {
+        (Some(m), Some((w, _))) => m == *w && m.port() != 0,
+        _ => false,
+    };
+    let mut endpoints = vec![];
+    if let Some(addr) = metrics_addr {
+        let services = Services {
+            telemetry: Some(telemetry),
+            webhooks: webhooks.as_ref().filter(|_| shared).map(|(_, r)| r.clone()),
+        };
+        let endpoint = Endpoint::start(addr, services).map_err(|source| RunError::Metrics { addr, source })?;
+        info!(
+            log,
+            "controller: serving /metrics and /healthz on http://{}.",
+            endpoint.addr()
+        );
+        if shared {
+            info!(
+                log,
+                "controller: receiving Mailchimp webhooks on http://{}{PATH_PREFIX}<IMPORTER_WEBHOOK_SECRET> too.",
+                endpoint.addr()
+            );
+        }
+        endpoints.push(endpoint);
+    }
+    if let Some((addr, receiver)) = webhooks.filter(|_| !shared) {
+        let services = Services {
+            telemetry: None,
+            webhooks: Some(receiver),
+        };
+        let endpoint = match Endpoint::start(addr, services) {
+            Ok(endpoint) => endpoint,
+            Err(source) => {
+                for endpoint in endpoints {
+                    endpoint.stop().await;
+                }
+                return Err(RunError::Webhooks { addr, source });
+            }
+        };
+        info!(
+            log,
+            "controller: receiving Mailchimp webhooks on http://{}{PATH_PREFIX}<IMPORTER_WEBHOOK_SECRET>.",
+            endpoint.addr()
+        );
+        endpoints.push(endpoint);
+    }
+    Ok(endpoints)
 }
 
 /// What every sync of a run needs (`go`, `once`, `plan`): both clients

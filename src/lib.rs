@@ -27,7 +27,8 @@
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
-//! - [`telemetry`]: log formats, metrics, the health endpoint.
+//! - [`telemetry`]: log formats, metrics, the health endpoint, and the
+//!   daemon's HTTP endpoints (the webhook receiver's too).
 //! - [`webhook`]: Mailchimp's audience webhooks: the secret, the events'
 //!   form bodies, the receiver that tells the Controller.
 

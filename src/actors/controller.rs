@@ -6,6 +6,13 @@
 //! free slot, after every LOAD and SYNC waiting. It watches the quit file
 //! every second, and on a stop request lets running syncs finish within a
 //! grace period before abandoning them.
+//!
+//! Webhook events ([`ListChanged`], issue 18) bring a list's SYNCs
+//! forward: the events of a burst make one SYNC of each of its entries
+//! once the debounce ran out (see [`Debounce`]), an event during a sync one
+//! more after it; lists not in the state file are ignored, with one line.
+//! A SYNC so brought forward is the same SYNC as any other (the backoff of
+//! a failing entry holds it back as well).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -18,15 +25,15 @@ use tokio::sync::oneshot;
 
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{
-    AskMappings, AskReconcileStatus, CancelSync, Flush, LoadEntries, ReconcileFinished, Shutdown, SyncFinished, Tick,
-    FLUSH_TIMEOUT,
+    AskMappings, AskReconcileStatus, CancelSync, Flush, ListChanged, LoadEntries, ReconcileFinished, Shutdown,
+    SyncFinished, Tick, FLUSH_TIMEOUT,
 };
 use super::reconciliation::Reconciliation;
 use crate::mapping::DEFAULT_FINGERPRINT;
 use crate::state::{format_for_log, Entry, EntryKey};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
-    Backoff, Decision, SyncKind, RECONCILE_KIND,
+    Backoff, Burst, Debounce, Decision, SyncKind, RECONCILE_KIND,
 };
 
 /// The quit file is looked for this often.
@@ -37,6 +44,10 @@ pub const QUIT_FILE_NAME: &str = "controller.quit";
 /// list: thousands of lists would otherwise log thousands of lines a
 /// minute that say nothing new.
 pub const LISTS_LOGGED_ONE_BY_ONE: usize = 100;
+/// Lists not in the state file that webhook events were ignored for are
+/// each logged once, up to this many (a sender with the secret could name
+/// any number).
+pub const IGNORED_LISTS_LOGGED: usize = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
@@ -56,6 +67,9 @@ pub struct ControllerSettings {
     pub quit_file: PathBuf,
     /// `IMPORTER_MAX_DELETE_FRACTION`, for every reconciliation.
     pub max_delete_fraction: f64,
+    /// `IMPORTER_WEBHOOK_DEBOUNCE_SECONDS`: from a list's first webhook
+    /// event to its SYNC.
+    pub webhook_debounce: Duration,
 }
 
 /// How a run ended.
@@ -93,12 +107,15 @@ struct RunningSync {
     /// A reconciliation rather than a sync: the ledger key it reconciles
     /// ([`Entry::ledger_key`]).
     reconciling: Option<String>,
+    /// When it started: a sync answers the webhook events before then.
+    started_at: DateTime<Utc>,
 }
 
 /// Work waiting for a free slot.
 #[derive(Clone, Debug)]
 enum Job {
-    Sync(SyncJob),
+    /// A sync, with the webhook events it answers when they made it due.
+    Sync(SyncJob, Option<Burst>),
     /// A reconciliation of the entry's list (lower priority than any sync).
     Reconcile(Entry),
 }
@@ -106,14 +123,14 @@ enum Job {
 impl Job {
     fn entry(&self) -> &Entry {
         match self {
-            Job::Sync(job) => &job.entry,
+            Job::Sync(job, _) => &job.entry,
             Job::Reconcile(entry) => entry,
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Job::Sync(job) => job.kind.name(),
+            Job::Sync(job, _) => job.kind.name(),
             Job::Reconcile(_) => RECONCILE_KIND,
         }
     }
@@ -159,12 +176,21 @@ pub struct Controller {
     /// next tick does not ask again (a huge file read more slowly than the
     /// ticks come would otherwise pile the reads up).
     tick_unanswered: bool,
+    /// The webhook events not yet answered by a sync of each entry of their list.
+    debounce: Debounce,
+    /// When each entry's last successful sync of this run started.
+    synced_from: HashMap<EntryKey, DateTime<Utc>>,
+    /// When the last webhook event of each list came.
+    last_webhook_event: HashMap<String, DateTime<Utc>>,
+    /// Lists not in the state file whose webhook events were ignored (logged once each).
+    ignored_lists: HashSet<String>,
     done: Option<oneshot::Sender<RunSummary>>,
 }
 
 impl Controller {
     pub fn new(settings: ControllerSettings, deps: SyncDeps, done: oneshot::Sender<RunSummary>) -> Controller {
         let log = deps.log.clone();
+        let debounce = Debounce::new(settings.webhook_debounce);
         Controller {
             settings,
             deps,
@@ -181,6 +207,10 @@ impl Controller {
             finished: 0,
             finished_at: HashMap::new(),
             tick_unanswered: false,
+            debounce,
+            synced_from: HashMap::new(),
+            last_webhook_event: HashMap::new(),
+            ignored_lists: HashSet::new(),
             done: Some(done),
         }
     }
@@ -296,6 +326,7 @@ impl Controller {
         if verbose {
             self.observe(&entries, asked_at, now);
         }
+        self.settle_webhook_events(&entries, now);
         let mut due = vec![];
         let mut reconcile = vec![];
         // Ledger keys reconciling, or about to: one reconciliation of a set
@@ -308,6 +339,10 @@ impl Controller {
                 continue; // the next plan sees its result
             }
             let backoff = self.backoff.get(&entry.key);
+            let webhook = self
+                .debounce
+                .wants_sync(&entry.key.list_id, self.synced_from.get(&entry.key).copied())
+                .copied();
             let decision = match decide(&entry, now, self.settings.refresh, self.deps.overlap, running, backoff) {
                 Decision::Due(SyncKind::Sync { .. }) | Decision::UpToDate { .. } if remaps.contains(&entry.key) => {
                     if verbose {
@@ -317,13 +352,17 @@ impl Controller {
                         cursor: DateTime::UNIX_EPOCH,
                     })
                 }
+                Decision::UpToDate { last, .. } if webhook.is_some() => Decision::Due(SyncKind::Sync { cursor: last }),
                 decision => decision,
             };
             match decision {
                 Decision::Due(kind) => {
                     let without_cursor = self.without_cursor_since.get(&entry.key).copied().unwrap_or(now);
-                    let since = due_since(&entry, kind, without_cursor, self.settings.refresh, backoff);
-                    due.push((since, Job::Sync(SyncJob { entry, kind })));
+                    let mut since = due_since(&entry, kind, without_cursor, self.settings.refresh, backoff);
+                    if let Some(burst) = &webhook {
+                        since = since.min(burst.first + delta(self.settings.webhook_debounce));
+                    }
+                    due.push((since, Job::Sync(SyncJob { entry, kind }, webhook)));
                 }
                 Decision::UpToDate { .. } if self.reconcile_is_due(&entry, &statuses, &reconciling, now) => {
                     reconciling.insert(entry.ledger_key());
@@ -406,6 +445,25 @@ impl Controller {
         reconcile_due(entry, last, holds_members, now)
     }
 
+    /// Ripens the webhook bursts whose debounce ran out, ends those every
+    /// entry of their list has synced since, and drops those of lists in
+    /// no entry (a line per list, the first time).
+    fn settle_webhook_events(&mut self, entries: &[Entry], now: DateTime<Utc>) {
+        self.debounce.ripen_due(now);
+        let synced = entries
+            .iter()
+            .map(|e| (e.key.list_id.as_str(), self.synced_from.get(&e.key).copied()));
+        for list_id in self.debounce.settle(synced) {
+            if self.ignored_lists.len() < IGNORED_LISTS_LOGGED && self.ignored_lists.insert(list_id.clone()) {
+                info!(
+                    self.log.new(o!("list_id" => list_id.clone())),
+                    "controller: webhook events of list \"{}\" are ignored: no entry of the state file has it.",
+                    list_id.escape_debug()
+                );
+            }
+        }
+    }
+
     /// The log of one entry's lines: JSON lines carry its `list_id`.
     fn entry_log(&self, key: &EntryKey) -> Logger {
         self.log.new(o!("list_id" => key.list_id.clone()))
@@ -422,6 +480,7 @@ impl Controller {
         for gauge in [&m.list_behind, &m.list_reconcile_failing, &m.list_deletions_held] {
             gauge.reset();
         }
+        m.list_webhook_event_age_seconds.reset();
         let mut present = HashSet::new();
         for entry in entries {
             let key = &entry.key;
@@ -463,6 +522,11 @@ impl Controller {
             if let Some(records) = entry.last_total_updates {
                 m.list_last_sync_records.with_label_values(&labels).set(records as i64);
             }
+            if let Some(&event) = self.last_webhook_event.get(&key.list_id) {
+                m.list_webhook_event_age_seconds
+                    .with_label_values(&labels)
+                    .set((now - event).num_milliseconds().max(0) as f64 / 1000.0);
+            }
             let since = match (cursor, entry.cursor) {
                 (Some(c), _) => format!("it last synced on \"{}\"", format_for_log(c)),
                 (None, None) => format!(
@@ -495,6 +559,10 @@ impl Controller {
         self.backoff.retain(|key, _| present.contains(key));
         self.reconcile_backoff.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
+        self.synced_from.retain(|key, _| present.contains(key));
+        let lists: HashSet<&str> = present.iter().map(|key| key.list_id.as_str()).collect();
+        self.last_webhook_event
+            .retain(|list_id, _| lists.contains(list_id.as_str()));
         self.deps
             .health
             .set_behind(self.behind.iter().map(ToString::to_string).collect());
@@ -504,8 +572,8 @@ impl Controller {
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.settings.max_concurrent_lists {
             let Some(job) = self.waiting.pop_front() else { break };
-            let job = match job {
-                Job::Sync(job) => job,
+            let (job, webhook) = match job {
+                Job::Sync(job, webhook) => (job, webhook),
                 Job::Reconcile(entry) => {
                     self.start_reconciliation(entry, ctx);
                     continue;
@@ -521,12 +589,22 @@ impl Controller {
                     self.deps.overlap.as_secs()
                 );
             }
-            info!(
-                self.entry_log(&job.entry.key),
-                "controller: list {} requires \"{}\", firing...",
-                job.entry.key,
-                job.kind.name()
-            );
+            match webhook {
+                Some(burst) => info!(
+                    self.entry_log(&job.entry.key),
+                    "controller: list {} changed in Mailchimp ({} webhook event(s) since \"{}\"): requires \"{}\", firing...",
+                    job.entry.key,
+                    burst.events,
+                    format_for_log(burst.first),
+                    job.kind.name()
+                ),
+                None => info!(
+                    self.entry_log(&job.entry.key),
+                    "controller: list {} requires \"{}\", firing...",
+                    job.entry.key,
+                    job.kind.name()
+                ),
+            }
             let key = job.entry.key.clone();
             let cap = refresh_of(&job.entry, self.settings.refresh);
             let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
@@ -536,6 +614,7 @@ impl Controller {
                     cancel: sync.recipient(),
                     cap,
                     reconciling: None,
+                    started_at: Utc::now(),
                 },
             );
         }
@@ -566,6 +645,7 @@ impl Controller {
                 cancel: reconciliation.recipient(),
                 cap,
                 reconciling: Some(ledger_key),
+                started_at: Utc::now(),
             },
         );
     }
@@ -700,6 +780,7 @@ impl Handler<SyncFinished> for Controller {
             Ok(_) => {
                 self.summary.succeeded += 1;
                 self.backoff.remove(&finished.key);
+                self.synced_from.insert(finished.key.clone(), running.started_at);
             }
             Err(_) => {
                 self.summary.failed += 1;
@@ -737,6 +818,32 @@ impl Controller {
                     self.load_and_plan(false, ctx);
                 }
             }
+        }
+    }
+}
+
+impl Handler<ListChanged> for Controller {
+    type Result = ();
+
+    /// Notes the event; the first of a burst has the list planned once its
+    /// debounce has run out.
+    fn handle(&mut self, changed: ListChanged, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let ListChanged { event, received_at } = changed;
+        self.last_webhook_event.insert(event.list_id.clone(), received_at);
+        if !event.kind.changes_members() {
+            return;
+        }
+        if self.debounce.event(&event.list_id, received_at).is_some() {
+            let list_id = event.list_id;
+            ctx.run_later(self.settings.webhook_debounce, move |controller, ctx| {
+                controller.debounce.ripen(&list_id);
+                if controller.phase == Phase::Running {
+                    controller.load_and_plan(false, ctx);
+                }
+            });
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::ometria::PushOutcome;
 use crate::state::{Entry, EntryKey, SyncRecord};
 use crate::sync::{EntryPlan, MemberKey, PageRequest, Window};
 use crate::transform::{DroppedValue, SkipReason};
+use crate::webhook::WebhookEvent;
 
 /// Controller → itself, every tick: re-read the state file, start what is due.
 #[derive(Message)]
@@ -323,4 +324,18 @@ pub struct StartRun(pub RunStart);
 pub struct EndRun {
     pub id: i64,
     pub end: RunEnd,
+}
+
+// ---- Webhooks (src/webhook/receiver.rs) -----------------------------------
+
+/// Webhook receiver → Controller: Mailchimp told of an event of a list
+/// (issue 18). An event that may change a member makes the list's entries
+/// due for a SYNC within the debounce; every one is the list's last event
+/// in the metrics.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct ListChanged {
+    pub event: WebhookEvent,
+    /// When the receiver took it (our clock, not Mailchimp's `fired_at`).
+    pub received_at: DateTime<Utc>,
 }

@@ -5,7 +5,8 @@
 //! Totals: records pushed, rejected and skipped; values dropped by field; HTTP requests by API and
 //! status; retries by API; paging rules Mailchimp broke, by kind; syncs
 //! by result; syncs running; the last tick; reads and writes of the state
-//! file; Ometria's backlog as last reported.
+//! file; Ometria's backlog as last reported. Webhooks (issue 18): events by
+//! type and result, and per entry the seconds since its list's last event.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub state_file_writes: IntCounter,
     pub ometria_backlog_remaining: IntGauge,
     pub ometria_backlog_limit: IntGauge,
+    pub webhook_events: IntCounterVec,
+    pub list_webhook_event_age_seconds: GaugeVec,
 }
 
 const PREFIX: &str = "ometria_importer";
@@ -173,6 +176,19 @@ impl Metrics {
                 "Records Ometria's backlog holds at most, as its last answer said (X-QueueSize-Limit); 0 until an answer says.",
             )
             .expect("valid metric"),
+            webhook_events: IntCounterVec::new(
+                Opts::new(
+                    name("webhook_events_total"),
+                    "Requests to the webhook receiver, by event type (\"unknown\" when it could not be \
+                     read) and result: accepted, malformed, unknown_type, too_large, wrong_secret.",
+                ),
+                &["type", "result"],
+            )
+            .expect("valid metric"),
+            list_webhook_event_age_seconds: gauge_vec(
+                "list_webhook_event_age_seconds",
+                "Seconds since the last webhook event of the entry's list, as of the last tick (absent: none since the start).",
+            ),
             registry,
         };
         for collector in [
@@ -199,6 +215,8 @@ impl Metrics {
             Box::new(metrics.state_file_writes.clone()),
             Box::new(metrics.ometria_backlog_remaining.clone()),
             Box::new(metrics.ometria_backlog_limit.clone()),
+            Box::new(metrics.webhook_events.clone()),
+            Box::new(metrics.list_webhook_event_age_seconds.clone()),
         ] {
             metrics
                 .registry
@@ -265,6 +283,10 @@ mod tests {
         m.list_lag_seconds.with_label_values(&["a1", "1"]).set(12.5);
         m.syncs.with_label_values(&["succeeded"]).inc();
         m.ometria_backlog(1200, 50_000);
+        m.webhook_events.with_label_values(&["unsubscribe", "accepted"]).inc();
+        m.list_webhook_event_age_seconds
+            .with_label_values(&["a1", "1"])
+            .set(3.5);
         let text = m.render();
         for line in [
             "ometria_importer_http_requests_total{api=\"mailchimp\",status=\"200\"} 1",
@@ -280,6 +302,8 @@ mod tests {
             "ometria_importer_ometria_backlog_limit 50000",
             "# TYPE ometria_importer_ometria_backlog_remaining gauge",
             "# TYPE ometria_importer_records_rejected_total counter",
+            "ometria_importer_webhook_events_total{result=\"accepted\",type=\"unsubscribe\"} 1",
+            "ometria_importer_list_webhook_event_age_seconds{entry=\"1\",list_id=\"a1\"} 3.5",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -1,5 +1,9 @@
-//! The HTTP endpoint of `IMPORTER_METRICS_ADDR`: `GET /metrics` and
-//! `GET /healthz`.
+//! The daemon's HTTP endpoints: `GET /metrics` and `GET /healthz` on
+//! `IMPORTER_METRICS_ADDR`, and the webhook receiver on
+//! `IMPORTER_WEBHOOK_ADDR`. Two addresses are two servers; one address
+//! given to both (port 0 excepted: each then gets a port of its own)
+//! is one server serving all three paths, so a deployment may expose a
+//! single port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,22 +13,43 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use super::health::Health;
 use super::metrics::Metrics;
+use crate::webhook::receiver::WebhookReceiver;
 
-pub struct TelemetryServer {
+/// What one address serves.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// `/metrics` and `/healthz`.
+    pub telemetry: Option<(Arc<Metrics>, Arc<Health>)>,
+    /// `/webhooks/mailchimp/{secret}`.
+    pub webhooks: Option<Arc<WebhookReceiver>>,
+}
+
+pub struct Endpoint {
     handle: ServerHandle,
     addr: SocketAddr,
 }
 
-impl TelemetryServer {
-    /// Serves on `addr` (port 0 = any). Must be called inside an actix system.
-    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<TelemetryServer> {
-        let (metrics, health) = (web::Data::from(metrics), web::Data::from(health));
+impl Endpoint {
+    /// Serves `services` on `addr` (port 0 = any). Must be called inside
+    /// an actix system.
+    pub fn start(addr: SocketAddr, services: Services) -> std::io::Result<Endpoint> {
+        let telemetry = services
+            .telemetry
+            .map(|(metrics, health)| (web::Data::from(metrics), web::Data::from(health)));
+        let webhooks = services.webhooks.map(web::Data::from);
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(metrics.clone())
-                .app_data(health.clone())
-                .route("/metrics", web::get().to(render_metrics))
-                .route("/healthz", web::get().to(render_health))
+            let mut app = App::new();
+            if let Some((metrics, health)) = &telemetry {
+                app = app
+                    .app_data(metrics.clone())
+                    .app_data(health.clone())
+                    .route("/metrics", web::get().to(render_metrics))
+                    .route("/healthz", web::get().to(render_health));
+            }
+            if let Some(receiver) = &webhooks {
+                app = app.configure(WebhookReceiver::configure(receiver.clone()));
+            }
+            app
         })
         .workers(1)
         .disable_signals()
@@ -34,7 +59,7 @@ impl TelemetryServer {
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        Ok(TelemetryServer { handle, addr })
+        Ok(Endpoint { handle, addr })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -3,6 +3,7 @@
 //! takes them and tells the Controller.
 
 mod event;
+pub mod receiver;
 
 use std::fmt;
 use std::str::FromStr;
