@@ -109,6 +109,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Show what the next sync of each due entry (or of one list) would push; pushes and writes nothing.
     Plan(PlanArgs),
+    /// Register, list or remove the Mailchimp webhook of each list of the state file.
+    Webhooks(WebhooksArgs),
     /// Print the version.
     Version,
 }
@@ -144,6 +146,29 @@ pub struct PlanArgs {
     /// One JSON array instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub action: WebhooksAction,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum WebhooksAction {
+    /// Create the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> on each list (or update its events and sources); one that is as wanted is left as it is.
+    Register(WebhookUrlArgs),
+    /// Print each list's webhooks, secrets in their URLs redacted.
+    List,
+    /// Delete the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> from each list.
+    Remove(WebhookUrlArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct WebhookUrlArgs {
+    /// The public base URL the daemon's webhook receiver is reached at, e.g. https://importer.example.com (https://, or http:// for 127.0.0.1 or localhost).
+    #[arg(long)]
+    pub url: String,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -358,6 +383,52 @@ pub struct Settings {
     /// A reconciliation that would mark more than this fraction of a list's members in the ledger as deleted in Mailchimp does nothing, fails and raises the list's alert; (0, 1].
     #[arg(long, env = "IMPORTER_MAX_DELETE_FRACTION", default_value_t = DEFAULT_MAX_DELETE_FRACTION, value_parser = parse_fraction, global = true)]
     pub max_delete_fraction: f64,
+    /// The secret path segment of the webhook URL /webhooks/mailchimp/<secret> (Mailchimp signs nothing: the URL is the password); at least 16 characters from A-Z a-z 0-9 - . _ ~
+    #[arg(long, env = "IMPORTER_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub webhook_secret: Option<WebhookSecret>,
+}
+
+/// The fewest characters of an `IMPORTER_WEBHOOK_SECRET` (issue 18): 16
+/// from the 66 URL-safe ones are over 96 bits.
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
+
+/// `IMPORTER_WEBHOOK_SECRET`: the path secret of the webhook URL
+/// `/webhooks/mailchimp/<secret>` (issue 18). Mailchimp signs no webhook,
+/// so whoever knows the URL can send events: the secret is their only
+/// authentication. At least [`MIN_WEBHOOK_SECRET_LEN`] characters, each
+/// RFC 3986 unreserved (`A-Z a-z 0-9 - . _ ~`), so that it stands in a URL
+/// path as it is. Like [`ApiKey`], its `Debug` never shows it and it has no
+/// `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    /// The secret itself, for the places that need it: the webhook URL
+    /// and the receiver's comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+impl FromStr for WebhookSecret {
+    type Err = String;
+    /// Errors never repeat the value.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let secret = s.trim();
+        let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+        if secret.chars().count() < MIN_WEBHOOK_SECRET_LEN || !secret.chars().all(url_safe) {
+            return Err(format!(
+                "the webhook secret must be at least {MIN_WEBHOOK_SECRET_LEN} characters, each a letter, a digit or one of - . _ ~ (e.g. from `openssl rand -hex 16`)"
+            ));
+        }
+        Ok(WebhookSecret(secret.to_owned()))
+    }
 }
 
 /// `IMPORTER_MAX_DELETE_FRACTION`'s default: 5 % of a list (issue 16).
@@ -636,6 +707,34 @@ mod tests {
             assert!(!text.contains("0123456789abcdef"), "{text}");
             assert!(!text.contains("om-secret-key"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_webhook_secret_is_long_url_safe_and_never_shown() {
+        let secret: WebhookSecret = " 0123456789abcdef-._~ ".parse().unwrap();
+        assert_eq!(secret.expose(), "0123456789abcdef-._~");
+        assert_eq!(format!("{secret:?}"), "WebhookSecret(<redacted>)");
+        for bad in [
+            "",
+            "0123456789abcde",
+            "0123456789abcdef/",
+            "0123456789abcdef%20",
+            "0123456789abcdéf",
+        ] {
+            let e = bad.parse::<WebhookSecret>().unwrap_err();
+            assert!(e.contains("at least 16 characters"), "{e}");
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
+        let s = settings(&["--webhook-secret", "0123456789abcdefXYZ"]);
+        assert!(!format!("{s:?}").contains("0123456789abcdefXYZ"));
+        // Refused from the environment: named, not repeated.
+        let e = Cli::try_parse_from(["x", "--webhook-secret", "short", "go"]).unwrap_err();
+        let only = |n: &str| (n == "IMPORTER_WEBHOOK_SECRET").then(|| "short".to_owned());
+        let message = bad_env_value(&e, only).unwrap();
+        assert!(
+            message.starts_with("IMPORTER_WEBHOOK_SECRET is not valid: the webhook secret must be"),
+            "{message}"
+        );
     }
 
     #[test]
