@@ -216,7 +216,15 @@ async fn register_creates_each_lists_webhook_once_and_a_second_register_creates_
 async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so() {
     let all = json!({"subscribe": true, "unsubscribe": true, "profile": true, "upemail": true, "cleaned": true, "campaign": true});
     let every_source = json!({"user": true, "admin": true, "api": true});
-    let fake = FakeWebhooks::default().with_list("a", vec![hook("old", &our_url(), all, every_source)]);
+    // And the same secret at an earlier base URL: pointed out, left alone.
+    let earlier = format!("https://earlier.example.com/webhooks/mailchimp/{SECRET}");
+    let fake = FakeWebhooks::default().with_list(
+        "a",
+        vec![
+            hook("old", &our_url(), all, every_source),
+            hook("earlier", &earlier, wanted_events(), wanted_sources()),
+        ],
+    );
     let server = serve(&fake).await;
     let (code, stdout, _) = webhooks(
         r#"[{"list_id": "a"}]"#,
@@ -237,10 +245,13 @@ async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so()
     assert_eq!(
         stdout,
         format!(
-            "list \"a\": webhook old for {} updated: it had events subscribe, unsubscribe, profile, upemail, cleaned, campaign; sources user, admin, api, now events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin\n",
+            "list \"a\": webhook old for {} updated: it had events subscribe, unsubscribe, profile, upemail, cleaned, campaign; sources user, admin, api, now events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin\
+             ; note: webhook earlier at https://earlier.example.com/webhooks/mailchimp/<secret> also carries the secret \
+             (remove it with `webhooks remove --url` and its base URL if it is no longer used)\n",
             our_url_shown()
         )
     );
+    assert!(received(&server, "DELETE").await.is_empty());
     assert_eq!(fake.hooks("a")[0]["sources"], wanted_sources());
 }
 
