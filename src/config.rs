@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::ApiKey;
 use crate::mailchimp;
 use crate::retry::RetryPolicy;
-use crate::webhook::WebhookSecret;
+pub use crate::webhook::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OmetriaApi {
@@ -110,6 +110,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Show what the next sync of each due entry (or of one list) would push; pushes and writes nothing.
     Plan(PlanArgs),
+    /// Register, list or remove the Mailchimp webhook of each list of the state file.
+    Webhooks(WebhooksArgs),
     /// Print the version.
     Version,
 }
@@ -145,6 +147,29 @@ pub struct PlanArgs {
     /// One JSON array instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub action: WebhooksAction,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum WebhooksAction {
+    /// Create the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> on each list (or update its events and sources); one that is as wanted is left as it is.
+    Register(WebhookUrlArgs),
+    /// Print each list's webhooks, secrets in their URLs redacted.
+    List,
+    /// Delete the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> from each list.
+    Remove(WebhookUrlArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct WebhookUrlArgs {
+    /// The public base URL the daemon's webhook receiver is reached at, e.g. https://importer.example.com (https://, or http:// for 127.0.0.1 or localhost).
+    #[arg(long)]
+    pub url: String,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

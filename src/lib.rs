@@ -26,6 +26,8 @@
 //!   Reconciliation.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
+//! - [`webhook_setup`]: the `webhooks` command (register, list, remove each
+//!   list's Mailchimp webhook).
 //! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
 //! - [`telemetry`]: log formats, metrics, the health endpoint, and the
 //!   daemon's HTTP endpoints (the webhook receiver's too).
@@ -54,5 +56,6 @@ pub mod sync;
 pub mod telemetry;
 pub mod transform;
 pub mod webhook;
+pub mod webhook_setup;
 
 pub use actors::controller::{RunMode, RunSummary};

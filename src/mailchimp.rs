@@ -1,6 +1,7 @@
 //! Mailchimp Marketing API 3.0: list members, read page by page (SPEC §6),
-//! and a list's merge fields, which `check --online` compares with the
-//! entries' mappings (issue 17).
+//! a list's merge fields, which `check --online` compares with the
+//! entries' mappings (issue 17), and a list's webhooks, which the
+//! `webhooks` command manages ([`webhooks`], issue 18).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::sync::{MemberKey, PageRequest, Pass, Window};
 use crate::telemetry::metrics::Metrics;
 
 mod repair;
+pub mod webhooks;
 
 pub use repair::{repair, Repaired, Repairs};
 
@@ -460,15 +462,33 @@ impl MailchimpClient {
 
     /// One GET of `url`: the body and Mailchimp's clock when it answered.
     async fn get(&self, url: String, attempt: u32) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
+        self.call(awc::http::Method::GET, url, None, hint, attempt).await
+    }
+
+    /// One request of `method` to `url`, with `body` as JSON if given:
+    /// the answer's body and Mailchimp's clock when it answered. Attempt
+    /// number `attempt` of the caller's retries (see [`Patience`]); a
+    /// refusal's message says what to fix as `hint` tells for its status.
+    async fn call(
+        &self,
+        method: awc::http::Method,
+        url: String,
+        body: Option<&serde_json::Value>,
+        hint: fn(u16) -> &'static str,
+        attempt: u32,
+    ) -> Result<(Bytes, Option<DateTime<Utc>>), ApiError> {
         let timeout = self.patience.for_attempt(attempt);
         let request = self
             .http
-            .get(url)
+            .request(method, url)
             .basic_auth("ometria-importer", self.key.expose())
             .timeout(timeout);
         let started = Instant::now();
         let read = async {
-            let head = request.send().await;
+            let head = match body {
+                Some(body) => request.send_json(body).await,
+                None => request.send().await,
+            };
             self.metrics
                 .http_request(Api::Mailchimp, head.as_ref().ok().map(|r| r.status().as_u16()));
             let mut response = head.map_err(|e| ApiError::from_send(Api::Mailchimp, timeout, e))?;

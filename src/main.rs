@@ -1,5 +1,5 @@
 //! The command line: `go`, `once`, `check`, `demo`, `sandbox`, `bench`,
-//! `health`, `history`, `forget`, `plan`, `version`.
+//! `health`, `history`, `forget`, `plan`, `webhooks`, `version`.
 
 use std::io;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use ometria_importer::importer::{self, Signals};
 use ometria_importer::sandbox::Sandbox;
 use ometria_importer::telemetry::health::http_get;
 use ometria_importer::telemetry::log::logger;
-use ometria_importer::{bench, check, demo, history, plan, RunMode};
+use ometria_importer::{bench, check, demo, history, plan, webhook_setup, RunMode};
 
 /// Exit code for a setting or state file that must be fixed first.
 const EXIT_FIX_FIRST: u8 = 2;
@@ -111,6 +111,12 @@ fn main() -> ExitCode {
         }
         Command::Plan(args) => {
             return match plan::run(&cli.settings, &args, &mut io::stdout(), &mut io::stderr(), log.clone()) {
+                Ok(code) => ExitCode::from(code),
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Command::Webhooks(args) => {
+            return match webhook_setup::run(&cli.settings, &args, &mut io::stdout()) {
                 Ok(code) => ExitCode::from(code),
                 Err(_) => ExitCode::FAILURE,
             };
