@@ -49,6 +49,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// overlap every SYNC re-reads then repairs such late writes.
 pub const LATE_WRITE_SECONDS: i64 = 15 * 60;
 
+/// The SQL of whether a member's last accepted record is settled (over a
+/// `members` row): no push answer of it was lost, or one was taken
+/// [`LATE_WRITE_SECONDS`] after the lost one — the rule both
+/// [`LedgerStore::unchanged`] and [`LedgerStore::previous`] apply.
+fn settled() -> String {
+    format!("(uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS})")
+}
+
 /// Ids per statement when looking members up: well below SQLite's limit
 /// of 32,766 bound parameters.
 const IDS_PER_STATEMENT: usize = 500;
@@ -326,7 +334,8 @@ impl LedgerStore {
             // until a push of it is taken long enough after.
             let select = format!(
                 "SELECT member_id, record_hash FROM members WHERE list_id = ? AND member_id IN ({marks})
-                 AND (uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS})"
+                 AND {}",
+                settled()
             );
             let update = format!("UPDATE members SET last_seen = ? WHERE list_id = ? AND member_id IN ({marks})");
             let ids = chunk.iter().map(|(id, _)| *id);
@@ -367,9 +376,9 @@ impl LedgerStore {
         for chunk in records.chunks(IDS_PER_STATEMENT) {
             let marks = vec!["?"; chunk.len()].join(",");
             let select = format!(
-                "SELECT member_id, record_hash, status,
-                        uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS}
-                 FROM members WHERE list_id = ? AND member_id IN ({marks})"
+                "SELECT member_id, record_hash, status, {}
+                 FROM members WHERE list_id = ? AND member_id IN ({marks})",
+                settled()
             );
             let mut statement = self.conn.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
             let ids = chunk.iter().map(|(id, _)| *id);

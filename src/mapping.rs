@@ -497,6 +497,14 @@ impl Mapping {
         crate::ledger::record_hash(text.as_bytes())
     }
 
+    /// Whether an entry with this mapping must read every member at its
+    /// next sync: the ledger `kept` another fingerprint from its last full
+    /// read (none kept: [`DEFAULT_FINGERPRINT`], a ledger from before
+    /// mappings). The Controller, `plan` and `check` all decide so.
+    pub fn changed_since(&self, kept: Option<u64>) -> bool {
+        kept.unwrap_or(DEFAULT_FINGERPRINT) != self.fingerprint()
+    }
+
     /// Whether records are SPEC §5's (whatever the mapping is called).
     fn is_default_records(&self) -> bool {
         self.fields.is_empty() && self.collection.is_none() && !self.force_optin

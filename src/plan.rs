@@ -27,7 +27,6 @@ use crate::actors::planner::{PlanResult, Planner};
 use crate::actors::state_keeper::StateKeeper;
 use crate::config::{PlanArgs, Settings};
 use crate::ledger::{LedgerStore, LEDGER_FILE_NAME};
-use crate::mapping::DEFAULT_FINGERPRINT;
 use crate::state::{Consequence, Entry, EntryKey, StateFile};
 use crate::sync::{decide, Decision, SyncKind};
 use crate::telemetry::health::Health;
@@ -122,7 +121,7 @@ pub fn remapped_entries(state_dir: &std::path::Path, entries: &[Entry]) -> HashS
         Ok(kept) => entries
             .iter()
             .zip(kept)
-            .filter(|(e, kept)| kept.unwrap_or(DEFAULT_FINGERPRINT) != e.mapping.fingerprint())
+            .filter(|(e, kept)| e.mapping.changed_since(*kept))
             .map(|(e, _)| e.key.clone())
             .collect(),
         Err(_) => HashSet::new(),

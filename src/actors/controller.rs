@@ -29,7 +29,6 @@ use super::messages::{
     SyncFinished, Tick, FLUSH_TIMEOUT,
 };
 use super::reconciliation::Reconciliation;
-use crate::mapping::DEFAULT_FINGERPRINT;
 use crate::state::{format_for_log, Entry, EntryKey};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
@@ -253,7 +252,7 @@ impl Controller {
                 Ok(Ok(fingerprints)) if fingerprints.len() == entries.len() => entries
                     .iter()
                     .zip(fingerprints)
-                    .filter(|(e, kept)| kept.unwrap_or(DEFAULT_FINGERPRINT) != e.mapping.fingerprint())
+                    .filter(|(e, kept)| e.mapping.changed_since(*kept))
                     .map(|(e, _)| e.key.clone())
                     .collect(),
                 _ => HashSet::new(),

@@ -194,7 +194,10 @@ mod tests {
     }
 
     fn read(page: &Value, mapping: &Mapping) -> FetchedPage {
-        let body = serde_json::to_vec(page).unwrap();
+        read_bytes(&serde_json::to_vec(page).unwrap(), mapping)
+    }
+
+    fn read_bytes(body: &[u8], mapping: &Mapping) -> FetchedPage {
         let request = PageRequest {
             pass: Pass::Members,
             offset: 0,
@@ -208,7 +211,7 @@ mod tests {
             since: None,
             before: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         };
-        read_page(&body, request, "L", mapping, window, OmetriaApi::Push).unwrap()
+        read_page(body, request, "L", mapping, window, OmetriaApi::Push).unwrap()
     }
 
     fn member(id: &str, fields: Value) -> Value {
@@ -234,20 +237,7 @@ mod tests {
             "]".repeat(200)
         );
         let m = mapping(json!({"fields": {"phone_number": "merge_fields.PHONE", "properties.x": "merge_fields.X"}}));
-        let request = PageRequest {
-            pass: Pass::Members,
-            offset: 0,
-            count: 100,
-            since: None,
-            before: None,
-            keyed: false,
-            recount: false,
-        };
-        let window = Window {
-            since: None,
-            before: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-        };
-        let page = read_page(body.as_bytes(), request, "L", &m, window, OmetriaApi::Push).unwrap();
+        let page = read_bytes(body.as_bytes(), &m);
         assert_eq!(record(&page, 0)["phone_number"], "+442079460958");
         let second = record(&page, 1);
         assert_eq!(second["id"], "u2");
