@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT NOT NULL,
     error TEXT
 );
+CREATE INDEX IF NOT EXISTS members_by_email ON members (list_id, email COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS runs_by_list ON runs (list_id, id);
 CREATE TABLE IF NOT EXISTS entry_mappings (
     list_id TEXT NOT NULL,
@@ -556,6 +557,41 @@ impl LedgerStore {
         tx.commit().map_err(|e| error_at(&self.path, e))
     }
 
+    /// The members of list `list_id` whose address is one of `emails`
+    /// (ASCII case ignored, as Mailchimp folds it in its subscriber hash),
+    /// each once, in the order of `emails`: how a webhook's `data[email]`
+    /// finds the contact id Ometria holds, which the event does not carry
+    /// (its `data[id]` is the subscriber hash, not the `unique_email_id`).
+    /// One indexed lookup per address (`members_by_email`).
+    pub fn members_by_email(&self, list_id: &str, emails: &[&str]) -> Result<Vec<LedgerMember>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT member_id, email, status FROM members
+                 WHERE list_id = ?1 AND email = ?2 COLLATE NOCASE ORDER BY member_id",
+            )
+            .map_err(|e| error_at(&self.path, e))?;
+        let mut found: Vec<LedgerMember> = vec![];
+        for email in emails {
+            let rows = statement
+                .query_map(params![list_id, email], |row| {
+                    Ok(LedgerMember {
+                        member_id: row.get(0)?,
+                        email: row.get(1)?,
+                        status: row.get(2)?,
+                    })
+                })
+                .map_err(|e| error_at(&self.path, e))?;
+            for member in rows {
+                let member = member.map_err(|e| error_at(&self.path, e))?;
+                if !found.iter().any(|m| m.member_id == member.member_id) {
+                    found.push(member);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// When the newest full read of the entry (`list_id`, `rank`) that
     /// succeeded started (unix seconds): its newest succeeded `RECONCILE` or `LOAD` row in
     /// `runs` — a LOAD reads every member, so the ledger it fills needs no
@@ -747,6 +783,46 @@ mod tests {
         let later = 100 + LATE_WRITE_SECONDS;
         ledger.record_accepted("L", later, &[accepted("a", 1)]).unwrap();
         assert_eq!(ledger.unchanged("L", later, &[("a", 1)]).unwrap(), [true]);
+    }
+
+    #[test]
+    fn members_are_found_by_address_whatever_its_ascii_case_in_their_list_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        let mut a = accepted("a", 1);
+        a.email = "Ann.Lee@Example.com".into();
+        ledger.record_accepted("L", 100, &[a, accepted("b", 2)]).unwrap();
+        ledger.record_accepted("M", 100, &[accepted("c", 3)]).unwrap();
+        let found = ledger
+            .members_by_email(
+                "L",
+                &[
+                    "ann.lee@example.COM",
+                    "nobody@example.com",
+                    "c@example.com",
+                    "ANN.LEE@EXAMPLE.COM",
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            found,
+            [LedgerMember {
+                member_id: "a".into(),
+                email: "Ann.Lee@Example.com".into(),
+                status: "subscribed".into()
+            }]
+        );
+        assert_eq!(ledger.members_by_email("M", &["C@example.com"]).unwrap().len(), 1);
+        // One indexed lookup, not a scan of the list.
+        let plan: String = ledger
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT member_id FROM members WHERE list_id = 'L' AND email = 'x' COLLATE NOCASE",
+                [],
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("members_by_email"), "{plan}");
     }
 
     #[test]

@@ -23,12 +23,16 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::Bytes;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::config::OmetriaApi;
+use crate::ledger::LedgerMember;
 use crate::mailchimp::Member;
 use crate::mapping::{convert, ContactField, Converted, Mapping, Target};
-use crate::ometria::{Contact, ContactProperties, MappedFields, MarketingOptin};
+use crate::ometria::{encode, Contact, ContactProperties, MappedFields, MarketingOptin, ParsedFrom};
 use crate::state::parse_timestamp;
 
 /// Why a member cannot be sent. Each is counted (`skipped=`) and named in
@@ -530,6 +534,33 @@ pub fn deleted_contact<'a>(id: &'a str, email: &'a str, list_id: &'a str, mappin
             mapped: Map::new(),
         },
     }
+}
+
+/// The push records of `members` (from the ledger) deleted from list
+/// `list_id` in Mailchimp, one [`deleted_contact`] each, as slices of one
+/// buffer, as a page of a sync. A page of 100 such records (ids, emails of
+/// at most 254 bytes) is far within Ometria's 100 records and 1 MiB a push.
+pub fn deleted_records(members: &[LedgerMember], list_id: &str, mapping: &Mapping, api: OmetriaApi) -> Vec<Bytes> {
+    let mut buffer = Vec::with_capacity(members.len() * 200);
+    let mut ends = Vec::with_capacity(members.len());
+    for m in members {
+        encode(
+            &deleted_contact(&m.member_id, &m.email, list_id, mapping),
+            api,
+            ParsedFrom::default(),
+            &mut buffer,
+        );
+        ends.push(buffer.len());
+    }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let record = buffer.slice(start..end);
+            start = end;
+            record
+        })
+        .collect()
 }
 
 /// `None` for absent or empty text; the text exactly as sent otherwise

@@ -1,20 +1,23 @@
 //! The webhook receiver in a running daemon (issue 18, SPEC §15): the URL
 //! check, the secret, bad bodies, and events bringing a list's SYNC
 //! forward — one SYNC for a burst, one more for an event during a sync,
-//! nothing for a list in no entry.
+//! nothing for a list in no entry — and deletions opted out at once
+//! through the ledger, without any sync.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
+use serde_json::{json, Value};
 
 use ometria_importer::config::{Config, WebhookListen};
+use ometria_importer::ledger::LedgerStore;
 use ometria_importer::telemetry::log::SharedBuffer;
 use ometria_importer::RunMode;
 use support::{
-    capture_log, cursor_now, loopback, quit, spawn_run, state_dir, subscribed, wait_for_ticks, wait_until, Apis,
-    FakeMailchimp, FakeOmetria,
+    capture_log, cursor_now, loopback, quit, seed_ledger, spawn_run, state_dir, subscribed, wait_for_ticks, wait_until,
+    Apis, FakeMailchimp, FakeMember, FakeOmetria,
 };
 
 const SECRET: &str = "wh-0123456789abcdef";
@@ -328,4 +331,165 @@ async fn events_of_a_list_in_no_entry_are_ignored_with_one_line() {
     assert!(queries.iter().all(|q| !q.is_empty()));
     assert_eq!(webhook_syncs(&log, "a"), 0);
     quit(dir.path(), daemon).await;
+}
+
+/// An `unsubscribe` of `email` from `list_id` as Mailchimp encodes it,
+/// with `action` if given (Mailchimp sometimes leaves it out).
+fn unsubscribe(list_id: &str, email: Option<&str>, action: Option<&str>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("type", "unsubscribe")
+        .append_pair("fired_at", "2024-05-01 10:00:00")
+        .append_pair("data[id]", "8a25ff1d98")
+        .append_pair("data[list_id]", list_id)
+        .append_pair("data[reason]", "manual");
+    if let Some(email) = email {
+        form.append_pair("data[email]", email);
+    }
+    if let Some(action) = action {
+        form.append_pair("data[action]", action);
+    }
+    form.finish()
+}
+
+/// The opted-out record of a member deleted from `list_id`.
+fn opted_out(m: &FakeMember, list_id: &str) -> Value {
+    json!({"@type": "contact", "id": m.id, "email": m.email, "marketing_optin": "EXPLICITLY_OPTEDOUT",
+           "properties": {"mailchimp_status": "deleted", "mailchimp_list_id": list_id}})
+}
+
+/// The value of one sample of `/metrics`, 0 when absent.
+async fn sample(metrics: &str, name: &str) -> f64 {
+    let (_, text) = request("GET", &format!("http://{metrics}/metrics"), None).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+fn deletions(result: &str) -> String {
+    format!("ometria_importer_webhook_deletions_total{{result=\"{result}\"}}")
+}
+
+#[actix_rt::test]
+async fn a_deleted_member_is_opted_out_at_once_without_any_sync() {
+    let (a, b) = (subscribed(3), subscribed(2));
+    let apis = Apis::start(
+        FakeMailchimp::default()
+            .with_list("a", a.clone())
+            .with_list("b", b.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let now = cursor_now();
+    let (dir, _) = state_dir(&format!(
+        r#"[{{"list_id": "a", "latest_timestamp": "{now}", "reconcile_seconds": 0}},
+            {{"list_id": "b", "latest_timestamp": "{now}", "reconcile_seconds": 0, "on_delete": "ignore"}}]"#
+    ));
+    seed_ledger(dir.path(), "a", &a);
+    seed_ledger(dir.path(), "b", &b);
+    let mut config = with_webhooks(apis.config(dir.path()));
+    // No SYNC for the events within the test: only the deletion path acts.
+    config.webhook_debounce = Duration::from_secs(3600);
+    config.metrics_addr = Some(loopback());
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    let base = webhook_base(&buffer).await;
+    wait_for_ticks(&buffer, 1).await;
+    let metrics = address_after(&buffer.contents(), "serving /metrics and /healthz on http://").unwrap();
+
+    // The address in another case than the ledger's: the same member.
+    let shouted = a[1].email.to_uppercase();
+    assert_eq!(
+        post(&base, unsubscribe("a", Some(&shouted), Some("delete"))).await,
+        StatusCode::OK
+    );
+    wait_until(Duration::from_secs(15), "the opt-out", || !apis.pushed().is_empty()).await;
+    assert_eq!(apis.pushed(), [opted_out(&a[1], "a")]);
+
+    // Mailchimp delivers it twice; an address the ledger never held; no
+    // address at all; a list whose on_delete is "ignore"; an unsubscribe
+    // without action (an unsubscribe, for the SYNC to read).
+    for body in [
+        unsubscribe("a", Some(&a[1].email), Some("delete")),
+        unsubscribe("a", Some("nobody@example.com"), Some("delete")),
+        unsubscribe("a", None, Some("delete")),
+        unsubscribe("b", Some(&b[0].email), Some("delete")),
+        unsubscribe("a", Some(&a[2].email), None),
+        unsubscribe("a", Some(&a[0].email), Some("unsub")),
+    ] {
+        assert_eq!(post(&base, body).await, StatusCode::OK);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts = (
+            sample(&metrics, &deletions("not_in_ledger")).await,
+            sample(&metrics, &deletions("no_email")).await,
+            sample(&metrics, &deletions("kept")).await,
+        );
+        if counts == (2.0, 1.0, 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deletions counted: {counts:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&metrics, &deletions("opted_out")).await, 1.0);
+    assert_eq!(apis.pushed().len(), 1, "one opt-out: {:?}", apis.pushed());
+    assert!(
+        apis.mailchimp_queries().await.is_empty(),
+        "no sync ran: {}",
+        buffer.contents()
+    );
+    quit(dir.path(), daemon).await;
+
+    let ledger = LedgerStore::open_read_only(dir.path()).unwrap();
+    let held = |list: &str, m: &FakeMember| ledger.members_by_email(list, &[&m.email]).unwrap().len();
+    assert_eq!((held("a", &a[0]), held("a", &a[1]), held("a", &a[2])), (1, 0, 1));
+    assert_eq!((held("b", &b[0]), held("b", &b[1])), (1, 1), "on_delete \"ignore\"");
+    let rows = ledger.history(None, 10).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (start, end) = (&rows[0].start, rows[0].end.as_ref().unwrap());
+    assert_eq!((start.list_id.as_str(), start.kind.as_str()), ("a", "DELETE"));
+    assert_eq!((end.result.as_str(), end.pushed, end.deleted), ("succeeded", 1, 1));
+}
+
+#[actix_rt::test]
+async fn a_member_deleted_during_a_sync_that_pushes_it_back_ends_opted_out() {
+    // A SYNC of every member (its cursor is older than they are), each
+    // page taking 400 ms: the deletion comes while it reads.
+    let a = subscribed(3);
+    let apis = Apis::start(
+        FakeMailchimp::slow(Duration::from_millis(400)).with_list("a", a.clone()),
+        FakeOmetria::default(),
+    )
+    .await;
+    let (dir, _) = state_dir(&format!(
+        r#"[{{"list_id": "a", "latest_timestamp": "{}", "reconcile_seconds": 0}}]"#,
+        support::cursor_minutes_ago(300)
+    ));
+    seed_ledger(dir.path(), "a", &a);
+    let mut config = with_webhooks(apis.config(dir.path()));
+    config.webhook_debounce = Duration::from_secs(3600);
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    let base = webhook_base(&buffer).await;
+    apis.first_mailchimp_request().await;
+    assert_eq!(
+        post(&base, unsubscribe("a", Some(&a[0].email), Some("delete"))).await,
+        StatusCode::OK
+    );
+    wait_until(Duration::from_secs(20), "the SYNC", || {
+        completed(&buffer.contents(), "a") == 1
+    })
+    .await;
+    // Whatever the order of the opt-out and the sync's push of the member,
+    // the last word Ometria has of it is the opt-out.
+    let last_of = |id: &str| apis.pushed().into_iter().rfind(|r| r["id"] == id);
+    wait_until(Duration::from_secs(15), "the member opted out last", || {
+        last_of(&a[0].id) == Some(opted_out(&a[0], "a"))
+    })
+    .await;
+    quit(dir.path(), daemon).await;
+    let ledger = LedgerStore::open_read_only(dir.path()).unwrap();
+    assert!(ledger.members_by_email("a", &[&a[0].email]).unwrap().is_empty());
+    assert_eq!(ledger.members_by_email("a", &[&a[1].email]).unwrap().len(), 1);
+    assert_eq!(last_of(&a[1].id).unwrap()["marketing_optin"], "EXPLICITLY_OPTEDIN");
 }

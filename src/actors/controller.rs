@@ -12,7 +12,10 @@
 //! once the debounce ran out (see [`Debounce`]), an event during a sync one
 //! more after it; lists not in the state file are ignored, with one line.
 //! A SYNC so brought forward is the same SYNC as any other (the backoff of
-//! a failing entry holds it back as well).
+//! a failing entry holds it back as well). An `unsubscribe` with `action`
+//! `delete` also starts a [`Deletion`] of the member at once for each
+//! entry of its list (queued per ledger key in [`Deletions`]; looked for
+//! once more after a sync of the entry that ran meanwhile).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -23,17 +26,19 @@ use chrono::{DateTime, Utc};
 use slog::{error, info, o, warn, Logger};
 use tokio::sync::oneshot;
 
+use super::deletion::Deletion;
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{
-    AskMappings, AskReconcileStatus, CancelSync, Flush, ListChanged, LoadEntries, ReconcileFinished, Shutdown,
-    SyncFinished, Tick, FLUSH_TIMEOUT,
+    AskMappings, AskReconcileStatus, CancelSync, DeletionFinished, Flush, ListChanged, LoadEntries, ReconcileFinished,
+    Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT,
 };
 use super::reconciliation::Reconciliation;
-use crate::state::{format_for_log, Entry, EntryKey};
+use crate::state::{format_for_log, Entry, EntryKey, OnDelete};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
-    Backoff, Burst, Debounce, Decision, SyncKind, RECONCILE_KIND,
+    Backoff, Burst, Debounce, Decision, DeletionBatch, Deletions, SyncKind, RECONCILE_KIND,
 };
+use crate::webhook::{EventKind, UnsubscribeAction, WebhookEvent};
 
 /// The quit file is looked for this often.
 pub const QUIT_FILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,9 +108,10 @@ struct RunningSync {
     /// The cap of its backoff if it fails: the entry's refresh interval
     /// for a sync, its reconciliation interval for a reconciliation.
     cap: Duration,
-    /// A reconciliation rather than a sync: the ledger key it reconciles
-    /// ([`Entry::ledger_key`]).
-    reconciling: Option<String>,
+    /// The entry's ledger key ([`Entry::ledger_key`]).
+    ledger_key: String,
+    /// A reconciliation rather than a sync.
+    reconciling: bool,
     /// When it started: a sync answers the webhook events before then.
     started_at: DateTime<Utc>,
 }
@@ -183,6 +189,8 @@ pub struct Controller {
     last_webhook_event: HashMap<String, DateTime<Utc>>,
     /// Lists not in the state file whose webhook events were ignored (logged once each).
     ignored_lists: HashSet<String>,
+    /// Members webhooks said were deleted, waiting for or in a Deletion.
+    deletions: Deletions<Entry>,
     done: Option<oneshot::Sender<RunSummary>>,
 }
 
@@ -210,6 +218,7 @@ impl Controller {
             synced_from: HashMap::new(),
             last_webhook_event: HashMap::new(),
             ignored_lists: HashSet::new(),
+            deletions: Deletions::default(),
             done: Some(done),
         }
     }
@@ -330,7 +339,12 @@ impl Controller {
         let mut reconcile = vec![];
         // Ledger keys reconciling, or about to: one reconciliation of a set
         // of members at a time.
-        let mut reconciling: HashSet<String> = self.running.values().filter_map(|r| r.reconciling.clone()).collect();
+        let mut reconciling: HashSet<String> = self
+            .running
+            .values()
+            .filter(|r| r.reconciling)
+            .map(|r| r.ledger_key.clone())
+            .collect();
         let (listed, mut up_to_date) = (entries.len(), 0);
         for entry in entries {
             let running = self.running.contains_key(&entry.key);
@@ -605,6 +619,7 @@ impl Controller {
                 ),
             }
             let key = job.entry.key.clone();
+            let ledger_key = job.entry.ledger_key();
             let cap = refresh_of(&job.entry, self.settings.refresh);
             let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
             self.running.insert(
@@ -612,7 +627,8 @@ impl Controller {
                 RunningSync {
                     cancel: sync.recipient(),
                     cap,
-                    reconciling: None,
+                    ledger_key,
+                    reconciling: false,
                     started_at: Utc::now(),
                 },
             );
@@ -643,7 +659,8 @@ impl Controller {
             RunningSync {
                 cancel: reconciliation.recipient(),
                 cap,
-                reconciling: Some(ledger_key),
+                ledger_key,
+                reconciling: true,
                 started_at: Utc::now(),
             },
         );
@@ -793,6 +810,12 @@ impl Handler<SyncFinished> for Controller {
                 self.backoff.insert(finished.key.clone(), next);
             }
         }
+        // Members deleted during the sync: it may have pushed them back.
+        if self.phase == Phase::Running {
+            if let Some(batch) = self.deletions.sync_ended(&running.ledger_key) {
+                self.start_deletion(batch, ctx);
+            }
+        }
         self.slot_freed(ctx);
     }
 }
@@ -802,7 +825,7 @@ impl Controller {
     fn slot_freed(&mut self, ctx: &mut Context<Self>) {
         match (self.phase, self.settings.mode) {
             (Phase::Finishing, _) => {}
-            (Phase::Stopping, _) if self.running.is_empty() => self.finish(ctx),
+            (Phase::Stopping, _) if self.running.is_empty() && self.deletions.running() == 0 => self.finish(ctx),
             (Phase::Stopping, _) => {}
             (Phase::Running, RunMode::Once) => {
                 self.start_waiting(ctx);
@@ -835,6 +858,13 @@ impl Handler<ListChanged> for Controller {
         if !event.kind.changes_members() {
             return;
         }
+        if event.kind
+            == (EventKind::Unsubscribe {
+                action: UnsubscribeAction::Delete,
+            })
+        {
+            self.member_deleted(&event, ctx);
+        }
         if self.debounce.event(&event.list_id, received_at).is_some() {
             let list_id = event.list_id;
             ctx.run_later(self.settings.webhook_debounce, move |controller, ctx| {
@@ -843,6 +873,88 @@ impl Handler<ListChanged> for Controller {
                     controller.load_and_plan(false, ctx);
                 }
             });
+        }
+    }
+}
+
+impl Controller {
+    /// A webhook said a member was deleted from a list: each entry of the
+    /// list opts it out at once through the ledger (unless its
+    /// `on_delete` is `"ignore"`), from the StateKeeper's current view.
+    fn member_deleted(&mut self, event: &WebhookEvent, ctx: &mut Context<Self>) {
+        let Some(email) = event.email.clone() else {
+            self.deps
+                .metrics
+                .webhook_deletions
+                .with_label_values(&["no_email"])
+                .inc();
+            warn!(
+                self.log.new(o!("list_id" => event.list_id.clone())),
+                "controller: a deletion from list \"{}\" came without data[email]: the ledger cannot find the contact, so the next reconciliation opts it out.",
+                event.list_id.escape_debug()
+            );
+            return;
+        };
+        let list_id = event.list_id.clone();
+        let view = self.deps.state_keeper.send(LoadEntries { reread: false });
+        ctx.spawn(view.into_actor(self).map(move |entries, controller, ctx| {
+            let Ok(entries) = entries else { return };
+            if controller.phase != Phase::Running {
+                return;
+            }
+            for entry in entries.into_iter().filter(|e| e.key.list_id == list_id) {
+                if entry.on_delete == OnDelete::Ignore {
+                    controller
+                        .deps
+                        .metrics
+                        .webhook_deletions
+                        .with_label_values(&["kept"])
+                        .inc();
+                    continue;
+                }
+                let ledger_key = entry.ledger_key();
+                let syncing = controller
+                    .running
+                    .values()
+                    .any(|r| !r.reconciling && r.ledger_key == ledger_key);
+                if let Some(batch) = controller.deletions.add(&ledger_key, entry, [email.clone()], syncing) {
+                    controller.start_deletion(batch, ctx);
+                }
+            }
+        }));
+    }
+
+    fn start_deletion(&mut self, batch: DeletionBatch<Entry>, ctx: &mut Context<Self>) {
+        Deletion::new(batch.target, batch.emails, self.deps.clone(), ctx.address().recipient()).start();
+    }
+}
+
+impl Handler<DeletionFinished> for Controller {
+    type Result = ();
+
+    /// Counts what the Deletion did and starts the next of its ledger key.
+    fn handle(&mut self, finished: DeletionFinished, ctx: &mut Context<Self>) {
+        let counts = &self.deps.metrics.webhook_deletions;
+        match &finished.result {
+            Ok(tally) => {
+                counts.with_label_values(&["opted_out"]).inc_by(tally.opted_out);
+                counts.with_label_values(&["rejected"]).inc_by(tally.rejected);
+                counts.with_label_values(&["not_in_ledger"]).inc_by(tally.not_in_ledger);
+                self.deps.metrics.members_deleted.inc_by(tally.opted_out);
+            }
+            Err(_) => counts
+                .with_label_values(&["failed"])
+                .inc_by(finished.emails.len() as u64),
+        }
+        let next = self.deletions.finished(&finished.entry.ledger_key());
+        match self.phase {
+            Phase::Running => {
+                if let Some(batch) = next {
+                    self.start_deletion(batch, ctx);
+                }
+            }
+            Phase::Stopping => self.slot_freed(ctx),
+            Phase::Finishing => {}
         }
     }
 }
@@ -898,7 +1010,8 @@ impl Handler<Shutdown> for Controller {
         }
         self.phase = Phase::Stopping;
         self.waiting.clear();
-        if self.running.is_empty() {
+        self.deletions.clear_waiting();
+        if self.running.is_empty() && self.deletions.running() == 0 {
             info!(self.log, "controller: stopping ({}).", shutdown.reason);
             return self.finish(ctx);
         }

@@ -14,11 +14,11 @@ use actix::prelude::*;
 use slog::{error, Logger};
 
 use super::messages::{
-    AskMappings, AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, ForgetList, LookUpPrevious,
-    LookUpUnchanged, MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RecordMapping, RemoveMembers, StartRun,
-    Unseen,
+    AskMappings, AskReconcileStatus, CountMembers, CountUnseen, Drain, EndRun, FindMembersByEmail, ForgetList,
+    LookUpPrevious, LookUpUnchanged, MarkSeen, MarkUncertain, ReconcileStatus, RecordAccepted, RecordMapping,
+    RemoveMembers, StartRun, Unseen,
 };
-use crate::ledger::{LedgerError, LedgerStore, Previous, LEDGER_FILE_NAME};
+use crate::ledger::{LedgerError, LedgerMember, LedgerStore, Previous, LEDGER_FILE_NAME};
 
 pub struct Ledger {
     store: Result<LedgerStore, LedgerError>,
@@ -154,6 +154,14 @@ impl Handler<Unseen> for Ledger {
     fn handle(&mut self, m: Unseen, _: &mut Self::Context) -> Self::Result {
         self.store()?
             .unseen(&m.list_id, m.stamp, m.before, &m.after_id, m.limit)
+    }
+}
+
+impl Handler<FindMembersByEmail> for Ledger {
+    type Result = Result<Vec<LedgerMember>, LedgerError>;
+    fn handle(&mut self, m: FindMembersByEmail, _: &mut Self::Context) -> Self::Result {
+        let emails: Vec<&str> = m.emails.iter().map(String::as_str).collect();
+        self.store()?.members_by_email(&m.list_id, &emails)
     }
 }
 

@@ -256,7 +256,16 @@ pub struct Unseen {
     pub limit: u32,
 }
 
-/// Reconciliation → Ledger: members opted out as deleted leave the ledger.
+/// Deletion → Ledger: the members of a ledger key whose address is one
+/// of `emails` (ASCII case ignored), each once.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<LedgerMember>, LedgerError>")]
+pub struct FindMembersByEmail {
+    pub list_id: String,
+    pub emails: Vec<String>,
+}
+
+/// Reconciliation, Deletion → Ledger: members opted out as deleted leave the ledger.
 #[derive(Message)]
 #[rtype(result = "Result<(), LedgerError>")]
 pub struct RemoveMembers {
@@ -338,4 +347,28 @@ pub struct ListChanged {
     pub event: WebhookEvent,
     /// When the receiver took it (our clock, not Mailchimp's `fired_at`).
     pub received_at: DateTime<Utc>,
+}
+
+/// Deletion → Controller: a Deletion of members a webhook said were
+/// deleted from the entry's list ended. The Controller starts the next
+/// one of the same ledger key, if addresses came meanwhile.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct DeletionFinished {
+    pub entry: Entry,
+    /// The addresses it was given.
+    pub emails: Vec<String>,
+    /// What became of them, or why they are left to the reconciliation.
+    pub result: Result<DeletionTally, String>,
+}
+
+/// What a Deletion did with its addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeletionTally {
+    /// Contacts Ometria took opted out (and the ledger forgot).
+    pub opted_out: u64,
+    /// Contacts Ometria rejected (kept in the ledger for the reconciliation).
+    pub rejected: u64,
+    /// Addresses the ledger holds no member of: nothing to opt out.
+    pub not_in_ledger: u64,
 }

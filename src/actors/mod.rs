@@ -8,10 +8,13 @@
 //! - [`Ledger`](ledger::Ledger): the only user of `ledger.sqlite3`.
 //! - [`Reconciliation`](reconciliation::Reconciliation): one search for the
 //!   members of one entry's list deleted in Mailchimp.
+//! - [`Deletion`](deletion::Deletion): opts out at once the members a
+//!   webhook said were deleted from one entry's list.
 //! - [`Planner`](planner::Planner): `plan`'s runs of planning ListSyncs,
 //!   a few at a time, and their plans gathered.
 
 pub mod controller;
+pub mod deletion;
 pub mod fetcher;
 pub mod ledger;
 pub mod list_sync;

@@ -20,12 +20,9 @@
 //! leave the ledger. It never touches `state.json`: it sends its end to
 //! the Controller alone, and one row to the run history.
 
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use slog::{error, info, o, warn, Logger};
 
@@ -38,15 +35,13 @@ use super::writer::Writer;
 use crate::api::{Api, ApiError};
 use crate::ledger::{LedgerMember, RunEnd, RunStart};
 use crate::mailchimp::with_page;
-use crate::ometria::{encode, ParsedFrom};
-use crate::rejected::Evidence;
 use crate::retry::Outcomes;
 use crate::state::{format_for_log, Entry, OnDelete};
 use crate::sync::{
     check_deletions, start_time, tail_window, Bounds, MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why,
     Window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND, UNSEEN_PAGE,
 };
-use crate::transform::deleted_contact;
+use crate::transform::deleted_records;
 
 /// One page of ids, read and already marked seen in the ledger.
 struct IdPage {
@@ -357,31 +352,7 @@ impl Reconciliation {
     /// Pushes one page of deleted members as opted out; those Ometria took
     /// leave the ledger.
     fn opt_out(&mut self, members: Vec<LedgerMember>, ctx: &mut Context<Self>) {
-        let api = self.deps.ometria.api();
-        // One buffer, records as slices of it, as a page of a sync. A page
-        // of 100 such records (ids, emails of at most 254 bytes) is far
-        // within Ometria's 100 records and 1 MiB a push.
-        let mut buffer = Vec::with_capacity(members.len() * 200);
-        let mut ends = Vec::with_capacity(members.len());
-        for m in &members {
-            encode(
-                &deleted_contact(&m.member_id, &m.email, self.list_id(), &self.entry.mapping),
-                api,
-                ParsedFrom::default(),
-                &mut buffer,
-            );
-            ends.push(buffer.len());
-        }
-        let buffer = Bytes::from(buffer);
-        let mut start = 0;
-        let records: Vec<Bytes> = ends
-            .into_iter()
-            .map(|end| {
-                let record = buffer.slice(start..end);
-                start = end;
-                record
-            })
-            .collect();
+        let records = deleted_records(&members, self.list_id(), &self.entry.mapping, self.deps.ometria.api());
         let writer = self.writer(ctx);
         let push = writer.send(PushBatch(records));
         ctx.spawn(push.into_actor(self).map(move |answer, this, ctx| match answer {
@@ -441,19 +412,7 @@ impl Reconciliation {
         if let Some(writer) = &self.writer {
             return writer.clone();
         }
-        let list_id: Rc<str> = self.list_id().into();
-        let writer = Writer {
-            client: self.deps.ometria.clone(),
-            pacer: self.deps.limits.ometria.clone(),
-            retry: self.deps.retry,
-            outcomes: Outcomes::default(),
-            evidence: Evidence::new(self.deps.limits.ometria_took.clone()),
-            list_id,
-            rejected_log: self.deps.rejected_log.clone(),
-            metrics: Arc::clone(&self.deps.metrics),
-            log: self.log.clone(),
-        }
-        .start();
+        let writer = Writer::alone(&self.deps, self.list_id().into(), self.log.clone()).start();
         self.writer = Some(writer.clone());
         writer
     }

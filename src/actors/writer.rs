@@ -13,6 +13,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::{warn, Logger};
 
+use super::list_sync::SyncDeps;
 use super::messages::{PushBatch, Pushed, StopWorker};
 use crate::api::{Api, ApiError};
 use crate::limits::Pacer;
@@ -34,6 +35,25 @@ pub struct Writer {
     pub rejected_log: RejectedLog,
     pub metrics: Arc<Metrics>,
     pub log: Logger,
+}
+
+impl Writer {
+    /// A Writer of its own for work outside a sync's pool (a
+    /// reconciliation's or a deletion's opt-outs): the global limits and
+    /// retries of `deps`, outcomes of its own, records of list `list_id`.
+    pub fn alone(deps: &SyncDeps, list_id: Rc<str>, log: Logger) -> Writer {
+        Writer {
+            client: deps.ometria.clone(),
+            pacer: deps.limits.ometria.clone(),
+            retry: deps.retry,
+            outcomes: Outcomes::default(),
+            evidence: Evidence::new(deps.limits.ometria_took.clone()),
+            list_id,
+            rejected_log: deps.rejected_log.clone(),
+            metrics: Arc::clone(&deps.metrics),
+            log,
+        }
+    }
 }
 
 impl Actor for Writer {

@@ -1,10 +1,11 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
 //! a sync reads, the paging plan, the checks its pages must pass, and the
-//! rules of a reconciliation, the records a sync has in flight, and the
-//! SYNCs webhook events bring forward.
+//! rules of a reconciliation, the records a sync has in flight, the
+//! SYNCs webhook events bring forward, and the deletions they announce.
 
 mod checks;
 mod debounce;
+mod deletions;
 mod in_flight;
 mod plan;
 mod preview;
@@ -15,6 +16,7 @@ mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
 pub use debounce::{Burst, Debounce};
+pub use deletions::{DeletionBatch, Deletions, DELETION_BATCH};
 pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use preview::EntryPlan;

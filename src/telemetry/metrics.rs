@@ -40,6 +40,7 @@ pub struct Metrics {
     pub ometria_backlog_remaining: IntGauge,
     pub ometria_backlog_limit: IntGauge,
     pub webhook_events: IntCounterVec,
+    pub webhook_deletions: IntCounterVec,
     pub list_webhook_event_age_seconds: GaugeVec,
 }
 
@@ -185,6 +186,17 @@ impl Metrics {
                 &["type", "result"],
             )
             .expect("valid metric"),
+            webhook_deletions: IntCounterVec::new(
+                Opts::new(
+                    name("webhook_deletions_total"),
+                    "Members a webhook said were deleted (unsubscribe with action=delete), per entry, by \
+                     result: opted_out, not_in_ledger (never pushed, nothing to opt out), rejected (by \
+                     Ometria), failed (left to the reconciliation), kept (on_delete is \"ignore\"), \
+                     no_email (the event had no data[email]).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             list_webhook_event_age_seconds: gauge_vec(
                 "list_webhook_event_age_seconds",
                 "Seconds since the last webhook event of the entry's list, as of the last tick (absent: none since the start).",
@@ -216,6 +228,7 @@ impl Metrics {
             Box::new(metrics.ometria_backlog_remaining.clone()),
             Box::new(metrics.ometria_backlog_limit.clone()),
             Box::new(metrics.webhook_events.clone()),
+            Box::new(metrics.webhook_deletions.clone()),
             Box::new(metrics.list_webhook_event_age_seconds.clone()),
         ] {
             metrics
