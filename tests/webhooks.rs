@@ -371,10 +371,13 @@ fn deletions(result: &str) -> String {
 
 #[actix_rt::test]
 async fn a_deleted_member_is_opted_out_at_once_without_any_sync() {
-    let (a, b) = (subscribed(3), subscribed(2));
+    let (a, b) = (subscribed(4), subscribed(2));
+    // a[1] was deleted in Mailchimp; the ledger still holds it.
+    let mut in_mailchimp = a.clone();
+    in_mailchimp.remove(1);
     let apis = Apis::start(
         FakeMailchimp::default()
-            .with_list("a", a.clone())
+            .with_list("a", in_mailchimp)
             .with_list("b", b.clone()),
         FakeOmetria::default(),
     )
@@ -407,8 +410,10 @@ async fn a_deleted_member_is_opted_out_at_once_without_any_sync() {
 
     // Mailchimp delivers it twice; an address the ledger never held; no
     // address at all; a list whose on_delete is "ignore"; an unsubscribe
-    // without action (an unsubscribe, for the SYNC to read).
+    // without action (an unsubscribe, for the SYNC to read); a deletion of
+    // a member Mailchimp still holds (late, or not Mailchimp's).
     for body in [
+        unsubscribe("a", Some(&a[3].email), Some("delete")),
         unsubscribe("a", Some(&a[1].email), Some("delete")),
         unsubscribe("a", Some("nobody@example.com"), Some("delete")),
         unsubscribe("a", None, Some("delete")),
@@ -424,8 +429,9 @@ async fn a_deleted_member_is_opted_out_at_once_without_any_sync() {
             sample(&metrics, &deletions("not_in_ledger")).await,
             sample(&metrics, &deletions("no_email")).await,
             sample(&metrics, &deletions("kept")).await,
+            sample(&metrics, &deletions("in_mailchimp")).await,
         );
-        if counts == (2.0, 1.0, 1.0) {
+        if counts == (2.0, 1.0, 1.0, 1.0) {
             break;
         }
         assert!(Instant::now() < deadline, "deletions counted: {counts:?}");
@@ -442,7 +448,10 @@ async fn a_deleted_member_is_opted_out_at_once_without_any_sync() {
 
     let ledger = LedgerStore::open_read_only(dir.path()).unwrap();
     let held = |list: &str, m: &FakeMember| ledger.members_by_email(list, &[&m.email]).unwrap().len();
-    assert_eq!((held("a", &a[0]), held("a", &a[1]), held("a", &a[2])), (1, 0, 1));
+    assert_eq!(
+        (held("a", &a[0]), held("a", &a[1]), held("a", &a[2]), held("a", &a[3])),
+        (1, 0, 1, 1)
+    );
     assert_eq!((held("b", &b[0]), held("b", &b[1])), (1, 1), "on_delete \"ignore\"");
     let rows = ledger.history(None, 10).unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -472,6 +481,14 @@ async fn a_member_deleted_during_a_sync_that_pushes_it_back_ends_opted_out() {
     let daemon = spawn_run(config, RunMode::Go, log);
     let base = webhook_base(&buffer).await;
     apis.first_mailchimp_request().await;
+    // Deleted in Mailchimp after the sync's read started.
+    apis.fake_mailchimp
+        .lists
+        .lock()
+        .unwrap()
+        .get_mut("a")
+        .unwrap()
+        .remove(0);
     assert_eq!(
         post(&base, unsubscribe("a", Some(&a[0].email), Some("delete"))).await,
         StatusCode::OK

@@ -940,6 +940,7 @@ impl Handler<DeletionFinished> for Controller {
                 counts.with_label_values(&["opted_out"]).inc_by(tally.opted_out);
                 counts.with_label_values(&["rejected"]).inc_by(tally.rejected);
                 counts.with_label_values(&["not_in_ledger"]).inc_by(tally.not_in_ledger);
+                counts.with_label_values(&["in_mailchimp"]).inc_by(tally.in_mailchimp);
                 self.deps.metrics.members_deleted.inc_by(tally.opted_out);
             }
             Err(_) => counts

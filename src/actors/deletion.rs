@@ -6,15 +6,20 @@
 //!
 //! The event names the member by address (`data[email]`) and subscriber
 //! hash (`data[id]`), not by the `unique_email_id` that is its contact id
-//! in Ometria, so the ledger finds the contact by address. Those it holds
+//! in Ometria, so the ledger finds the contact by address. An event is
+//! not the member's state (it may be late, the address added again since,
+//! and Mailchimp signs nothing), so each member found is first looked up
+//! in Mailchimp ([`crate::mailchimp::MailchimpClient::member_status`]):
+//! one Mailchimp still holds, whatever its status, is left to the SYNC
+//! the same event brought forward. Those Mailchimp no longer holds
 //! are pushed opted out, exactly as a reconciliation opts out a deleted
 //! member ([`deleted_records`]: `mailchimp_status: "deleted"`, the entry's
 //! `@collection` and `@force_optin`); those Ometria took leave the ledger,
 //! and the push is one row of the run history (kind `DELETE`). A member
 //! the ledger does not hold was never pushed by this importer (or the
 //! ledger was deleted since): there is no contact id to opt out, and the
-//! event changes nothing. One that could not be opted out (Ometria refused
-//! or was unreachable past the retries) stays in the ledger for the next
+//! event changes nothing. One that could not be opted out (Mailchimp or
+//! Ometria refused or was unreachable past the retries) stays in the ledger for the next
 //! reconciliation: the webhook only brings an opt-out forward, it is never
 //! the only way one happens.
 //!
@@ -33,7 +38,9 @@ use super::messages::{
     DeletionFinished, DeletionTally, EndRun, FindMembersByEmail, PushBatch, Pushed, RemoveMembers, StartRun, StopWorker,
 };
 use super::writer::Writer;
+use crate::api::{Api, ApiError};
 use crate::ledger::{LedgerMember, RunEnd, RunStart};
+use crate::retry::Outcomes;
 use crate::state::Entry;
 use crate::transform::deleted_records;
 
@@ -78,6 +85,67 @@ impl Deletion {
         if members.is_empty() {
             info!(self.log, "delete: the ledger holds none of the {} member(s) deleted from list {} (never pushed, or pushed before the ledger was): nothing to opt out.",
                 self.emails.len(), self.entry.key);
+            return self.succeed(ctx);
+        }
+        let (client, limit, retry, log, list_id) = (
+            self.deps.mailchimp.clone(),
+            self.deps.limits.mailchimp.clone(),
+            self.deps.retry,
+            self.log.clone(),
+            self.entry.key.list_id.clone(),
+        );
+        let outcomes = Outcomes::default();
+        let metrics = self.deps.metrics.clone();
+        // Every member at once: the connection limit shared with the syncs paces them.
+        let lookups = members.into_iter().map(move |member| {
+            let (client, limit, log, list_id, outcomes, metrics) = (
+                client.clone(),
+                limit.clone(),
+                log.clone(),
+                list_id.clone(),
+                outcomes.clone(),
+                metrics.clone(),
+            );
+            async move {
+                let status = retry
+                    .run(
+                        &outcomes,
+                        |attempt| {
+                            let (client, limit, list_id, email) = (&client, &limit, &list_id, &member.email);
+                            async move {
+                                let _connection = limit.acquire().await;
+                                client.member_status(list_id, email, attempt).await
+                            }
+                        },
+                        |e, n, wait| {
+                            metrics.retry(Api::Mailchimp);
+                            warn!(log, "delete: looking a deleted member up in list \"{list_id}\" failed: {e}; retry {n} in {:.1} s.", wait.as_secs_f64())
+                        },
+                    )
+                    .await?;
+                Ok::<_, ApiError>((member, status))
+            }
+        });
+        let checked = futures_util::future::join_all(lookups);
+        ctx.spawn(checked.into_actor(self).map(|checked, this, ctx| {
+            match checked.into_iter().collect::<Result<Vec<_>, ApiError>>() {
+                Ok(checked) => this.checked(checked, ctx),
+                Err(e) => this.fail(format!("Mailchimp could not say whether they are gone: {e}"), ctx),
+            }
+        }));
+    }
+
+    /// Members Mailchimp still holds are left to the SYNC; the others are
+    /// pushed opted out.
+    fn checked(&mut self, checked: Vec<(LedgerMember, Option<String>)>, ctx: &mut Context<Self>) {
+        let (gone, held): (Vec<_>, Vec<_>) = checked.into_iter().partition(|(_, status)| status.is_none());
+        self.tally.in_mailchimp = held.len() as u64;
+        for (member, status) in &held {
+            info!(self.log, "delete: a webhook said member \"{}\" was deleted from list {}, but Mailchimp holds it ({}): not opted out here; the SYNC reads it.",
+                member.member_id, self.entry.key, status.as_deref().unwrap_or_default());
+        }
+        let members: Vec<LedgerMember> = gone.into_iter().map(|(member, _)| member).collect();
+        if members.is_empty() {
             return self.succeed(ctx);
         }
         let now = Utc::now().timestamp();
@@ -152,8 +220,8 @@ impl Deletion {
 
     fn succeed(&mut self, ctx: &mut Context<Self>) {
         if self.tally.opted_out > 0 || self.tally.rejected > 0 {
-            info!(self.log, "delete: opted out {} member(s) deleted from list {} in Mailchimp, at once on its webhook; {} rejected by Ometria (left to the reconciliation); {} not in the ledger.",
-                self.tally.opted_out, self.entry.key, self.tally.rejected, self.tally.not_in_ledger);
+            info!(self.log, "delete: opted out {} member(s) deleted from list {} in Mailchimp, at once on its webhook; {} rejected by Ometria (left to the reconciliation); {} not in the ledger; {} still in Mailchimp.",
+                self.tally.opted_out, self.entry.key, self.tally.rejected, self.tally.not_in_ledger, self.tally.in_mailchimp);
         }
         self.end("succeeded", Ok(self.tally), ctx);
     }

@@ -371,4 +371,6 @@ pub struct DeletionTally {
     pub rejected: u64,
     /// Addresses the ledger holds no member of: nothing to opt out.
     pub not_in_ledger: u64,
+    /// Members Mailchimp still holds (a late or foreign event): left to the SYNC.
+    pub in_mailchimp: u64,
 }

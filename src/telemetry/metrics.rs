@@ -190,8 +190,8 @@ impl Metrics {
                 Opts::new(
                     name("webhook_deletions_total"),
                     "Members a webhook said were deleted (unsubscribe with action=delete), per entry, by \
-                     result: opted_out, not_in_ledger (never pushed, nothing to opt out), rejected (by \
-                     Ometria), failed (left to the reconciliation), kept (on_delete is \"ignore\"), \
+                     result: opted_out, not_in_ledger (never pushed, nothing to opt out), in_mailchimp \
+                     (Mailchimp still holds the member: left to the SYNC), rejected (by Ometria), failed (left to the reconciliation), kept (on_delete is \"ignore\"), \
                      no_email (the event had no data[email]).",
                 ),
                 &["result"],

@@ -16,6 +16,7 @@ use ometria_importer::api::ApiKey;
 use ometria_importer::config::Config;
 use ometria_importer::importer::RunError;
 use ometria_importer::importer::{run, Signals};
+use ometria_importer::mailchimp::subscriber_hash;
 use ometria_importer::retry::RetryPolicy;
 use ometria_importer::sandbox::projection::FieldTree;
 use ometria_importer::sandbox::{Sandbox, DEFAULT_MAILCHIMP_KEY, DEFAULT_OMETRIA_KEY};
@@ -371,6 +372,26 @@ impl Respond for FakeOmetria {
     }
 }
 
+/// `GET /3.0/lists/{id}/members/{subscriber_hash}` over the members of a
+/// [`FakeMailchimp`]: the member whose lower-cased address hashes to it, or
+/// 404 as Mailchimp answers for a member deleted or never there.
+struct MemberByHash(FakeMailchimp);
+
+impl Respond for MemberByHash {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut segments = request.url.path_segments().unwrap();
+        let (list_id, hash) = (segments.nth(2).unwrap(), segments.nth(1).unwrap());
+        let lists = self.0.lists.lock().unwrap();
+        let member = lists
+            .get(list_id)
+            .and_then(|members| members.iter().find(|m| subscriber_hash(&m.email) == hash));
+        match member {
+            Some(m) => ResponseTemplate::new(200).set_body_json(json!({"status": m.status})),
+            None => problem(404, "Resource Not Found", "The requested resource could not be found."),
+        }
+    }
+}
+
 pub struct Apis {
     pub mailchimp: MockServer,
     pub ometria: MockServer,
@@ -385,6 +406,12 @@ impl Apis {
             .and(path_regex(r"^/3\.0/lists/[^/]+/members$"))
             .and(basic_auth("ometria-importer", MAILCHIMP_KEY))
             .respond_with(fake_mailchimp.clone())
+            .mount(&mailchimp)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/3\.0/lists/[^/]+/members/[0-9a-f]{32}$"))
+            .and(basic_auth("ometria-importer", MAILCHIMP_KEY))
+            .respond_with(MemberByHash(fake_mailchimp.clone()))
             .mount(&mailchimp)
             .await;
         let ometria = MockServer::start().await;
@@ -442,14 +469,27 @@ impl Apis {
         }
     }
 
-    /// Query strings of every members request, in arrival order.
+    /// Query strings of every request for a page of members, in arrival order.
     pub async fn mailchimp_queries(&self) -> Vec<HashMap<String, String>> {
         self.mailchimp
             .received_requests()
             .await
             .unwrap_or_default()
             .iter()
+            .filter(|r| r.url.path().ends_with("/members"))
             .map(query)
+            .collect()
+    }
+
+    /// Paths of every request for one member by subscriber hash.
+    pub async fn member_lookups(&self) -> Vec<String> {
+        self.mailchimp
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| !r.url.path().ends_with("/members"))
+            .map(|r| r.url.path().to_owned())
             .collect()
     }
 }
