@@ -37,7 +37,8 @@ ENV IMPORTER_STATE_DIR=/opt/ometria/state \
     IMPORTER_METRICS_ADDR=0.0.0.0:9898 \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 VOLUME /opt/ometria/state
-EXPOSE 9898
+# Metrics and health; the webhook receiver, when IMPORTER_WEBHOOK_ADDR=0.0.0.0:9899.
+EXPOSE 9898 9899
 USER 10001:10001
 # The importer is PID 1 and stops cleanly on SIGTERM within its 8 s grace
 # period, under Docker's 10 s.

@@ -31,6 +31,7 @@ usage() {
 # bench: Run the benchmark scenarios (BENCHMARKS.md)
 # history: Show the run history of state/ledger.sqlite3 (--list ID, --limit N, --json)
 # forget: Have a list's next sync push every member again (--list ID)
+# webhooks: Register, list or remove the Mailchimp webhook of each list of state/state.json (register|list|remove --url URL)
 # ---
 # RUN_MODE=docker|local chooses; by default Docker when an engine answers.
 HELP
@@ -50,7 +51,7 @@ settings=(MAILCHIMP_APIKEY OMETRIA_APIKEY MAILCHIMP_BASE_URL OMETRIA_BASE_URL OM
   IMPORTER_TICK_SECONDS IMPORTER_REFRESH_SECONDS IMPORTER_MAX_CONCURRENT_LISTS
   MAILCHIMP_MAX_CONNECTIONS OMETRIA_MAX_REQUESTS_PER_SECOND IMPORTER_LOG_FORMAT
   IMPORTER_OVERLAP_SECONDS IMPORTER_GRACE_SECONDS IMPORTER_HTTP_TIMEOUT_SECONDS IMPORTER_RETRY_ATTEMPTS
-  IMPORTER_MAX_DELETE_FRACTION)
+  IMPORTER_MAX_DELETE_FRACTION IMPORTER_WEBHOOK_SECRET IMPORTER_WEBHOOK_DEBOUNCE_SECONDS)
 
 docker_build() {
   docker build -t "$IMAGE" .
@@ -61,11 +62,16 @@ docker_image() {
 }
 
 # Runs the image on ./state (as this user, so that the files stay yours),
-# with the metrics port published.
+# with the metrics port published, and the webhook receiver's when
+# IMPORTER_WEBHOOK_ADDR is set (it listens on all the container's
+# addresses, port 9899).
 docker_run() {
   docker_image
   local args=(--rm -v "$PWD/state:/opt/ometria/state" --user "$(id -u):$(id -g)"
     -p "${METRICS_PORT:-9898}:9898")
+  if [ -n "${IMPORTER_WEBHOOK_ADDR:-}" ]; then
+    args+=(-e IMPORTER_WEBHOOK_ADDR=0.0.0.0:9899 -p "${WEBHOOK_PORT:-9899}:9899")
+  fi
   [ -t 0 ] && [ -t 1 ] && args+=(-it)
   for name in "${settings[@]}"; do
     [ -n "${!name:-}" ] && args+=(-e "$name")
@@ -98,11 +104,11 @@ case "$mode:$command" in
   docker:demo | docker:bench) docker_image && exec docker run --rm "$IMAGE" "$command" "$@" ;;
   docker:sandbox) docker_image && exec docker run --rm -p "${SANDBOX_PORT:-8900}:8900" "$IMAGE" sandbox --bind 0.0.0.0 "$@" ;;
   docker:go | docker:once | docker:check) docker_run "$command" "$@" ;;
-  docker:plan | docker:history | docker:forget) docker_state "$command" "$@" ;;
+  docker:plan | docker:history | docker:forget | docker:webhooks) docker_state "$command" "$@" ;;
   local:version) build_local && exec "$binary" version ;;
   local:build) build_local && "$binary" version ;;
   local:test) exec cargo test --locked "$@" ;;
-  local:go | local:once | local:check | local:plan | local:demo | local:sandbox | local:bench | local:history | local:forget)
+  local:go | local:once | local:check | local:plan | local:demo | local:sandbox | local:bench | local:history | local:forget | local:webhooks)
     export IMPORTER_STATE_DIR="${IMPORTER_STATE_DIR:-./state}"
     build_local && exec "$binary" "$command" "$@"
     ;;

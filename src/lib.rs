@@ -6,8 +6,8 @@
 //! - [`config`]: settings from environment and flags; keys redacted.
 //! - [`state`]: the state file: entries, validation, patching, atomic writes.
 //! - [`sync`]: when an entry syncs, the window it reads, the paging plan
-//!   (offset and keyset sweeps), the checks every page must pass, and what
-//!   a sync counts.
+//!   (offset and keyset sweeps), the checks every page must pass, what
+//!   a sync counts, and what webhook events bring forward.
 //! - [`mailchimp`]: Mailchimp members client and types.
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.
@@ -23,7 +23,7 @@
 //! - [`retry`]: which failures are retried, backoff with full jitter.
 //! - [`rejected`]: finding the records Ometria rejects or refuses, and their file.
 //! - [`actors`]: Controller, ListSync, Fetcher, Writer, StateKeeper, Ledger,
-//!   Reconciliation.
+//!   Reconciliation, Deletion, Planner.
 //! - [`importer`]: one run: start the actors, wire signals, wait.
 //! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`webhook_setup`]: the `webhooks` command (register, list, remove each
