@@ -193,9 +193,19 @@ pub struct DemoArgs {
     /// Seeds the generated lists.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// With --follow: seconds between two syncs of a list.
-    #[arg(long = "every", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub every_seconds: u64,
+    /// With --follow: seconds between two polling syncs of a list [default: 15; with --webhooks 3600, the importer's own default].
+    #[arg(long = "every", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub every_seconds: Option<u64>,
+    /// With --follow: the sandbox's Mailchimp also sends webhooks to the importer's receiver (on 127.0.0.1, a free port, a generated secret), and the demo prints how long changes take to reach Ometria.
+    #[arg(long, requires = "follow")]
+    pub webhooks: bool,
+}
+
+impl DemoArgs {
+    /// Seconds between two polling syncs of a list with --follow.
+    pub fn every(&self) -> u64 {
+        self.every_seconds.unwrap_or(if self.webhooks { 3600 } else { 15 })
+    }
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
