@@ -311,8 +311,8 @@ fn parse_webhook_url(text: &str) -> Result<String, String> {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
-    /// Scenarios to run (1-9); all by default.
-    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=10))]
+    /// Scenarios to run (1-11); all by default.
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=11))]
     pub scenarios: Vec<u8>,
     /// Runs of each scenario; the one with the median wall time is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
