@@ -515,30 +515,25 @@ impl World {
             // Noted under the lists' lock: no sync can read the change, and
             // no push can show it, before its wait starts.
             let at = Instant::now();
-            let waits: Vec<(&str, Option<Expected>)> = done
-                .iter()
-                .map(|Applied { before, member }| {
-                    let expected = match kind {
-                        Mutation::Delete => Expected::Deleted,
-                        _ => Expected::contact(member, list_id),
-                    };
-                    // A touch, or an unsubscribe of a member already
-                    // unsubscribed, changes no contact: nothing to wait for;
-                    // nor does a change Ometria already shows (one undone
-                    // before it was pushed).
-                    let unchanged = before.as_ref().map(|b| Expected::contact(b, list_id)) == Some(expected.clone());
-                    let shown = self
-                        .ometria_contact(&member.unique_email_id)
-                        .is_some_and(|(record, _)| expected.shown_by(&record));
-                    let id = member.unique_email_id.as_str();
-                    (id, (!unchanged && !shown).then_some(expected))
-                })
-                .collect();
             let mut latency = lock(&self.latency);
-            for (id, expected) in waits {
-                match expected {
-                    Some(expected) => latency.changed(id, expected, at),
-                    None => latency.settled(id),
+            for Applied { before, member } in &done {
+                let expected = match kind {
+                    Mutation::Delete => Expected::Deleted,
+                    _ => Expected::contact(member, list_id),
+                };
+                // A touch, or an unsubscribe of a member already
+                // unsubscribed, changes no contact: nothing more to wait for.
+                if before.as_ref().map(|b| Expected::contact(b, list_id)) == Some(expected.clone()) {
+                    continue;
+                }
+                let id = member.unique_email_id.as_str();
+                // A change undone before it was pushed: Ometria shows the member.
+                let shown = self
+                    .ometria_contact(id)
+                    .is_some_and(|(record, _)| expected.shown_by(&record));
+                match shown {
+                    true => latency.settled(id),
+                    false => latency.changed(id, expected, at),
                 }
             }
             drop(latency);
@@ -745,5 +740,61 @@ impl Sandbox {
         if let Some(stopped) = self.stopped.take() {
             let _ = stopped.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audience::Status;
+
+    /// A world of one list `l` of one subscribed member, Ometria holding its contact.
+    fn one_subscribed_member() -> (World, Member) {
+        for seed in 1.. {
+            let world = World::new(SandboxConfig {
+                seed,
+                lists: vec![("l".into(), 1)],
+                ..SandboxConfig::default()
+            });
+            let member = world.lists()["l"].members().next().cloned().expect("one member");
+            if member.status == Status::Subscribed {
+                let contact = verify::expected_contact(&member, "l").to_string();
+                world.store().contacts.insert(
+                    member.unique_email_id.clone(),
+                    ometria::Stored {
+                        json: contact.into(),
+                        writes: 1,
+                    },
+                );
+                return (world, member);
+            }
+        }
+        unreachable!("some seed makes a subscribed member")
+    }
+
+    #[test]
+    fn a_change_waits_until_a_later_change_undoes_it_and_a_touch_changes_nothing() {
+        let (world, member) = one_subscribed_member();
+        world.mutate("l", Mutation::Touch, 1);
+        assert_eq!(world.latency().pending, 0, "a touch shows nothing new");
+        world.mutate("l", Mutation::Unsubscribe, 1);
+        assert_eq!(world.latency().pending, 1);
+        world.mutate("l", Mutation::Touch, 1);
+        world.mutate("l", Mutation::Unsubscribe, 1);
+        assert_eq!(world.latency().pending, 1, "still waiting for the first change");
+        // Subscribed again: as Ometria holds it, so no longer waiting.
+        world.mutate("l", Mutation::Subscribe, 1);
+        let latency = world.latency();
+        assert_eq!((latency.pending, latency.count), (0, 0));
+        // A push showing a change ends its wait, once.
+        world.mutate("l", Mutation::Change, 1);
+        assert_eq!(world.latency().pending, 1);
+        let now = world.lists()["l"].members().next().cloned().unwrap();
+        assert_eq!(now.unique_email_id, member.unique_email_id);
+        let record = verify::expected_contact(&now, "l").to_string();
+        world.contact_taken(&now.unique_email_id, &record, Instant::now());
+        world.contact_taken(&now.unique_email_id, &record, Instant::now());
+        let latency = world.latency();
+        assert_eq!((latency.pending, latency.count), (0, 1));
     }
 }
