@@ -37,8 +37,9 @@ const SHOWN_BY: [&str; 4] = ["email", "firstname", "lastname", "marketing_optin"
 /// What Ometria must hold for a pending member's change to have arrived.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expected {
-    /// A contact with these values of [`SHOWN_BY`] (`Null`: the field
-    /// absent), then of `properties.mailchimp_status`.
+    /// A contact with these values of `email`, `firstname`, `lastname`,
+    /// `marketing_optin` (`Null`: the field absent) and
+    /// `properties.mailchimp_status`, in that order.
     Contact(Box<[Value; 5]>),
     /// The member was deleted: opted out as deleted.
     Deleted,

@@ -24,7 +24,7 @@
 //! definition one nobody is told about.
 //!
 //! Delivery never holds up a mutation or an API answer: events go through
-//! a queue to a task on the sandbox's own thread ([`dispatch`]), which
+//! a queue to a task on the sandbox's own thread (`dispatch`), which
 //! posts each with awc, waits for a late one, and retries a failed
 //! attempt (an answer other than 2xx, a connection error, no answer
 //! within [`WebhookSending::timeout`]) with doubling waits. Mailchimp
