@@ -99,7 +99,7 @@ pub enum Command {
     /// The whole importer against built-in fake APIs with generated lists; no keys needed.
     Demo(DemoArgs),
     /// Serve only the fake Mailchimp and Ometria APIs, until stopped.
-    Sandbox(SandboxArgs),
+    Sandbox(Box<SandboxArgs>),
     /// Run the benchmark scenarios against a sandbox in another process; print figures.
     Bench(BenchArgs),
     /// Ask a running importer's /healthz (at IMPORTER_METRICS_ADDR); exit 0 if healthy.
@@ -193,9 +193,19 @@ pub struct DemoArgs {
     /// Seeds the generated lists.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// With --follow: seconds between two syncs of a list.
-    #[arg(long = "every", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub every_seconds: u64,
+    /// With --follow: seconds between two polling syncs of a list [default: 15; with --webhooks 3600, the importer's own default].
+    #[arg(long = "every", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub every_seconds: Option<u64>,
+    /// With --follow: the sandbox's Mailchimp also sends webhooks to the importer's receiver (on 127.0.0.1, a free port, a generated secret), and the demo prints how long changes take to reach Ometria.
+    #[arg(long, requires = "follow")]
+    pub webhooks: bool,
+}
+
+impl DemoArgs {
+    /// Seconds between two polling syncs of a list with --follow.
+    pub fn every(&self) -> u64 {
+        self.every_seconds.unwrap_or(if self.webhooks { 3600 } else { 15 })
+    }
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -258,12 +268,51 @@ pub struct SandboxArgs {
     pub mailchimp_key: String,
     #[arg(long, default_value = crate::sandbox::DEFAULT_OMETRIA_KEY)]
     pub ometria_key: String,
+    /// Post Mailchimp's audience webhook for each change to this URL, e.g. http://127.0.0.1:9899/webhooks/mailchimp/<secret> [default: none].
+    #[arg(long, value_parser = parse_webhook_url)]
+    pub webhook_url: Option<String>,
+    /// Fraction of webhook events sent late (0-1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub webhook_late: f64,
+    /// How late a late webhook event is: between half of this and all of it, in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub webhook_late_seconds: u64,
+    /// Fraction of webhook events sent twice (0-1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub webhook_twice: f64,
+    /// Fraction of unsubscribe webhook events sent without data[action] (0-1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub webhook_no_action: f64,
+}
+
+/// A share of events in [0, 1]: `0`, `0.05`, `1`.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "\"{text}\" is not a fraction of events: give a number from 0 to 1, e.g. 0.05"
+        )),
+    }
+}
+
+/// A URL the sandbox can post webhooks to: absolute http(s), with a host.
+fn parse_webhook_url(text: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("\"{text}\" is not a webhook URL: {why}");
+    let uri: awc::http::Uri = text.trim().parse().map_err(|_| bad("it is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("it must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(text.trim().to_owned())
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
-    /// Scenarios to run (1-9); all by default.
-    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=10))]
+    /// Scenarios to run (1-11); all by default.
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=11))]
     pub scenarios: Vec<u8>,
     /// Runs of each scenario; the one with the median wall time is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
@@ -293,6 +342,7 @@ fn parse_lists(text: &str) -> Result<ListSpec, String> {
 
 impl SandboxArgs {
     pub fn sandbox_config(&self) -> crate::sandbox::SandboxConfig {
+        use crate::sandbox::webhooks::WebhookSending;
         use crate::sandbox::{faults::Faults, Behaviour, SandboxConfig};
         let ms = Duration::from_millis;
         let faults = Faults {
@@ -323,6 +373,13 @@ impl SandboxArgs {
             same_second: self.same_second,
             paging_bug: self.paging_bug,
             workers: self.workers,
+            webhook: self.webhook_url.as_deref().map(|url| WebhookSending {
+                late: self.webhook_late,
+                late_by: Duration::from_secs(self.webhook_late_seconds),
+                twice: self.webhook_twice,
+                without_action: self.webhook_no_action,
+                ..WebhookSending::to(url)
+            }),
             ..SandboxConfig::default()
         }
     }
@@ -894,6 +951,53 @@ mod tests {
             (5000, Some(500.0))
         );
         assert!(Cli::try_parse_from(["x", "sandbox", "--ometria-backlog", "99"]).is_err());
+    }
+
+    #[test]
+    fn the_sandbox_sends_webhooks_when_given_a_url() {
+        let sandbox = |args: &[&str]| match Cli::try_parse_from([&["x", "sandbox"], args].concat()) {
+            Ok(Cli {
+                command: Command::Sandbox(args),
+                ..
+            }) => Ok(args.sandbox_config()),
+            Ok(_) => panic!("not sandbox"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(sandbox(&[]).unwrap().webhook, None);
+        let url = "http://127.0.0.1:9899/webhooks/mailchimp/0123456789abcdef";
+        let config = sandbox(&[
+            "--webhook-url",
+            url,
+            "--webhook-late",
+            "0.1",
+            "--webhook-late-seconds",
+            "4",
+            "--webhook-twice",
+            "1",
+            "--webhook-no-action",
+            "0.5",
+        ])
+        .unwrap();
+        let sending = config.webhook.unwrap();
+        assert_eq!(sending.url, url);
+        assert_eq!(
+            (sending.late, sending.late_by, sending.twice, sending.without_action),
+            (0.1, Duration::from_secs(4), 1.0, 0.5)
+        );
+        assert_eq!(sending.attempts, 4, "Mailchimp's first attempt and three retries");
+        let defaults = sandbox(&["--webhook-url", url]).unwrap().webhook.unwrap();
+        assert_eq!(defaults, crate::sandbox::webhooks::WebhookSending::to(url));
+        for (flag, value, says) in [
+            ("--webhook-url", "ftp://x/y", "must start with http:// or https://"),
+            ("--webhook-url", "/webhooks/mailchimp/x", "must start with http://"),
+            ("--webhook-late", "1.5", "is not a fraction of events"),
+            ("--webhook-twice=-0.1", "", "is not a fraction of events"),
+            ("--webhook-late-seconds", "0", "webhook-late-seconds"),
+        ] {
+            let args: Vec<&str> = [flag, value].into_iter().filter(|a| !a.is_empty()).collect();
+            let err = sandbox(&args).unwrap_err();
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -616,6 +616,59 @@ async fn demo_follow_shows_incremental_syncs_until_interrupted() {
 }
 
 #[actix_rt::test]
+async fn demo_follow_with_webhooks_shows_how_long_changes_take_to_reach_ometria() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .args(["demo", "--follow", "--webhooks", "--lists", "1", "--members", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log_lines.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    // e.g. `demo: change → Ometria: 10 changes arrived, p50 2.8 s, p95 5.1 s, max 5.1 s; 21 waiting (…)`
+    let arrived = || {
+        seen.lock().unwrap().iter().any(|l| {
+            l.strip_prefix("demo: change → Ometria: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    };
+    wait_until(Duration::from_secs(90), "a change in Ometria", arrived).await;
+    signal(&child, libc::SIGINT);
+    let out = exit_within(child, Duration::from_secs(10)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the fake Mailchimp posts a webhook for each to the importer")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("MISMATCH")), "{lines:?}");
+    // The SYNCs came from webhooks (polling every hour would not have run yet).
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("changed in Mailchimp ("), "{log}");
+    assert!(log.contains("/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET>"), "{log}");
+}
+
+#[actix_rt::test]
 async fn the_health_command_asks_the_running_importer() {
     let apis = apis_with_list(20).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
