@@ -364,10 +364,11 @@ async fn a_change_reaches_ometria_through_the_webhook_receiver_long_before_polli
         "http://{receiver}/webhooks/mailchimp/{secret}"
     ))));
 
-    // Three changes through the sandbox's own control endpoint, each one
-    // a contact shows (an unsubscribe may pick a member already unsubscribed).
+    // Four changes through the sandbox's own control endpoint, each one
+    // a contact shows (an unsubscribe may pick a member already
+    // unsubscribed); the deletion no SYNC can see.
     let mut changed = vec![];
-    for kind in ["change", "archive", "add"] {
+    for kind in ["change", "archive", "add", "delete"] {
         let answer = control_post(&format!("{base}/_sandbox/mutate?list_id=l&kind={kind}&count=1")).await;
         let applied = answer["applied"][0].as_str().unwrap().to_owned();
         changed.push(applied.rsplit(' ').next().unwrap().to_owned());
@@ -395,15 +396,24 @@ async fn a_change_reaches_ometria_through_the_webhook_receiver_long_before_polli
     assert_eq!(archived["properties"]["mailchimp_status"], "archived");
     let added = contact(&changed[2]);
     assert_eq!(added["id"], changed[2].as_str());
+    // Opted out at once: no reconciliation ran (the LOAD was the last full read).
+    let deleted = contact(&changed[3]);
+    assert_eq!(deleted["marketing_optin"], "EXPLICITLY_OPTEDOUT", "{deleted}");
+    assert_eq!(deleted["properties"]["mailchimp_status"], "deleted");
     // Through the webhook receiver: its SYNC, not a poll.
     let log = buffer.contents();
     assert!(log.contains("controller: list \"l\" changed in Mailchimp ("), "{log}");
     let stats = world.stats();
-    assert_eq!((stats.webhooks_sent, stats.webhooks_failed), (3, 0));
+    assert_eq!((stats.webhooks_sent, stats.webhooks_failed), (4, 0));
+    assert!(!log.contains("reconcile: starting"), "{log}");
+    assert!(
+        log.contains("delete: opted out 1 member(s) deleted from list \"l\" in Mailchimp, at once on its webhook"),
+        "{log}"
+    );
 
     // The latency the sandbox measured, over HTTP too.
     let latency = control_get(&format!("{base}/_sandbox/latency")).await;
-    assert_eq!(latency["count"], 3, "{latency}");
+    assert_eq!(latency["count"], 4, "{latency}");
     assert_eq!(latency["pending"], 0);
     let (p50, max) = (
         latency["p50_seconds"].as_f64().unwrap(),

@@ -7,7 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use super::subscriber_hash::subscriber_hash;
+use crate::mailchimp::subscriber_hash;
 
 /// Every status Mailchimp knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

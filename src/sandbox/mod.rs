@@ -17,7 +17,6 @@
 //! - [`webhooks`]: Mailchimp's audience webhooks for its mutations, sent
 //!   to a URL, with late, doubled and action-less deliveries on demand.
 //! - [`latency`]: how long each change takes to reach the fake Ometria.
-//! - [`subscriber_hash`]: a member's id in Mailchimp (MD5 of its address).
 
 pub mod audience;
 pub mod control;
@@ -28,7 +27,6 @@ pub mod mailchimp;
 pub mod ometria;
 pub mod oracle;
 pub mod projection;
-pub mod subscriber_hash;
 pub mod verify;
 pub mod webhooks;
 
@@ -598,6 +596,10 @@ pub fn problem(status: u16, title: &str, detail: &str) -> HttpResponse {
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
+        .route(
+            "/3.0/lists/{list_id}/members/{subscriber_hash}",
+            web::get().to(mailchimp::member),
+        )
         .route(
             "/3.0/lists/{list_id}/merge-fields",
             web::get().to(mailchimp::merge_fields),

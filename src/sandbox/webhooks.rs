@@ -348,7 +348,7 @@ mod tests {
                  &data%5Bmerges%5D%5BEMAIL%5D=Zo%C3%AB.%C3%91%C3%BA%C3%B1ez%2Bnews%40example.com\
                  &data%5Bmerges%5D%5BFNAME%5D=Zo%C3%AB+Ann&data%5Bmerges%5D%5BLNAME%5D=O%27Brien\
                  &data%5Bip_opt%5D=198.51.100.7",
-                crate::sandbox::subscriber_hash::subscriber_hash("zoë.ñúñez+news@example.com")
+                crate::mailchimp::subscriber_hash("zoë.ñúñez+news@example.com")
             )
         );
         let bare = event_form(Mutation::Delete, &member, "a6b5da1054", 1_238_103_657, true).unwrap();
