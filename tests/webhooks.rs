@@ -306,6 +306,49 @@ async fn an_event_during_a_sync_makes_one_more_after_it() {
 }
 
 #[actix_rt::test]
+async fn a_steady_stream_of_events_syncs_once_per_debounce() {
+    let (apis, dir) = two_lists_up_to_date(FakeMailchimp::default()).await;
+    let config = with_webhooks(apis.config(dir.path()));
+    let debounce = config.webhook_debounce;
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    let base = webhook_base(&buffer).await;
+    wait_for_ticks(&buffer, 1).await;
+    // An event every 50 ms for four debounces: each SYNC is a debounce
+    // after the first event it did not read, never right after the last.
+    let (started, mut sent) = (Instant::now(), 0);
+    while started.elapsed() < debounce * 4 {
+        assert_eq!(post(&base, event("profile", "a")).await, StatusCode::OK);
+        sent += 1;
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streamed = started.elapsed();
+    // Every event is answered, the last ones too, each by the SYNC of its
+    // own window: the counts of the SYNC lines add up to the events sent.
+    wait_until(Duration::from_secs(20), "a SYNC for every event", || {
+        let log = buffer.contents();
+        event_counts(&log, "a").iter().sum::<u64>() == sent && completed(&log, "a") == webhook_syncs(&log, "a")
+    })
+    .await;
+    let log = buffer.contents();
+    let syncs = webhook_syncs(&log, "a");
+    let most = (streamed.as_secs_f64() / debounce.as_secs_f64()).ceil() as usize + 1;
+    assert!(
+        syncs <= most,
+        "{syncs} SYNCs for {sent} events in {streamed:?}, at most {most}: {log}"
+    );
+    quit(dir.path(), daemon).await;
+}
+
+/// The event counts of the SYNC lines of `list_id`, in order.
+fn event_counts(log: &str, list_id: &str) -> Vec<u64> {
+    let marker = format!("controller: list \"{list_id}\" changed in Mailchimp (");
+    log.lines()
+        .filter_map(|l| l.split(&marker).nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[actix_rt::test]
 async fn events_of_a_list_in_no_entry_are_ignored_with_one_line() {
     let (apis, dir) = two_lists_up_to_date(FakeMailchimp::default()).await;
     let config = with_webhooks(apis.config(dir.path()));

@@ -619,6 +619,7 @@ impl Controller {
                 ),
             }
             let key = job.entry.key.clone();
+            self.debounce.sync_started(&key.list_id);
             let ledger_key = job.entry.ledger_key();
             let cap = refresh_of(&job.entry, self.settings.refresh);
             let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
@@ -868,7 +869,7 @@ impl Handler<ListChanged> for Controller {
         if self.debounce.event(&event.list_id, received_at).is_some() {
             let list_id = event.list_id;
             ctx.run_later(self.settings.webhook_debounce, move |controller, ctx| {
-                controller.debounce.ripen(&list_id);
+                controller.debounce.ripen(&list_id, received_at);
                 if controller.phase == Phase::Running {
                     controller.load_and_plan(false, ctx);
                 }
