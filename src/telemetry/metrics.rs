@@ -181,7 +181,7 @@ impl Metrics {
                 Opts::new(
                     name("webhook_events_total"),
                     "Requests to the webhook receiver, by event type (\"unknown\" when it could not be \
-                     read) and result: accepted, malformed, unknown_type, too_large, wrong_secret.",
+                     read) and result: accepted, malformed, unknown_type, too_large, timeout, wrong_secret.",
                 ),
                 &["type", "result"],
             )
