@@ -39,8 +39,9 @@ const REDACTED: &str = "<secret>";
 /// [`EXIT_FIX_FIRST`] for settings (the Mailchimp key, the secret, the
 /// `--url`) or a state file that must be fixed first.
 pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io::Result<u8> {
-    let secret = settings.webhook_secret.as_ref();
     let mut problems: Vec<String> = vec![];
+    let checked = settings.checked_webhook_secret();
+    let secret = checked.as_ref().ok().and_then(Option::as_ref);
     // Only Mailchimp is called.
     let mut settings = settings.clone();
     if settings.ometria_apikey.is_none() {
@@ -54,15 +55,19 @@ pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io:
         WebhooksAction::List => None,
         WebhooksAction::Register(url) | WebhooksAction::Remove(url) => {
             let base = check_base_url(&url.url, secret).map_err(|e| problems.push(e)).ok();
-            match secret {
-                None => {
+            match &checked {
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+                Ok(None) => {
                     problems.push(format!(
                         "IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret) with the secret the daemon's receiver uses, at least {} characters from A-Z a-z 0-9 - . _ ~ (e.g. from `openssl rand -hex 16`)",
                         crate::webhook::MIN_SECRET_CHARS
                     ));
                     None
                 }
-                Some(secret) => base.map(|base| webhook_url(&base, secret)),
+                Ok(Some(secret)) => base.map(|base| webhook_url(&base, secret)),
             }
         }
     };
@@ -81,6 +86,14 @@ pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io:
         }
         return Ok(EXIT_FIX_FIRST);
     };
+    // `list` needs no secret: one that is not usable only leaves the
+    // importer's webhooks unmarked.
+    if let (Err(e), WebhooksAction::List) = (&checked, &args.action) {
+        say(
+            out,
+            &format!("note: {e}; the webhooks are listed without marking this importer's"),
+        )?;
+    }
     let scan = document.entries();
     for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
         say(out, &format!("skipped: {w}"))?;

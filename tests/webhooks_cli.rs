@@ -300,10 +300,33 @@ async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
         )
     );
     assert!(!stdout.contains("an0ther"), "{stdout}");
-    // Without the secret: listed all the same, still redacted.
-    let (code, stdout, _) = webhooks(TWO_LISTS, Some(&server), &["list"], &[]).await;
-    assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains(&format!("w1 {} (events", our_url_shown())), "{stdout}");
+    // Without the secret, or with it empty (unset): listed all the same, still redacted.
+    for env in [&[][..], &[("IMPORTER_WEBHOOK_SECRET", "")][..]] {
+        let (code, stdout, _) = webhooks(TWO_LISTS, Some(&server), &["list"], env).await;
+        assert_eq!(code, Some(0), "{stdout}");
+        assert!(
+            stdout.starts_with(&format!("list \"a\": 3 webhooks: w1 {} (events", our_url_shown())),
+            "{stdout}"
+        );
+    }
+    // With one that is not a secret (a placeholder): a note first, then the list.
+    let (code, stdout, stderr) = webhooks(
+        TWO_LISTS,
+        Some(&server),
+        &["list"],
+        &[("IMPORTER_WEBHOOK_SECRET", "<your webhook secret>")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("note: IMPORTER_WEBHOOK_SECRET is not valid: character 1 is not one of A-Z a-z 0-9 - . _ ~ (the secret stands in a URL as it is); the webhooks are listed without marking this importer's")
+    );
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with(&format!("list \"a\": 3 webhooks: w1 {} (events", our_url_shown())));
     // Nothing but reads.
     let requests = server.received_requests().await.unwrap();
     assert!(requests.iter().all(|r| r.method.as_str() == "GET"), "{requests:?}");
@@ -375,14 +398,20 @@ async fn a_list_mailchimp_refuses_is_an_error_line_and_exit_1_the_others_are_don
 async fn settings_to_fix_exit_2_before_any_request() {
     let server = serve(&FakeWebhooks::default().with_list("a", vec![])).await;
     let entries = r#"[{"list_id": "a"}]"#;
-    // No secret: register and remove cannot build the URL.
+    // No secret, or an empty one: register and remove cannot build the URL.
     for action in ["register", "remove"] {
-        let (code, stdout, _) = webhooks(entries, Some(&server), &[action, "--url", BASE], &[]).await;
-        assert_eq!(code, Some(2), "{stdout}");
-        assert!(
-            stdout.starts_with("error: IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret)"),
-            "{stdout}"
-        );
+        for env in [
+            &[][..],
+            &[("IMPORTER_WEBHOOK_SECRET", "")][..],
+            &[("IMPORTER_WEBHOOK_SECRET", " ")][..],
+        ] {
+            let (code, stdout, _) = webhooks(entries, Some(&server), &[action, "--url", BASE], env).await;
+            assert_eq!(code, Some(2), "{stdout}");
+            assert!(
+                stdout.starts_with("error: IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret)"),
+                "{stdout}"
+            );
+        }
     }
     // A URL Mailchimp could not call, a whole webhook URL, no key: each said at once.
     let secret = [("IMPORTER_WEBHOOK_SECRET", SECRET)];
@@ -408,19 +437,21 @@ async fn settings_to_fix_exit_2_before_any_request() {
         format!("{stdout}{stderr}").contains("MAILCHIMP_APIKEY"),
         "{stdout}{stderr}"
     );
-    // A secret too short, from the environment: named, never repeated.
-    let (code, _, stderr) = webhooks(
-        entries,
-        Some(&server),
-        &["list"],
-        &[("IMPORTER_WEBHOOK_SECRET", "tooShort")],
-    )
-    .await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("IMPORTER_WEBHOOK_SECRET is not valid: it has 8 characters, fewer than 16"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("tooShort"), "{stderr}");
+    // A secret too short: named, never repeated.
+    for action in ["register", "remove"] {
+        let (code, stdout, stderr) = webhooks(
+            entries,
+            Some(&server),
+            &[action, "--url", BASE],
+            &[("IMPORTER_WEBHOOK_SECRET", "tooShort")],
+        )
+        .await;
+        assert_eq!(code, Some(2), "{stdout}{stderr}");
+        assert_eq!(
+            stdout,
+            "error: IMPORTER_WEBHOOK_SECRET is not valid: it has 8 characters, fewer than 16 (e.g. `openssl rand -hex 16`)\n"
+        );
+        assert!(!format!("{stdout}{stderr}").contains("tooShort"), "{stdout}{stderr}");
+    }
     assert!(server.received_requests().await.unwrap().is_empty());
 }
