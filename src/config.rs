@@ -159,7 +159,7 @@ pub struct WebhooksArgs {
 pub enum WebhooksAction {
     /// Create the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> on each list (or update its events and sources); one that is as wanted is left as it is.
     Register(WebhookUrlArgs),
-    /// Print each list's webhooks, secrets in their URLs redacted.
+    /// Print each list's webhooks, their URLs without secrets, passwords or query values.
     List,
     /// Delete the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> from each list.
     Remove(WebhookUrlArgs),

@@ -270,6 +270,9 @@ async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so()
 async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
     let other = "https://crm.example.org/hooks/mailchimp";
     let another_importer = "https://old.example.com/webhooks/mailchimp/an0ther-importers-secret";
+    // Other services' tokens, in a query and as a password.
+    let zapier = "https://zapier.example/hook?token=zap-t0ken&id=7";
+    let with_password = "https://user:pa55word@crm.example.net/in";
     let fake = FakeWebhooks::default()
         .with_list(
             "a",
@@ -279,7 +282,13 @@ async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
                 hook("w3", another_importer, wanted_events(), wanted_sources()),
             ],
         )
-        .with_list("b", vec![]);
+        .with_list(
+            "b",
+            vec![
+                hook("z1", zapier, wanted_events(), wanted_sources()),
+                hook("z2", with_password, wanted_events(), wanted_sources()),
+            ],
+        );
     let server = serve(&fake).await;
     let (code, stdout, _) = webhooks(
         TWO_LISTS,
@@ -295,17 +304,24 @@ async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
             "list \"a\": 3 webhooks: w1 {} (this importer's; events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin); \
              w2 {other} (events campaign; sources api); \
              w3 https://old.example.com/webhooks/mailchimp/<secret> (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin)\n\
-             list \"b\": no webhook\n",
+             list \"b\": 2 webhooks: z1 https://zapier.example/hook?token=***&id=*** (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin); \
+             z2 https://user:***@crm.example.net/in (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin)\n",
             our_url_shown()
         )
     );
-    assert!(!stdout.contains("an0ther"), "{stdout}");
+    for hidden in ["an0ther", "zap-t0ken", "pa55word"] {
+        assert!(!stdout.contains(hidden), "{hidden}: {stdout}");
+    }
     // Without the secret, or with it empty (unset): listed all the same, still redacted.
     for env in [&[][..], &[("IMPORTER_WEBHOOK_SECRET", "")][..]] {
         let (code, stdout, _) = webhooks(TWO_LISTS, Some(&server), &["list"], env).await;
         assert_eq!(code, Some(0), "{stdout}");
         assert!(
             stdout.starts_with(&format!("list \"a\": 3 webhooks: w1 {} (events", our_url_shown())),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("zap-t0ken") && !stdout.contains("pa55word"),
             "{stdout}"
         );
     }
@@ -453,5 +469,19 @@ async fn settings_to_fix_exit_2_before_any_request() {
         );
         assert!(!format!("{stdout}{stderr}").contains("tooShort"), "{stdout}{stderr}");
     }
+    // A user and password in --url: refused, the password never shown.
+    let (code, stdout, stderr) = webhooks(
+        entries,
+        Some(&server),
+        &["register", "--url", "https://user:pa55word@importer.example.com"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "error: --url \"https://user:***@importer.example.com\" is not usable: it must not carry a user or password\n"
+    );
+    assert!(!format!("{stdout}{stderr}").contains("pa55word"));
     assert!(server.received_requests().await.unwrap().is_empty());
 }
