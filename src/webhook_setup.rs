@@ -6,7 +6,7 @@
 //! the List webhooks endpoints ([`crate::mailchimp::webhooks`]), at most
 //! `MAILCHIMP_MAX_CONNECTIONS` lists at a time, with one output line per
 //! list in the state file's order. `register` is idempotent: a webhook
-//! with the URL already there is
+//! with the URL already there ([`same_url`]: the host's case aside) is
 //! left as it is, or updated when its events or sources are not the
 //! importer's. `remove` deletes the webhooks with the URL, and nothing
 //! else. The secret and the API key are never printed: every line has the
@@ -358,6 +358,24 @@ impl<'a> UrlParts<'a> {
             fragment,
         }
     }
+
+    /// The host in lower case, and the port (the scheme's own when none is
+    /// written: 443 for https, 80 for http).
+    fn host_and_port(&self) -> (String, Option<u16>) {
+        let scheme = self.scheme.map(str::to_ascii_lowercase);
+        let default = match scheme.as_deref() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        };
+        // `[::1]:8443`, `example.com:8443`: a port is digits after the last `:` outside brackets.
+        let (host, port) = match self.host_port.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, port),
+            _ => (self.host_port, ""),
+        };
+        let port = if port.is_empty() { default } else { port.parse().ok() };
+        (host.to_ascii_lowercase(), port)
+    }
 }
 
 /// `events subscribe, …; sources user, admin`: what the importer's webhook sends.
@@ -492,9 +510,20 @@ impl Job<'_> {
     }
 }
 
-/// Whether two webhook URLs are the same, a trailing `/` aside.
-fn same_url(a: &str, b: &str) -> bool {
-    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
+/// Whether two webhook URLs send to the same place: the scheme and host
+/// equal but for the case of their letters (as DNS and RFC 3986 compare
+/// them), the port equal once a missing one is the scheme's (443 for
+/// https, 80 for http), and the user, path, query and fragment exactly
+/// equal, a trailing `/` of the path aside.
+pub fn same_url(a: &str, b: &str) -> bool {
+    let (a, b) = (UrlParts::of(a.trim()), UrlParts::of(b.trim()));
+    let scheme = |p: &UrlParts| p.scheme.map(str::to_ascii_lowercase);
+    scheme(&a) == scheme(&b)
+        && a.userinfo == b.userinfo
+        && a.host_and_port() == b.host_and_port()
+        && a.path.trim_end_matches('/') == b.path.trim_end_matches('/')
+        && a.query == b.query
+        && a.fragment == b.fragment
 }
 
 #[cfg(test)]
@@ -647,6 +676,38 @@ mod tests {
             redact("at <http://a:b@h/?q=1>, then `https://h/?k=v` and x://y", None),
             "at <http://a:***@h/?q=***>, then `https://h/?k=***` and x://y"
         );
+    }
+
+    #[test]
+    fn urls_are_the_same_whatever_the_case_of_scheme_and_host_and_the_default_port() {
+        let ours = "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef";
+        for same in [
+            ours,
+            "https://Importer.Example.COM/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "HTTPS://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com:443/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef/",
+            " https://IMPORTER.example.com/webhooks/mailchimp/s3cret-0123456789abcdef ",
+        ] {
+            assert!(same_url(ours, same), "{same}");
+            assert!(same_url(same, ours), "{same}");
+        }
+        for other in [
+            // The path (and so the secret) is compared exactly.
+            "https://importer.example.com/webhooks/mailchimp/S3CRET-0123456789abcdef",
+            "https://importer.example.com/Webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com:8443/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "http://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.org/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://u@importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef?x=1",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef#x",
+        ] {
+            assert!(!same_url(ours, other), "{other}");
+        }
+        assert!(same_url("http://LOCALHOST:80/x", "http://localhost/x"));
+        assert!(same_url("http://[::1]:9899/x", "http://[::1]:9899/x/"));
+        assert!(!same_url("http://[::1]:9899/x", "http://[::1]/x"));
     }
 
     #[test]

@@ -224,6 +224,45 @@ async fn register_creates_each_lists_webhook_once_and_a_second_register_creates_
 }
 
 #[actix_rt::test]
+async fn register_is_idempotent_across_host_case() {
+    // Registered at the host in lower case, the default port written out.
+    let registered = format!("https://importer.example.com:443/webhooks/mailchimp/{SECRET}");
+    let fake = FakeWebhooks::default().with_list("a", vec![hook("w1", &registered, wanted_events(), wanted_sources())]);
+    let server = serve(&fake).await;
+    let secret = [("IMPORTER_WEBHOOK_SECRET", SECRET)];
+    for url in ["https://Importer.Example.COM", "HTTPS://IMPORTER.example.com/"] {
+        let (code, stdout, _) = webhooks(
+            r#"[{"list_id": "a"}]"#,
+            Some(&server),
+            &["register", "--url", url],
+            &secret,
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stdout}");
+        assert!(
+            stdout.contains("webhook w1 for ") && stdout.contains("already registered"),
+            "{stdout}"
+        );
+    }
+    assert!(received(&server, "POST").await.is_empty(), "no second webhook");
+    assert!(received(&server, "PATCH").await.is_empty());
+    assert_eq!(fake.hooks("a").len(), 1);
+    // `remove` with the host in another case removes it.
+    let (code, stdout, _) = webhooks(
+        r#"[{"list_id": "a"}]"#,
+        Some(&server),
+        &["remove", "--url", "https://IMPORTER.EXAMPLE.COM"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        received(&server, "DELETE").await,
+        [("/3.0/lists/a/webhooks/w1".to_owned(), Value::Null)]
+    );
+}
+
+#[actix_rt::test]
 async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so() {
     let all = json!({"subscribe": true, "unsubscribe": true, "profile": true, "upemail": true, "cleaned": true, "campaign": true});
     let every_source = json!({"user": true, "admin": true, "api": true});
