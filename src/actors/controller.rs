@@ -606,7 +606,8 @@ impl Controller {
                     self.deps.overlap.as_secs()
                 );
             }
-            match webhook {
+            // The burst as it is now: events may have joined it since the plan.
+            match webhook.and_then(|_| self.debounce.burst(&job.entry.key.list_id).copied()) {
                 Some(burst) => info!(
                     self.entry_log(&job.entry.key),
                     "controller: list {} changed in Mailchimp ({} webhook event(s) since \"{}\"): requires \"{}\", firing...",

@@ -11,8 +11,10 @@
 //! burst ends once every entry of the list has synced from after its last
 //! event. An event that comes once a sync of the ripe burst has started
 //! opens a new *window* of the burst: it is not ripe again until a
-//! debounce after that event (an entry still waiting for a free slot then
-//! waits for the window too; the events it reads are the same). A sync started after an event reads the change (its window ends
+//! debounce after that event. An entry of the list that had not synced
+//! since the events of the window before (a second entry of the list,
+//! waiting for a free slot) stays due for them meanwhile: a new window
+//! never takes back what a ripe one made due. A sync started after an event reads the change (its window ends
 //! when it starts, and Mailchimp sends the event after the change), so
 //! starting times are what count, not cursors: a cursor may be set back
 //! for Mailchimp's clock, and would then never catch up with our own.
@@ -37,6 +39,10 @@ pub struct Burst {
     /// A sync of the list started once it was ripe: the next event opens
     /// a new window.
     pub answered: bool,
+    /// The last event of the windows before this one that ripened: an
+    /// entry whose last sync started before it is due whatever this
+    /// window says.
+    pub ripe_until: Option<DateTime<Utc>>,
 }
 
 /// The open bursts, by list id.
@@ -64,6 +70,7 @@ impl Debounce {
             events: 1,
             ripe: self.delay.is_zero(),
             answered: false,
+            ripe_until: None,
         };
         match self.bursts.get_mut(list_id) {
             Some(burst) if !burst.answered => {
@@ -76,6 +83,8 @@ impl Debounce {
             Some(burst) => {
                 *burst = Burst {
                     last: burst.last.max(now),
+                    // `answered` is set on ripe bursts only.
+                    ripe_until: Some(burst.last),
                     ..window
                 }
             }
@@ -114,9 +123,10 @@ impl Debounce {
     /// The ripe burst an entry of `list_id` must sync for, given when its
     /// last successful sync of this run started (`None`: none did).
     pub fn wants_sync(&self, list_id: &str, synced_from: Option<DateTime<Utc>>) -> Option<&Burst> {
+        let before = |t: DateTime<Utc>| synced_from.is_none_or(|s| s < t);
         self.bursts
             .get(list_id)
-            .filter(|b| b.ripe && synced_from.is_none_or(|s| s < b.last))
+            .filter(|b| (b.ripe && before(b.last)) || b.ripe_until.is_some_and(before))
     }
 
     /// Ends the bursts every entry of whose list synced since their last
@@ -157,8 +167,8 @@ mod tests {
 
     const FIVE: Duration = Duration::from_secs(5);
 
-    fn at(s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(s.into())
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(s)
     }
 
     #[test]
@@ -236,6 +246,31 @@ mod tests {
         }
         // Each SYNC a debounce after the first event it did not read.
         assert_eq!(syncs, [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]);
+    }
+
+    #[test]
+    fn a_second_entry_waiting_for_a_slot_stays_due_while_the_first_opens_windows() {
+        // Two entries of list "a", one slot; an event every second.
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(0));
+        d.ripen("a", at(0));
+        // The first entry takes the slot at 5; the second waits.
+        d.sync_started("a");
+        assert_eq!(d.event("a", at(6)), Some(at(11)), "a new window");
+        assert!(d.wants_sync("a", Some(at(5))).is_none(), "the first waits for it");
+        // The second has not synced since the events up to 0 (or at all).
+        assert!(d.wants_sync("a", None).is_some());
+        assert!(d.wants_sync("a", Some(at(-1))).is_some());
+        // It starts at 8: not due again until the window ripens.
+        d.sync_started("a");
+        assert!(d.wants_sync("a", Some(at(8))).is_none());
+        d.settle([("a", Some(at(5))), ("a", Some(at(8)))]);
+        d.ripen("a", at(6));
+        assert!(d.wants_sync("a", Some(at(5))).is_some());
+        assert!(
+            d.wants_sync("a", Some(at(8))).is_none(),
+            "8 is after the window's last event, 6"
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl<T: Clone> Deletions<T> {
         queue.target = target;
         let mut dropped = 0;
         for email in emails {
-            let email = email.to_ascii_lowercase();
+            let email = email.trim().to_ascii_lowercase();
             let room = MAX_QUEUED - self.queued;
             let new = usize::from(!queue.waiting.contains(&email))
                 + usize::from(syncing && !queue.after_sync.contains(&email));
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn a_deletion_starts_at_once_and_those_that_come_meanwhile_wait_for_it_once_each() {
         let mut d = Deletions::default();
-        let first = d.add("L", 1, emails(&["A@x.io"]), false).start.unwrap();
+        let first = d.add("L", 1, emails(&[" A@x.io\t"]), false).start.unwrap();
         assert_eq!(first.emails, ["a@x.io"]);
         assert_eq!(d.running(), 1);
         // Duplicates and case variants while it runs: one address.

@@ -15,6 +15,9 @@ use super::health::Health;
 use super::metrics::Metrics;
 use crate::webhook::receiver::WebhookReceiver;
 
+/// Connections one address serves at once; more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// What one address serves.
 #[derive(Clone, Default)]
 pub struct Services {
@@ -54,6 +57,10 @@ impl Endpoint {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
+        // Connections open at once, at most: a sender holding many open
+        // (a chunked body left hanging stays open after its 408) takes
+        // these, never the descriptors the syncs need.
+        .max_connections(MAX_CONNECTIONS)
         .bind(addr)?;
         let addr = server.addrs()[0];
         let server = server.run();

@@ -9,8 +9,10 @@
 //! of the URL when the webhook is created; `POST` 200 for an event taken,
 //! 400 with the reason for a body over [`MAX_BODY_BYTES`], an unknown type
 //! or a malformed form; 408 for a body not read whole within
-//! [`BODY_TIMEOUT`] (the connection is closed: a sender that trickles a
-//! body holds a connection for that long at most); other methods 405.
+//! [`BODY_TIMEOUT`] (a body with a `Content-Length` has its connection
+//! closed then; a chunked one left hanging keeps it open, so the server
+//! serves at most [`MAX_CONNECTIONS`](crate::telemetry::server::MAX_CONNECTIONS)
+//! at once); other methods 405.
 //! Every request with the right secret, and every wrong one, is counted in
 //! `webhook_events_total`.
 
@@ -120,7 +122,7 @@ async fn receive(request: HttpRequest, payload: web::Payload, receiver: web::Dat
                 receiver.body_timeout.as_secs_f64()
             );
             return HttpResponse::RequestTimeout()
-                .insert_header((header::CONNECTION, "close"))
+                .force_close()
                 .content_type("text/plain; charset=utf-8")
                 .body(format!(
                     "the body did not come whole within {} s\n",
