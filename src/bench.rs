@@ -59,7 +59,42 @@ struct Scenario {
     /// Keys of a mapping (issue 17) every entry gets, as JSON; the run is
     /// verified field by field by the sandbox's oracle.
     mapping: Option<&'static str>,
+    /// Scenario 11: the list LOADed by `once`, then `go` runs while
+    /// [`LATENCY_CHANGES`] changes are made, and the run measured is how
+    /// long each takes to reach Ometria ([`measure_latency`]).
+    latency: Option<LatencyMode>,
 }
+
+/// How the daemon of scenario 11 learns of a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LatencyMode {
+    /// The sandbox's Mailchimp posts a webhook for each change to the
+    /// daemon's receiver (`IMPORTER_WEBHOOK_ADDR`, debounce 5 s by
+    /// default); polling at the default hour, so it plays no part.
+    Webhooks,
+    /// No webhooks; a SYNC every `refresh_seconds` (ticks every second).
+    Polling { refresh_seconds: u64 },
+}
+
+/// Scenario 11's changes, made at [`LATENCY_CHANGES_PER_SECOND`].
+const LATENCY_CHANGES: usize = 300;
+const LATENCY_CHANGES_PER_SECOND: f64 = 2.0;
+/// Scenario 11's polling interval, the short one measured; the default
+/// hour's figures are derived from it.
+const LATENCY_POLLING_SECONDS: u64 = 30;
+/// The kinds of scenario 11's changes, taken in turn: every kind a member
+/// change can be that the sandbox announces by webhook and a SYNC reads.
+/// With webhooks, [`Mutation::Delete`] joins them (see [`latency_mix`]).
+const LATENCY_MIX: &[Mutation] = &[
+    Mutation::Change,
+    Mutation::Change,
+    Mutation::Change,
+    Mutation::Unsubscribe,
+    Mutation::Subscribe,
+    Mutation::Archive,
+    Mutation::Unarchive,
+    Mutation::Add,
+];
 
 /// Scenario 10's mapping: the issue's example and more, over every kind of
 /// generated merge field.
@@ -87,6 +122,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         reconcile: false,
         mutations_per_second: 0.0,
         mapping: None,
+        latency: None,
     }
 }
 
@@ -120,6 +156,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reconcile: false,
             mutations_per_second: 0.0,
             mapping: None,
+            latency: None,
         }],
         2 => vec![Scenario {
             name: "2 rate-bound",
@@ -142,6 +179,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reconcile: false,
             mutations_per_second: 0.0,
             mapping: None,
+            latency: None,
         }],
         3 => vec![unlimited("3 cpu", "cpu:200000")],
         4 => vec![
@@ -167,6 +205,26 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             mapping: Some(BENCH_MAPPING),
             ..unlimited("10 cpu mapped", "mapped:200000")
         }],
+        11 => {
+            // Scenario 2's limits, Ometria's rate included; a 5,000-member
+            // list LOADs in about 7 s.
+            let latency = |name, mode| Scenario {
+                name,
+                lists: "latency:5000",
+                floor: Floor::None,
+                latency: Some(mode),
+                ..scenarios(2).pop().expect("scenario 2")
+            };
+            vec![
+                latency("11 latency webhooks", LatencyMode::Webhooks),
+                latency(
+                    "11 latency polling",
+                    LatencyMode::Polling {
+                        refresh_seconds: LATENCY_POLLING_SECONDS,
+                    },
+                ),
+            ]
+        }
         8 => vec![Scenario {
             name: "8 mutations",
             lists: "mutating:20000",
@@ -207,6 +265,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             reconcile: false,
             mutations_per_second: 0.0,
             mapping: None,
+            latency: None,
         }],
     }
 }
@@ -230,7 +289,92 @@ struct Figures {
     ledger_bytes: u64,
     /// For a scenario with changes, what they cost in pushes.
     changes: Option<Changes>,
+    /// For scenario 11, how long the changes took to reach Ometria.
+    latency: Option<LatencyFigures>,
     verified: bool,
+}
+
+/// Change → Ometria latencies of one run of scenario 11, as the sandbox
+/// measured them (`/_sandbox/latency`), in seconds.
+#[derive(Debug)]
+struct LatencyFigures {
+    mode: LatencyMode,
+    /// Changes timed (a member changed again before Ometria showed its
+    /// first change is timed once, from the first).
+    count: u64,
+    p50: f64,
+    p95: f64,
+    max: f64,
+    /// The daemon's SYNCs during the run, their mean duration, and the
+    /// mean time from the start of one to the start of the next (from its
+    /// log, to the second).
+    syncs: usize,
+    mean_sync: f64,
+    mean_period: Option<f64>,
+}
+
+impl LatencyFigures {
+    /// What polling every `period` seconds implies when a change waits for
+    /// the next SYNC to start (uniformly over the period), then for that
+    /// SYNC to push it (`mean_sync`): p50, p95 and max.
+    fn polling_model(period: f64, mean_sync: f64) -> (f64, f64, f64) {
+        (0.5 * period + mean_sync, 0.95 * period + mean_sync, period + mean_sync)
+    }
+
+    /// The line printed under the run's row.
+    fn describe(&self) -> String {
+        let measured = format!(
+            "change → Ometria over {} changes: p50 {:.1} s, p95 {:.1} s, max {:.1} s; {} SYNCs of {:.2} s on average",
+            self.count, self.p50, self.p95, self.max, self.syncs, self.mean_sync
+        );
+        match self.mode {
+            LatencyMode::Webhooks => format!("{measured} (target p95 ≤ 10 s)"),
+            LatencyMode::Polling { refresh_seconds } => {
+                let period = self.mean_period.unwrap_or(refresh_seconds as f64);
+                let model = Self::polling_model(period, self.mean_sync);
+                // A SYNC starts at the first tick once the refresh interval
+                // has passed since the last one started: every 3600 s, or
+                // a tick (60 s by default) more when the cursor, written
+                // to the second, lands in the second after the tick's.
+                let default = Self::polling_model(3600.0, self.mean_sync);
+                format!(
+                    "{measured}, one every {period:.1} s; the model (the next SYNC uniform over that period, plus a SYNC): \
+                     p50 {:.1} s, p95 {:.1} s, max {:.1} s; DERIVED for the default IMPORTER_REFRESH_SECONDS=3600, \
+                     not run: p50 {:.0} s, p95 {:.0} s, max {:.0}-{:.0} s",
+                    model.0,
+                    model.1,
+                    model.2,
+                    default.0,
+                    default.1,
+                    default.2,
+                    default.2 + 60.0
+                )
+            }
+        }
+    }
+}
+
+/// The SYNCs a daemon's log (text format) tells of: how many, their mean
+/// duration, and the mean time between two starts, in seconds.
+fn syncs_in_log(log: &str) -> (usize, f64, Option<f64>) {
+    let durations: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("sync: completed in ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let starts: Vec<i64> = log
+        .lines()
+        .filter(|l| l.contains("sync: starting for list"))
+        .filter_map(|l| {
+            let time = chrono::NaiveDateTime::parse_from_str(l.get(..19)?, "%Y-%m-%d %H:%M:%S").ok()?;
+            Some(time.and_utc().timestamp())
+        })
+        .collect();
+    let period = match (starts.first(), starts.last()) {
+        (Some(first), Some(last)) if starts.len() > 1 => Some((last - first) as f64 / (starts.len() - 1) as f64),
+        _ => None,
+    };
+    let mean = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+    (durations.len(), mean, period)
 }
 
 /// Pushes under changes: records Ometria stored (the sandbox's
@@ -266,7 +410,7 @@ impl Changes {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=10).collect()
+        (1..=11).collect()
     } else {
         numbers.to_vec()
     };
@@ -333,6 +477,9 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
             f.ledger_bytes as f64 / (1024.0 * 1024.0),
             if f.verified { "" } else { "  NOT VERIFIED" }
         )?;
+        if let Some(l) = &f.latency {
+            writeln!(out, "{:<18} {}", "", l.describe())?;
+        }
         if let Some(c) = &f.changes {
             writeln!(
                 out,
@@ -364,10 +511,13 @@ impl Drop for Reaper {
     }
 }
 
-fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
+/// Starts `ometria-importer sandbox` for `scenario` with `extra` flags;
+/// the process (killed when dropped) and the address it serves on.
+fn start_sandbox(exe: &Path, scenario: &Scenario, extra: &[String]) -> io::Result<(Reaper, String)> {
     let mut sandbox = Command::new(exe)
         .args(["sandbox", "--port", "0", "--workers", "2", "--lists", scenario.lists])
         .args(scenario.sandbox)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -382,6 +532,14 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
     // The rest of what it prints (a line per list) is read too: a sandbox
     // writing to a closed pipe would die.
     std::thread::spawn(move || lines.for_each(drop));
+    Ok((sandbox, address))
+}
+
+fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
+    if let Some(mode) = scenario.latency {
+        return measure_latency(exe, scenario, mode);
+    }
+    let (sandbox, address) = start_sandbox(exe, scenario, &[])?;
 
     let sizes: Vec<Value> = serde_json::from_str(&control(&address, "/_sandbox/lists")?)?;
     let ipr = ITEMS_PER_REQUEST;
@@ -523,6 +681,170 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         in_flight: busy / wall.as_secs_f64(),
         ledger_bytes,
         changes,
+        latency: None,
+        verified: verification["ok"] == Value::Bool(true),
+    })
+}
+
+/// The state file of `sizes` (the sandbox's `/_sandbox/lists`), as every
+/// scenario without a mapping writes it.
+fn plain_entries(sizes: &[Value]) -> Vec<Value> {
+    sizes
+        .iter()
+        .map(|l| serde_json::json!({"list_id": l["list_id"], "items_per_request": ITEMS_PER_REQUEST, "worker_count": WORKER_COUNT}))
+        .collect()
+}
+
+/// Scenario 11's changes in `mode`: [`LATENCY_MIX`], and with webhooks a
+/// deletion every ninth change, opted out at once on its webhook. Polling
+/// alone leaves deletions to the reconciliation (a day by default), so
+/// they are not in its mix.
+fn latency_mix(mode: LatencyMode) -> Vec<Mutation> {
+    let mut mix = LATENCY_MIX.to_vec();
+    if mode == LatencyMode::Webhooks {
+        mix.push(Mutation::Delete);
+    }
+    mix
+}
+
+/// Scenario 11: LOADs the list with `once`, starts `go` (with the webhook
+/// receiver, or polling every few seconds), makes [`LATENCY_CHANGES`]
+/// changes of the kinds of [`latency_mix`] at a steady rate, waits until
+/// Ometria shows every one (at most two minutes after the last), stops
+/// the daemon and verifies. Measured: the latencies (the sandbox's), and
+/// the daemon's CPU and memory from its start to its stop.
+fn measure_latency(exe: &Path, scenario: &Scenario, mode: LatencyMode) -> io::Result<Figures> {
+    let receiver = match mode {
+        LatencyMode::Webhooks => {
+            // A free port on 127.0.0.1, freed for the daemon to bind.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let secret = format!("{:032x}", fastrand::u128(..));
+            Some((format!("127.0.0.1:{port}"), secret))
+        }
+        LatencyMode::Polling { .. } => None,
+    };
+    let extra: Vec<String> = match &receiver {
+        Some((addr, secret)) => vec![
+            "--webhook-url".into(),
+            format!("http://{addr}{}{secret}", crate::webhook::receiver::PATH_PREFIX),
+        ],
+        None => vec![],
+    };
+    let (sandbox, address) = start_sandbox(exe, scenario, &extra)?;
+    let sizes: Vec<Value> = serde_json::from_str(&control(&address, "/_sandbox/lists")?)?;
+    let list_id = sizes
+        .first()
+        .and_then(|l| l["list_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let dir = tempfile::Builder::new().prefix("ometria-bench-").tempdir()?;
+    std::fs::write(
+        dir.path().join("state.json"),
+        serde_json::to_vec_pretty(&plain_entries(&sizes))?,
+    )?;
+    let (code, _) = wait_with_usage(importer(exe, &address, dir.path(), scenario, "once")?)?;
+    if code != 0 {
+        return Err(exited(code, dir.path()));
+    }
+
+    let mut daemon = importer_command(exe, &address, dir.path(), scenario, "go")?;
+    match (&receiver, mode) {
+        (Some((addr, secret)), _) => {
+            daemon
+                .env("IMPORTER_WEBHOOK_ADDR", addr)
+                .env("IMPORTER_WEBHOOK_SECRET", secret);
+        }
+        (None, LatencyMode::Polling { refresh_seconds }) => {
+            daemon
+                .env("IMPORTER_REFRESH_SECONDS", refresh_seconds.to_string())
+                .env("IMPORTER_TICK_SECONDS", "1");
+        }
+        (None, LatencyMode::Webhooks) => {}
+    }
+    let daemon = daemon.spawn()?;
+    if let Some((addr, secret)) = &receiver {
+        // Mailchimp's own check of the URL: the receiver answers.
+        let path = format!("{}{secret}", crate::webhook::receiver::PATH_PREFIX);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(http_get(addr, &path, Duration::from_secs(5)), Ok((200, _))) {
+            if Instant::now() > deadline {
+                std::fs::write(dir.path().join("controller.quit"), "")?;
+                let _ = wait_with_usage(daemon);
+                return Err(io::Error::other("the webhook receiver did not answer within 60 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let log_before = std::fs::read_to_string(dir.path().join("importer.log"))?.len();
+    let before = sandbox_stats(&address)?;
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / LATENCY_CHANGES_PER_SECOND);
+    for (i, kind) in latency_mix(mode).iter().cycle().take(LATENCY_CHANGES).enumerate() {
+        let path = format!("/_sandbox/mutate?list_id={list_id}&count=1&kind={}", kind.as_str());
+        match control_post(&address, &path)? {
+            200 => {}
+            status => return Err(io::Error::other(format!("/_sandbox/mutate answered {status}"))),
+        }
+        if let Some(wait) = (started + period.mul_f64(i as f64 + 1.0)).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let latency = loop {
+        let latency: Value = serde_json::from_str(&control(&address, "/_sandbox/latency")?)?;
+        if latency["pending"].as_u64() == Some(0) {
+            break latency;
+        }
+        if Instant::now() > deadline {
+            std::fs::write(dir.path().join("controller.quit"), "")?;
+            let _ = wait_with_usage(daemon);
+            return Err(io::Error::other(format!(
+                "changes still not in Ometria 120 s after the last: {latency}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wall = started.elapsed();
+    let after = sandbox_stats(&address)?;
+    std::fs::write(dir.path().join("controller.quit"), "")?;
+    let (code, usage) = wait_with_usage(daemon)?;
+    if code != 0 {
+        return Err(exited(code, dir.path()));
+    }
+    let verification: Value = serde_json::from_str(&control(&address, "/_sandbox/verify")?)?;
+    drop(sandbox);
+    let log = std::fs::read_to_string(dir.path().join("importer.log"))?;
+    let (syncs, mean_sync, mean_period) = syncs_in_log(log.get(log_before..).unwrap_or_default());
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    let busy = after["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0)
+        - before["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0);
+    let seconds = |k: &str| latency[k].as_f64().unwrap_or(f64::NAN);
+    let ledger_bytes = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(dir.path().join(format!("ledger.sqlite3{suffix}"))).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(Figures {
+        records: LATENCY_CHANGES as u64,
+        pushed: delta("records_accepted"),
+        pages: delta("mailchimp_requests"),
+        wall,
+        cpu: usage.0,
+        peak_rss_kib: usage.1,
+        floor: None,
+        in_flight: busy / wall.as_secs_f64(),
+        ledger_bytes,
+        changes: None,
+        latency: Some(LatencyFigures {
+            mode,
+            count: latency["count"].as_u64().unwrap_or(0),
+            p50: seconds("p50_seconds"),
+            p95: seconds("p95_seconds"),
+            max: seconds("max_seconds"),
+            syncs,
+            mean_sync,
+            mean_period,
+        }),
         verified: verification["ok"] == Value::Bool(true),
     })
 }
@@ -530,11 +852,17 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
 /// Starts the importer's `command` on the state folder `dir` against the
 /// sandbox at `address`, its log in `dir/importer.log` (appended).
 fn importer(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, command: &str) -> io::Result<Child> {
+    importer_command(exe, address, dir, scenario, command)?.spawn()
+}
+
+/// [`importer`], not started yet.
+fn importer_command(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, command: &str) -> io::Result<Command> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("importer.log"))?;
-    Command::new(exe)
+    let mut importer = Command::new(exe);
+    importer
         .arg(command)
         .env_clear()
         .env("MAILCHIMP_APIKEY", DEFAULT_MAILCHIMP_KEY)
@@ -544,8 +872,8 @@ fn importer(exe: &Path, address: &str, dir: &Path, scenario: &Scenario, command:
         .env("IMPORTER_STATE_DIR", dir)
         .envs(scenario.importer.iter().copied())
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+        .stderr(log);
+    Ok(importer)
 }
 
 /// The sandbox's counters (`/_sandbox/stats`).
@@ -734,5 +1062,57 @@ fn control(address: &str, path: &str) -> io::Result<String> {
     match http_get(address, path, Duration::from_secs(300))? {
         (200, body) => Ok(body),
         (status, body) => Err(io::Error::other(format!("{path} answered {status}: {body}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_are_read_from_the_daemons_log() {
+        let log = "\
+2026-12-01 08:10:00 INFO |list_sync| sync: starting for list \"l\" with 8 read/write workers... mode=SYNC
+2026-12-01 08:10:01 INFO |list_sync| sync: completed in 0.4 (s) for list \"l\". read=65 records=10
+2026-12-01 08:10:31 INFO |controller| controller: list \"l\" requires \"SYNC\", firing...
+2026-12-01 08:10:31 INFO |list_sync| sync: starting for list \"l\" with 8 read/write workers... mode=SYNC
+2026-12-01 08:10:31 INFO |list_sync| sync: completed in 0.2 (s) for list \"l\". read=65 records=10
+2026-12-01 08:11:02 INFO |list_sync| sync: starting for list \"l\" with 8 read/write workers... mode=SYNC
+2026-12-01 08:11:02 INFO |list_sync| sync: completed in 0.3 (s) for list \"l\". read=65 records=10
+";
+        let (syncs, mean, period) = syncs_in_log(log);
+        assert_eq!(syncs, 3);
+        assert!((mean - 0.3).abs() < 1e-9, "{mean}");
+        assert_eq!(period, Some(31.0));
+        assert_eq!(syncs_in_log(""), (0, 0.0, None));
+    }
+
+    #[test]
+    fn polling_waits_for_the_next_sync_uniformly() {
+        assert_eq!(LatencyFigures::polling_model(3600.0, 1.0), (1801.0, 3421.0, 3601.0));
+        let figures = LatencyFigures {
+            mode: LatencyMode::Polling { refresh_seconds: 30 },
+            count: 300,
+            p50: 16.0,
+            p95: 29.0,
+            max: 31.0,
+            syncs: 5,
+            mean_sync: 1.0,
+            mean_period: Some(30.0),
+        };
+        let line = figures.describe();
+        assert!(line.contains("one every 30.0 s"), "{line}");
+        assert!(line.contains("p50 16.0 s, p95 29.5 s, max 31.0 s"), "{line}");
+        assert!(line.contains("DERIVED for the default IMPORTER_REFRESH_SECONDS=3600, not run: p50 1801 s, p95 3421 s, max 3601-3661 s"), "{line}");
+    }
+
+    #[test]
+    fn scenario_11_changes_are_all_announced_by_webhook() {
+        use crate::sandbox::webhooks::announced;
+        assert!(LATENCY_MIX.iter().all(|m| announced(*m).is_some()));
+        let names: Vec<&str> = scenarios(11).iter().map(|s| s.name).collect();
+        assert_eq!(names, ["11 latency webhooks", "11 latency polling"]);
+        // Each kind is one the sandbox's mutate endpoint takes by name.
+        assert!(LATENCY_MIX.iter().all(|m| Mutation::parse(m.as_str()) == Some(*m)));
     }
 }

@@ -9,7 +9,11 @@
 //! prints, from the ledger's run history, what was pushed, left unchanged,
 //! skipped and opted out, before checking Ometria again, deleted members
 //! included. `--follow` instead keeps changing members after the LOAD and
-//! shows each incremental sync and its check.
+//! shows each incremental sync and its check; with `--webhooks` the
+//! importer also receives the sandbox's Mailchimp webhooks (on 127.0.0.1,
+//! a free port, a generated secret), so each change brings its list's
+//! SYNC forward, and the demo prints how long changes take to reach
+//! Ometria (the sandbox's [`crate::sandbox::latency`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
@@ -22,10 +26,11 @@ use slog::Logger;
 
 use crate::actors::controller::RunSummary;
 use crate::api::ApiKey;
-use crate::config::{Config, DemoArgs};
+use crate::config::{Config, DemoArgs, WebhookListen};
 use crate::importer::{self, Signals};
 use crate::ledger::{LedgerStore, RunRow};
 use crate::sandbox::audience::Mutation;
+use crate::sandbox::webhooks::WebhookSending;
 use crate::sandbox::{now_seconds, Behaviour, Sandbox, SandboxConfig};
 use crate::state::{parse_timestamp, StateFile, STATE_FILE_NAME};
 use crate::sync::RECONCILE_KIND;
@@ -35,6 +40,8 @@ use crate::RunMode;
 const POLL: Duration = Duration::from_millis(250);
 /// Changes per second to the lists in `--follow` mode.
 const FOLLOW_MUTATIONS_PER_SECOND: f64 = 3.0;
+/// How often `--follow --webhooks` prints the change → Ometria latency.
+const LATENCY_REPORT: Duration = Duration::from_secs(10);
 /// The second round's `reconcile_seconds`: the LOAD, a full read, started
 /// longer ago than this, so each list is due for a reconciliation as soon
 /// as its SYNC is done.
@@ -146,9 +153,23 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
     );
     let mut importer_config = base_config.clone();
     if args.follow {
-        importer_config.refresh = Duration::from_secs(args.every_seconds);
-        importer_config.tick = Duration::from_secs((args.every_seconds / 3).clamp(1, 5));
+        importer_config.refresh = Duration::from_secs(args.every());
+        importer_config.tick = Duration::from_secs((args.every() / 3).clamp(1, 5));
     }
+    let webhook_url = match args.follow && args.webhooks {
+        true => {
+            let listen = webhook_listen()?;
+            let url = format!(
+                "http://{}{}{}",
+                listen.addr,
+                crate::webhook::receiver::PATH_PREFIX,
+                listen.secret.expose()
+            );
+            importer_config.webhooks = Some(listen);
+            Some(url)
+        }
+        false => None,
+    };
     let file = StateFile::in_dir(dir.path());
     let daemon_log = log.clone();
     let daemon =
@@ -206,7 +227,11 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
     out.flush()?;
 
     if args.follow && ok {
-        follow(&sandbox, &file, &daemon, Duration::from_secs(args.every_seconds), out).await?;
+        if let Some(url) = &webhook_url {
+            sandbox.world().send_webhooks(Some(WebhookSending::to(url)));
+        }
+        let every = Duration::from_secs(args.every());
+        follow(&sandbox, &file, &daemon, every, webhook_url.is_some(), out).await?;
     } else if !daemon.is_finished() {
         std::fs::write(dir.path().join(crate::actors::controller::QUIT_FILE_NAME), "")?;
     }
@@ -217,6 +242,33 @@ pub async fn run(args: &DemoArgs, log: Logger, out: &mut dyn Write) -> io::Resul
     };
     sandbox.stop().await;
     Ok(ok)
+}
+
+/// Where the demo's importer receives webhooks: a free port on 127.0.0.1
+/// (asked of the system, then freed for the importer to bind: nothing
+/// else on the machine is expected to take it in between) and a secret
+/// of 32 random hex digits.
+fn webhook_listen() -> io::Result<WebhookListen> {
+    let addr = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?;
+    let secret = format!("{:032x}", fastrand::u128(..))
+        .parse()
+        .map_err(|e: String| io::Error::other(e))?;
+    Ok(WebhookListen { addr, secret })
+}
+
+/// The change → Ometria latency line of `--follow --webhooks`.
+fn latency_line(sandbox: &Sandbox) -> String {
+    let l = sandbox.world().latency();
+    let seconds = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.1} s"));
+    format!(
+        "demo: change → Ometria: {} changes arrived, p50 {}, p95 {}, max {}; {} waiting ({} deleted members among them)",
+        l.count,
+        seconds(l.p50_seconds),
+        seconds(l.p95_seconds),
+        seconds(l.max_seconds),
+        l.pending,
+        l.pending_deleted
+    )
 }
 
 /// What the second round did to one list, and what the importer did
@@ -440,19 +492,32 @@ async fn second_round(sandbox: &Sandbox, base: &Config, log: &Logger, out: &mut 
 }
 
 /// Changes members all the time and reports each sync with a check of
-/// everything changed before its start, until the importer is stopped.
+/// everything changed before its start, until the importer is stopped;
+/// with `webhooks`, also the change → Ometria latency every
+/// [`LATENCY_REPORT`].
 async fn follow(
     sandbox: &Sandbox,
     file: &StateFile,
     daemon: &actix_rt::task::JoinHandle<Result<crate::RunSummary, crate::importer::RunError>>,
     every: Duration,
+    webhooks: bool,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    writeln!(
-        out,
-        "\ndemo: following; members change {FOLLOW_MUTATIONS_PER_SECOND} times a second and lists re-sync every {} s (Ctrl+C stops)",
-        every.as_secs()
-    )?;
+    if webhooks {
+        writeln!(
+            out,
+            "\ndemo: following; members change {FOLLOW_MUTATIONS_PER_SECOND} times a second, the fake Mailchimp posts a \
+             webhook for each to the importer, which syncs the list a few seconds later; polling re-syncs every {} s \
+             (Ctrl+C stops)",
+            every.as_secs()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\ndemo: following; members change {FOLLOW_MUTATIONS_PER_SECOND} times a second and lists re-sync every {} s (Ctrl+C stops)",
+            every.as_secs()
+        )?;
+    }
     out.flush()?;
     let world = sandbox.world().clone();
     let mutator = actix_rt::spawn(async move {
@@ -463,8 +528,14 @@ async fn follow(
         }
     });
     let mut seen: Vec<Value> = entries(file);
+    let mut reported = std::time::Instant::now();
     while !daemon.is_finished() {
         actix_rt::time::sleep(POLL).await;
+        if webhooks && reported.elapsed() >= LATENCY_REPORT {
+            reported = std::time::Instant::now();
+            writeln!(out, "{}", latency_line(sandbox))?;
+            out.flush()?;
+        }
         let now = entries(file);
         for entry in now.iter().filter(|e| !seen.contains(e)) {
             let list_id = entry["list_id"].as_str().unwrap_or_default().to_owned();
@@ -490,5 +561,8 @@ async fn follow(
         }
     }
     mutator.abort();
+    if webhooks {
+        writeln!(out, "{}", latency_line(sandbox))?;
+    }
     Ok(())
 }

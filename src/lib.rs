@@ -28,7 +28,8 @@
 //! - [`check`], [`plan`], [`demo`], [`bench`](mod@bench): the commands of those names.
 //! - [`webhook_setup`]: the `webhooks` command (register, list, remove each
 //!   list's Mailchimp webhook).
-//! - [`sandbox`]: fake Mailchimp and Ometria for `demo`, `bench` and tests.
+//! - [`sandbox`]: fake Mailchimp (its audience webhooks too) and Ometria for
+//!   `demo`, `bench` and tests, and the change → Ometria latency they show.
 //! - [`telemetry`]: log formats, metrics, the health endpoint, and the
 //!   daemon's HTTP endpoints (the webhook receiver's too).
 //! - [`webhook`]: Mailchimp's audience webhooks: the secret, the events'

@@ -616,6 +616,59 @@ async fn demo_follow_shows_incremental_syncs_until_interrupted() {
 }
 
 #[actix_rt::test]
+async fn demo_follow_with_webhooks_shows_how_long_changes_take_to_reach_ometria() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
+        .env_clear()
+        .args(["demo", "--follow", "--webhooks", "--lists", "1", "--members", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log_lines.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    // e.g. `demo: change → Ometria: 10 changes arrived, p50 2.8 s, p95 5.1 s, max 5.1 s; 21 waiting (…)`
+    let arrived = || {
+        seen.lock().unwrap().iter().any(|l| {
+            l.strip_prefix("demo: change → Ometria: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    };
+    wait_until(Duration::from_secs(90), "a change in Ometria", arrived).await;
+    signal(&child, libc::SIGINT);
+    let out = exit_within(child, Duration::from_secs(10)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the fake Mailchimp posts a webhook for each to the importer")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("MISMATCH")), "{lines:?}");
+    // The SYNCs came from webhooks (polling every hour would not have run yet).
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("changed in Mailchimp ("), "{log}");
+    assert!(log.contains("/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET>"), "{log}");
+}
+
+#[actix_rt::test]
 async fn the_health_command_asks_the_running_importer() {
     let apis = apis_with_list(20).await;
     let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
@@ -709,4 +762,76 @@ async fn once_exits_1_when_mailchimp_pages_do_not_add_up() {
         .max()
         .unwrap_or(0);
     assert!(most <= 3, "a member was pushed {most} times");
+}
+
+/// `IMPORTER_WEBHOOK_SECRET` is looked at only by what uses it: a
+/// placeholder left in a Kubernetes Secret, a short one or an empty one
+/// (`IMPORTER_WEBHOOK_SECRET=` in an env file: unset) stops neither
+/// `once` (which never receives webhooks, IMPORTER_WEBHOOK_ADDR or not),
+/// nor `plan`, nor `check` without IMPORTER_WEBHOOK_ADDR. `go` and `check`
+/// with IMPORTER_WEBHOOK_ADDR refuse it, naming the variable and never
+/// repeating its value.
+#[actix_rt::test]
+async fn a_placeholder_or_empty_webhook_secret_stops_only_the_receiver() {
+    let apis = apis_with_list(20).await;
+    let placeholder = "<your webhook secret>";
+    for secret in [placeholder, "tooShort", "", "  "] {
+        for addr in [None, Some("127.0.0.1:0")] {
+            let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+            let mut once = importer_command(dir.path(), Some(&apis));
+            once.env("IMPORTER_WEBHOOK_SECRET", secret).arg("once");
+            if let Some(addr) = addr {
+                once.env("IMPORTER_WEBHOOK_ADDR", addr);
+            }
+            let out = exit_within(once.spawn().unwrap(), Duration::from_secs(20)).await;
+            let log = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{secret:?} {addr:?}: {log}");
+            assert_eq!(read_json(&file)[0]["total_updates"], 20, "{log}");
+            assert!(!log.contains("webhook"), "{log}");
+        }
+        let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+        let plan = importer_command(dir.path(), Some(&apis))
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("plan")
+            .output()
+            .unwrap();
+        assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+        let check = importer_command(dir.path(), None)
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    }
+    // With the receiver on: refused before anything starts.
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    for (secret, why) in [
+        (
+            placeholder,
+            "IMPORTER_WEBHOOK_SECRET is not valid: character 1 is not one of A-Z a-z 0-9 - . _ ~",
+        ),
+        ("", "IMPORTER_WEBHOOK_ADDR is set but IMPORTER_WEBHOOK_SECRET is not"),
+    ] {
+        let go = importer_command(dir.path(), Some(&apis))
+            .env("IMPORTER_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("go")
+            .spawn()
+            .unwrap();
+        let out = exit_within(go, Duration::from_secs(10)).await;
+        let log = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{log}");
+        assert!(log.contains(&format!("controller: {why}")), "{log}");
+        assert!(!log.contains(placeholder), "{log}");
+        let check = importer_command(dir.path(), None)
+            .env("IMPORTER_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("check")
+            .output()
+            .unwrap();
+        let said = text(&check.stdout);
+        assert_eq!(check.status.code(), Some(1), "{said}");
+        assert!(said.contains(&format!("error: {why}")), "{said}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
 }

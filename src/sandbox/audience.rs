@@ -7,6 +7,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
+use crate::mailchimp::subscriber_hash;
+
 /// Every status Mailchimp knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -113,12 +115,10 @@ pub fn timestamp_text(unix: i64) -> String {
 }
 
 impl Member {
-    /// Mailchimp's `id`: the MD5 of the lowercase email there; any stable hash here.
-    fn hash(&self) -> String {
-        format!(
-            "{:032x}",
-            u128::from(self.serial).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
-        )
+    /// Mailchimp's `id`, also `data[id]` in its webhooks: the MD5 of the
+    /// lower-cased email ([`subscriber_hash`]).
+    pub fn hash(&self) -> String {
+        subscriber_hash(&self.email)
     }
 
     fn links(&self, list_id: &str) -> Value {
@@ -384,13 +384,19 @@ impl Audience {
     }
 
     /// Applies one mutation at `now` to a member chosen by `rng`; returns
-    /// what it did, or `None` when the list has nobody to mutate.
+    /// what it did (`changed <unique_email_id>`), or `None` when the list
+    /// has nobody to mutate.
     pub fn mutate(&mut self, kind: Mutation, rng: &mut fastrand::Rng, now: i64) -> Option<String> {
+        self.apply(kind, rng, now)
+            .map(|applied| format!("{} {}", kind.as_str(), applied.member.unique_email_id))
+    }
+
+    /// [`Audience::mutate`], returning the member before and after.
+    pub fn apply(&mut self, kind: Mutation, rng: &mut fastrand::Rng, now: i64) -> Option<Applied> {
         if kind == Mutation::Add {
             let member = self.new_member(rng, now);
-            let id = member.unique_email_id.clone();
-            self.insert(member);
-            return Some(format!("added {id}"));
+            self.insert(member.clone());
+            return Some(Applied { before: None, member });
         }
         let archived = kind == Mutation::Unarchive;
         let part = if archived { &mut self.archived } else { &mut self.active };
@@ -398,14 +404,14 @@ impl Audience {
             return None;
         }
         let mut member = part.remove(rng.usize(0..part.len()));
-        let id = member.unique_email_id.clone();
+        let before = Some(member.clone());
         if kind != Mutation::QuietArchive {
             member.last_changed = now;
         }
         match kind {
             Mutation::Delete => {
-                self.deleted.push(member);
-                return Some(format!("deleted {id}"));
+                self.deleted.push(member.clone());
+                return Some(Applied { before, member });
             }
             Mutation::Change => {
                 member.fname = format!("{}·{}", FIRST_NAMES[rng.usize(0..FIRST_NAMES.len())], rng.u16(..));
@@ -418,9 +424,19 @@ impl Audience {
             Mutation::Touch => {}
             Mutation::Add => unreachable!("handled above"),
         }
-        self.insert(member);
-        Some(format!("{} {id}", kind.as_str()))
+        self.insert(member.clone());
+        Some(Applied { before, member })
     }
+}
+
+/// One mutation applied to one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The member before it (`None` for one added).
+    pub before: Option<Member>,
+    /// The member as it left it; a deleted one as it was, `last_changed`
+    /// set to when.
+    pub member: Member,
 }
 
 /// A change to a list, as its members and staff make them.

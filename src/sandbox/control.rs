@@ -2,12 +2,13 @@
 //! `bench` command and anyone trying configurations use these).
 //!
 //! - `GET  /_sandbox/health` → `{"ok": true}`
-//! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected
+//! - `GET  /_sandbox/stats` → request counts, maxima, 429s, faults injected, and the webhooks sent (`webhooks_sent`, `webhooks_failed`, `webhooks_retried`, `webhooks_late`, `webhooks_duplicated`, `webhooks_without_action`, `webhooks_in_flight`, `webhooks_gone`)
+//! - `GET  /_sandbox/latency` → how long changes took to reach Ometria, in seconds: `{"count", "pending", "pending_deleted", "untracked", "p50_seconds", "p95_seconds", "max_seconds", "oldest_pending_seconds"}` (the figures `null` until a change arrived). From each mutation (random, or by `/_sandbox/mutate`) to the first push of the member's contact showing it by SPEC §5's fields (a deleted member: opted out as deleted), once per member; a member changed again while it waits keeps the time of its first change (see [`super::latency`])
 //! - `GET  /_sandbox/lists` → `[{"list_id", "members", "archived"}]`
 //! - `GET  /_sandbox/verify[?list_id=a,b][&as_of=<unix seconds>][&deleted_before=<unix seconds>]` → does Ometria hold what Mailchimp holds? (members deleted before `deleted_before` must be absent or opted out as deleted)
 //! - `POST /_sandbox/verify[?as_of=…][&deleted_before=…]` with a body `{"entries": [state entries], "mappings": {named mappings}}` → the same for the lists of `entries`, each with its entry's mapping resolved as the importer resolves it and its mapped fields checked by the sandbox's own oracle (one entry per list: the sandbox keeps one contact per id, whatever its collection)
 //! - `GET  /_sandbox/contacts/{id}` → the contact Ometria holds, with its write count
-//! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N`
+//! - `POST /_sandbox/mutate?list_id=…&kind=change|archive|unarchive|unsubscribe|subscribe|delete|add&count=N` → `{"applied": ["changed <unique_email_id>", …]}`; each one Mailchimp announces is also posted as a webhook when they are sent ([`super::webhooks`])
 
 use std::collections::HashMap;
 
@@ -24,6 +25,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::get().to(|| async { HttpResponse::Ok().json(json!({"ok": true})) }),
         )
         .route("/_sandbox/stats", web::get().to(stats))
+        .route("/_sandbox/latency", web::get().to(latency))
         .route("/_sandbox/lists", web::get().to(lists))
         .route("/_sandbox/verify", web::get().to(verify))
         .route("/_sandbox/verify", web::post().to(verify_mapped))
@@ -39,6 +41,10 @@ fn query(req: &HttpRequest) -> HashMap<String, String> {
 
 async fn stats(world: web::Data<World>) -> HttpResponse {
     HttpResponse::Ok().json(world.stats())
+}
+
+async fn latency(world: web::Data<World>) -> HttpResponse {
+    HttpResponse::Ok().json(world.latency())
 }
 
 async fn lists(world: web::Data<World>) -> HttpResponse {

@@ -426,6 +426,28 @@ pub async fn members(req: HttpRequest, world: web::Data<World>, list_id: web::Pa
     .await
 }
 
+/// `GET /3.0/lists/{list_id}/members/{subscriber_hash}`: the member whose
+/// address hashes to it (its `id`), projected by `fields` as Mailchimp
+/// does; 404 for a member deleted or never there, as for an unknown list.
+/// The deletion webhooks' check ([`crate::mailchimp::MailchimpClient::member_status`]).
+/// A scan of the list: the sandbox's lists are small enough.
+pub async fn member(req: HttpRequest, world: web::Data<World>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (list_id, hash) = path.into_inner();
+    answer(&req, &world, |world| {
+        let query = parse_query(req.query_string()).map_err(Refusal::Invalid)?;
+        let lists = world.lists();
+        let audience = lists.get(list_id.as_str()).ok_or(Refusal::NotFound)?;
+        let member = audience.members().find(|m| m.hash() == hash).ok_or(Refusal::NotFound)?;
+        let mut root = member.to_value(&list_id);
+        query.fields.keep(&mut root);
+        if let Some(exclude) = &query.exclude {
+            exclude.remove(&mut root);
+        }
+        Ok(serde_json::to_vec(&root).expect("members serialise"))
+    })
+    .await
+}
+
 /// The merge-fields page for `query` (its `count`, `offset`, `fields` and
 /// `exclude_fields`), as JSON.
 fn merge_fields_page(list_id: &str, query: &Query) -> Vec<u8> {

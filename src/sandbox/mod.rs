@@ -14,20 +14,25 @@
 //! - [`oracle`]: what a mapped field must be sent as (issue 17), from the
 //!   sandbox's own knowledge of what it generated.
 //! - [`control`]: `/_sandbox/…` endpoints to inspect and steer it over HTTP.
+//! - [`webhooks`]: Mailchimp's audience webhooks for its mutations, sent
+//!   to a URL, with late, doubled and action-less deliveries on demand.
+//! - [`latency`]: how long each change takes to reach the fake Ometria.
 
 pub mod audience;
 pub mod control;
 pub mod faults;
 pub mod fields;
+pub mod latency;
 pub mod mailchimp;
 pub mod ometria;
 pub mod oracle;
 pub mod projection;
 pub mod verify;
+pub mod webhooks;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,9 +42,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::api::Api;
-use audience::{Audience, Mutation};
+use audience::{Applied, Audience, Member, Mutation};
 use faults::{Fault, FaultDice, Faults};
+use latency::{Expected, Latency, LatencySnapshot};
 use ometria::{Backlog, OmetriaStore, TokenBucket};
+use webhooks::{Outgoing, WebhookSending};
 
 pub const DEFAULT_MAILCHIMP_KEY: &str = "sandbox0mailchimp0key-us1";
 pub const DEFAULT_OMETRIA_KEY: &str = "sandbox-ometria-key";
@@ -90,6 +97,9 @@ pub struct SandboxConfig {
     pub paging_bug: Option<mailchimp::PagingBug>,
     /// Server threads.
     pub workers: usize,
+    /// Where Mailchimp's audience webhooks for the mutations go, if
+    /// anywhere ([`World::send_webhooks`] changes it while running).
+    pub webhook: Option<WebhookSending>,
 }
 
 /// The longest request body the sandbox reads.
@@ -114,6 +124,7 @@ impl Default for SandboxConfig {
             same_second: false,
             paging_bug: None,
             workers: 1,
+            webhook: None,
         }
     }
 }
@@ -137,6 +148,14 @@ pub struct Stats {
     records_in_cut_answers: AtomicU64,
     faults: [AtomicU64; 6],
     mutations: AtomicU64,
+    webhooks_sent: AtomicU64,
+    webhooks_failed: AtomicU64,
+    webhooks_retried: AtomicU64,
+    webhooks_late: AtomicU64,
+    webhooks_duplicated: AtomicU64,
+    webhooks_without_action: AtomicU64,
+    webhooks_in_flight: AtomicU64,
+    webhooks_gone: AtomicBool,
 }
 
 /// A snapshot of [`Stats`].
@@ -167,6 +186,31 @@ pub struct StatsSnapshot {
     pub records_in_cut_answers: u64,
     pub faults_injected: HashMap<String, u64>,
     pub mutations: u64,
+    /// Webhook deliveries the receiver answered 2xx (a doubled event's
+    /// two copies count twice).
+    #[serde(default)]
+    pub webhooks_sent: u64,
+    /// Deliveries given up: every attempt failed, or the receiver answered
+    /// 410 (or had before).
+    #[serde(default)]
+    pub webhooks_failed: u64,
+    /// Attempts that failed and were tried again.
+    #[serde(default)]
+    pub webhooks_retried: u64,
+    /// Events sent late, twice, and (`unsubscribe`s) without `data[action]`,
+    /// as drawn ([`WebhookSending`]).
+    #[serde(default)]
+    pub webhooks_late: u64,
+    #[serde(default)]
+    pub webhooks_duplicated: u64,
+    #[serde(default)]
+    pub webhooks_without_action: u64,
+    /// Events queued, waiting to be late or being delivered.
+    #[serde(default)]
+    pub webhooks_in_flight: u64,
+    /// The receiver answered 410 Gone: no more events are sent to it.
+    #[serde(default)]
+    pub webhooks_gone: bool,
 }
 
 /// Holds one of Mailchimp's simultaneous-connection slots.
@@ -198,6 +242,13 @@ pub struct World {
     backlog: Mutex<Backlog>,
     mutation_rng: Mutex<fastrand::Rng>,
     tie_rng: Mutex<fastrand::Rng>,
+    latency: Mutex<Latency>,
+    webhook: Mutex<Option<WebhookSending>>,
+    /// Draws which events go wrong (late, twice, without action).
+    webhook_rng: Mutex<fastrand::Rng>,
+    webhook_queue: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    /// Taken by [`Sandbox::start`], whose task delivers the events.
+    webhook_events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Outgoing>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -228,6 +279,7 @@ impl World {
         stats
             .ometria_backlog_least_remaining
             .store(config.ometria_backlog, Ordering::Relaxed);
+        let (webhook_queue, webhook_events) = tokio::sync::mpsc::unbounded_channel();
         World {
             lists: Mutex::new(lists),
             store: Mutex::new(OmetriaStore::default()),
@@ -238,6 +290,11 @@ impl World {
             backlog: Mutex::new(Backlog::new(config.ometria_backlog, config.ometria_drain_per_second)),
             mutation_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x6d75_7461)),
             tie_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x7469_6573)),
+            latency: Mutex::new(Latency::default()),
+            webhook: Mutex::new(config.webhook.clone()),
+            webhook_rng: Mutex::new(fastrand::Rng::with_seed(config.seed ^ 0x686f_6f6b)),
+            webhook_queue,
+            webhook_events: Mutex::new(Some(webhook_events)),
             config,
         }
     }
@@ -359,22 +416,132 @@ impl World {
                 .map(|(f, n)| (f.name().to_owned(), n.load(Ordering::Relaxed)))
                 .collect(),
             mutations: s.mutations.load(Ordering::Relaxed),
+            webhooks_sent: s.webhooks_sent.load(Ordering::Relaxed),
+            webhooks_failed: s.webhooks_failed.load(Ordering::Relaxed),
+            webhooks_retried: s.webhooks_retried.load(Ordering::Relaxed),
+            webhooks_late: s.webhooks_late.load(Ordering::Relaxed),
+            webhooks_duplicated: s.webhooks_duplicated.load(Ordering::Relaxed),
+            webhooks_without_action: s.webhooks_without_action.load(Ordering::Relaxed),
+            webhooks_in_flight: s.webhooks_in_flight.load(Ordering::SeqCst),
+            webhooks_gone: s.webhooks_gone.load(Ordering::SeqCst),
         }
     }
 
-    /// Applies `count` mutations of `kind` to `list_id` now.
-    pub fn mutate(&self, list_id: &str, kind: Mutation, count: usize) -> Vec<String> {
-        let mut lists = lock(&self.lists);
-        let Some(audience) = lists.get_mut(list_id) else {
-            return vec![];
+    /// Sends Mailchimp's webhooks for the mutations from now on as
+    /// `sending` says, or none (`None`); a receiver that answered 410 is
+    /// sent to again.
+    pub fn send_webhooks(&self, sending: Option<WebhookSending>) {
+        *lock(&self.webhook) = sending;
+        self.stats.webhooks_gone.store(false, Ordering::SeqCst);
+    }
+
+    /// The change → Ometria latencies so far ([`latency`]).
+    pub fn latency(&self) -> LatencySnapshot {
+        lock(&self.latency).snapshot(Instant::now())
+    }
+
+    /// Ometria took the contact `id` (its JSON text `record`): ends the
+    /// member's wait if it shows its change.
+    fn contact_taken(&self, id: &str, record: &str, at: Instant) {
+        let mut latency = lock(&self.latency);
+        if latency.is_waiting() {
+            if let Ok(record) = serde_json::from_str::<serde_json::Value>(record) {
+                latency.pushed(id, &record, at);
+            }
+        }
+    }
+
+    /// Whether any change waits for Ometria: if not, pushes need no look.
+    fn awaiting_contacts(&self) -> bool {
+        lock(&self.latency).is_waiting()
+    }
+
+    /// Queues the events announcing `mutation` of `members` of `list_id`,
+    /// if webhooks are sent; never waits for their delivery.
+    fn announce(&self, list_id: &str, mutation: Mutation, members: &[Member], now: i64) {
+        let Some(sending) = lock(&self.webhook).clone() else {
+            return;
         };
-        let mut rng = lock(&self.mutation_rng);
+        let Some(announcement) = webhooks::announced(mutation) else {
+            return;
+        };
+        if self.stats.webhooks_gone.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rng = lock(&self.webhook_rng);
+        for member in members {
+            let delivery = webhooks::plan(&mut rng, &sending, announcement.action.is_some());
+            let Some(body) = webhooks::event_form(mutation, member, list_id, now, delivery.without_action) else {
+                continue;
+            };
+            let s = &self.stats;
+            for (happens, counter) in [
+                (delivery.late_by.is_some(), &s.webhooks_late),
+                (delivery.twice, &s.webhooks_duplicated),
+                (delivery.without_action, &s.webhooks_without_action),
+            ] {
+                if happens {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            s.webhooks_in_flight.fetch_add(1, Ordering::SeqCst);
+            let event = Outgoing {
+                body,
+                sending: sending.clone(),
+                delivery,
+            };
+            if self.webhook_queue.send(event).is_err() {
+                s.webhooks_in_flight.fetch_sub(1, Ordering::SeqCst);
+                s.webhooks_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Applies `count` mutations of `kind` to `list_id` now; what each did
+    /// (`changed <unique_email_id>`). Each changed contact waits for
+    /// Ometria from now ([`World::latency`]), and each mutation Mailchimp
+    /// announces is queued as a webhook if they are sent.
+    pub fn mutate(&self, list_id: &str, kind: Mutation, count: usize) -> Vec<String> {
         let now = now_seconds();
-        let done: Vec<String> = (0..count)
-            .filter_map(|_| audience.mutate(kind, &mut rng, now))
-            .collect();
+        let done: Vec<Member> = {
+            let mut lists = lock(&self.lists);
+            let Some(audience) = lists.get_mut(list_id) else {
+                return vec![];
+            };
+            let mut rng = lock(&self.mutation_rng);
+            let done: Vec<Applied> = (0..count).filter_map(|_| audience.apply(kind, &mut rng, now)).collect();
+            // Noted under the lists' lock: no sync can read the change, and
+            // no push can show it, before its wait starts.
+            let at = Instant::now();
+            let mut latency = lock(&self.latency);
+            for Applied { before, member } in &done {
+                let expected = match kind {
+                    Mutation::Delete => Expected::Deleted,
+                    _ => Expected::contact(member, list_id),
+                };
+                // A touch, or an unsubscribe of a member already
+                // unsubscribed, changes no contact: nothing more to wait for.
+                if before.as_ref().map(|b| Expected::contact(b, list_id)) == Some(expected.clone()) {
+                    continue;
+                }
+                let id = member.unique_email_id.as_str();
+                // A change undone before it was pushed: Ometria shows the member.
+                let shown = self
+                    .ometria_contact(id)
+                    .is_some_and(|(record, _)| expected.shown_by(&record));
+                match shown {
+                    true => latency.settled(id),
+                    false => latency.changed(id, expected, at),
+                }
+            }
+            drop(latency);
+            done.into_iter().map(|applied| applied.member).collect()
+        };
         self.stats.mutations.fetch_add(done.len() as u64, Ordering::Relaxed);
-        done
+        self.announce(list_id, kind, &done, now);
+        done.iter()
+            .map(|m| format!("{} {}", kind.as_str(), m.unique_email_id))
+            .collect()
     }
 
     /// One mutation of a random kind to a random list.
@@ -430,6 +597,10 @@ fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/3.0/lists/{list_id}/members", web::get().to(mailchimp::members))
         .route(
+            "/3.0/lists/{list_id}/members/{subscriber_hash}",
+            web::get().to(mailchimp::member),
+        )
+        .route(
             "/3.0/lists/{list_id}/merge-fields",
             web::get().to(mailchimp::merge_fields),
         )
@@ -450,6 +621,8 @@ pub struct Sandbox {
     server: ServerHandle,
     stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     mutator: Option<actix_rt::task::JoinHandle<()>>,
+    /// Delivers the webhooks ([`webhooks::dispatch`]).
+    dispatcher: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Sandbox {
@@ -490,12 +663,16 @@ impl Sandbox {
                 }
             })
         });
+        let dispatcher = lock(&world.webhook_events)
+            .take()
+            .map(|events| actix_rt::spawn(webhooks::dispatch(events, world.clone())));
         Ok(Sandbox {
             world,
             addr,
             server: handle,
             stopped: Some(stopped),
             mutator,
+            dispatcher,
         })
     }
 
@@ -539,16 +716,24 @@ impl Sandbox {
         for (id, members, archived) in self.world.list_sizes() {
             text += &format!("list {id}: {members} members and {archived} archived\n");
         }
+        if let Some(sending) = &config.webhook {
+            // The URL's last segment is the receiver's secret: not shown.
+            let shown = sending.url.rsplit_once('/').map_or("?", |(base, _)| base);
+            text += &format!("webhooks: each announced change is posted to {shown}/<secret>\n");
+        }
         text += &format!(
-            "inspect: http://{}/_sandbox/stats, /_sandbox/verify, /_sandbox/lists\n",
+            "inspect: http://{}/_sandbox/stats, /_sandbox/verify, /_sandbox/lists, /_sandbox/latency\n",
             self.addr
         );
         text
     }
 
-    /// Stops serving; waits for the server to close.
+    /// Stops serving and sending webhooks; waits for the server to close.
     pub async fn stop(mut self) {
         self.stop_mutations();
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.abort();
+        }
         self.server.stop(false).await;
     }
 
@@ -557,5 +742,61 @@ impl Sandbox {
         if let Some(stopped) = self.stopped.take() {
             let _ = stopped.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audience::Status;
+
+    /// A world of one list `l` of one subscribed member, Ometria holding its contact.
+    fn one_subscribed_member() -> (World, Member) {
+        for seed in 1.. {
+            let world = World::new(SandboxConfig {
+                seed,
+                lists: vec![("l".into(), 1)],
+                ..SandboxConfig::default()
+            });
+            let member = world.lists()["l"].members().next().cloned().expect("one member");
+            if member.status == Status::Subscribed {
+                let contact = verify::expected_contact(&member, "l").to_string();
+                world.store().contacts.insert(
+                    member.unique_email_id.clone(),
+                    ometria::Stored {
+                        json: contact.into(),
+                        writes: 1,
+                    },
+                );
+                return (world, member);
+            }
+        }
+        unreachable!("some seed makes a subscribed member")
+    }
+
+    #[test]
+    fn a_change_waits_until_a_later_change_undoes_it_and_a_touch_changes_nothing() {
+        let (world, member) = one_subscribed_member();
+        world.mutate("l", Mutation::Touch, 1);
+        assert_eq!(world.latency().pending, 0, "a touch shows nothing new");
+        world.mutate("l", Mutation::Unsubscribe, 1);
+        assert_eq!(world.latency().pending, 1);
+        world.mutate("l", Mutation::Touch, 1);
+        world.mutate("l", Mutation::Unsubscribe, 1);
+        assert_eq!(world.latency().pending, 1, "still waiting for the first change");
+        // Subscribed again: as Ometria holds it, so no longer waiting.
+        world.mutate("l", Mutation::Subscribe, 1);
+        let latency = world.latency();
+        assert_eq!((latency.pending, latency.count), (0, 0));
+        // A push showing a change ends its wait, once.
+        world.mutate("l", Mutation::Change, 1);
+        assert_eq!(world.latency().pending, 1);
+        let now = world.lists()["l"].members().next().cloned().unwrap();
+        assert_eq!(now.unique_email_id, member.unique_email_id);
+        let record = verify::expected_contact(&now, "l").to_string();
+        world.contact_taken(&now.unique_email_id, &record, Instant::now());
+        world.contact_taken(&now.unique_email_id, &record, Instant::now());
+        let latency = world.latency();
+        assert_eq!((latency.pending, latency.count), (0, 1));
     }
 }

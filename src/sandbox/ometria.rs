@@ -414,13 +414,20 @@ async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpRespons
         );
     }
     let (mut accepted, mut rejected) = (0u64, 0u64);
+    // Which records were stored, when a change waits for Ometria (the
+    // latency of each is taken once the store is released).
+    let timing = world.awaiting_contacts();
+    let mut taken: Vec<usize> = vec![];
     let request_id = {
         let mut store = world.store();
-        for (record, identity) in records.iter().zip(&identities) {
+        for (i, (record, identity)) in records.iter().zip(&identities).enumerate() {
             match (&identity.id, contact_problem(record.get())) {
                 (Some(id), None) => {
                     OmetriaStore::put(&mut store.contacts, id, record.get());
                     accepted += 1;
+                    if timing {
+                        taken.push(i);
+                    }
                 }
                 _ => rejected += 1,
             }
@@ -429,6 +436,12 @@ async fn take_push(req: &HttpRequest, body: &[u8], world: &World) -> HttpRespons
         count_for_run(&mut store, run_of(req), accepted, fault);
         format!("sandbox-{:08}", store.pushes)
     };
+    let now = Instant::now();
+    for i in taken {
+        if let Some(id) = &identities[i].id {
+            world.contact_taken(id, records[i].get(), now);
+        }
+    }
     world.stats.records_accepted.fetch_add(accepted, Ordering::Relaxed);
     world.stats.records_rejected.fetch_add(rejected, Ordering::Relaxed);
     if matches!(fault, Some(Fault::Drop | Fault::Truncate)) {

@@ -7,7 +7,8 @@
 //! status; retries by API; paging rules Mailchimp broke, by kind; syncs
 //! by result; syncs running; the last tick; reads and writes of the state
 //! file; Ometria's backlog as last reported. Webhooks (issue 18): events by
-//! type and result, and per entry the seconds since its list's last event.
+//! type and result, members said to be deleted by result, and per entry
+//! the seconds since its list's last event.
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -192,7 +193,7 @@ impl Metrics {
                 Opts::new(
                     name("webhook_events_total"),
                     "Requests to the webhook receiver, by event type (\"unknown\" when it could not be \
-                     read) and result: accepted, malformed, unknown_type, too_large, wrong_secret.",
+                     read) and result: accepted, malformed, unknown_type, too_large, timeout, wrong_secret.",
                 ),
                 &["type", "result"],
             )
@@ -200,10 +201,13 @@ impl Metrics {
             webhook_deletions: IntCounterVec::new(
                 Opts::new(
                     name("webhook_deletions_total"),
-                    "Members a webhook said were deleted (unsubscribe with action=delete), per entry, by \
-                     result: opted_out, not_in_ledger (never pushed, nothing to opt out), in_mailchimp \
-                     (Mailchimp still holds the member: left to the SYNC), rejected (by Ometria), failed (left to the reconciliation), kept (on_delete is \"ignore\"), \
-                     no_email (the event had no data[email]).",
+                    "Members a webhook said were deleted (unsubscribe with action=delete), by result; no list or \
+                     entry label: a member counts once per ledger of its list (entries without a collection share \
+                     one), and again when looked at once more after a sync that was running. Results: opted_out, \
+                     not_in_ledger (never pushed, nothing to opt out), in_mailchimp (Mailchimp still holds the \
+                     member: left to the SYNC), rejected (by Ometria), failed (left to the reconciliation), kept \
+                     (on_delete is \"ignore\"; once per such entry), no_email (the event had no data[email]; once \
+                     per event), overflow (10,000 wait already: left to the reconciliation).",
                 ),
                 &["result"],
             )
