@@ -486,15 +486,21 @@ impl Controller {
         self.log.new(o!("list_id" => key.list_id.clone()))
     }
 
-    /// Lag, behind and last-sync figures of every entry, for the metrics,
-    /// the health endpoint and the falling-behind log lines (SPEC §11).
+    /// Lag, behind, failures in a row and last-sync figures of every entry,
+    /// for the metrics, the health endpoint and the falling-behind log lines
+    /// (SPEC §11).
     fn observe(&mut self, entries: &[Entry], asked_at: u64, now: DateTime<Utc>) {
         let m = &self.deps.metrics;
         for gauge in [&m.list_lag_seconds, &m.list_last_sync_duration_seconds] {
             gauge.reset();
         }
         m.list_last_sync_records.reset();
-        for gauge in [&m.list_behind, &m.list_reconcile_failing, &m.list_deletions_held] {
+        for gauge in [
+            &m.list_behind,
+            &m.list_sync_failures_in_a_row,
+            &m.list_reconcile_failing,
+            &m.list_deletions_held,
+        ] {
             gauge.reset();
         }
         m.list_webhook_event_age_seconds.reset();
@@ -524,6 +530,10 @@ impl Controller {
                 .with_label_values(&labels)
                 .set(lag.num_milliseconds().max(0) as f64 / 1000.0);
             m.list_behind.with_label_values(&labels).set(i64::from(is_behind));
+            let failures = self.backoff.get(key).map_or(0, |b| b.failures);
+            m.list_sync_failures_in_a_row
+                .with_label_values(&labels)
+                .set(i64::from(failures));
             let reconcile = self.deps.health.reconcile_state(key);
             m.list_reconcile_failing
                 .with_label_values(&labels)
