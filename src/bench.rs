@@ -724,9 +724,10 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
                 (200, body) => body,
                 (status, _) => return Err(io::Error::other(format!("/metrics answered {status}"))),
             };
-            state_writes = Some(metric(&metrics, "ometria_importer_state_file_writes_total").ok_or_else(|| {
-                io::Error::other("no ometria_importer_state_file_writes_total in /metrics")
-            })?);
+            state_writes = Some(
+                metric(&metrics, "ometria_importer_state_file_writes_total")
+                    .ok_or_else(|| io::Error::other("no ometria_importer_state_file_writes_total in /metrics"))?,
+            );
         }
         std::fs::write(dir.path().join("controller.quit"), "")?;
     }

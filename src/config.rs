@@ -470,6 +470,9 @@ pub struct Settings {
     /// Seconds from a list's first webhook event to its SYNC; the events in between make that one SYNC.
     #[arg(long, env = "IMPORTER_WEBHOOK_DEBOUNCE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
     pub webhook_debounce_seconds: u64,
+    /// Seconds a finished sync's result waits to be written to state.json with those that end meanwhile (one write for all); a crash loses at most this long of results, whose lists sync again; 0 = at once.
+    #[arg(long, env = "IMPORTER_STATE_WRITE_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60), global = true)]
+    pub state_write_seconds: u64,
 }
 
 /// `IMPORTER_MAX_DELETE_FRACTION`'s default: 5 % of a list (issue 16).
@@ -587,6 +590,10 @@ pub struct Config {
     pub webhooks: Option<WebhookListen>,
     /// From a list's first webhook event to its SYNC.
     pub webhook_debounce: Duration,
+    /// How long a finished sync's result waits to be written to
+    /// `state.json` with those that end meanwhile
+    /// (`IMPORTER_STATE_WRITE_SECONDS`, issue 19).
+    pub state_write_window: Duration,
 }
 
 impl Config {
@@ -620,6 +627,7 @@ impl Config {
             max_delete_fraction: DEFAULT_MAX_DELETE_FRACTION,
             webhooks: None,
             webhook_debounce: Duration::from_secs(5),
+            state_write_window: crate::actors::state_keeper::DEFAULT_WRITE_WINDOW,
         }
     }
 }
@@ -694,6 +702,7 @@ impl Settings {
             max_delete_fraction: self.max_delete_fraction,
             webhooks,
             webhook_debounce: Duration::from_secs(self.webhook_debounce_seconds),
+            state_write_window: Duration::from_secs(self.state_write_seconds),
             ..Config::new(
                 &mailchimp_base_url,
                 mailchimp_key,
@@ -954,7 +963,11 @@ mod tests {
         assert!(spread.iter().all(|(_, size)| (10..=100).contains(size)));
         let mean = spread.iter().map(|(_, size)| size).sum::<usize>() as f64 / 1000.0;
         assert!((50.0..60.0).contains(&mean), "{mean}");
-        assert_eq!(spread, parse_lists("1000x10-100").unwrap().0, "the same lists every time");
+        assert_eq!(
+            spread,
+            parse_lists("1000x10-100").unwrap().0,
+            "the same lists every time"
+        );
         assert!(parse_lists("3x100-10").is_err());
         let cli =
             Cli::try_parse_from(["x", "sandbox", "--port", "0", "--lists", "3x100", "--ometria-rate", "0"]).unwrap();
