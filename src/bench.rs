@@ -809,12 +809,6 @@ fn plain_entries(sizes: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Scenario 11: LOADs the list with `once`, starts `go` (with the webhook
-/// receiver, or polling every few seconds), makes [`LATENCY_CHANGES`]
-/// changes of the kinds of [`latency_mix`] at a steady rate, waits until
-/// Ometria shows every one (at most two minutes after the last), stops
-/// the daemon and verifies. Measured: the latencies (the sandbox's), and
-/// the daemon's CPU and memory from its start to its stop.
 /// Scenario 11's changes in `mode`: [`LATENCY_MIX`], and with webhooks a
 /// deletion every ninth change, opted out at once on its webhook. Polling
 /// alone leaves deletions to the reconciliation (a day by default), so
@@ -827,6 +821,12 @@ fn latency_mix(mode: LatencyMode) -> Vec<Mutation> {
     mix
 }
 
+/// Scenario 11: LOADs the list with `once`, starts `go` (with the webhook
+/// receiver, or polling every few seconds), makes [`LATENCY_CHANGES`]
+/// changes of the kinds of [`latency_mix`] at a steady rate, waits until
+/// Ometria shows every one (at most two minutes after the last), stops
+/// the daemon and verifies. Measured: the latencies (the sandbox's), and
+/// the daemon's CPU and memory from its start to its stop.
 fn measure_latency(exe: &Path, scenario: &Scenario, mode: LatencyMode) -> io::Result<Figures> {
     let receiver = match mode {
         LatencyMode::Webhooks => {

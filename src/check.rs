@@ -29,7 +29,9 @@ pub mod mapping;
 pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn Write) -> io::Result<u8> {
     let mut problems = 0;
     let mut warnings = 0;
-    let config = match settings.resolve() {
+    // The daemon's settings, the webhook receiver's included when
+    // IMPORTER_WEBHOOK_ADDR turns it on.
+    let config = match settings.resolve_daemon() {
         Ok(config) => {
             writeln!(out, "ok: Mailchimp at {}", config.mailchimp_base_url)?;
             writeln!(

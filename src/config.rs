@@ -159,7 +159,7 @@ pub struct WebhooksArgs {
 pub enum WebhooksAction {
     /// Create the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> on each list (or update its events and sources); one that is as wanted is left as it is.
     Register(WebhookUrlArgs),
-    /// Print each list's webhooks, secrets in their URLs redacted.
+    /// Print each list's webhooks, their URLs without secrets, passwords or query values.
     List,
     /// Delete the webhook <URL>/webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET> from each list.
     Remove(WebhookUrlArgs),
@@ -464,9 +464,9 @@ pub struct Settings {
     /// Receive Mailchimp's webhooks on this address (`go` only), at /webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET>; IMPORTER_METRICS_ADDR's own serves both; empty or "off": nowhere [default: off].
     #[arg(long, env = "IMPORTER_WEBHOOK_ADDR", global = true)]
     pub webhook_addr: Option<MetricsAddr>,
-    /// The secret last segment of the webhook URL: at least 16 of A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 16`); required with IMPORTER_WEBHOOK_ADDR.
+    /// The secret last segment of the webhook URL: at least 16 of A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 16`); required by `go` with IMPORTER_WEBHOOK_ADDR and by `webhooks register|remove`, ignored by the rest; empty: unset.
     #[arg(long, env = "IMPORTER_WEBHOOK_SECRET", hide_env_values = true, global = true)]
-    pub webhook_secret: Option<WebhookSecret>,
+    pub webhook_secret: Option<WebhookSecretSetting>,
     /// Seconds from a list's first webhook event to its SYNC; the events in between make that one SYNC.
     #[arg(long, env = "IMPORTER_WEBHOOK_DEBOUNCE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
     pub webhook_debounce_seconds: u64,
@@ -522,6 +522,43 @@ impl FromStr for MetricsAddr {
     }
 }
 
+/// `IMPORTER_WEBHOOK_SECRET` as it was given, trimmed and not yet checked:
+/// only the commands that use the secret check it
+/// ([`Settings::checked_webhook_secret`]), so that a placeholder left in
+/// an env file stops nothing else. Never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecretSetting(String);
+
+impl WebhookSecretSetting {
+    /// The secret, checked: `Ok(None)` when the setting is empty or blank,
+    /// which means unset (an env file's `IMPORTER_WEBHOOK_SECRET=`);
+    /// [`ConfigError::BadWebhookSecret`] when it is not a usable secret,
+    /// never repeating it.
+    pub fn check(&self) -> Result<Option<WebhookSecret>, ConfigError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        self.0
+            .parse()
+            .map(Some)
+            .map_err(|why| ConfigError::BadWebhookSecret { why })
+    }
+}
+
+impl FromStr for WebhookSecretSetting {
+    type Err = std::convert::Infallible;
+    /// Any text: it is checked where it is used.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(WebhookSecretSetting(s.trim().to_owned()))
+    }
+}
+
+impl std::fmt::Debug for WebhookSecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecretSetting(<redacted>)")
+    }
+}
+
 /// A setting that cannot work, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -548,6 +585,10 @@ pub enum ConfigError {
          Mailchimp posts to"
     )]
     NoWebhookSecret,
+    /// A webhook secret a command needs is not one (the value itself is
+    /// never in `why`).
+    #[error("IMPORTER_WEBHOOK_SECRET is not valid: {why}")]
+    BadWebhookSecret { why: String },
 }
 
 /// Where Mailchimp's webhooks are received (`IMPORTER_WEBHOOK_ADDR`), and
@@ -586,7 +627,8 @@ pub struct Config {
     /// The largest fraction of a list's ledger members one reconciliation
     /// may find deleted in Mailchimp, in (0, 1]; above it, it does nothing.
     pub max_delete_fraction: f64,
-    /// Where webhooks are received; `None` = nowhere.
+    /// Where webhooks are received; `None` = nowhere (always, but from
+    /// [`Settings::resolve_daemon`]).
     pub webhooks: Option<WebhookListen>,
     /// From a list's first webhook event to its SYNC.
     pub webhook_debounce: Duration,
@@ -633,7 +675,46 @@ impl Config {
 }
 
 impl Settings {
-    /// Every problem with these settings for a run that talks to the APIs.
+    /// The webhook secret, checked: `Ok(None)` when
+    /// `IMPORTER_WEBHOOK_SECRET` is unset, empty or blank. For the
+    /// commands that use it: `go` with the receiver on, and `webhooks`.
+    pub fn checked_webhook_secret(&self) -> Result<Option<WebhookSecret>, ConfigError> {
+        self.webhook_secret
+            .as_ref()
+            .map_or(Ok(None), WebhookSecretSetting::check)
+    }
+
+    /// The webhook receiver `go` runs: `None` when `IMPORTER_WEBHOOK_ADDR`
+    /// is unset, empty or `off` (the secret is then not looked at);
+    /// otherwise its address and the checked secret, which must be set.
+    pub fn webhook_receiver(&self) -> Result<Option<WebhookListen>, ConfigError> {
+        let Some(addr) = self.webhook_addr.and_then(|a| a.0) else {
+            return Ok(None);
+        };
+        match self.checked_webhook_secret()? {
+            Some(secret) => Ok(Some(WebhookListen { addr, secret })),
+            None => Err(ConfigError::NoWebhookSecret),
+        }
+    }
+
+    /// Every problem with these settings for `go`: those of
+    /// [`Self::resolve`], and the webhook receiver's
+    /// ([`Self::webhook_receiver`]), which only `go` runs.
+    pub fn resolve_daemon(&self) -> Result<Config, Vec<ConfigError>> {
+        match (self.resolve(), self.webhook_receiver()) {
+            (Ok(config), Ok(webhooks)) => Ok(Config { webhooks, ..config }),
+            (Ok(_), Err(e)) => Err(vec![e]),
+            (Err(errors), Ok(_)) => Err(errors),
+            (Err(mut errors), Err(e)) => {
+                errors.push(e);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Every problem with these settings for a run that talks to the APIs
+    /// and receives no webhooks (`once`, `plan`, `webhooks`…): the webhook
+    /// settings are not looked at, and [`Config::webhooks`] is `None`.
     pub fn resolve(&self) -> Result<Config, Vec<ConfigError>> {
         let mut errors = vec![];
         let mailchimp_key = self.mailchimp_apikey.clone();
@@ -663,17 +744,6 @@ impl Settings {
         let ometria_base_url = check_url("OMETRIA_BASE_URL", &self.ometria_base_url)
             .map_err(|e| errors.push(e))
             .ok();
-        let webhooks = match (self.webhook_addr.and_then(|a| a.0), &self.webhook_secret) {
-            (Some(addr), Some(secret)) => Some(WebhookListen {
-                addr,
-                secret: secret.clone(),
-            }),
-            (Some(_), None) => {
-                errors.push(ConfigError::NoWebhookSecret);
-                None
-            }
-            (None, _) => None,
-        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -700,7 +770,6 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             max_delete_fraction: self.max_delete_fraction,
-            webhooks,
             webhook_debounce: Duration::from_secs(self.webhook_debounce_seconds),
             state_write_window: Duration::from_secs(self.state_write_seconds),
             ..Config::new(
@@ -897,30 +966,32 @@ mod tests {
     #[test]
     fn webhooks_are_off_by_default_and_need_a_long_secret() {
         let keys = ["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"];
-        let config = settings(&keys).resolve().unwrap();
+        let config = settings(&keys).resolve_daemon().unwrap();
         assert!(config.webhooks.is_none());
         assert_eq!(config.webhook_debounce, Duration::from_secs(5));
         let secret = "s3cret-0123456789";
-        let config = settings(
+        let on = settings(
             &[
                 &keys[..],
                 &["--webhook-addr", "127.0.0.1:9899", "--webhook-secret", secret],
                 &["--webhook-debounce-seconds", "0"],
             ]
             .concat(),
-        )
-        .resolve()
-        .unwrap();
+        );
+        let config = on.resolve_daemon().unwrap();
         let webhooks = config.webhooks.as_ref().unwrap();
         assert_eq!(webhooks.addr, "127.0.0.1:9899".parse().unwrap());
         assert_eq!(webhooks.secret.expose(), secret);
         assert_eq!(config.webhook_debounce, Duration::ZERO);
         assert!(!format!("{config:?}").contains(secret), "{config:?}");
+        assert!(!format!("{on:?}").contains(secret), "{on:?}");
+        // Only `go` receives webhooks.
+        assert!(on.resolve().unwrap().webhooks.is_none());
         // "off" turns it off; an address without a secret is an error that names both.
         let off = settings(&[&keys[..], &["--webhook-addr", "off"]].concat());
-        assert!(off.resolve().unwrap().webhooks.is_none());
+        assert!(off.resolve_daemon().unwrap().webhooks.is_none());
         let errors = settings(&[&keys[..], &["--webhook-addr", "127.0.0.1:9899"]].concat())
-            .resolve()
+            .resolve_daemon()
             .unwrap_err();
         assert_eq!(errors, [ConfigError::NoWebhookSecret]);
         let message = errors[0].to_string();
@@ -928,15 +999,56 @@ mod tests {
             message.starts_with("IMPORTER_WEBHOOK_ADDR is set but IMPORTER_WEBHOOK_SECRET is not"),
             "{message}"
         );
-        // A bad secret from the environment is named, never repeated.
-        let e = Cli::try_parse_from(["x", "--webhook-secret", "short/secret", "check"]).unwrap_err();
-        let only = |n: &str| (n == "IMPORTER_WEBHOOK_SECRET").then(|| "short/secret".to_owned());
-        let message = bad_env_value(&e, only).unwrap();
-        assert!(
-            message.starts_with("IMPORTER_WEBHOOK_SECRET is not valid: character 6"),
-            "{message}"
+        // With the keys' problems too, all of them.
+        let errors = settings(&["--webhook-addr", "127.0.0.1:9899"])
+            .resolve_daemon()
+            .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors[2], ConfigError::NoWebhookSecret);
+    }
+
+    #[test]
+    fn an_empty_webhook_secret_is_unset_and_a_bad_one_stops_only_what_uses_it() {
+        let keys = ["--mailchimp-apikey", "a-us1", "--ometria-apikey", "k"];
+        let addr = ["--webhook-addr", "127.0.0.1:9899"];
+        for empty in ["", "  ", "\t"] {
+            let s = settings(&[&keys[..], &["--webhook-secret", empty]].concat());
+            assert_eq!(s.checked_webhook_secret(), Ok(None), "{empty:?}");
+            assert!(s.resolve_daemon().unwrap().webhooks.is_none());
+            let with_addr = settings(&[&keys[..], &addr[..], &["--webhook-secret", empty]].concat());
+            assert_eq!(with_addr.resolve_daemon().unwrap_err(), [ConfigError::NoWebhookSecret]);
+        }
+        // A placeholder or a short secret parses: only its users refuse it.
+        for bad in ["<your webhook secret>", "short/secret", "tooShort"] {
+            let s = settings(&[&keys[..], &["--webhook-secret", bad]].concat());
+            assert!(s.resolve().is_ok(), "{bad}");
+            assert!(s.resolve_daemon().unwrap().webhooks.is_none(), "no address: {bad}");
+            let e = s.checked_webhook_secret().unwrap_err();
+            assert!(matches!(e, ConfigError::BadWebhookSecret { .. }), "{e:?}");
+            let with_addr = settings(&[&keys[..], &addr[..], &["--webhook-secret", bad]].concat());
+            let errors = with_addr.resolve_daemon().unwrap_err();
+            assert_eq!(errors, std::slice::from_ref(&e));
+            let message = e.to_string();
+            assert!(
+                message.starts_with("IMPORTER_WEBHOOK_SECRET is not valid: "),
+                "{message}"
+            );
+            assert!(!message.contains(bad), "never repeated: {message}");
+            assert!(!format!("{s:?}").contains(bad), "{s:?}");
+        }
+        let e = settings(&["--webhook-secret", "tooShort"])
+            .checked_webhook_secret()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "IMPORTER_WEBHOOK_SECRET is not valid: it has 8 characters, fewer than 16 (e.g. `openssl rand -hex 16`)"
         );
-        assert!(!message.contains("short/secret"), "{message}");
+        // Surrounding blanks (an env file's) are not part of it.
+        let s = settings(&["--webhook-secret", " s3cret-0123456789 "]);
+        assert_eq!(
+            s.checked_webhook_secret().unwrap().unwrap().expose(),
+            "s3cret-0123456789"
+        );
         for bad in ["3601", "-1", "soon"] {
             let flag = format!("--webhook-debounce-seconds={bad}");
             let err = Cli::try_parse_from(["x", "go", flag.as_str()]).unwrap_err();

@@ -124,7 +124,12 @@ fn main() -> ExitCode {
         Command::Go => RunMode::Go,
         Command::Once => RunMode::Once,
     };
-    let config = match cli.settings.resolve() {
+    // Only `go` receives webhooks: the rest never look at their settings.
+    let resolved = match mode {
+        RunMode::Go => cli.settings.resolve_daemon(),
+        RunMode::Once => cli.settings.resolve(),
+    };
+    let config = match resolved {
         Ok(config) => config,
         Err(errors) => {
             for e in errors {

@@ -6,10 +6,13 @@
 //! the List webhooks endpoints ([`crate::mailchimp::webhooks`]), at most
 //! `MAILCHIMP_MAX_CONNECTIONS` lists at a time, with one output line per
 //! list in the state file's order. `register` is idempotent: a webhook
-//! with the URL already there is left as it is, or updated when its events
-//! or sources are not the importer's. `remove` deletes the webhooks with
-//! the URL, and nothing else. The secret and the API key are never printed:
-//! every line has the secret replaced by `<secret>`.
+//! with the URL already there ([`same_url`]: the host's case aside) is
+//! left as it is, or updated when its events or sources are not the
+//! importer's. `remove` deletes the webhooks with the URL, and nothing
+//! else. The secret and the API key are never printed: every line has the
+//! secret replaced by `<secret>`, and every URL in it is shown as
+//! [`redact_url`] does, without passwords or query values (another
+//! service's webhook may carry its token there).
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -39,8 +42,9 @@ const REDACTED: &str = "<secret>";
 /// [`EXIT_FIX_FIRST`] for settings (the Mailchimp key, the secret, the
 /// `--url`) or a state file that must be fixed first.
 pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io::Result<u8> {
-    let secret = settings.webhook_secret.as_ref();
     let mut problems: Vec<String> = vec![];
+    let checked = settings.checked_webhook_secret();
+    let secret = checked.as_ref().ok().and_then(Option::as_ref);
     // Only Mailchimp is called.
     let mut settings = settings.clone();
     if settings.ometria_apikey.is_none() {
@@ -54,15 +58,19 @@ pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io:
         WebhooksAction::List => None,
         WebhooksAction::Register(url) | WebhooksAction::Remove(url) => {
             let base = check_base_url(&url.url, secret).map_err(|e| problems.push(e)).ok();
-            match secret {
-                None => {
+            match &checked {
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+                Ok(None) => {
                     problems.push(format!(
                         "IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret) with the secret the daemon's receiver uses, at least {} characters from A-Z a-z 0-9 - . _ ~ (e.g. from `openssl rand -hex 16`)",
                         crate::webhook::MIN_SECRET_CHARS
                     ));
                     None
                 }
-                Some(secret) => base.map(|base| webhook_url(&base, secret)),
+                Ok(Some(secret)) => base.map(|base| webhook_url(&base, secret)),
             }
         }
     };
@@ -81,6 +89,14 @@ pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io:
         }
         return Ok(EXIT_FIX_FIRST);
     };
+    // `list` needs no secret: one that is not usable only leaves the
+    // importer's webhooks unmarked.
+    if let (Err(e), WebhooksAction::List) = (&checked, &args.action) {
+        say(
+            out,
+            &format!("note: {e}; the webhooks are listed without marking this importer's"),
+        )?;
+    }
     let scan = document.entries();
     for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
         say(out, &format!("skipped: {w}"))?;
@@ -155,15 +171,30 @@ pub fn webhook_url(base: &str, secret: &WebhookSecret) -> String {
 /// absolute `https://` URL (Mailchimp calls it from the internet), or
 /// `http://` for 127.0.0.1 or localhost (a local test), with a host, and
 /// no user, query or fragment (the webhook path goes after it). Errors
-/// say what to change, never repeating a path that could hold the secret.
+/// say what to change, showing the URL as [`redact_url`] does: never a
+/// password, a query's values or a path that could hold the secret.
 pub fn check_base_url(text: &str, secret: Option<&WebhookSecret>) -> Result<String, String> {
     let url = text.trim().trim_end_matches('/');
-    let shown = redact(url, secret);
+    // All before the last `@` is a user and password: one holding a `/`
+    // would not parse as one.
+    let shown = match (url.rfind('@'), url.find("://").map_or(0, |i| i + 3)) {
+        (Some(at), start) if at >= start => format!(
+            "{}{}{}",
+            &url[..start],
+            redact_userinfo(&url[start..at]),
+            redact_url(&url[at + 1..])
+        ),
+        _ => redact_url(url),
+    };
+    let shown = redact(&shown, secret);
     let bad = |reason: &str| format!("--url \"{shown}\" is not usable: {reason}");
     if url.contains("/webhooks/mailchimp") {
         return Err(format!(
             "--url is not usable: give the daemon's public base URL (e.g. https://importer.example.com); the importer adds {WEBHOOK_PATH}<IMPORTER_WEBHOOK_SECRET> to it"
         ));
+    }
+    if url.contains('@') {
+        return Err(bad("it must not carry a user or password"));
     }
     let uri: awc::http::Uri = url.parse().map_err(|_| bad("it is not a URL"))?;
     let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
@@ -179,23 +210,94 @@ pub fn check_base_url(text: &str, secret: Option<&WebhookSecret>) -> Result<Stri
             ))
         }
     }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(bad("it must not carry a user or password"));
-    }
     if uri.query().is_some() || url.contains('#') {
         return Err(bad("it must not carry a query or fragment"));
     }
     Ok(url.to_owned())
 }
 
-/// `text` with every occurrence of the secret, and the URL-safe
-/// characters that follow `/webhooks/mailchimp/` (another importer's
-/// secret), replaced by `<secret>`.
+/// What a redacted part of a URL shows.
+const STARS: &str = "***";
+
+/// `url` fit to print: its scheme, host, port and path as they are, but
+/// a user alone as `***@` (often a token), a user and password as
+/// `user:***@`, each query value as `***` (`?token=***`;
+/// a part without `=` all `***`) and a fragment as `#***`, and whatever
+/// follows `/webhooks/mailchimp/` in the path (a receiver's secret) as
+/// `<secret>`. A URL without `scheme://` is read as starting with its
+/// host. Redacting what is redacted changes nothing.
+pub fn redact_url(url: &str) -> String {
+    let parts = UrlParts::of(url);
+    let mut shown = String::with_capacity(url.len());
+    if let Some(scheme) = parts.scheme {
+        shown.push_str(scheme);
+        shown.push_str("://");
+    }
+    if let Some(info) = parts.userinfo {
+        shown.push_str(&redact_userinfo(info));
+    }
+    shown.push_str(parts.host_port);
+    shown.push_str(&redact_paths(parts.path));
+    if let Some(query) = parts.query {
+        let values: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}={STARS}"),
+                None if pair.is_empty() => String::new(),
+                None => STARS.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&values.join("&"));
+    }
+    if let Some(fragment) = parts.fragment {
+        shown.push('#');
+        if !fragment.is_empty() {
+            shown.push_str(STARS);
+        }
+    }
+    shown
+}
+
+/// A URL's `user:password` as `user:***@`, a user alone (often a token) as
+/// `***@`.
+fn redact_userinfo(info: &str) -> String {
+    match info.split_once(':') {
+        Some((user, _)) if !user.is_empty() => format!("{user}:{STARS}@"),
+        _ => format!("{STARS}@"),
+    }
+}
+
+/// `text` fit to print: every `scheme://…` URL in it (up to a blank, a
+/// quote, `<`, `>` or a backtick, which no URL holds) as [`redact_url`]
+/// shows it, every occurrence of the secret replaced by `<secret>`, and
+/// the URL-safe characters that follow `/webhooks/mailchimp/` anywhere
+/// (another importer's secret) too.
 pub fn redact(text: &str, secret: Option<&WebhookSecret>) -> String {
-    let mut text = match secret {
-        Some(s) => text.replace(s.expose(), REDACTED),
-        None => text.to_owned(),
-    };
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || "\"<>`".contains(c))
+            .map_or(rest.len(), |n| at + n);
+        shown.push_str(&rest[..start]);
+        shown.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    shown.push_str(rest);
+    if let Some(s) = secret {
+        shown = shown.replace(s.expose(), REDACTED);
+    }
+    redact_paths(&shown)
+}
+
+/// `text` with the URL-safe characters that follow each
+/// `/webhooks/mailchimp/` replaced by `<secret>`.
+fn redact_paths(text: &str) -> String {
+    let mut text = text.to_owned();
     let mut from = 0;
     while let Some(at) = text[from..].find(WEBHOOK_PATH) {
         let start = from + at + WEBHOOK_PATH.len();
@@ -209,6 +311,71 @@ pub fn redact(text: &str, secret: Option<&WebhookSecret>) -> String {
         from = start;
     }
     text
+}
+
+/// A URL cut into its parts, as RFC 3986 reads it, without checking them.
+#[derive(Debug, PartialEq)]
+struct UrlParts<'a> {
+    /// `https`; `None` without `://`.
+    scheme: Option<&'a str>,
+    /// What comes before the host's `@`.
+    userinfo: Option<&'a str>,
+    /// `example.com:8443`, `[::1]`.
+    host_port: &'a str,
+    /// From the first `/` after the host to the query or fragment.
+    path: &'a str,
+    /// After `?`, before `#`.
+    query: Option<&'a str>,
+    /// After `#`.
+    fragment: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn of(url: &'a str) -> UrlParts<'a> {
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, url),
+        };
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (rest, None),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((info, host)) => (Some(info), host),
+            None => (None, authority),
+        };
+        UrlParts {
+            scheme,
+            userinfo,
+            host_port,
+            path,
+            query,
+            fragment,
+        }
+    }
+
+    /// The host in lower case, and the port (the scheme's own when none is
+    /// written: 443 for https, 80 for http).
+    fn host_and_port(&self) -> (String, Option<u16>) {
+        let scheme = self.scheme.map(str::to_ascii_lowercase);
+        let default = match scheme.as_deref() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        };
+        // `[::1]:8443`, `example.com:8443`: a port is digits after the last `:` outside brackets.
+        let (host, port) = match self.host_port.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, port),
+            _ => (self.host_port, ""),
+        };
+        let port = if port.is_empty() { default } else { port.parse().ok() };
+        (host.to_ascii_lowercase(), port)
+    }
 }
 
 /// `events subscribe, …; sources user, admin`: what the importer's webhook sends.
@@ -261,7 +428,7 @@ impl Job<'_> {
                     }
                     _ => "",
                 };
-                format!("{} {} ({ours}{})", h.id, h.url, h.describe())
+                format!("{} {} ({ours}{})", h.id, redact_url(&h.url), h.describe())
             })
             .collect();
         let count = if hooks.len() == 1 {
@@ -280,7 +447,7 @@ impl Job<'_> {
         let stale: Vec<String> = others
             .iter()
             .filter(|h| self.secret.is_some_and(|s| h.url.contains(s.expose())))
-            .map(|h| format!("; note: webhook {} at {} also carries the secret (remove it with `webhooks remove --url` and its base URL if it is no longer used)", h.id, h.url))
+            .map(|h| format!("; note: webhook {} at {} also carries the secret (remove it with `webhooks remove --url` and its base URL if it is no longer used)", h.id, redact_url(&h.url)))
             .collect();
         let stale = stale.concat();
         let line = match same.first() {
@@ -343,9 +510,20 @@ impl Job<'_> {
     }
 }
 
-/// Whether two webhook URLs are the same, a trailing `/` aside.
-fn same_url(a: &str, b: &str) -> bool {
-    a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/')
+/// Whether two webhook URLs send to the same place: the scheme and host
+/// equal but for the case of their letters (as DNS and RFC 3986 compare
+/// them), the port equal once a missing one is the scheme's (443 for
+/// https, 80 for http), and the user, path, query and fragment exactly
+/// equal, a trailing `/` of the path aside.
+pub fn same_url(a: &str, b: &str) -> bool {
+    let (a, b) = (UrlParts::of(a.trim()), UrlParts::of(b.trim()));
+    let scheme = |p: &UrlParts| p.scheme.map(str::to_ascii_lowercase);
+    scheme(&a) == scheme(&b)
+        && a.userinfo == b.userinfo
+        && a.host_and_port() == b.host_and_port()
+        && a.path.trim_end_matches('/') == b.path.trim_end_matches('/')
+        && a.query == b.query
+        && a.fragment == b.fragment
 }
 
 #[cfg(test)]
@@ -377,7 +555,23 @@ mod tests {
         assert!(refused("ftp://h.example.com").contains("must start with https://"));
         assert!(refused("h.example.com").contains("must start with https://"));
         assert!(refused("https://").contains("not"));
-        assert!(refused("https://u:p@h.example.com").contains("user or password"));
+        // A password is never repeated, whatever else is wrong.
+        for with_password in [
+            "https://u:pa55word@h.example.com",
+            "http://u:pa55word@h.example.com",
+            "u:pa55word@h.example.com",
+            "https://u:pa/55word@h.example.com",
+        ] {
+            let e = refused(with_password);
+            assert!(e.contains("user or password"), "{e}");
+            assert!(!e.contains("pa55word") && !e.contains("55word"), "{e}");
+        }
+        assert_eq!(
+            refused("https://u:pa55word@h.example.com"),
+            "--url \"https://u:***@h.example.com\" is not usable: it must not carry a user or password"
+        );
+        let e = refused("https://h.example.com/?token=t0ken");
+        assert!(e.contains("\"https://h.example.com/?token=***\""), "{e}");
         assert!(refused("https://h.example.com/?a=1").contains("query or fragment"));
         // A whole webhook URL: refused without repeating its secret.
         let whole = refused("https://h.example.com/webhooks/mailchimp/other-secret-123456");
@@ -414,6 +608,106 @@ mod tests {
             "https://h/webhooks/mailchimp/<secret>: x"
         );
         assert_eq!(redact("https://h/hooks/x", Some(&s)), "https://h/hooks/x");
+    }
+
+    #[test]
+    fn urls_are_printed_without_passwords_query_values_or_secrets() {
+        // Another service's token in the query.
+        assert_eq!(
+            redact_url("https://zapier.example/hook?token=abc"),
+            "https://zapier.example/hook?token=***"
+        );
+        assert_eq!(
+            redact_url("https://h.example/p/a?x=1&token=abc&flag&=v&#frag"),
+            "https://h.example/p/a?x=***&token=***&***&=***&#***"
+        );
+        // A password; a user alone, often a token itself.
+        assert_eq!(
+            redact_url("https://user:password@h.example:8443/x"),
+            "https://user:***@h.example:8443/x"
+        );
+        assert_eq!(redact_url("https://t0ken@h.example/x"), "https://***@h.example/x");
+        assert_eq!(redact_url("https://:password@h.example/x"), "https://***@h.example/x");
+        // A receiver's secret in the path: this importer's or another's.
+        assert_eq!(
+            redact_url("https://h.example/webhooks/mailchimp/s3cret-0123456789abcdef/"),
+            "https://h.example/webhooks/mailchimp/<secret>/"
+        );
+        // Nothing to hide: as it is; no scheme: the host first.
+        for plain in [
+            "https://h.example/hooks/mailchimp",
+            "http://[::1]:9899/x/",
+            "https://h.example",
+            "h.example.com/x",
+            "",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
+        assert_eq!(redact_url("u:pw@h.example.com/x?a=b"), "u:***@h.example.com/x?a=***");
+        // Redacted twice, as once.
+        for url in [
+            "https://user:password@h/x?token=abc#f",
+            "https://t@h/webhooks/mailchimp/abc0123456789def?x",
+        ] {
+            let once = redact_url(url);
+            assert_eq!(redact_url(&once), once, "{url}");
+            assert!(!once.contains("password") && !once.contains("abc"), "{once}");
+        }
+    }
+
+    #[test]
+    fn every_url_in_a_line_is_redacted() {
+        let s = secret();
+        assert_eq!(
+            redact(
+                "list \"a\": 2 webhooks: w1 https://zapier.example/hook?token=abc (events subscribe); \
+                 w2 https://u:pw@h/webhooks/mailchimp/s3cret-0123456789abcdef (x)",
+                Some(&s)
+            ),
+            "list \"a\": 2 webhooks: w1 https://zapier.example/hook?token=*** (events subscribe); \
+             w2 https://u:***@h/webhooks/mailchimp/<secret> (x)"
+        );
+        assert_eq!(
+            redact("error: --url \"https://user:password@h\" is not usable", None),
+            "error: --url \"https://user:***@h\" is not usable"
+        );
+        // The URL ends at a blank, a quote or <>: the rest of the line is kept.
+        assert_eq!(
+            redact("at <http://a:b@h/?q=1>, then `https://h/?k=v` and x://y", None),
+            "at <http://a:***@h/?q=***>, then `https://h/?k=***` and x://y"
+        );
+    }
+
+    #[test]
+    fn urls_are_the_same_whatever_the_case_of_scheme_and_host_and_the_default_port() {
+        let ours = "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef";
+        for same in [
+            ours,
+            "https://Importer.Example.COM/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "HTTPS://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com:443/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef/",
+            " https://IMPORTER.example.com/webhooks/mailchimp/s3cret-0123456789abcdef ",
+        ] {
+            assert!(same_url(ours, same), "{same}");
+            assert!(same_url(same, ours), "{same}");
+        }
+        for other in [
+            // The path (and so the secret) is compared exactly.
+            "https://importer.example.com/webhooks/mailchimp/S3CRET-0123456789abcdef",
+            "https://importer.example.com/Webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com:8443/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "http://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.org/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://u@importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef?x=1",
+            "https://importer.example.com/webhooks/mailchimp/s3cret-0123456789abcdef#x",
+        ] {
+            assert!(!same_url(ours, other), "{other}");
+        }
+        assert!(same_url("http://LOCALHOST:80/x", "http://localhost/x"));
+        assert!(same_url("http://[::1]:9899/x", "http://[::1]:9899/x/"));
+        assert!(!same_url("http://[::1]:9899/x", "http://[::1]/x"));
     }
 
     #[test]

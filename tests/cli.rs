@@ -763,3 +763,75 @@ async fn once_exits_1_when_mailchimp_pages_do_not_add_up() {
         .unwrap_or(0);
     assert!(most <= 3, "a member was pushed {most} times");
 }
+
+/// `IMPORTER_WEBHOOK_SECRET` is looked at only by what uses it: a
+/// placeholder left in a Kubernetes Secret, a short one or an empty one
+/// (`IMPORTER_WEBHOOK_SECRET=` in an env file: unset) stops neither
+/// `once` (which never receives webhooks, IMPORTER_WEBHOOK_ADDR or not),
+/// nor `plan`, nor `check` without IMPORTER_WEBHOOK_ADDR. `go` and `check`
+/// with IMPORTER_WEBHOOK_ADDR refuse it, naming the variable and never
+/// repeating its value.
+#[actix_rt::test]
+async fn a_placeholder_or_empty_webhook_secret_stops_only_the_receiver() {
+    let apis = apis_with_list(20).await;
+    let placeholder = "<your webhook secret>";
+    for secret in [placeholder, "tooShort", "", "  "] {
+        for addr in [None, Some("127.0.0.1:0")] {
+            let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+            let mut once = importer_command(dir.path(), Some(&apis));
+            once.env("IMPORTER_WEBHOOK_SECRET", secret).arg("once");
+            if let Some(addr) = addr {
+                once.env("IMPORTER_WEBHOOK_ADDR", addr);
+            }
+            let out = exit_within(once.spawn().unwrap(), Duration::from_secs(20)).await;
+            let log = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{secret:?} {addr:?}: {log}");
+            assert_eq!(read_json(&file)[0]["total_updates"], 20, "{log}");
+            assert!(!log.contains("webhook"), "{log}");
+        }
+        let (dir, _) = state_dir(r#"[{"list_id": "L"}]"#);
+        let plan = importer_command(dir.path(), Some(&apis))
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("plan")
+            .output()
+            .unwrap();
+        assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+        let check = importer_command(dir.path(), None)
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    }
+    // With the receiver on: refused before anything starts.
+    let (dir, file) = state_dir(r#"[{"list_id": "L"}]"#);
+    for (secret, why) in [
+        (
+            placeholder,
+            "IMPORTER_WEBHOOK_SECRET is not valid: character 1 is not one of A-Z a-z 0-9 - . _ ~",
+        ),
+        ("", "IMPORTER_WEBHOOK_ADDR is set but IMPORTER_WEBHOOK_SECRET is not"),
+    ] {
+        let go = importer_command(dir.path(), Some(&apis))
+            .env("IMPORTER_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("go")
+            .spawn()
+            .unwrap();
+        let out = exit_within(go, Duration::from_secs(10)).await;
+        let log = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{log}");
+        assert!(log.contains(&format!("controller: {why}")), "{log}");
+        assert!(!log.contains(placeholder), "{log}");
+        let check = importer_command(dir.path(), None)
+            .env("IMPORTER_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("IMPORTER_WEBHOOK_SECRET", secret)
+            .arg("check")
+            .output()
+            .unwrap();
+        let said = text(&check.stdout);
+        assert_eq!(check.status.code(), Some(1), "{said}");
+        assert!(said.contains(&format!("error: {why}")), "{said}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"[{"list_id": "L"}]"#);
+}

@@ -1,6 +1,7 @@
 //! What an operator sees (SPEC §11, §12): metrics scraped during and after
 //! syncs match what the APIs received; a list that falls behind is logged
-//! once, turns the health endpoint 503, and recovers.
+//! once, turns the health endpoint 503, counts its failures in a row, and
+//! recovers.
 
 mod support;
 
@@ -228,6 +229,12 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
     assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"late\"}"], 1.0);
     assert!(m["ometria_importer_syncs_total{result=\"failed\"}"] >= 2.0);
     assert!(m["ometria_importer_http_requests_total{api=\"ometria\",status=\"503\"}"] >= 2.0);
+    // Its failed syncs (one attempt each) are counted in a row, per entry.
+    let failing = "ometria_importer_list_sync_failures_in_a_row{entry=\"1\",list_id=\"late\"}";
+    scrape_until(&address, "two failures in a row", |m| {
+        m.get(failing).is_some_and(|n| *n >= 2.0)
+    })
+    .await;
 
     // Ometria recovers: the next attempt succeeds and the list catches up.
     sandbox.world().set_behaviour(Api::Ometria, Behaviour::default());
@@ -250,6 +257,10 @@ async fn a_list_that_falls_behind_is_reported_once_and_recovers() {
     }
     let m = samples(&get(&format!("http://{address}/metrics")).await.1);
     assert_eq!(m["ometria_importer_list_behind{entry=\"1\",list_id=\"late\"}"], 0.0);
+    scrape_until(&address, "the failures in a row reset by the success", |m| {
+        m.get(failing) == Some(&0.0)
+    })
+    .await;
     let log = buffer.contents();
     assert_eq!(log.matches("is behind").count(), 1, "{log}");
     assert_eq!(log.matches("has caught up").count(), 1, "{log}");

@@ -228,7 +228,7 @@ async fn a_stop_abandons_a_sync_after_the_grace_period_without_touching_its_curs
     );
     let log = buffer.contents();
     assert!(
-        log.contains("controller: stopping (quit file found); waiting up to 0.3 s for 1 running sync(s)."),
+        log.contains("controller: stopping (quit file found); waiting up to 0.3 s for 1 running sync(s) and 0 running deletion(s)."),
         "{log}"
     );
     assert!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use awc::http::StatusCode;
 use serde_json::{json, Value};
 
+use ometria_importer::actors::messages::ListChanged;
 use ometria_importer::config::{Config, WebhookListen};
 use ometria_importer::ledger::LedgerStore;
 use ometria_importer::telemetry::log::SharedBuffer;
@@ -150,6 +151,13 @@ async fn the_url_check_the_secret_and_bad_bodies() {
         ("type=subscribe".to_owned(), "the form has no \"data[list_id]\""),
         (String::new(), "the form has no \"type\""),
         ("type=subscribe&data%5Blist_id%5D=%FF".to_owned(), "not UTF-8"),
+        (
+            format!(
+                "type=unsubscribe&data%5Baction%5D=delete&data%5Blist_id%5D=a&data%5Bemail%5D={}%40x.io",
+                "a".repeat(250)
+            ),
+            "\"data[email]\" is not an email address (over 254 bytes",
+        ),
     ] {
         let (status, text) = request("POST", &url, Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
@@ -167,7 +175,7 @@ async fn the_url_check_the_secret_and_bad_bodies() {
         "ometria_importer_webhook_events_total{result=\"accepted\",type=\"profile\"} 1",
         "ometria_importer_webhook_events_total{result=\"too_large\",type=\"unknown\"} 1",
         "ometria_importer_webhook_events_total{result=\"unknown_type\",type=\"unknown\"} 1",
-        "ometria_importer_webhook_events_total{result=\"malformed\",type=\"unknown\"} 4",
+        "ometria_importer_webhook_events_total{result=\"malformed\",type=\"unknown\"} 5",
         // Two wrong secrets, twice each (paths without one are no webhook).
         "ometria_importer_webhook_events_total{result=\"wrong_secret\",type=\"unknown\"} 4",
     ] {
@@ -303,6 +311,49 @@ async fn an_event_during_a_sync_makes_one_more_after_it() {
     let log = buffer.contents();
     assert_eq!(webhook_syncs(&log, "a"), 2, "{log}");
     quit(dir.path(), daemon).await;
+}
+
+#[actix_rt::test]
+async fn a_steady_stream_of_events_syncs_once_per_debounce() {
+    let (apis, dir) = two_lists_up_to_date(FakeMailchimp::default()).await;
+    let config = with_webhooks(apis.config(dir.path()));
+    let debounce = config.webhook_debounce;
+    let (log, buffer) = capture_log();
+    let daemon = spawn_run(config, RunMode::Go, log);
+    let base = webhook_base(&buffer).await;
+    wait_for_ticks(&buffer, 1).await;
+    // An event every 50 ms for four debounces: each SYNC is a debounce
+    // after the first event it did not read, never right after the last.
+    let (started, mut sent) = (Instant::now(), 0);
+    while started.elapsed() < debounce * 4 {
+        assert_eq!(post(&base, event("profile", "a")).await, StatusCode::OK);
+        sent += 1;
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streamed = started.elapsed();
+    // Every event is answered, the last ones too, each by the SYNC of its
+    // own window: the counts of the SYNC lines add up to the events sent.
+    wait_until(Duration::from_secs(20), "a SYNC for every event", || {
+        let log = buffer.contents();
+        event_counts(&log, "a").iter().sum::<u64>() == sent && completed(&log, "a") == webhook_syncs(&log, "a")
+    })
+    .await;
+    let log = buffer.contents();
+    let syncs = webhook_syncs(&log, "a");
+    let most = (streamed.as_secs_f64() / debounce.as_secs_f64()).ceil() as usize + 1;
+    assert!(
+        syncs <= most,
+        "{syncs} SYNCs for {sent} events in {streamed:?}, at most {most}: {log}"
+    );
+    quit(dir.path(), daemon).await;
+}
+
+/// The event counts of the SYNC lines of `list_id`, in order.
+fn event_counts(log: &str, list_id: &str) -> Vec<u64> {
+    let marker = format!("controller: list \"{list_id}\" changed in Mailchimp (");
+    log.lines()
+        .filter_map(|l| l.split(&marker).nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
 }
 
 #[actix_rt::test]
@@ -509,4 +560,107 @@ async fn a_member_deleted_during_a_sync_that_pushes_it_back_ends_opted_out() {
     assert!(ledger.members_by_email("a", &[&a[0].email]).unwrap().is_empty());
     assert_eq!(ledger.members_by_email("a", &[&a[1].email]).unwrap().len(), 1);
     assert_eq!(last_of(&a[1].id).unwrap()["marketing_optin"], "EXPLICITLY_OPTEDIN");
+}
+
+/// Takes the events a receiver sends on, for a receiver served alone.
+struct Taken(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl actix::Actor for Taken {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<ListChanged> for Taken {
+    type Result = ();
+    fn handle(&mut self, changed: ListChanged, _: &mut Self::Context) {
+        self.0.lock().unwrap().push(changed.event.list_id);
+    }
+}
+
+/// Sends `head` then `body` on a new connection, holds it open, and reads
+/// what the server answers until it closes the connection (or 20 s pass).
+async fn raw_exchange(addr: std::net::SocketAddr, head: String, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = vec![];
+    let read = actix_rt::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the connection stayed open: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_rt::test]
+async fn a_body_that_trickles_is_refused_and_its_connection_closed() {
+    use actix::Actor;
+    use ometria_importer::telemetry::metrics::Metrics;
+    use ometria_importer::telemetry::server::{Endpoint, Services};
+    use ometria_importer::webhook::receiver::WebhookReceiver;
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let (log, _buffer) = capture_log();
+    let receiver = WebhookReceiver::new(
+        SECRET.parse().unwrap(),
+        Taken(taken.clone()).start().recipient(),
+        metrics.clone(),
+        log,
+    )
+    .with_body_timeout(Duration::from_millis(300));
+    let services = Services {
+        telemetry: None,
+        webhooks: Some(std::sync::Arc::new(receiver)),
+    };
+    let endpoint = Endpoint::start(loopback(), services).unwrap();
+    let path = format!("/webhooks/mailchimp/{SECRET}");
+    let head = |length: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n{length}\r\n\r\n"
+        )
+    };
+
+    // Ten bytes of a hundred, then nothing: 408, and the connection closed.
+    let answer = raw_exchange(endpoint.addr(), head("Content-Length: 100"), b"type=subsc").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("the body did not come whole within 0.3 s"), "{answer}");
+
+    // A chunked body over the limit is too large, as one with a length.
+    let mut chunked = vec![];
+    for _ in 0..17 {
+        chunked.extend_from_slice(format!("1000\r\n{}\r\n", "x".repeat(0x1000)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_exchange(
+        endpoint.addr(),
+        head("Transfer-Encoding: chunked\r\nConnection: close"),
+        &chunked,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("the body is over 65536 bytes"), "{answer}");
+
+    // A whole event on a connection of its own is taken.
+    let body = event("profile", "a");
+    let answer = raw_exchange(
+        endpoint.addr(),
+        head(&format!("Content-Length: {}\r\nConnection: close", body.len())),
+        body.as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    wait_until(Duration::from_secs(10), "the event", || {
+        taken.lock().unwrap().len() == 1
+    })
+    .await;
+    let text = metrics.render();
+    for line in [
+        "ometria_importer_webhook_events_total{result=\"timeout\",type=\"unknown\"} 1",
+        "ometria_importer_webhook_events_total{result=\"too_large\",type=\"unknown\"} 1",
+        "ometria_importer_webhook_events_total{result=\"accepted\",type=\"profile\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    endpoint.stop().await;
 }

@@ -224,6 +224,45 @@ async fn register_creates_each_lists_webhook_once_and_a_second_register_creates_
 }
 
 #[actix_rt::test]
+async fn register_is_idempotent_across_host_case() {
+    // Registered at the host in lower case, the default port written out.
+    let registered = format!("https://importer.example.com:443/webhooks/mailchimp/{SECRET}");
+    let fake = FakeWebhooks::default().with_list("a", vec![hook("w1", &registered, wanted_events(), wanted_sources())]);
+    let server = serve(&fake).await;
+    let secret = [("IMPORTER_WEBHOOK_SECRET", SECRET)];
+    for url in ["https://Importer.Example.COM", "HTTPS://IMPORTER.example.com/"] {
+        let (code, stdout, _) = webhooks(
+            r#"[{"list_id": "a"}]"#,
+            Some(&server),
+            &["register", "--url", url],
+            &secret,
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stdout}");
+        assert!(
+            stdout.contains("webhook w1 for ") && stdout.contains("already registered"),
+            "{stdout}"
+        );
+    }
+    assert!(received(&server, "POST").await.is_empty(), "no second webhook");
+    assert!(received(&server, "PATCH").await.is_empty());
+    assert_eq!(fake.hooks("a").len(), 1);
+    // `remove` with the host in another case removes it.
+    let (code, stdout, _) = webhooks(
+        r#"[{"list_id": "a"}]"#,
+        Some(&server),
+        &["remove", "--url", "https://IMPORTER.EXAMPLE.COM"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        received(&server, "DELETE").await,
+        [("/3.0/lists/a/webhooks/w1".to_owned(), Value::Null)]
+    );
+}
+
+#[actix_rt::test]
 async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so() {
     let all = json!({"subscribe": true, "unsubscribe": true, "profile": true, "upemail": true, "cleaned": true, "campaign": true});
     let every_source = json!({"user": true, "admin": true, "api": true});
@@ -270,6 +309,9 @@ async fn register_updates_a_webhook_whose_events_or_sources_differ_and_says_so()
 async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
     let other = "https://crm.example.org/hooks/mailchimp";
     let another_importer = "https://old.example.com/webhooks/mailchimp/an0ther-importers-secret";
+    // Other services' tokens, in a query and as a password.
+    let zapier = "https://zapier.example/hook?token=zap-t0ken&id=7";
+    let with_password = "https://user:pa55word@crm.example.net/in";
     let fake = FakeWebhooks::default()
         .with_list(
             "a",
@@ -279,7 +321,13 @@ async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
                 hook("w3", another_importer, wanted_events(), wanted_sources()),
             ],
         )
-        .with_list("b", vec![]);
+        .with_list(
+            "b",
+            vec![
+                hook("z1", zapier, wanted_events(), wanted_sources()),
+                hook("z2", with_password, wanted_events(), wanted_sources()),
+            ],
+        );
     let server = serve(&fake).await;
     let (code, stdout, _) = webhooks(
         TWO_LISTS,
@@ -295,15 +343,45 @@ async fn list_prints_every_webhook_of_each_list_with_secrets_redacted() {
             "list \"a\": 3 webhooks: w1 {} (this importer's; events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin); \
              w2 {other} (events campaign; sources api); \
              w3 https://old.example.com/webhooks/mailchimp/<secret> (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin)\n\
-             list \"b\": no webhook\n",
+             list \"b\": 2 webhooks: z1 https://zapier.example/hook?token=***&id=*** (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin); \
+             z2 https://user:***@crm.example.net/in (events subscribe, unsubscribe, profile, upemail, cleaned; sources user, admin)\n",
             our_url_shown()
         )
     );
-    assert!(!stdout.contains("an0ther"), "{stdout}");
-    // Without the secret: listed all the same, still redacted.
-    let (code, stdout, _) = webhooks(TWO_LISTS, Some(&server), &["list"], &[]).await;
-    assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains(&format!("w1 {} (events", our_url_shown())), "{stdout}");
+    for hidden in ["an0ther", "zap-t0ken", "pa55word"] {
+        assert!(!stdout.contains(hidden), "{hidden}: {stdout}");
+    }
+    // Without the secret, or with it empty (unset): listed all the same, still redacted.
+    for env in [&[][..], &[("IMPORTER_WEBHOOK_SECRET", "")][..]] {
+        let (code, stdout, _) = webhooks(TWO_LISTS, Some(&server), &["list"], env).await;
+        assert_eq!(code, Some(0), "{stdout}");
+        assert!(
+            stdout.starts_with(&format!("list \"a\": 3 webhooks: w1 {} (events", our_url_shown())),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("zap-t0ken") && !stdout.contains("pa55word"),
+            "{stdout}"
+        );
+    }
+    // With one that is not a secret (a placeholder): a note first, then the list.
+    let (code, stdout, stderr) = webhooks(
+        TWO_LISTS,
+        Some(&server),
+        &["list"],
+        &[("IMPORTER_WEBHOOK_SECRET", "<your webhook secret>")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("note: IMPORTER_WEBHOOK_SECRET is not valid: character 1 is not one of A-Z a-z 0-9 - . _ ~ (the secret stands in a URL as it is); the webhooks are listed without marking this importer's")
+    );
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with(&format!("list \"a\": 3 webhooks: w1 {} (events", our_url_shown())));
     // Nothing but reads.
     let requests = server.received_requests().await.unwrap();
     assert!(requests.iter().all(|r| r.method.as_str() == "GET"), "{requests:?}");
@@ -375,14 +453,20 @@ async fn a_list_mailchimp_refuses_is_an_error_line_and_exit_1_the_others_are_don
 async fn settings_to_fix_exit_2_before_any_request() {
     let server = serve(&FakeWebhooks::default().with_list("a", vec![])).await;
     let entries = r#"[{"list_id": "a"}]"#;
-    // No secret: register and remove cannot build the URL.
+    // No secret, or an empty one: register and remove cannot build the URL.
     for action in ["register", "remove"] {
-        let (code, stdout, _) = webhooks(entries, Some(&server), &[action, "--url", BASE], &[]).await;
-        assert_eq!(code, Some(2), "{stdout}");
-        assert!(
-            stdout.starts_with("error: IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret)"),
-            "{stdout}"
-        );
+        for env in [
+            &[][..],
+            &[("IMPORTER_WEBHOOK_SECRET", "")][..],
+            &[("IMPORTER_WEBHOOK_SECRET", " ")][..],
+        ] {
+            let (code, stdout, _) = webhooks(entries, Some(&server), &[action, "--url", BASE], env).await;
+            assert_eq!(code, Some(2), "{stdout}");
+            assert!(
+                stdout.starts_with("error: IMPORTER_WEBHOOK_SECRET is not set: export it (or pass --webhook-secret)"),
+                "{stdout}"
+            );
+        }
     }
     // A URL Mailchimp could not call, a whole webhook URL, no key: each said at once.
     let secret = [("IMPORTER_WEBHOOK_SECRET", SECRET)];
@@ -408,19 +492,35 @@ async fn settings_to_fix_exit_2_before_any_request() {
         format!("{stdout}{stderr}").contains("MAILCHIMP_APIKEY"),
         "{stdout}{stderr}"
     );
-    // A secret too short, from the environment: named, never repeated.
-    let (code, _, stderr) = webhooks(
+    // A secret too short: named, never repeated.
+    for action in ["register", "remove"] {
+        let (code, stdout, stderr) = webhooks(
+            entries,
+            Some(&server),
+            &[action, "--url", BASE],
+            &[("IMPORTER_WEBHOOK_SECRET", "tooShort")],
+        )
+        .await;
+        assert_eq!(code, Some(2), "{stdout}{stderr}");
+        assert_eq!(
+            stdout,
+            "error: IMPORTER_WEBHOOK_SECRET is not valid: it has 8 characters, fewer than 16 (e.g. `openssl rand -hex 16`)\n"
+        );
+        assert!(!format!("{stdout}{stderr}").contains("tooShort"), "{stdout}{stderr}");
+    }
+    // A user and password in --url: refused, the password never shown.
+    let (code, stdout, stderr) = webhooks(
         entries,
         Some(&server),
-        &["list"],
-        &[("IMPORTER_WEBHOOK_SECRET", "tooShort")],
+        &["register", "--url", "https://user:pa55word@importer.example.com"],
+        &secret,
     )
     .await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("IMPORTER_WEBHOOK_SECRET is not valid: it has 8 characters, fewer than 16"),
-        "{stderr}"
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "error: --url \"https://user:***@importer.example.com\" is not usable: it must not carry a user or password\n"
     );
-    assert!(!stderr.contains("tooShort"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("pa55word"));
     assert!(server.received_requests().await.unwrap().is_empty());
 }

@@ -36,7 +36,7 @@ use super::reconciliation::Reconciliation;
 use crate::state::{format_for_log, Entry, EntryKey, OnDelete};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
-    Backoff, Burst, Debounce, Decision, DeletionBatch, Deletions, SyncKind, Upcoming, RECONCILE_KIND,
+    Backoff, Burst, Debounce, Decision, DeletionBatch, Deletions, SyncKind, Upcoming, MAX_QUEUED, RECONCILE_KIND,
 };
 use crate::webhook::{EventKind, UnsubscribeAction, WebhookEvent};
 
@@ -216,6 +216,9 @@ pub struct Controller {
     ignored_lists: HashSet<String>,
     /// Members webhooks said were deleted, waiting for or in a Deletion.
     deletions: Deletions<Entry>,
+    /// The deletion queue was full and said so; cleared once it is down
+    /// to half.
+    deletions_overflowing: bool,
     done: Option<oneshot::Sender<RunSummary>>,
 }
 
@@ -246,6 +249,7 @@ impl Controller {
             last_webhook_event: HashMap::new(),
             ignored_lists: HashSet::new(),
             deletions: Deletions::default(),
+            deletions_overflowing: false,
             done: Some(done),
         }
     }
@@ -589,15 +593,21 @@ impl Controller {
         self.log.new(o!("list_id" => key.list_id.clone()))
     }
 
-    /// Lag, behind and last-sync figures of every entry, for the metrics,
-    /// the health endpoint and the falling-behind log lines (SPEC §11).
+    /// Lag, behind, failures in a row and last-sync figures of every entry,
+    /// for the metrics, the health endpoint and the falling-behind log lines
+    /// (SPEC §11).
     fn observe(&mut self, entries: &[Entry], asked_at: u64, now: DateTime<Utc>) {
         let m = &self.deps.metrics;
         for gauge in [&m.list_lag_seconds, &m.list_last_sync_duration_seconds] {
             gauge.reset();
         }
         m.list_last_sync_records.reset();
-        for gauge in [&m.list_behind, &m.list_reconcile_failing, &m.list_deletions_held] {
+        for gauge in [
+            &m.list_behind,
+            &m.list_sync_failures_in_a_row,
+            &m.list_reconcile_failing,
+            &m.list_deletions_held,
+        ] {
             gauge.reset();
         }
         m.list_webhook_event_age_seconds.reset();
@@ -627,6 +637,10 @@ impl Controller {
                 .with_label_values(&labels)
                 .set(lag.num_milliseconds().max(0) as f64 / 1000.0);
             m.list_behind.with_label_values(&labels).set(i64::from(is_behind));
+            let failures = self.backoff.get(key).map_or(0, |b| b.failures);
+            m.list_sync_failures_in_a_row
+                .with_label_values(&labels)
+                .set(i64::from(failures));
             let reconcile = self.deps.health.reconcile_state(key);
             m.list_reconcile_failing
                 .with_label_values(&labels)
@@ -728,6 +742,7 @@ impl Controller {
                 ),
             }
             let key = job.entry.key.clone();
+            self.debounce.sync_started(&key.list_id);
             let ledger_key = job.entry.ledger_key();
             let cap = refresh_of(&job.entry, self.settings.refresh);
             let sync = ListSync::new(job, self.deps.clone(), ctx.address().recipient()).start();
@@ -994,7 +1009,7 @@ impl Handler<ListChanged> for Controller {
         if self.debounce.event(&event.list_id, received_at).is_some() {
             let list_id = event.list_id;
             ctx.run_later(self.settings.webhook_debounce, move |controller, ctx| {
-                controller.debounce.ripen(&list_id);
+                controller.debounce.ripen(&list_id, received_at);
                 if controller.phase == Phase::Running {
                     controller.load_and_plan(Scope::List(list_id), ctx);
                 }
@@ -1043,11 +1058,32 @@ impl Controller {
                     .running
                     .values()
                     .any(|r| !r.reconciling && r.ledger_key == ledger_key);
-                if let Some(batch) = controller.deletions.add(&ledger_key, entry, [email.clone()], syncing) {
+                let added = controller.deletions.add(&ledger_key, entry, [email.clone()], syncing);
+                if added.dropped > 0 {
+                    controller.deletions_dropped(added.dropped);
+                }
+                if let Some(batch) = added.start {
                     controller.start_deletion(batch, ctx);
                 }
             }
         }));
+    }
+
+    /// Counts addresses the full deletion queue could not take, and says
+    /// so once per overflow (until the queue is down to half).
+    fn deletions_dropped(&mut self, dropped: usize) {
+        self.deps
+            .metrics
+            .webhook_deletions
+            .with_label_values(&["overflow"])
+            .inc_by(dropped as u64);
+        if !self.deletions_overflowing {
+            self.deletions_overflowing = true;
+            warn!(
+                self.log,
+                "controller: {MAX_QUEUED} deleted members wait to be opted out already; those webhooks name beyond it are left to the next reconciliation of their list (counted in webhook_deletions_total{{result=\"overflow\"}})."
+            );
+        }
     }
 
     fn start_deletion(&mut self, batch: DeletionBatch<Entry>, ctx: &mut Context<Self>) {
@@ -1074,6 +1110,7 @@ impl Handler<DeletionFinished> for Controller {
                 .inc_by(finished.emails.len() as u64),
         }
         let next = self.deletions.finished(&finished.entry.ledger_key());
+        self.deletions_overflowing &= self.deletions.queued() > MAX_QUEUED / 2;
         match self.phase {
             Phase::Running => {
                 if let Some(batch) = next {
@@ -1150,10 +1187,11 @@ impl Handler<Shutdown> for Controller {
         };
         info!(
             self.log,
-            "controller: stopping ({}); waiting up to {} s for {} running sync(s).",
+            "controller: stopping ({}); waiting up to {} s for {} running sync(s) and {} running deletion(s).",
             shutdown.reason,
             grace.as_secs_f64(),
-            self.running.len()
+            self.running.len(),
+            self.deletions.running()
         );
         ctx.run_later(grace, |controller, ctx| {
             if controller.phase == Phase::Stopping {

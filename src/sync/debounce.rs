@@ -1,13 +1,18 @@
 //! Webhook events → SYNCs (issue 18, SPEC §15): the events of a list
 //! within `IMPORTER_WEBHOOK_DEBOUNCE_SECONDS` of its first make one SYNC
-//! of each of the list's entries, and an event that comes while an entry
-//! syncs (or after its sync started) makes one more after it.
+//! of each of the list's entries, and the events that come after such a
+//! SYNC started make one more, a debounce after the first of them: under
+//! a steady stream of events a list syncs once per debounce, not back to
+//! back.
 //!
 //! A *burst* opens with a list's first event and is *ripe* the debounce
 //! after it: from then on, every entry of the list whose last successful
 //! sync of this run started before the burst's last event is due. The
 //! burst ends once every entry of the list has synced from after its last
-//! event. A sync started after an event reads the change (its window ends
+//! event. An event that comes once a sync of the ripe burst has started
+//! opens a new *window* of the burst: it is not ripe again until a
+//! debounce after that event (an entry still waiting for a free slot then
+//! waits for the window too; the events it reads are the same). A sync started after an event reads the change (its window ends
 //! when it starts, and Mailchimp sends the event after the change), so
 //! starting times are what count, not cursors: a cursor may be set back
 //! for Mailchimp's clock, and would then never catch up with our own.
@@ -29,6 +34,9 @@ pub struct Burst {
     /// Its debounce ran out: the list's entries that have not synced
     /// since `last` are due.
     pub ripe: bool,
+    /// A sync of the list started once it was ripe: the next event opens
+    /// a new window.
+    pub answered: bool,
 }
 
 /// The open bursts, by list id.
@@ -46,32 +54,53 @@ impl Debounce {
         }
     }
 
-    /// An event for `list_id` came at `now`. Answers when the burst it
-    /// opens ripens (the caller plans then), or `None` when it joins a
-    /// burst already open.
+    /// An event for `list_id` came at `now`. Answers when the burst or
+    /// window it opens ripens (the caller plans then: see [`Self::ripen`]),
+    /// or `None` when it joins one already open.
     pub fn event(&mut self, list_id: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if let Some(burst) = self.bursts.get_mut(list_id) {
-            burst.last = burst.last.max(now);
-            burst.events += 1;
-            return None;
+        let window = Burst {
+            first: now,
+            last: now,
+            events: 1,
+            ripe: self.delay.is_zero(),
+            answered: false,
+        };
+        match self.bursts.get_mut(list_id) {
+            Some(burst) if !burst.answered => {
+                burst.last = burst.last.max(now);
+                burst.events += 1;
+                return None;
+            }
+            // A sync of it started: the event opens a new window (its `last`
+            // never goes back, even on a clock set back).
+            Some(burst) => {
+                *burst = Burst {
+                    last: burst.last.max(now),
+                    ..window
+                }
+            }
+            None => {
+                self.bursts.insert(list_id.to_owned(), window);
+            }
         }
-        self.bursts.insert(
-            list_id.to_owned(),
-            Burst {
-                first: now,
-                last: now,
-                events: 1,
-                ripe: self.delay.is_zero(),
-            },
-        );
         Some(now + delta(self.delay))
     }
 
-    /// The burst of `list_id` has waited its debounce (its timer fired):
-    /// ripe whatever the wall clock says (it may have been set back).
-    pub fn ripen(&mut self, list_id: &str) {
-        if let Some(burst) = self.bursts.get_mut(list_id) {
+    /// The window of `list_id`'s burst opened at `opened` (the time
+    /// [`Self::event`] was given) has waited its debounce, its timer
+    /// fired: ripe whatever the wall clock says (it may have been set
+    /// back). A timer of an older window ripens nothing.
+    pub fn ripen(&mut self, list_id: &str, opened: DateTime<Utc>) {
+        if let Some(burst) = self.bursts.get_mut(list_id).filter(|b| b.first == opened) {
             burst.ripe = true;
+        }
+    }
+
+    /// A sync of an entry of `list_id` started: once the burst is ripe,
+    /// it answers the events so far, and the next opens a new window.
+    pub fn sync_started(&mut self, list_id: &str) {
+        if let Some(burst) = self.bursts.get_mut(list_id).filter(|b| b.ripe) {
+            burst.answered = true;
         }
     }
 
@@ -172,20 +201,74 @@ mod tests {
     }
 
     #[test]
-    fn an_event_during_a_sync_makes_one_more_after_it() {
+    fn an_event_during_a_sync_makes_one_more_a_debounce_after_it() {
         let mut d = Debounce::new(FIVE);
         d.event("a", at(0));
-        d.ripen("a");
-        // The sync starts at 5; an event comes at 7, while it runs.
-        assert_eq!(d.event("a", at(7)), None);
+        d.ripen("a", at(0));
+        // The sync starts at 5; events come at 7 and 8, while it runs.
+        d.sync_started("a");
+        assert_eq!(d.event("a", at(7)), Some(at(12)), "a new window");
+        assert_eq!(d.event("a", at(8)), None, "joins it");
+        let burst = *d.burst("a").unwrap();
+        assert_eq!(
+            (burst.first, burst.last, burst.events, burst.ripe),
+            (at(7), at(8), 2, false)
+        );
         assert!(d.settle([("a", None)]).is_empty());
-        // It ended: it started before the event, so another is due at once.
-        assert!(d.wants_sync("a", Some(at(5))).is_some());
+        // It ended at 9: the window is not ripe yet.
         assert!(d.settle([("a", Some(at(5)))]).is_empty());
-        assert!(d.burst("a").is_some());
+        assert!(d.wants_sync("a", Some(at(5))).is_none());
+        d.ripen_due(at(12));
+        assert!(d.wants_sync("a", Some(at(5))).is_some());
         // That one started at 12: done.
+        d.sync_started("a");
         d.settle([("a", Some(at(12)))]);
         assert_eq!(d.burst("a"), None);
+    }
+
+    #[test]
+    fn a_steady_stream_of_events_syncs_once_per_debounce() {
+        // An event every second for a minute; a sync takes 2 s and starts
+        // as soon as the burst is ripe (the timer fires at its deadline).
+        let mut d = Debounce::new(FIVE);
+        let (mut syncs, mut running_until, mut deadline, mut synced_from) = (vec![], None, None, None);
+        for s in 0..60 {
+            if let Some(due) = deadline.filter(|&due| due <= at(s)) {
+                d.ripen("a", due - delta(FIVE));
+                deadline = None;
+            }
+            if running_until == Some(s) {
+                running_until = None;
+                d.settle([("a", synced_from)]);
+            }
+            if running_until.is_none() && d.wants_sync("a", synced_from).is_some() {
+                d.sync_started("a");
+                syncs.push(s);
+                synced_from = Some(at(s));
+                running_until = Some(s + 2);
+            }
+            if let Some(due) = d.event("a", at(s)) {
+                deadline = Some(due);
+            }
+        }
+        // Each SYNC a debounce after the first event it did not read.
+        assert_eq!(syncs, [5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]);
+    }
+
+    #[test]
+    fn a_ripe_burst_waiting_for_a_slot_stays_ripe_and_an_old_timer_ripens_nothing() {
+        let mut d = Debounce::new(FIVE);
+        d.event("a", at(0));
+        d.ripen("a", at(0));
+        // No slot: no sync starts; later events join the ripe burst.
+        assert_eq!(d.event("a", at(6)), None);
+        assert!(d.wants_sync("a", None).is_some());
+        d.sync_started("a");
+        assert_eq!(d.event("a", at(9)), Some(at(14)));
+        d.ripen("a", at(0)); // the first window's timer, late
+        assert!(d.wants_sync("a", Some(at(8))).is_none());
+        d.ripen("a", at(9));
+        assert!(d.wants_sync("a", Some(at(8))).is_some());
     }
 
     #[test]
@@ -241,9 +324,9 @@ mod tests {
         d.event("a", at(10));
         d.ripen_due(at(3)); // a clock set back
         assert!(d.wants_sync("a", None).is_none());
-        d.ripen("a");
+        d.ripen("a", at(10));
         assert!(d.wants_sync("a", None).is_some());
-        d.ripen("unknown"); // nothing to ripen
+        d.ripen("unknown", at(10)); // nothing to ripen
         let mut now = Debounce::new(Duration::ZERO);
         assert_eq!(now.event("a", at(0)), Some(at(0)));
         assert!(now.wants_sync("a", None).is_some());

@@ -18,7 +18,7 @@ mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
 pub use debounce::{Burst, Debounce};
-pub use deletions::{DeletionBatch, Deletions, DELETION_BATCH};
+pub use deletions::{Added, DeletionBatch, Deletions, DELETION_BATCH, MAX_QUEUED};
 pub use in_flight::InFlight;
 pub use plan::{MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 pub use preview::EntryPlan;

@@ -1,13 +1,16 @@
 //! Prometheus metrics (SPEC §12), every name prefixed `ometria_importer_`.
 //!
 //! Per entry (labels `list_id`, and `entry`: its rank among the entries of
-//! that list, from 1): lag, last sync duration and records, behind (0/1).
+//! that list, from 1): lag, last sync duration and records, behind (0/1),
+//! syncs failed in a row.
 //! Totals: records pushed, rejected and skipped; values dropped by field; HTTP requests by API and
 //! status; retries by API; paging rules Mailchimp broke, by kind; syncs
 //! by result; syncs running; the last tick; reads and writes of the state
 //! file; Ometria's backlog as last reported. Webhooks (issue 18): events by
-//! type and result, and per entry the seconds since its list's last event.
+//! type and result, members said to be deleted by result, and per entry
+//! the seconds since its list's last event.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -20,6 +23,7 @@ pub struct Metrics {
     pub list_last_sync_duration_seconds: GaugeVec,
     pub list_last_sync_records: IntGaugeVec,
     pub list_behind: IntGaugeVec,
+    pub list_sync_failures_in_a_row: IntGaugeVec,
     pub list_reconcile_failing: IntGaugeVec,
     pub list_deletions_held: IntGaugeVec,
     pub members_deleted: IntCounter,
@@ -76,6 +80,14 @@ impl Metrics {
                 Opts::new(
                     name("list_behind"),
                     "1 while the entry is behind (lag above its alert threshold), else 0.",
+                ),
+                &ENTRY_LABELS,
+            )
+            .expect("valid metric"),
+            list_sync_failures_in_a_row: IntGaugeVec::new(
+                Opts::new(
+                    name("list_sync_failures_in_a_row"),
+                    "Syncs of the entry that failed in a row, each after its retries (0 once one succeeds).",
                 ),
                 &ENTRY_LABELS,
             )
@@ -181,7 +193,7 @@ impl Metrics {
                 Opts::new(
                     name("webhook_events_total"),
                     "Requests to the webhook receiver, by event type (\"unknown\" when it could not be \
-                     read) and result: accepted, malformed, unknown_type, too_large, wrong_secret.",
+                     read) and result: accepted, malformed, unknown_type, too_large, timeout, wrong_secret.",
                 ),
                 &["type", "result"],
             )
@@ -189,10 +201,13 @@ impl Metrics {
             webhook_deletions: IntCounterVec::new(
                 Opts::new(
                     name("webhook_deletions_total"),
-                    "Members a webhook said were deleted (unsubscribe with action=delete), per entry, by \
-                     result: opted_out, not_in_ledger (never pushed, nothing to opt out), in_mailchimp \
-                     (Mailchimp still holds the member: left to the SYNC), rejected (by Ometria), failed (left to the reconciliation), kept (on_delete is \"ignore\"), \
-                     no_email (the event had no data[email]).",
+                    "Members a webhook said were deleted (unsubscribe with action=delete), by result; no list or \
+                     entry label: a member counts once per ledger of its list (entries without a collection share \
+                     one), and again when looked at once more after a sync that was running. Results: opted_out, \
+                     not_in_ledger (never pushed, nothing to opt out), in_mailchimp (Mailchimp still holds the \
+                     member: left to the SYNC), rejected (by Ometria), failed (left to the reconciliation), kept \
+                     (on_delete is \"ignore\"; once per such entry), no_email (the event had no data[email]; once \
+                     per event), overflow (10,000 wait already: left to the reconciliation).",
                 ),
                 &["result"],
             )
@@ -203,40 +218,55 @@ impl Metrics {
             ),
             registry,
         };
-        for collector in [
-            Box::new(metrics.list_lag_seconds.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.list_last_sync_duration_seconds.clone()),
-            Box::new(metrics.list_last_sync_records.clone()),
-            Box::new(metrics.list_behind.clone()),
-            Box::new(metrics.list_reconcile_failing.clone()),
-            Box::new(metrics.list_deletions_held.clone()),
-            Box::new(metrics.members_deleted.clone()),
-            Box::new(metrics.reconciliations.clone()),
-            Box::new(metrics.records_pushed.clone()),
-            Box::new(metrics.records_rejected.clone()),
-            Box::new(metrics.records_skipped.clone()),
-            Box::new(metrics.records_unchanged.clone()),
-            Box::new(metrics.values_dropped.clone()),
-            Box::new(metrics.http_requests.clone()),
-            Box::new(metrics.retries.clone()),
-            Box::new(metrics.paging_faults.clone()),
-            Box::new(metrics.syncs.clone()),
-            Box::new(metrics.syncs_running.clone()),
-            Box::new(metrics.last_tick_timestamp_seconds.clone()),
-            Box::new(metrics.state_file_reads.clone()),
-            Box::new(metrics.state_file_writes.clone()),
-            Box::new(metrics.ometria_backlog_remaining.clone()),
-            Box::new(metrics.ometria_backlog_limit.clone()),
-            Box::new(metrics.webhook_events.clone()),
-            Box::new(metrics.webhook_deletions.clone()),
-            Box::new(metrics.list_webhook_event_age_seconds.clone()),
-        ] {
+        for collector in metrics.collectors() {
             metrics
                 .registry
                 .register(collector)
                 .expect("each metric is registered once");
         }
         metrics
+    }
+
+    /// Every metric, as the registry takes it.
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.list_lag_seconds.clone()) as Box<dyn Collector>,
+            Box::new(self.list_last_sync_duration_seconds.clone()),
+            Box::new(self.list_last_sync_records.clone()),
+            Box::new(self.list_behind.clone()),
+            Box::new(self.list_sync_failures_in_a_row.clone()),
+            Box::new(self.list_reconcile_failing.clone()),
+            Box::new(self.list_deletions_held.clone()),
+            Box::new(self.members_deleted.clone()),
+            Box::new(self.reconciliations.clone()),
+            Box::new(self.records_pushed.clone()),
+            Box::new(self.records_rejected.clone()),
+            Box::new(self.records_skipped.clone()),
+            Box::new(self.records_unchanged.clone()),
+            Box::new(self.values_dropped.clone()),
+            Box::new(self.http_requests.clone()),
+            Box::new(self.retries.clone()),
+            Box::new(self.paging_faults.clone()),
+            Box::new(self.syncs.clone()),
+            Box::new(self.syncs_running.clone()),
+            Box::new(self.last_tick_timestamp_seconds.clone()),
+            Box::new(self.state_file_reads.clone()),
+            Box::new(self.state_file_writes.clone()),
+            Box::new(self.ometria_backlog_remaining.clone()),
+            Box::new(self.ometria_backlog_limit.clone()),
+            Box::new(self.webhook_events.clone()),
+            Box::new(self.webhook_deletions.clone()),
+            Box::new(self.list_webhook_event_age_seconds.clone()),
+        ]
+    }
+
+    /// The name of every metric family, also of those `/metrics` does not
+    /// show yet (a family with labels shows once it has a series).
+    pub fn family_names(&self) -> Vec<String> {
+        self.collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
     }
 
     /// Counts one request to `api` that got `status` (`None`: no answer).
@@ -320,8 +350,34 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        let families = m.family_names();
         for family in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            assert!(family["# TYPE ".len()..].starts_with("ometria_importer_"), "{family}");
+            let name = family["# TYPE ".len()..].split(' ').next().unwrap();
+            assert!(name.starts_with("ometria_importer_"), "{family}");
+            assert!(families.iter().any(|f| f == name), "{name} is not in family_names()");
         }
+    }
+
+    #[test]
+    fn family_names_include_the_families_that_show_nothing_yet() {
+        let m = Metrics::new();
+        let families = m.family_names();
+        assert_eq!(families.len(), m.collectors().len(), "one family per collector");
+        let text = m.render();
+        for name in [
+            "ometria_importer_list_sync_failures_in_a_row",
+            "ometria_importer_paging_faults_total",
+            "ometria_importer_webhook_deletions_total",
+        ] {
+            assert!(families.iter().any(|f| f == name), "{name} missing from {families:?}");
+            assert!(
+                !text.contains(name),
+                "{name} has no series yet: /metrics shows nothing of it"
+            );
+        }
+        assert!(
+            families.iter().all(|f| f.starts_with("ometria_importer_")),
+            "{families:?}"
+        );
     }
 }

@@ -34,6 +34,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// characters): refused rather than carried into logs and maps.
 const MAX_LIST_ID_CHARS: usize = 100;
 
+/// An address longer than this is no address (RFC 5321 caps a path at
+/// 256 octets, 254 once its angle brackets are off): refused rather than
+/// queued, looked up and logged.
+pub const MAX_EMAIL_BYTES: usize = 254;
+
 /// What happened, by the event's `type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -121,6 +126,9 @@ pub enum WebhookError {
     BadListId,
     #[error("\"fired_at\" is not a time like 2009-03-26 21:35:57")]
     BadFiredAt,
+    /// The field's name, not its value.
+    #[error("\"{0}\" is not an email address (over {MAX_EMAIL_BYTES} bytes, or holding control characters)")]
+    BadEmail(&'static str),
 }
 
 impl WebhookError {
@@ -168,11 +176,17 @@ impl WebhookEvent {
             Some(text) => Some(parse_fired_at(text).ok_or(WebhookError::BadFiredAt)?),
         };
         let given = |name: &str| fields.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
+        let address = |name: &'static str| match given(name) {
+            Some(email) if email.len() > MAX_EMAIL_BYTES || email.chars().any(char::is_control) => {
+                Err(WebhookError::BadEmail(name))
+            }
+            email => Ok(email),
+        };
         let (member_id, email) = match kind {
-            EventKind::UpEmail => (given("data[new_id]"), given("data[new_email]")),
+            EventKind::UpEmail => (given("data[new_id]"), address("data[new_email]")?),
             EventKind::Campaign => (None, None),
-            EventKind::Cleaned => (None, given("data[email]")),
-            _ => (given("data[id]"), given("data[email]")),
+            EventKind::Cleaned => (None, address("data[email]")?),
+            _ => (given("data[id]"), address("data[email]")?),
         };
         let merges = fields
             .pairs
@@ -189,7 +203,7 @@ impl WebhookEvent {
             member_id,
             email,
             old_email: match kind {
-                EventKind::UpEmail => given("data[old_email]"),
+                EventKind::UpEmail => address("data[old_email]")?,
                 _ => None,
             },
             reason: given("data[reason]"),
@@ -468,6 +482,34 @@ mod tests {
             ],
             ["too_large", "unknown_type", "malformed"]
         );
+    }
+
+    #[test]
+    fn an_address_over_254_bytes_or_with_control_characters_is_refused() {
+        let list = "&data%5Blist_id%5D=a6b5da1054";
+        let local = "a".repeat(MAX_EMAIL_BYTES - "@x.io".len());
+        let longest = format!("type=unsubscribe&data%5Baction%5D=delete&data%5Bemail%5D={local}%40x.io{list}");
+        assert_eq!(parse(&longest).unwrap().email.unwrap().len(), MAX_EMAIL_BYTES);
+        let over = format!("type=unsubscribe&data%5Bemail%5D=a{local}%40x.io{list}");
+        assert_eq!(parse(&over), Err(WebhookError::BadEmail("data[email]")));
+        let cleaned = format!("type=cleaned&data%5Bemail%5D=a%0Ab%40x.io{list}");
+        assert_eq!(parse(&cleaned), Err(WebhookError::BadEmail("data[email]")));
+        for field in ["new_email", "old_email"] {
+            let upemail = format!("type=upemail&data%5B{field}%5D=a{local}%40x.io{list}");
+            let name = if field == "new_email" {
+                "data[new_email]"
+            } else {
+                "data[old_email]"
+            };
+            assert_eq!(parse(&upemail), Err(WebhookError::BadEmail(name)));
+        }
+        // The reason names the field, never the value.
+        let reason = WebhookError::BadEmail("data[email]").to_string();
+        assert_eq!(
+            reason,
+            "\"data[email]\" is not an email address (over 254 bytes, or holding control characters)"
+        );
+        assert_eq!(WebhookError::BadEmail("data[email]").result(), "malformed");
     }
 
     #[test]

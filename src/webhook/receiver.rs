@@ -8,10 +8,14 @@
 //! the server does not serve; `GET` (and `HEAD`) 200, Mailchimp's check
 //! of the URL when the webhook is created; `POST` 200 for an event taken,
 //! 400 with the reason for a body over [`MAX_BODY_BYTES`], an unknown type
-//! or a malformed form; other methods 405. Every request with the right
-//! secret, and every wrong one, is counted in `webhook_events_total`.
+//! or a malformed form; 408 for a body not read whole within
+//! [`BODY_TIMEOUT`] (the connection is closed: a sender that trickles a
+//! body holds a connection for that long at most); other methods 405.
+//! Every request with the right secret, and every wrong one, is counted in
+//! `webhook_events_total`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Recipient;
 use actix_web::http::{header, Method, StatusCode};
@@ -29,12 +33,18 @@ pub const PATH_PREFIX: &str = "/webhooks/mailchimp/";
 /// The `type` label of a request whose event could not be read.
 const UNKNOWN_TYPE: &str = "unknown";
 
+/// A body not read whole this long after its headers is refused (408):
+/// Mailchimp gives up on a delivery after 10 s, so a slower body is no
+/// delivery of its.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the handler needs: shared by the server's workers.
 pub struct WebhookReceiver {
     secret: WebhookSecret,
     controller: Recipient<ListChanged>,
     metrics: Arc<Metrics>,
     log: Logger,
+    body_timeout: Duration,
 }
 
 impl WebhookReceiver {
@@ -49,7 +59,15 @@ impl WebhookReceiver {
             controller,
             metrics,
             log,
+            body_timeout: BODY_TIMEOUT,
         }
+    }
+
+    /// The same receiver with another body timeout than [`BODY_TIMEOUT`]
+    /// (tests).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> WebhookReceiver {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Adds the receiver's route to an app (see `telemetry::server`).
@@ -91,9 +109,24 @@ async fn receive(request: HttpRequest, payload: web::Payload, receiver: web::Dat
                 .finish()
         }
     }
-    let body = match read_body(&request, payload).await {
-        Ok(body) => body,
-        Err(error) => return receiver.refuse(error),
+    let body = match actix_web::rt::time::timeout(receiver.body_timeout, read_body(&request, payload)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => return receiver.refuse(error),
+        Err(_) => {
+            receiver.count(UNKNOWN_TYPE, "timeout");
+            warn!(
+                receiver.log,
+                "webhooks: refused an event: its body did not come whole within {} s.",
+                receiver.body_timeout.as_secs_f64()
+            );
+            return HttpResponse::RequestTimeout()
+                .insert_header((header::CONNECTION, "close"))
+                .content_type("text/plain; charset=utf-8")
+                .body(format!(
+                    "the body did not come whole within {} s\n",
+                    receiver.body_timeout.as_secs_f64()
+                ));
+        }
     };
     let event = match WebhookEvent::parse(&body) {
         Ok(event) => event,
