@@ -43,6 +43,11 @@ struct Scenario {
     /// The daemon (`go`, stopped once every entry has its cursor) rather
     /// than `once`.
     daemon: bool,
+    /// Scenario 12: the daemon's end is told from its log rather than by
+    /// reading the state file over and over (megabytes at 50,000 lists),
+    /// and its writes of `state.json` are read from `/metrics` once every
+    /// entry has its cursor.
+    count_writes: bool,
     /// Run `once` a first time, then set every `latest_timestamp` to null
     /// and measure the second run: a re-LOAD of lists that did not change,
     /// which the member ledger answers without pushing.
@@ -105,6 +110,10 @@ const BENCH_MAPPING: &str = r#"{"collection": "mailchimp", "force_optin": true, 
     "properties.loyalty": "merge_fields.LOYALTY", "properties.address": "merge_fields.ADDRESS",
     "properties.consent": "marketing_permissions", "properties.plan": "merge_fields.PLAN"}}"#;
 
+/// The scenarios `bench` runs when none is named: scenario 12 (many lists,
+/// up to 50,000, several minutes) only when asked for.
+pub const DEFAULT_SCENARIOS: std::ops::RangeInclusive<u8> = 1..=11;
+
 /// Every scenario runs the importer with the defaults of a state entry.
 const ITEMS_PER_REQUEST: u64 = 100;
 const WORKER_COUNT: u64 = 8;
@@ -118,6 +127,7 @@ fn unlimited(name: &'static str, lists: &'static str) -> Scenario {
         importer: NO_LIMITS,
         floor: Floor::None,
         daemon: false,
+        count_writes: false,
         reload: false,
         reconcile: false,
         mutations_per_second: 0.0,
@@ -152,6 +162,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 parallel: 8.0,
             },
             daemon: false,
+            count_writes: false,
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
@@ -175,6 +186,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
             ],
             floor: Floor::Records { per_second: 800.0 },
             daemon: false,
+            count_writes: false,
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
@@ -225,6 +237,42 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 ),
             ]
         }
+        12 => {
+            // Answers that take time (20 ms ± 10 on both APIs), so that
+            // syncs end one by one; 16 lists at once and no connection
+            // cap, so that 50,000 lists take minutes rather than an hour.
+            let many = |name, lists| Scenario {
+                name,
+                lists,
+                sandbox: &[
+                    "--mailchimp-latency-ms",
+                    "20",
+                    "--mailchimp-jitter-ms",
+                    "10",
+                    "--ometria-latency-ms",
+                    "20",
+                    "--ometria-jitter-ms",
+                    "10",
+                    "--connection-cap",
+                    "0",
+                    "--ometria-rate",
+                    "0",
+                ],
+                importer: &[
+                    ("OMETRIA_MAX_REQUESTS_PER_SECOND", "0"),
+                    ("MAILCHIMP_MAX_CONNECTIONS", "100"),
+                    ("IMPORTER_MAX_CONCURRENT_LISTS", "16"),
+                ],
+                daemon: true,
+                count_writes: true,
+                ..unlimited(name, lists)
+            };
+            vec![
+                many("12 1,000 lists", "1000x10-100"),
+                many("12 10,000 lists", "10000x10-100"),
+                many("12 50,000 lists", "50000x10-100"),
+            ]
+        }
         8 => vec![Scenario {
             name: "8 mutations",
             lists: "mutating:20000",
@@ -261,6 +309,7 @@ fn scenarios(number: u8) -> Vec<Scenario> {
                 parallel: 10.0,
             },
             daemon: false,
+            count_writes: false,
             reload: false,
             reconcile: false,
             mutations_per_second: 0.0,
@@ -291,7 +340,35 @@ struct Figures {
     changes: Option<Changes>,
     /// For scenario 11, how long the changes took to reach Ometria.
     latency: Option<LatencyFigures>,
+    /// For scenario 12, the lists and the writes of `state.json` until
+    /// every entry had its cursor.
+    lists: Option<ListFigures>,
     verified: bool,
+}
+
+/// Scenario 12's figures beside the row: what one list costs.
+#[derive(Debug)]
+struct ListFigures {
+    lists: u64,
+    /// `state_file_writes_total` once every entry had its cursor.
+    state_writes: u64,
+}
+
+impl ListFigures {
+    /// The line printed under the run's row.
+    fn describe(&self, f: &Figures) -> String {
+        let lists = self.lists.max(1) as f64;
+        format!(
+            "{} lists: CPU per list {:.2} ms, peak RSS {:.1} MiB, {} writes of state.json in {:.1} s ({:.2} a second, one per {:.0} lists)",
+            self.lists,
+            f.cpu.as_secs_f64() * 1e3 / lists,
+            f.peak_rss_kib as f64 / 1024.0,
+            self.state_writes,
+            f.wall.as_secs_f64(),
+            self.state_writes as f64 / f.wall.as_secs_f64(),
+            lists / self.state_writes.max(1) as f64
+        )
+    }
 }
 
 /// Change → Ometria latencies of one run of scenario 11, as the sandbox
@@ -410,7 +487,7 @@ impl Changes {
 pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool> {
     let exe = std::env::current_exe()?;
     let numbers: Vec<u8> = if numbers.is_empty() {
-        (1..=11).collect()
+        DEFAULT_SCENARIOS.collect()
     } else {
         numbers.to_vec()
     };
@@ -479,6 +556,9 @@ pub fn run(numbers: &[u8], repeat: u32, out: &mut dyn Write) -> io::Result<bool>
         )?;
         if let Some(l) = &f.latency {
             writeln!(out, "{:<18} {}", "", l.describe())?;
+        }
+        if let Some(l) = &f.lists {
+            writeln!(out, "{:<18} {}", "", l.describe(&f))?;
         }
         if let Some(c) = &f.changes {
             writeln!(
@@ -601,24 +681,54 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
     let busy_before = before["mailchimp_busy_seconds"].as_f64().unwrap_or(0.0);
     let started = Instant::now();
     let command = if scenario.daemon { "go" } else { "once" };
-    let importer = importer(exe, &address, dir.path(), scenario, command)?;
+    let metrics_addr = match scenario.count_writes {
+        // A free port on 127.0.0.1, freed for the importer to bind.
+        true => Some(format!(
+            "127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+        )),
+        false => None,
+    };
+    let mut importer = importer_command(exe, &address, dir.path(), scenario, command)?;
+    if let Some(addr) = &metrics_addr {
+        importer.env("IMPORTER_METRICS_ADDR", addr);
+    }
+    let importer = importer.spawn()?;
     let mutator = (scenario.mutations_per_second > 0.0).then(|| {
         let list_id = sizes[0]["list_id"].as_str().unwrap_or_default();
         Mutator::start(&address, list_id, scenario.mutations_per_second)
     });
     let mut wall = None;
+    let mut state_writes = None;
     if scenario.daemon {
         // Until every entry has its cursor; then the quit file stops it.
         let deadline = started + Duration::from_secs(600);
-        while !every_entry_synced(&dir.path().join("state.json")) {
+        let mut completed = LogCount::new(dir.path().join("importer.log"), "sync: completed in ");
+        loop {
+            // With many lists, the log says when the file is worth reading.
+            let ready = !scenario.count_writes || completed.count()? >= sizes.len() as u64;
+            if ready && every_entry_synced(&dir.path().join("state.json")) {
+                break;
+            }
             if Instant::now() > deadline {
                 std::fs::write(dir.path().join("controller.quit"), "")?;
                 let _ = wait_with_usage(importer);
                 return Err(io::Error::other("not every entry synced within 600 s"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let pause = if scenario.count_writes { 200 } else { 50 };
+            std::thread::sleep(Duration::from_millis(pause));
         }
         wall = Some(started.elapsed());
+        if let Some(addr) = &metrics_addr {
+            let metrics = match http_get(addr, "/metrics", Duration::from_secs(60))? {
+                (200, body) => body,
+                (status, _) => return Err(io::Error::other(format!("/metrics answered {status}"))),
+            };
+            state_writes = Some(
+                metric(&metrics, "ometria_importer_state_file_writes_total")
+                    .ok_or_else(|| io::Error::other("no ometria_importer_state_file_writes_total in /metrics"))?,
+            );
+        }
         std::fs::write(dir.path().join("controller.quit"), "")?;
     }
     let (code, usage) = wait_with_usage(importer)?;
@@ -682,6 +792,10 @@ fn measure(exe: &Path, scenario: &Scenario) -> io::Result<Figures> {
         ledger_bytes,
         changes,
         latency: None,
+        lists: state_writes.map(|state_writes| ListFigures {
+            lists: sizes.len() as u64,
+            state_writes,
+        }),
         verified: verification["ok"] == Value::Bool(true),
     })
 }
@@ -835,6 +949,7 @@ fn measure_latency(exe: &Path, scenario: &Scenario, mode: LatencyMode) -> io::Re
         in_flight: busy / wall.as_secs_f64(),
         ledger_bytes,
         changes: None,
+        lists: None,
         latency: Some(LatencyFigures {
             mode,
             count: latency["count"].as_u64().unwrap_or(0),
@@ -1026,6 +1141,57 @@ fn control_post_json(address: &str, path: &str, body: &Value) -> io::Result<Stri
     }
 }
 
+/// Counts the lines of a growing log that hold a text, reading only what
+/// was added since the last count.
+struct LogCount {
+    path: std::path::PathBuf,
+    needle: &'static str,
+    offset: u64,
+    /// The end of the last line read may not be written in full yet.
+    partial: String,
+    count: u64,
+}
+
+impl LogCount {
+    fn new(path: std::path::PathBuf, needle: &'static str) -> LogCount {
+        // What an earlier run wrote to the log is not counted.
+        let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+        LogCount {
+            path,
+            needle,
+            offset,
+            partial: String::new(),
+            count: 0,
+        }
+    }
+
+    /// The lines holding the text so far.
+    fn count(&mut self) -> io::Result<u64> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut added = Vec::new();
+        file.read_to_end(&mut added)?;
+        self.offset += added.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&added));
+        let complete = self.partial.rfind('\n').map_or(0, |end| end + 1);
+        self.count += self.partial[..complete]
+            .lines()
+            .filter(|l| l.contains(self.needle))
+            .count() as u64;
+        self.partial.drain(..complete);
+        Ok(self.count)
+    }
+}
+
+/// The value of an unlabelled counter or gauge in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 /// Whether every entry of the state file has a `latest_timestamp`.
 fn every_entry_synced(path: &Path) -> bool {
     let Ok(bytes) = std::fs::read(path) else { return false };
@@ -1068,6 +1234,31 @@ fn control(address: &str, path: &str) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_and_log_lines_are_counted() {
+        let page = "# HELP ometria_importer_state_file_writes_total Writes.\n# TYPE ometria_importer_state_file_writes_total counter\nometria_importer_state_file_writes_total 42\nometria_importer_state_file_writes_total_other 7\n";
+        assert_eq!(metric(page, "ometria_importer_state_file_writes_total"), Some(42));
+        assert_eq!(metric(page, "ometria_importer_nothing"), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("importer.log");
+        std::fs::write(&path, "sync: completed in 1 (earlier run)\n").unwrap();
+        let mut count = LogCount::new(path.clone(), "sync: completed in ");
+        let mut log = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        log.write_all(b"a\nsync: completed in 0.1\nsync: compl").unwrap();
+        assert_eq!(count.count().unwrap(), 1, "half a line is not counted yet");
+        log.write_all(b"eted in 0.2\nb\n").unwrap();
+        assert_eq!(count.count().unwrap(), 2);
+        assert_eq!(count.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn scenario_12_is_run_only_when_asked() {
+        let names: Vec<&str> = scenarios(12).iter().map(|s| s.name).collect();
+        assert_eq!(names, ["12 1,000 lists", "12 10,000 lists", "12 50,000 lists"]);
+        assert!(DEFAULT_SCENARIOS.end() < &12);
+    }
 
     #[test]
     fn syncs_are_read_from_the_daemons_log() {

@@ -216,7 +216,7 @@ pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
-    /// Lists to generate: `ID:SIZE` or `COUNTxSIZE` (named list-0001…), comma-separated.
+    /// Lists to generate: `ID:SIZE`, `COUNTxSIZE` or `COUNTxMIN-MAX` (named list-0001…, sizes from MIN to MAX drawn from the list's number), comma-separated.
     #[arg(long, default_value = "sandbox-list:10000", value_parser = parse_lists)]
     pub lists: ListSpec,
     /// Seeds members, latency jitter, faults and mutations.
@@ -311,8 +311,8 @@ fn parse_webhook_url(text: &str) -> Result<String, String> {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
-    /// Scenarios to run (1-11); all by default.
-    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=11))]
+    /// Scenarios to run (1-12); 1-11 by default (12, up to 50,000 lists, only when asked).
+    #[arg(long = "scenario", value_parser = clap::value_parser!(u8).range(1..=12))]
     pub scenarios: Vec<u8>,
     /// Runs of each scenario; the one with the median wall time is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
@@ -326,18 +326,38 @@ pub struct ListSpec(pub Vec<(String, usize)>);
 fn parse_lists(text: &str) -> Result<ListSpec, String> {
     let mut lists = vec![];
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let bad = || format!("\"{item}\" is not ID:SIZE or COUNTxSIZE");
+        let bad = || format!("\"{item}\" is not ID:SIZE, COUNTxSIZE or COUNTxMIN-MAX");
         if let Some((id, size)) = item.split_once(':') {
             lists.push((id.to_owned(), size.parse().map_err(|_| bad())?));
         } else if let Some((count, size)) = item.split_once('x') {
-            let (count, size): (usize, usize) = (count.parse().map_err(|_| bad())?, size.parse().map_err(|_| bad())?);
+            let count: usize = count.parse().map_err(|_| bad())?;
+            let (low, high): (usize, usize) = match size.split_once('-') {
+                Some((low, high)) => (low.parse().map_err(|_| bad())?, high.parse().map_err(|_| bad())?),
+                None => {
+                    let size = size.parse().map_err(|_| bad())?;
+                    (size, size)
+                }
+            };
+            if low > high {
+                return Err(bad());
+            }
             let first = lists.len();
-            lists.extend((first..first + count).map(|i| (format!("list-{:04}", i + 1), size)));
+            lists.extend((first..first + count).map(|i| (format!("list-{:04}", i + 1), spread_size(i, low, high))));
         } else {
             return Err(bad());
         }
     }
     Ok(ListSpec(lists))
+}
+
+/// The size of the `n`th list of a `COUNTxMIN-MAX` spec: from `low` to
+/// `high`, drawn from `n` alone (splitmix64), so every run has the same lists.
+fn spread_size(n: usize, low: usize, high: usize) -> usize {
+    let mut z = (n as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    low + (z % (high - low + 1) as u64) as usize
 }
 
 impl SandboxArgs {
@@ -450,6 +470,9 @@ pub struct Settings {
     /// Seconds from a list's first webhook event to its SYNC; the events in between make that one SYNC.
     #[arg(long, env = "IMPORTER_WEBHOOK_DEBOUNCE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600), global = true)]
     pub webhook_debounce_seconds: u64,
+    /// Seconds a finished sync's result waits to be written to state.json with those that end meanwhile (one write for all); a crash loses at most this long of results, whose lists sync again; 0 = at once.
+    #[arg(long, env = "IMPORTER_STATE_WRITE_SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60), global = true)]
+    pub state_write_seconds: u64,
 }
 
 /// `IMPORTER_MAX_DELETE_FRACTION`'s default: 5 % of a list (issue 16).
@@ -609,6 +632,10 @@ pub struct Config {
     pub webhooks: Option<WebhookListen>,
     /// From a list's first webhook event to its SYNC.
     pub webhook_debounce: Duration,
+    /// How long a finished sync's result waits to be written to
+    /// `state.json` with those that end meanwhile
+    /// (`IMPORTER_STATE_WRITE_SECONDS`, issue 19).
+    pub state_write_window: Duration,
 }
 
 impl Config {
@@ -642,6 +669,7 @@ impl Config {
             max_delete_fraction: DEFAULT_MAX_DELETE_FRACTION,
             webhooks: None,
             webhook_debounce: Duration::from_secs(5),
+            state_write_window: crate::actors::state_keeper::DEFAULT_WRITE_WINDOW,
         }
     }
 }
@@ -743,6 +771,7 @@ impl Settings {
             },
             max_delete_fraction: self.max_delete_fraction,
             webhook_debounce: Duration::from_secs(self.webhook_debounce_seconds),
+            state_write_window: Duration::from_secs(self.state_write_seconds),
             ..Config::new(
                 &mailchimp_base_url,
                 mailchimp_key,
@@ -1039,8 +1068,19 @@ mod tests {
         );
         assert_eq!(
             parse_lists("a:ten").unwrap_err(),
-            "\"a:ten\" is not ID:SIZE or COUNTxSIZE"
+            "\"a:ten\" is not ID:SIZE, COUNTxSIZE or COUNTxMIN-MAX"
         );
+        let spread = parse_lists("1000x10-100").unwrap().0;
+        assert_eq!(spread.len(), 1000);
+        assert!(spread.iter().all(|(_, size)| (10..=100).contains(size)));
+        let mean = spread.iter().map(|(_, size)| size).sum::<usize>() as f64 / 1000.0;
+        assert!((50.0..60.0).contains(&mean), "{mean}");
+        assert_eq!(
+            spread,
+            parse_lists("1000x10-100").unwrap().0,
+            "the same lists every time"
+        );
+        assert!(parse_lists("3x100-10").is_err());
         let cli =
             Cli::try_parse_from(["x", "sandbox", "--port", "0", "--lists", "3x100", "--ometria-rate", "0"]).unwrap();
         let Command::Sandbox(args) = cli.command else {

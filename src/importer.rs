@@ -100,9 +100,9 @@ pub async fn run(config: &Config, mode: RunMode, signals: Signals, log: Logger) 
     // The StateKeeper's file I/O (with fsync) gets a thread of its own, so
     // it never stalls the HTTP work on this one.
     let state_thread = Arbiter::new();
-    let (keeper_log, keeper_metrics) = (log.clone(), metrics.clone());
+    let (keeper_log, keeper_metrics, write_window) = (log.clone(), metrics.clone(), config.state_write_window);
     let state_keeper = StateKeeper::start_in_arbiter(&state_thread.handle(), move |_| {
-        StateKeeper::new(file, document, keeper_metrics, keeper_log)
+        StateKeeper::new(file, document, keeper_metrics, keeper_log).with_write_window(write_window)
     });
     let ledger = Ledger::start_on_own_thread(config.state_dir.clone(), chrono::Utc::now().timestamp(), log.clone());
     let deps = sync_deps(config, metrics, health, state_keeper, ledger.clone(), log.clone());

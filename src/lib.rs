@@ -7,7 +7,8 @@
 //! - [`state`]: the state file: entries, validation, patching, atomic writes.
 //! - [`sync`]: when an entry syncs, the window it reads, the paging plan
 //!   (offset and keyset sweeps), the checks every page must pass, what
-//!   a sync counts, and what webhook events bring forward.
+//!   a sync counts, what webhook events bring forward, and when each
+//!   entry is next worth a look.
 //! - [`mailchimp`]: Mailchimp members client and types.
 //! - [`ometria`]: Ometria push client and the contact record.
 //! - [`transform`]: member → contact.

@@ -26,8 +26,9 @@ fn sandbox() -> Sandbox {
     Sandbox::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false).unwrap()
 }
 
-/// The importer, syncing every list every second.
-fn importer(sandbox: &Sandbox, state_dir: &Path) -> Child {
+/// The importer, syncing every list every second, writing results
+/// `write_seconds` after they end (`IMPORTER_STATE_WRITE_SECONDS`).
+fn importer(sandbox: &Sandbox, state_dir: &Path, write_seconds: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ometria-importer"))
         .env_clear()
         .env("IMPORTER_STATE_DIR", state_dir)
@@ -39,6 +40,7 @@ fn importer(sandbox: &Sandbox, state_dir: &Path) -> Child {
         .env("IMPORTER_TICK_SECONDS", "1")
         .env("IMPORTER_REFRESH_SECONDS", "1")
         .env("IMPORTER_MAX_CONCURRENT_LISTS", "8")
+        .env("IMPORTER_STATE_WRITE_SECONDS", write_seconds.to_string())
         .arg("go")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -85,7 +87,9 @@ async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file_nor_the_l
     let kills = 60;
     for kill in 0..kills {
         let before = std::fs::read(&file).unwrap();
-        let mut child = importer(&sandbox, dir.path());
+        // Results written as they end, so that the kills, all within the
+        // first second, land on writes.
+        let mut child = importer(&sandbox, dir.path(), 0);
         // The moment of the kill is the point of the test, not a wait for anything.
         actix_rt::time::sleep(Duration::from_millis(rng.u64(100..900))).await;
         child.kill().unwrap();
@@ -127,7 +131,7 @@ async fn sigkill_at_random_moments_never_tears_or_loses_the_state_file_nor_the_l
         "only {writes_seen} of {kills} runs wrote anything"
     );
     // What a killed write leaves behind is cleaned up by the next start.
-    let mut child = importer(&sandbox, dir.path());
+    let mut child = importer(&sandbox, dir.path(), 0);
     wait_until(Duration::from_secs(10), "the next start", || {
         std::fs::read_dir(dir.path())
             .unwrap()
@@ -202,7 +206,8 @@ async fn hand_edits_survive_syncs_finishing_all_around_them() {
     // Each list once, so that an entry is known by its list id alone.
     let mut model: Vec<Value> = (0..LISTS).map(|i| json!({"list_id": format!("list-{i:02}")})).collect();
     let (dir, file) = state_dir(&serde_json::to_string(&model).unwrap());
-    let mut child = importer(&sandbox, dir.path());
+    // The default window: results wait up to a second while the edits land.
+    let mut child = importer(&sandbox, dir.path(), 1);
     let mut rng = fastrand::Rng::with_seed(11);
     let mut next_id = 100;
     let deadline = Instant::now() + Duration::from_secs(8);

@@ -29,14 +29,14 @@ use tokio::sync::oneshot;
 use super::deletion::Deletion;
 use super::list_sync::{ListSync, SyncDeps, SyncJob};
 use super::messages::{
-    AskMappings, AskReconcileStatus, CancelSync, DeletionFinished, Flush, ListChanged, LoadEntries, ReconcileFinished,
-    Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT,
+    AskMappings, AskReconcileStatus, CancelSync, DeletionFinished, FindEntries, Flush, ListChanged, LoadEntries,
+    ReconcileFinished, Shutdown, SyncFinished, Tick, FLUSH_TIMEOUT,
 };
 use super::reconciliation::Reconciliation;
 use crate::state::{format_for_log, Entry, EntryKey, OnDelete};
 use crate::sync::{
     alert_threshold, decide, delta, due_since, human, lag, reconcile_cap, reconcile_due, refresh_of, trusted_cursor,
-    Backoff, Burst, Debounce, Decision, DeletionBatch, Deletions, SyncKind, MAX_QUEUED, RECONCILE_KIND,
+    Backoff, Burst, Debounce, Decision, DeletionBatch, Deletions, SyncKind, Upcoming, MAX_QUEUED, RECONCILE_KIND,
 };
 use crate::webhook::{EventKind, UnsubscribeAction, WebhookEvent};
 
@@ -119,8 +119,13 @@ struct RunningSync {
 /// Work waiting for a free slot.
 #[derive(Clone, Debug)]
 enum Job {
-    /// A sync, with the webhook events it answers when they made it due.
-    Sync(SyncJob, Option<Burst>),
+    /// A sync, with the webhook events it answers when they made it due,
+    /// and since when it has been due (the order of the syncs waiting).
+    Sync {
+        job: SyncJob,
+        webhook: Option<Burst>,
+        since: DateTime<Utc>,
+    },
     /// A reconciliation of the entry's list (lower priority than any sync).
     Reconcile(Entry),
 }
@@ -128,17 +133,32 @@ enum Job {
 impl Job {
     fn entry(&self) -> &Entry {
         match self {
-            Job::Sync(job, _) => &job.entry,
+            Job::Sync { job, .. } => &job.entry,
             Job::Reconcile(entry) => entry,
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Job::Sync(job, _) => job.kind.name(),
+            Job::Sync { job, .. } => job.kind.name(),
             Job::Reconcile(_) => RECONCILE_KIND,
         }
     }
+}
+
+/// Which entries a plan decides about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Every entry, from a fresh read of the file (a tick): a line per
+    /// entry, per-entry figures, reconciliations, and the waiting queue
+    /// made anew.
+    Tick,
+    /// These entries, from the StateKeeper's view, whose time has come
+    /// ([`Upcoming`]): what is due joins the queue.
+    Keys(Vec<EntryKey>),
+    /// Every entry of one list, from the StateKeeper's view: its webhook
+    /// burst ripened.
+    List(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +177,11 @@ pub struct Controller {
     /// Due entries waiting for a free slot, the longest waiting first;
     /// reconciliations after every sync.
     waiting: VecDeque<Job>,
+    /// The entries in `waiting`.
+    queued: HashSet<EntryKey>,
+    /// When each entry not running or waiting is next worth a look: what
+    /// a slot freed between ticks starts, without planning every entry.
+    upcoming: Upcoming,
     /// Failed reconciliations, apart from the syncs' backoff: a
     /// reconciliation that fails never holds an entry's SYNC back.
     reconcile_backoff: HashMap<EntryKey, Backoff>,
@@ -208,6 +233,8 @@ impl Controller {
             running: HashMap::new(),
             backoff: HashMap::new(),
             waiting: VecDeque::new(),
+            queued: HashSet::new(),
+            upcoming: Upcoming::default(),
             reconcile_backoff: HashMap::new(),
             reconciled_at: HashMap::new(),
             phase: Phase::Running,
@@ -227,23 +254,35 @@ impl Controller {
         }
     }
 
-    /// Asks the StateKeeper for the entries, then plans; `verbose` (a tick)
-    /// has the file read again and logs a line per entry.
+    /// Asks the StateKeeper for the entries of `scope`, then plans them: a
+    /// tick reads and plans the whole file; a sync that ends, or a webhook
+    /// burst, only the entries it concerns (issue 19: the work of one sync
+    /// must not grow with the number of lists).
     ///
     /// A view asked for before a sync finished may not show that sync's
     /// result: planning leaves the entries that finished since alone (see
     /// `finished_since`) rather than start them again. (Asking anew instead
     /// never ends when syncs finish faster than the file is read.)
-    fn load_and_plan(&mut self, verbose: bool, ctx: &mut Context<Self>) {
+    fn load_and_plan(&mut self, scope: Scope, ctx: &mut Context<Self>) {
         let asked_at = self.finished;
+        let tick = scope == Scope::Tick;
+        let (find, list) = match scope {
+            Scope::Tick => (None, None),
+            Scope::Keys(keys) => (Some(FindEntries::Keys(keys)), None),
+            Scope::List(list_id) => (Some(FindEntries::List(list_id.clone())), Some(list_id)),
+        };
         let (state_keeper, ledger) = (self.deps.state_keeper.clone(), self.deps.ledger.clone());
         // The entries, then when their lists were last reconciled (a
-        // ledger that cannot answer reconciles nothing).
+        // ledger that cannot answer reconciles nothing; reconciliations are
+        // planned at ticks only).
         let views = async move {
-            let entries = state_keeper.send(LoadEntries { reread: verbose }).await?;
+            let entries = match find {
+                None => state_keeper.send(LoadEntries).await?,
+                Some(find) => state_keeper.send(find).await?,
+            };
             let reconciled: Vec<(String, u32, String)> = entries
                 .iter()
-                .filter(|e| e.reconcile.is_some())
+                .filter(|e| tick && e.reconcile.is_some())
                 .map(|e| (e.key.list_id.clone(), e.key.rank as u32, e.ledger_key()))
                 .collect();
             let statuses = match reconciled.is_empty() {
@@ -261,21 +300,24 @@ impl Controller {
                 .iter()
                 .map(|e| (e.key.list_id.clone(), e.key.rank as u32))
                 .collect();
-            let remaps: HashSet<EntryKey> = match ledger.send(AskMappings { entries: keys }).await {
-                Ok(Ok(fingerprints)) if fingerprints.len() == entries.len() => entries
-                    .iter()
-                    .zip(fingerprints)
-                    .filter(|(e, kept)| e.mapping.changed_since(*kept))
-                    .map(|(e, _)| e.key.clone())
-                    .collect(),
-                _ => HashSet::new(),
+            let remaps: HashSet<EntryKey> = match keys.is_empty() {
+                true => HashSet::new(),
+                false => match ledger.send(AskMappings { entries: keys }).await {
+                    Ok(Ok(fingerprints)) if fingerprints.len() == entries.len() => entries
+                        .iter()
+                        .zip(fingerprints)
+                        .filter(|(e, kept)| e.mapping.changed_since(*kept))
+                        .map(|(e, _)| e.key.clone())
+                        .collect(),
+                    _ => HashSet::new(),
+                },
             };
             Ok::<_, MailboxError>((entries, statuses, remaps))
         };
         let load = views
             .into_actor(self)
             .map(move |views, controller, ctx| {
-                if verbose {
+                if tick {
                     controller.tick_unanswered = false;
                 }
                 match views {
@@ -291,7 +333,7 @@ impl Controller {
                                 (key, (last, s.holds_members))
                             })
                             .collect();
-                        controller.plan(entries, statuses, remaps, asked_at, verbose, ctx)
+                        controller.plan(entries, statuses, remaps, asked_at, tick, list.as_deref(), ctx)
                     }
                     Err(e) => {
                         error!(
@@ -301,7 +343,7 @@ impl Controller {
                         controller.give_up(ctx);
                     }
                 }
-                if verbose && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
+                if tick && controller.settings.mode == RunMode::Go && controller.phase == Phase::Running {
                     info!(
                         controller.log,
                         "controller: sleeping for {} seconds.",
@@ -318,8 +360,13 @@ impl Controller {
         self.finished_at.get(key).is_some_and(|&n| n > asked_at)
     }
 
-    /// Plans what to start; `statuses` holds, per list id, when its last
-    /// reconciliation succeeded and whether the ledger holds its members.
+    /// Plans what to start. A tick (`verbose`) plans every entry, logs a
+    /// line per entry and makes the waiting queue anew; otherwise `entries`
+    /// are some (`list`: every entry of that list) and what is due among
+    /// them joins the queue. `statuses` holds, per entry, when its list's
+    /// last reconciliation succeeded and whether the ledger holds its
+    /// members (ticks only).
+    #[allow(clippy::too_many_arguments)]
     fn plan(
         &mut self,
         entries: Vec<Entry>,
@@ -327,6 +374,7 @@ impl Controller {
         remaps: HashSet<EntryKey>,
         asked_at: u64,
         verbose: bool,
+        list: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
         if self.phase != Phase::Running {
@@ -337,8 +385,10 @@ impl Controller {
         // a pass over all entries per sync, quadratic with many lists.
         if verbose {
             self.observe(&entries, asked_at, now);
+            self.settle_webhook_events(&entries, now);
+        } else if let Some(list_id) = list {
+            self.settle_list_events(list_id, &entries);
         }
-        self.settle_webhook_events(&entries, now);
         let mut due = vec![];
         let mut reconcile = vec![];
         // Ledger keys reconciling, or about to: one reconciliation of a set
@@ -354,6 +404,9 @@ impl Controller {
             let running = self.running.contains_key(&entry.key);
             if !running && self.finished_since(&entry.key, asked_at) {
                 continue; // the next plan sees its result
+            }
+            if !verbose && self.queued.contains(&entry.key) {
+                continue; // waiting already
             }
             let backoff = self.backoff.get(&entry.key);
             let webhook = self
@@ -372,6 +425,11 @@ impl Controller {
                 Decision::UpToDate { last, .. } if webhook.is_some() => Decision::Due(SyncKind::Sync { cursor: last }),
                 decision => decision,
             };
+            match &decision {
+                Decision::UpToDate { next_due, .. } => self.upcoming.set(&entry.key, *next_due),
+                Decision::BackingOff { retry_at, .. } => self.upcoming.set(&entry.key, *retry_at),
+                Decision::Due(_) | Decision::Running => self.upcoming.remove(&entry.key),
+            }
             match decision {
                 Decision::Due(kind) => {
                     let without_cursor = self.without_cursor_since.get(&entry.key).copied().unwrap_or(now);
@@ -379,9 +437,13 @@ impl Controller {
                     if let Some(burst) = &webhook {
                         since = since.min(burst.first + delta(self.settings.webhook_debounce));
                     }
-                    due.push((since, Job::Sync(SyncJob { entry, kind }, webhook)));
+                    due.push(Job::Sync {
+                        job: SyncJob { entry, kind },
+                        webhook,
+                        since,
+                    });
                 }
-                Decision::UpToDate { .. } if self.reconcile_is_due(&entry, &statuses, &reconciling, now) => {
+                Decision::UpToDate { .. } if verbose && self.reconcile_is_due(&entry, &statuses, &reconciling, now) => {
                     reconciling.insert(entry.ledger_key());
                     reconcile.push(Job::Reconcile(entry));
                 }
@@ -412,8 +474,18 @@ impl Controller {
             );
         }
         // A stable sort: file order among entries due since the same moment.
-        due.sort_by_key(|(since, _)| *since);
-        self.waiting = due.into_iter().map(|(_, job)| job).chain(reconcile).collect();
+        due.sort_by_key(|job| match job {
+            Job::Sync { since, .. } => *since,
+            Job::Reconcile(_) => DateTime::<Utc>::MAX_UTC,
+        });
+        if verbose {
+            self.waiting = due.into_iter().chain(reconcile).collect();
+            self.queued = self.waiting.iter().map(|job| job.entry().key.clone()).collect();
+        } else {
+            for job in due {
+                self.enqueue(job);
+            }
+        }
         self.start_waiting(ctx);
         if verbose && self.waiting.len() > LISTS_LOGGED_ONE_BY_ONE {
             let first = &self.waiting[0];
@@ -437,6 +509,23 @@ impl Controller {
             }
         }
         self.finish_once_if_idle(ctx);
+    }
+
+    /// Puts a sync among those waiting, in the order of since when each
+    /// has been due (before every reconciliation), unless it waits already.
+    fn enqueue(&mut self, job: Job) {
+        if !self.queued.insert(job.entry().key.clone()) {
+            return;
+        }
+        match &job {
+            Job::Sync { since, .. } => {
+                let at = self
+                    .waiting
+                    .partition_point(|j| matches!(j, Job::Sync { since: s, .. } if s <= since));
+                self.waiting.insert(at, job);
+            }
+            Job::Reconcile(_) => self.waiting.push_back(job),
+        }
     }
 
     /// Whether the list of `entry`, up to date, is due for a reconciliation
@@ -471,6 +560,24 @@ impl Controller {
             .iter()
             .map(|e| (e.key.list_id.as_str(), self.synced_from.get(&e.key).copied()));
         for list_id in self.debounce.settle(synced) {
+            if self.ignored_lists.len() < IGNORED_LISTS_LOGGED && self.ignored_lists.insert(list_id.clone()) {
+                info!(
+                    self.log.new(o!("list_id" => list_id.clone())),
+                    "controller: webhook events of list \"{}\" are ignored: no entry of the state file has it.",
+                    list_id.escape_debug()
+                );
+            }
+        }
+    }
+
+    /// [`Controller::settle_webhook_events`] for one list, given every
+    /// entry of it: its burst ended once each has synced since its last
+    /// event, or dropped when none is in the state file.
+    fn settle_list_events(&mut self, list_id: &str, entries: &[Entry]) {
+        let synced = entries
+            .iter()
+            .map(|e| (e.key.list_id.as_str(), self.synced_from.get(&e.key).copied()));
+        for list_id in self.debounce.settle_lists(&[list_id], synced) {
             if self.ignored_lists.len() < IGNORED_LISTS_LOGGED && self.ignored_lists.insert(list_id.clone()) {
                 info!(
                     self.log.new(o!("list_id" => list_id.clone())),
@@ -587,6 +694,7 @@ impl Controller {
         self.reconcile_backoff.retain(|key, _| present.contains(key));
         self.behind.retain(|key| present.contains(key));
         self.synced_from.retain(|key, _| present.contains(key));
+        self.upcoming.retain(|key| present.contains(key));
         let lists: HashSet<&str> = present.iter().map(|key| key.list_id.as_str()).collect();
         self.last_webhook_event
             .retain(|list_id, _| lists.contains(list_id.as_str()));
@@ -599,8 +707,9 @@ impl Controller {
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.settings.max_concurrent_lists {
             let Some(job) = self.waiting.pop_front() else { break };
+            self.queued.remove(&job.entry().key);
             let (job, webhook) = match job {
-                Job::Sync(job, webhook) => (job, webhook),
+                Job::Sync { job, webhook, .. } => (job, webhook),
                 Job::Reconcile(entry) => {
                     self.start_reconciliation(entry, ctx);
                     continue;
@@ -697,6 +806,7 @@ impl Controller {
             running.cancel.do_send(CancelSync);
         }
         self.waiting.clear();
+        self.queued.clear();
         self.phase = Phase::Finishing;
         self.done = None;
         ctx.stop();
@@ -792,7 +902,7 @@ impl Handler<Tick> for Controller {
             .last_tick_timestamp_seconds
             .set(now.timestamp() as f64);
         info!(self.log, "controller: checking all lists.");
-        self.load_and_plan(true, ctx);
+        self.load_and_plan(Scope::Tick, ctx);
     }
 }
 
@@ -809,10 +919,21 @@ impl Handler<SyncFinished> for Controller {
             .health
             .sync_ended(&finished.key, finished.result.as_ref().err().map(String::as_str));
         match &finished.result {
-            Ok(_) => {
+            Ok(record) => {
                 self.summary.succeeded += 1;
                 self.backoff.remove(&finished.key);
                 self.synced_from.insert(finished.key.clone(), running.started_at);
+                // Due again after its refresh interval (`cap`), or at once
+                // if a webhook event came while it ran.
+                let again = self
+                    .debounce
+                    .wants_sync(&finished.key.list_id, Some(running.started_at))
+                    .is_some();
+                let next = match again {
+                    true => Utc::now(),
+                    false => record.t0 + delta(running.cap),
+                };
+                self.upcoming.set(&finished.key, next);
             }
             Err(_) => {
                 self.summary.failed += 1;
@@ -824,6 +945,7 @@ impl Handler<SyncFinished> for Controller {
                     format_for_log(next.retry_at)
                 );
                 self.backoff.insert(finished.key.clone(), next);
+                self.upcoming.set(&finished.key, next.retry_at);
             }
         }
         // Members deleted during the sync: it may have pushed them back.
@@ -848,12 +970,16 @@ impl Controller {
                 self.finish_once_if_idle(ctx);
             }
             // A slot is free: the next list waiting since the tick, or
-            // else whatever is due now (from the StateKeeper's view, without
-            // a line per entry).
+            // else whatever became due since (the entries whose time has
+            // come, from the StateKeeper's view, without a line per entry
+            // and without planning the others).
             (Phase::Running, RunMode::Go) => {
                 self.start_waiting(ctx);
-                if self.waiting.is_empty() {
-                    self.load_and_plan(false, ctx);
+                if self.running.len() < self.settings.max_concurrent_lists {
+                    let due = self.upcoming.take_due(Utc::now());
+                    if !due.is_empty() {
+                        self.load_and_plan(Scope::Keys(due), ctx);
+                    }
                 }
             }
         }
@@ -886,7 +1012,7 @@ impl Handler<ListChanged> for Controller {
             ctx.run_later(self.settings.webhook_debounce, move |controller, ctx| {
                 controller.debounce.ripen(&list_id, received_at);
                 if controller.phase == Phase::Running {
-                    controller.load_and_plan(false, ctx);
+                    controller.load_and_plan(Scope::List(list_id), ctx);
                 }
             });
         }
@@ -912,13 +1038,13 @@ impl Controller {
             return;
         };
         let list_id = event.list_id.clone();
-        let view = self.deps.state_keeper.send(LoadEntries { reread: false });
+        let view = self.deps.state_keeper.send(FindEntries::List(list_id));
         ctx.spawn(view.into_actor(self).map(move |entries, controller, ctx| {
             let Ok(entries) = entries else { return };
             if controller.phase != Phase::Running {
                 return;
             }
-            for entry in entries.into_iter().filter(|e| e.key.list_id == list_id) {
+            for entry in entries {
                 if entry.on_delete == OnDelete::Ignore {
                     controller
                         .deps
@@ -1049,6 +1175,7 @@ impl Handler<Shutdown> for Controller {
         }
         self.phase = Phase::Stopping;
         self.waiting.clear();
+        self.queued.clear();
         self.deletions.clear_waiting();
         if self.running.is_empty() && self.deletions.running() == 0 {
             info!(self.log, "controller: stopping ({}).", shutdown.reason);

@@ -32,15 +32,26 @@ pub struct Shutdown {
     pub immediate: bool,
 }
 
-/// Controller → StateKeeper: answer the valid entries of `state.json`.
-/// With `reread` (each tick), the file is read again (results waiting in
-/// memory written first); without (when a slot frees up), or if the file
-/// cannot be read just now, the last good view answers, with the results
-/// not yet written applied.
+/// Controller → StateKeeper, each tick: read `state.json` again (results
+/// waiting in memory written first) and answer its valid entries; if the
+/// file cannot be read just now, the last good view answers, with the
+/// results not yet written applied. Costs a read and a scan of the whole
+/// file: once a tick, never once a sync (issue 19).
 #[derive(Message)]
 #[rtype(result = "Vec<Entry>")]
-pub struct LoadEntries {
-    pub reread: bool,
+pub struct LoadEntries;
+
+/// Controller → StateKeeper: the valid entries a selection names, from the
+/// last good view with the results not yet written applied (the file is
+/// not read). Costs what the selection holds, whatever the file's size:
+/// what a sync that ends, or a webhook burst, has planned (issue 19).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Vec<Entry>")]
+pub enum FindEntries {
+    /// These entries, those still in the file and valid, in the order given.
+    Keys(Vec<EntryKey>),
+    /// Every valid entry of one list, in file order.
+    List(String),
 }
 
 /// ListSync → StateKeeper and Controller: one sync of one entry ended.

@@ -236,7 +236,17 @@ pub struct Audience {
     deleted: Vec<Member>,
     next_serial: u64,
     salt: u64,
+    /// Member ids of 12 hex digits rather than Mailchimp's 10 (see
+    /// [`Audience::generate_with`]).
+    wide_ids: bool,
 }
+
+/// Above this many members in all, a sandbox's member ids get 12 hex
+/// digits: with Mailchimp's 10 (40 bits), the millions of members of
+/// thousands of lists would share some (about n² ÷ 2⁴¹ pairs: 3 for bench
+/// scenario 12's 2.75 million), and the fake Ometria keeps one contact
+/// per id. Below it, ids stay as they always were.
+pub const WIDE_IDS_ABOVE: usize = 250_000;
 
 /// Which members a query wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,6 +265,12 @@ impl Audience {
     /// for a given `seed` and list id: every status, Unicode and empty
     /// names, and runs of members sharing one `last_changed` second.
     pub fn generate(id: &str, size: usize, seed: u64, now: i64) -> Audience {
+        Audience::generate_with(id, size, seed, now, false)
+    }
+
+    /// [`Audience::generate`], member ids of 12 hex digits if `wide_ids`:
+    /// the same ids with two more digits in front (members added later too).
+    pub fn generate_with(id: &str, size: usize, seed: u64, now: i64, wide_ids: bool) -> Audience {
         let salt = seed
             ^ id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -266,6 +282,7 @@ impl Audience {
         let mut audience = Audience {
             id: id.to_owned(),
             salt,
+            wide_ids,
             ..Audience::default()
         };
         for _ in 0..size {
@@ -307,9 +324,13 @@ impl Audience {
         };
         let fname = FIRST_NAMES[rng.usize(0..FIRST_NAMES.len())];
         let lname = LAST_NAMES[rng.usize(0..LAST_NAMES.len())];
-        let id = (self.salt.rotate_left(17) ^ serial.wrapping_mul(0x2545_f491_4f6c_dd1d)) & 0xff_ffff_ffff;
+        let id = self.salt.rotate_left(17) ^ serial.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let unique_email_id = match self.wide_ids {
+            true => format!("{:012x}", id & 0xffff_ffff_ffff),
+            false => format!("{:010x}", id & 0xff_ffff_ffff),
+        };
         Member {
-            unique_email_id: format!("{id:010x}"),
+            unique_email_id,
             email: format!(
                 "member.{serial}.{:x}@example.{}",
                 self.salt & 0xffff,
@@ -516,6 +537,22 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn wide_ids_are_the_same_ids_with_two_more_digits() {
+        let narrow = Audience::generate("l", 300, 1, NOW);
+        let wide = Audience::generate_with("l", 300, 1, NOW, true);
+        let ids = |a: &Audience| a.members().map(|m| m.unique_email_id.clone()).collect::<Vec<_>>();
+        let mut narrow = ids(&narrow);
+        assert!(narrow.iter().all(|n| n.len() == 10));
+        let wide = ids(&wide);
+        assert!(wide.iter().all(|w| w.len() == 12));
+        // Ties in `last_changed` are ordered by id, so compare them as sets.
+        let mut cut: Vec<String> = wide.iter().map(|w| w[2..].to_owned()).collect();
+        narrow.sort();
+        cut.sort();
+        assert_eq!(narrow, cut);
+    }
 
     #[test]
     fn generation_is_deterministic_and_varied() {

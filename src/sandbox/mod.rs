@@ -262,11 +262,12 @@ pub fn now_seconds() -> i64 {
 impl World {
     pub fn new(config: SandboxConfig) -> World {
         let now = now_seconds();
+        let wide_ids = config.lists.iter().map(|(_, size)| size).sum::<usize>() > audience::WIDE_IDS_ABOVE;
         let lists = config
             .lists
             .iter()
             .map(|(id, size)| {
-                let audience = Audience::generate(id, *size, config.seed, now);
+                let audience = Audience::generate_with(id, *size, config.seed, now, wide_ids);
                 let audience = if config.same_second {
                     audience.in_one_second()
                 } else {
@@ -772,6 +773,21 @@ mod tests {
             }
         }
         unreachable!("some seed makes a subscribed member")
+    }
+
+    #[test]
+    fn a_sandbox_of_millions_of_members_has_wide_ids() {
+        let world = |lists: Vec<(String, usize)>| {
+            World::new(SandboxConfig {
+                lists,
+                ..SandboxConfig::default()
+            })
+        };
+        let id_of = |w: &World, list: &str| w.lists()[list].members().next().unwrap().unique_email_id.clone();
+        let small = world(vec![("a".into(), 10)]);
+        let large = world(vec![("a".into(), 10), ("b".into(), audience::WIDE_IDS_ABOVE)]);
+        assert_eq!(id_of(&small, "a").len(), 10);
+        assert_eq!(id_of(&large, "a").len(), 12);
     }
 
     #[test]

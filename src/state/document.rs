@@ -1,14 +1,15 @@
 //! The state file's content as a JSON document: parsed keeping key order
 //! and numbers verbatim, patched field by field, rendered back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 use super::entry::{
-    list_id_of, scan_entries_with, EntryKey, EntryScan, FIELD_ELAPSED_SECONDS, FIELD_LATEST_TIMESTAMP,
-    FIELD_TOTAL_UPDATES,
+    list_id_of, read_entry, scan_entries_with, Entry, EntryKey, EntryScan, FIELD_ELAPSED_SECONDS,
+    FIELD_LATEST_TIMESTAMP, FIELD_TOTAL_UPDATES,
 };
 use super::timestamp::format_timestamp;
 use crate::mapping::NamedMappings;
@@ -50,12 +51,28 @@ pub enum PatchOutcome {
     EntryGone,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// The file's entries as JSON values, with what finds one entry at once.
+///
+/// Equality is that of the entries and the named mappings.
+#[derive(Clone, Debug)]
 pub struct StateDocument {
     entries: Vec<Value>,
     /// `mappings.json` as read with the file (issue 17): what the entries'
     /// `mapping` names. Never written.
     mappings: NamedMappings,
+    /// Per list id, the positions of the entries carrying it, in file
+    /// order: the entry of rank `r` is at `positions[list_id][r]`. A patch
+    /// never changes a `list_id` or the order, so it stays right.
+    positions: HashMap<String, Vec<usize>>,
+    /// Owned fields [`StateDocument::apply`] changed so far: a document
+    /// whose count did not move needs no write.
+    changes: u64,
+}
+
+impl PartialEq for StateDocument {
+    fn eq(&self, other: &StateDocument) -> bool {
+        self.entries == other.entries && self.mappings == other.mappings
+    }
 }
 
 impl StateDocument {
@@ -66,18 +83,56 @@ impl StateDocument {
             message: json_error_message(&e),
         })?;
         match value {
-            Value::Array(entries) => Ok(StateDocument {
-                entries,
-                mappings: NamedMappings::default(),
-            }),
+            Value::Array(entries) => {
+                let mut positions: HashMap<String, Vec<usize>> = HashMap::new();
+                for (index, value) in entries.iter().enumerate() {
+                    if let Some(list_id) = list_id_of(value) {
+                        positions.entry(list_id.to_owned()).or_default().push(index);
+                    }
+                }
+                Ok(StateDocument {
+                    entries,
+                    mappings: NamedMappings::default(),
+                    positions,
+                    changes: 0,
+                })
+            }
             other => Err(DocumentError::NotAnArray {
                 found: super::entry::describe(&other),
             }),
         }
     }
 
+    /// Every entry, validated (the whole file: a tick's work).
     pub fn entries(&self) -> EntryScan {
         scan_entries_with(&self.entries, &self.mappings)
+    }
+
+    /// The entry `key` names, if it is in the document and valid; found
+    /// without reading the others.
+    pub fn entry(&self, key: &EntryKey) -> Option<Entry> {
+        let &index = self.positions.get(&key.list_id)?.get(key.rank)?;
+        read_entry(index, &self.entries[index], Some(key.rank), &self.mappings, &mut vec![]).ok()
+    }
+
+    /// The valid entries of one list, in file order.
+    pub fn entries_of_list(&self, list_id: &str) -> Vec<Entry> {
+        let Some(positions) = self.positions.get(list_id) else {
+            return vec![];
+        };
+        positions
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, &index)| {
+                read_entry(index, &self.entries[index], Some(rank), &self.mappings, &mut vec![]).ok()
+            })
+            .collect()
+    }
+
+    /// How many owned fields [`StateDocument::apply`] changed in this
+    /// document (not only in the file it was read from).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The document with the named mappings its entries may name.
@@ -101,7 +156,7 @@ impl StateDocument {
 
     /// Writes the importer-owned fields of the entry `record.key` names and
     /// nothing else. New fields go at the end of the entry; existing ones
-    /// keep their place.
+    /// keep their place. Finds the entry at once, whatever the file's size.
     pub fn apply(&mut self, record: &SyncRecord) -> PatchOutcome {
         let Some(entry) = self.find_mut(&record.key) else {
             return PatchOutcome::EntryGone;
@@ -110,25 +165,26 @@ impl StateDocument {
             return PatchOutcome::EntryGone;
         };
         let current = object.get(FIELD_LATEST_TIMESTAMP).cloned().unwrap_or(Value::Null);
+        let mut changed = 0;
         let outcome = if current == record.cursor_at_start {
-            object.insert(
-                FIELD_LATEST_TIMESTAMP.into(),
+            changed += set(
+                object,
+                FIELD_LATEST_TIMESTAMP,
                 Value::String(format_timestamp(record.t0)),
             );
             PatchOutcome::Applied
         } else {
             PatchOutcome::CursorEditedByUser { current }
         };
-        object.insert(FIELD_ELAPSED_SECONDS.into(), tenths_of_seconds(record.elapsed));
-        object.insert(FIELD_TOTAL_UPDATES.into(), Value::from(record.total_updates));
+        changed += set(object, FIELD_ELAPSED_SECONDS, tenths_of_seconds(record.elapsed));
+        changed += set(object, FIELD_TOTAL_UPDATES, Value::from(record.total_updates));
+        self.changes += changed;
         outcome
     }
 
     fn find_mut(&mut self, key: &EntryKey) -> Option<&mut Value> {
-        self.entries
-            .iter_mut()
-            .filter(|v| list_id_of(v) == Some(key.list_id.as_str()))
-            .nth(key.rank)
+        let &index = self.positions.get(&key.list_id)?.get(key.rank)?;
+        self.entries.get_mut(index)
     }
 
     /// Two-space indented JSON with a trailing newline.
@@ -137,6 +193,15 @@ impl StateDocument {
         text.push('\n');
         text
     }
+}
+
+/// Sets `field` of `object` to `value`; 1 if that changed it, else 0.
+fn set(object: &mut Map<String, Value>, field: &str, value: Value) -> u64 {
+    if object.get(field) == Some(&value) {
+        return 0;
+    }
+    object.insert(field.into(), value);
+    1
 }
 
 /// `elapsed_seconds` at 0.1 s precision, written as e.g. `8.7`.
@@ -259,6 +324,42 @@ mod tests {
         assert_eq!(doc.apply(&record("a", 0, Value::Null)), PatchOutcome::EntryGone);
         assert_eq!(doc.apply(&record("b", 1, Value::Null)), PatchOutcome::EntryGone);
         assert_eq!(doc.render(), "[\n  {\n    \"list_id\": \"b\"\n  }\n]\n");
+    }
+
+    #[test]
+    fn entries_are_found_by_key_and_by_list_without_a_scan() {
+        let text = r#"[{"list_id": "a"}, {"list_id": "b", "worker_count": 0}, {"list_id": "a", "worker_count": 2}, 7]"#;
+        let mut doc = StateDocument::parse(text).unwrap();
+        let key = |list_id: &str, rank| EntryKey {
+            list_id: list_id.into(),
+            rank,
+        };
+        let second = doc.entry(&key("a", 1)).unwrap();
+        assert_eq!((second.index, second.worker_count), (2, 2));
+        assert_eq!(doc.entry(&key("b", 0)), None, "invalid: skipped as a scan skips it");
+        assert_eq!(doc.entry(&key("a", 2)), None);
+        assert_eq!(doc.entry(&key("z", 0)), None);
+        let of_a: Vec<usize> = doc.entries_of_list("a").iter().map(|e| e.index).collect();
+        assert_eq!(of_a, [0, 2]);
+        // What a scan reads, entry by entry.
+        assert_eq!(doc.entries().entries, [doc.entry(&key("a", 0)).unwrap(), second]);
+        // A result shows at once.
+        doc.apply(&record("a", 1, Value::Null));
+        assert_eq!(doc.entry(&key("a", 1)).unwrap().last_total_updates, Some(46134));
+    }
+
+    #[test]
+    fn only_a_patch_that_changes_a_value_counts_as_a_change() {
+        let mut doc = StateDocument::parse(r#"[{"list_id": "a1"}]"#).unwrap();
+        assert_eq!(doc.changes(), 0);
+        doc.apply(&record("a1", 0, Value::Null));
+        assert_eq!(doc.changes(), 3);
+        // The same result again, and one for an entry not there: nothing changes.
+        let written = doc.clone();
+        doc.apply(&record("a1", 0, Value::Null));
+        doc.apply(&record("zz", 0, Value::Null));
+        assert_eq!(doc.changes(), 3);
+        assert_eq!(doc, written);
     }
 
     #[test]

@@ -202,7 +202,9 @@ pub fn list_id_of(value: &Value) -> Option<&str> {
     value.get(FIELD_LIST_ID).and_then(Value::as_str)
 }
 
-fn read_entry(
+/// Validates the entry at `index` of the file, of rank `rank` among the
+/// entries with its list id; warnings that do not skip it go to `warnings`.
+pub(super) fn read_entry(
     index: usize,
     value: &Value,
     rank: Option<usize>,
@@ -371,18 +373,21 @@ fn read_mapping(object: &Map<String, Value>, named: &NamedMappings) -> Result<Ma
 
 /// `Ok(None)` when absent or null (the default applies).
 fn bounded_integer(object: &Map<String, Value>, name: &str, lo: u64, hi: u64) -> Result<Option<u64>, String> {
-    let range = if hi == u64::MAX {
-        format!("a whole number ≥ {lo}")
-    } else {
-        format!("a whole number from {lo} to {hi}")
+    // Spelled out only for a message: every entry of every read comes here.
+    let range = || {
+        if hi == u64::MAX {
+            format!("a whole number ≥ {lo}")
+        } else {
+            format!("a whole number from {lo} to {hi}")
+        }
     };
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
-            _ => Err(format!("must be {range}, found {n}")),
+            _ => Err(format!("must be {}, found {n}", range())),
         },
-        Some(other) => Err(format!("must be {range}, found {}", describe(other))),
+        Some(other) => Err(format!("must be {}, found {}", range(), describe(other))),
     }
 }
 

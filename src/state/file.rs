@@ -78,6 +78,35 @@ fn folder_of(path: &Path) -> &Path {
     }
 }
 
+/// What a text of the state file was: its length and its xxh3-64 hash.
+/// Tells whether the file still holds what this process last read or
+/// wrote without parsing it again (issue 19: a write of a file of 50,000
+/// entries is mostly parsing). Two texts of one length whose hashes agree
+/// by chance are taken as one: about one chance in 2⁶⁴.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    len: usize,
+    hash: u64,
+}
+
+impl Fingerprint {
+    pub fn of(text: &[u8]) -> Fingerprint {
+        Fingerprint {
+            len: text.len(),
+            hash: xxhash_rust::xxh3::xxh3_64(text),
+        }
+    }
+}
+
+/// What [`StateFile::patch`] did: what the patch answered, the document
+/// as patched (and, if changed, written), and the file's text now.
+#[derive(Debug)]
+pub struct Patched<R> {
+    pub result: R,
+    pub document: StateDocument,
+    pub text: Fingerprint,
+}
+
 #[derive(Clone, Debug)]
 pub struct StateFile {
     path: PathBuf,
@@ -97,25 +126,58 @@ impl StateFile {
     }
 
     pub fn load(&self) -> Result<StateDocument, StateFileError> {
+        Ok(self.load_fingerprinted()?.0)
+    }
+
+    /// [`StateFile::load`], with the fingerprint of the text read.
+    pub fn load_fingerprinted(&self) -> Result<(StateDocument, Fingerprint), StateFileError> {
         let bytes = self.read_bytes()?;
-        self.parse(&bytes)
+        Ok((self.parse(&bytes)?, Fingerprint::of(&bytes)))
+    }
+
+    /// Whether the file holds the text `known` fingerprints (read, not parsed).
+    pub fn holds(&self, known: Fingerprint) -> Result<bool, StateFileError> {
+        Ok(Fingerprint::of(&self.read_bytes()?) == known)
+    }
+
+    /// Replaces the file with `content` atomically if it still holds the
+    /// text `known` fingerprints — `content` being that text's document
+    /// patched, rendered — and answers the fingerprint of `content`; `None`
+    /// if the file holds anything else (a hand edit: the caller patches
+    /// the new text instead, [`StateFile::patch`]). The file is read, not
+    /// parsed. Errors: it cannot be read or replaced.
+    pub fn replace_known(&self, known: Fingerprint, content: &str) -> Result<Option<Fingerprint>, StateFileError> {
+        let before = self.read_bytes()?;
+        if Fingerprint::of(&before) != known {
+            return Ok(None);
+        }
+        match self.replace_if_unchanged(content.as_bytes(), &before)? {
+            true => Ok(Some(Fingerprint::of(content.as_bytes()))),
+            false => Ok(None),
+        }
     }
 
     /// Re-reads the file, applies `patch`, and replaces the file atomically
-    /// if the document changed. If the file changes between the read and
-    /// the rename (someone saved it meanwhile), the write starts over from
-    /// the new content, so a hand edit is never overwritten by a stale view.
-    pub fn patch<R>(&self, mut patch: impl FnMut(&mut StateDocument) -> R) -> Result<R, StateFileError> {
+    /// if the patch changed a value (see [`Patched`]). If the file changes
+    /// between the read and the rename (someone saved it meanwhile), the
+    /// write starts over from the new content, so a hand edit is never
+    /// overwritten by a stale view.
+    ///
+    /// Errors: the file cannot be read, parsed or replaced, or it kept
+    /// changing for five attempts in a row ([`StateFileError::Busy`]).
+    pub fn patch<R>(&self, mut patch: impl FnMut(&mut StateDocument) -> R) -> Result<Patched<R>, StateFileError> {
         for _ in 0..WRITE_ATTEMPTS {
             let before = self.read_bytes()?;
-            let original = self.parse(&before)?;
-            let mut doc = original.clone();
-            let result = patch(&mut doc);
-            if doc == original {
-                return Ok(result);
+            let mut document = self.parse(&before)?;
+            let result = patch(&mut document);
+            if document.changes() == 0 {
+                let text = Fingerprint::of(&before);
+                return Ok(Patched { result, document, text });
             }
-            if self.replace_if_unchanged(doc.render().as_bytes(), &before)? {
-                return Ok(result);
+            let rendered = document.render();
+            if self.replace_if_unchanged(rendered.as_bytes(), &before)? {
+                let text = Fingerprint::of(rendered.as_bytes());
+                return Ok(Patched { result, document, text });
             }
         }
         Err(StateFileError::Busy {
@@ -411,7 +473,7 @@ mod tests {
         let doc = file.load().unwrap();
         assert_eq!(doc.entries().entries[0].mapping.collection.as_deref(), Some("mc"));
         // A write re-reads them, and never writes them.
-        let (_, patched) = file.patch(|d| ((), d.clone())).unwrap();
+        let patched = file.patch(|_| ()).unwrap().document;
         assert_eq!(patched.entries().entries.len(), 1);
         assert_eq!(
             std::fs::read_to_string(dir.path().join(crate::mapping::MAPPINGS_FILE_NAME)).unwrap(),
@@ -420,11 +482,39 @@ mod tests {
     }
 
     #[test]
+    fn a_known_text_is_replaced_without_a_parse_and_an_edited_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        fs::write(file.path(), "[{\"list_id\": \"a1\"}]").unwrap();
+        let (mut doc, known) = file.load_fingerprinted().unwrap();
+        assert!(file.holds(known).unwrap());
+        doc.apply(&record("a1"));
+        let text = doc.render();
+        let written = file.replace_known(known, &text).unwrap().unwrap();
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
+        assert_eq!(written, Fingerprint::of(text.as_bytes()));
+        assert!(!file.holds(known).unwrap());
+        // Saved by hand since: nothing is written, the caller patches it.
+        fs::write(file.path(), "[{\"list_id\": \"a1\", \"note\": 1}]").unwrap();
+        assert_eq!(file.replace_known(written, &text).unwrap(), None);
+        assert_eq!(
+            fs::read_to_string(file.path()).unwrap(),
+            "[{\"list_id\": \"a1\", \"note\": 1}]"
+        );
+        let patched = file.patch(|d| d.apply(&record("a1"))).unwrap();
+        assert_eq!(patched.text, Fingerprint::of(&fs::read(file.path()).unwrap()));
+        assert!(file.holds(patched.text).unwrap());
+    }
+
+    #[test]
     fn patch_replaces_the_file_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::in_dir(dir.path());
         fs::write(file.path(), "[{\"list_id\": \"a1\"}]").unwrap();
-        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::Applied);
+        assert_eq!(
+            file.patch(|d| d.apply(&record("a1"))).unwrap().result,
+            PatchOutcome::Applied
+        );
         assert_eq!(
             fs::read_to_string(file.path()).unwrap(),
             "[\n  {\n    \"list_id\": \"a1\",\n    \"latest_timestamp\": \"2019-10-21T10:51:16\",\n    \"elapsed_seconds\": 2.0,\n    \"total_updates\": 5\n  }\n]\n"
@@ -438,7 +528,10 @@ mod tests {
         let file = StateFile::in_dir(dir.path());
         let text = "[ {\"list_id\":\"b\"} ]";
         fs::write(file.path(), text).unwrap();
-        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::EntryGone);
+        assert_eq!(
+            file.patch(|d| d.apply(&record("a1"))).unwrap().result,
+            PatchOutcome::EntryGone
+        );
         assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
     }
 
@@ -495,7 +588,8 @@ mod tests {
                 }
                 d.apply(&record("a1"))
             })
-            .unwrap();
+            .unwrap()
+            .result;
         assert_eq!((outcome, calls), (PatchOutcome::Applied, 2));
         let v: Value = serde_json::from_str(&fs::read_to_string(file.path()).unwrap()).unwrap();
         assert_eq!(v[0]["note"], "mine");
@@ -554,7 +648,10 @@ mod tests {
 
         assert_eq!(file.remove_stale_temp_files(), 1);
         file.check_writable().unwrap();
-        assert_eq!(file.patch(|d| d.apply(&record("a1"))).unwrap(), PatchOutcome::Applied);
+        assert_eq!(
+            file.patch(|d| d.apply(&record("a1"))).unwrap().result,
+            PatchOutcome::Applied
+        );
         assert!(fs::symlink_metadata(file.path()).unwrap().file_type().is_symlink());
         assert!(fs::read_to_string(&real).unwrap().contains("\"total_updates\": 5"));
         assert_eq!(files_in(linked.path()), ["state.json"]);

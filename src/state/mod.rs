@@ -14,5 +14,5 @@ pub use entry::{
     DEFAULT_ITEMS_PER_REQUEST, DEFAULT_RECONCILE_SECONDS, DEFAULT_WORKER_COUNT, MAX_ITEMS_PER_REQUEST,
     MAX_WORKER_COUNT,
 };
-pub use file::{StateFile, StateFileError, StateLock, STATE_FILE_NAME};
+pub use file::{Fingerprint, Patched, StateFile, StateFileError, StateLock, STATE_FILE_NAME};
 pub use timestamp::{format_for_log, format_for_mailchimp, format_timestamp, parse_timestamp};

@@ -154,6 +154,23 @@ impl Debounce {
         unknown
     }
 
+    /// [`Debounce::settle`] for the bursts of `lists` alone, given every
+    /// entry of those lists: a list's webhook burst is settled without
+    /// reading the entries of every other list.
+    pub fn settle_lists<'a>(
+        &mut self,
+        lists: &[&str],
+        entries: impl IntoIterator<Item = (&'a str, Option<DateTime<Utc>>)>,
+    ) -> Vec<String> {
+        let mut some = Debounce {
+            delay: self.delay,
+            bursts: lists.iter().filter_map(|l| self.bursts.remove_entry(*l)).collect(),
+        };
+        let unknown = some.settle(entries);
+        self.bursts.extend(some.bursts);
+        unknown
+    }
+
     /// The open burst of `list_id`, if any.
     pub fn burst(&self, list_id: &str) -> Option<&Burst> {
         self.bursts.get(list_id)
@@ -296,6 +313,21 @@ mod tests {
         // A tick found the entry due by its refresh interval at 2.
         d.settle([("a", Some(at(2)))]);
         assert_eq!(d.burst("a"), None, "no second sync");
+    }
+
+    #[test]
+    fn one_lists_bursts_are_settled_alone() {
+        let mut d = Debounce::new(FIVE);
+        for list in ["a", "b", "gone"] {
+            d.event(list, at(0));
+        }
+        // Only a's entries are given: b's burst is left as it is.
+        assert!(d.settle_lists(&["a"], [("a", Some(at(6)))]).is_empty());
+        assert_eq!(d.burst("a"), None);
+        assert!(d.burst("b").is_some());
+        // A list named without entries has none in the state file.
+        assert_eq!(d.settle_lists(&["gone"], []), ["gone"]);
+        assert!(d.burst("b").is_some());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Pure logic of syncing (SPEC §3, §4): when an entry is due, which window
 //! a sync reads, the paging plan, the checks its pages must pass, and the
 //! rules of a reconciliation, the records a sync has in flight, the
-//! SYNCs webhook events bring forward, and the deletions they announce.
+//! SYNCs webhook events bring forward, the deletions they announce, and
+//! when each entry is next worth a look.
 
 mod checks;
 mod debounce;
@@ -12,6 +13,7 @@ mod preview;
 mod reconcile;
 mod schedule;
 mod tally;
+mod upcoming;
 mod window;
 
 pub use checks::{check_page, Bounds, DistinctIds, PagingFault};
@@ -29,4 +31,5 @@ pub use schedule::{
     FIRST_RETRY_DELAY,
 };
 pub use tally::{DroppedValues, SyncCounts};
+pub use upcoming::Upcoming;
 pub use window::{start_time, Window, DEFAULT_OVERLAP};
