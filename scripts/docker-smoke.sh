@@ -5,7 +5,7 @@
 # file. Needs root, podman, runc and debootstrap (Debian packages).
 #
 #   scripts/docker-smoke.sh            # base images are kept for the next run
-#   SMOKE_KEEP=1 scripts/docker-smoke.sh  # keep the work folder to look at
+#   SMOKE_KEEP=1 scripts/docker-smoke.sh  # keep the work folder and the image to look at
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,13 @@ container=ometria-smoke-$$
 sandbox=ometria-smoke-sandbox-$$
 cleanup() {
   podman rm -f "$container" "$sandbox" >/dev/null 2>&1 || true
-  [ -n "${SMOKE_KEEP:-}" ] || rm -rf "$work"
+  [ -n "${SMOKE_KEEP:-}" ] || {
+    # The image and what its build left: remade by the next run. (Before
+    # the work folder goes: it holds podman's containers.conf.)
+    podman rmi -f "$image" >/dev/null 2>&1 || true
+    podman image prune -f >/dev/null 2>&1 || true
+    rm -rf "$work"
+  }
 }
 trap cleanup EXIT
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
@@ -63,8 +69,9 @@ EOF
 fi
 
 step "the image, from the project's Dockerfile"
-# The docker format keeps the HEALTHCHECK (OCI images have none).
-podman build -q --format docker -v "$(rustc --print sysroot)":/opt/rust:ro \
+# The docker format keeps the HEALTHCHECK (OCI images have none); no
+# layer cache, so that each RUN's layer is not written twice to the disk.
+podman build -q --format docker --layers=false -v "$(rustc --print sysroot)":/opt/rust:ro \
   --build-arg RUST_IMAGE="$rust" --build-arg RUNTIME_IMAGE="$base" -t "$image" . >/dev/null
 podman run --rm "$image" version
 

@@ -464,7 +464,7 @@ pub struct Settings {
     /// Receive Mailchimp's webhooks on this address (`go` only), at /webhooks/mailchimp/<IMPORTER_WEBHOOK_SECRET>; IMPORTER_METRICS_ADDR's own serves both; empty or "off": nowhere [default: off].
     #[arg(long, env = "IMPORTER_WEBHOOK_ADDR", global = true)]
     pub webhook_addr: Option<MetricsAddr>,
-    /// The secret last segment of the webhook URL: at least 16 of A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 16`); required by `go` with IMPORTER_WEBHOOK_ADDR and by `webhooks register|remove`, ignored by the rest; empty: unset.
+    /// The secret last segment of the webhook URL: at least 16 of A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 16`); required by `go` with IMPORTER_WEBHOOK_ADDR and by `webhooks register|remove`, checked by `check` with IMPORTER_WEBHOOK_ADDR, ignored by the rest; empty: unset.
     #[arg(long, env = "IMPORTER_WEBHOOK_SECRET", hide_env_values = true, global = true)]
     pub webhook_secret: Option<WebhookSecretSetting>,
     /// Seconds from a list's first webhook event to its SYNC; the events in between make that one SYNC.
