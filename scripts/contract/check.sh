@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the release binary against the independent Python mock
+# Runs the importer against the independent Python mock
 # (scripts/contract/mock.py) as an operator would: `go` on a state file of
 # several lists, with faults and live mutations during the LOAD, then the
 # mutations stop and every entry syncs again (twice: see the late pushes
@@ -8,6 +8,9 @@
 # file.
 #
 #   scripts/contract/check.sh [fault-rate] [mutations-per-second] [mock flags: --shuffle-ties --same-second]
+#
+# The binary is the release build, built here, unless CONTRACT_BINARY
+# names another (CI gives the one `cargo test` built, to spare a build).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,8 +19,11 @@ fault_rate="${1:-0.1}"
 mutations="${2:-20}"
 shift $(($# < 2 ? $# : 2))
 mock_flags=("$@")
-binary=target/release/ometria-importer
-cargo build --release --locked --quiet
+binary="${CONTRACT_BINARY:-target/release/ometria-importer}"
+if [ -z "${CONTRACT_BINARY:-}" ]; then
+  cargo build --release --locked --quiet
+fi
+[ -x "$binary" ] || { echo "contract check: no binary at $binary" >&2; exit 1; }
 
 source scripts/contract/common.sh
 
