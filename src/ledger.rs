@@ -7,7 +7,9 @@
 //! moment the process is killed at, and `history` reads the file while the
 //! daemon writes it. Only the `Ledger` actor writes it, on a thread of its
 //! own; this module is the plain store it uses, and `history` opens it
-//! read-only.
+//! read-only. A [`Checkpointer`] thread folds the write-ahead log into the
+//! file, so that the Ledger's thread, which a sync's page look-ups wait
+//! for, does not wait for the disk.
 //!
 //! The ledger is a cache of what Ometria holds, never the user's contract:
 //! deleting the file is always safe (the next sync of each list pushes
@@ -56,6 +58,16 @@ pub const LATE_WRITE_SECONDS: i64 = 15 * 60;
 fn settled() -> String {
     format!("(uncertain_since IS NULL OR accepted_at >= uncertain_since + {LATE_WRITE_SECONDS})")
 }
+
+/// How often the ledger's checkpointer folds the write-ahead log into the
+/// file ([`Checkpointer`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The write-ahead log's length, in pages (4 KiB each), past which the
+/// writing connection folds it in itself, after a commit: a bound for when
+/// the checkpointer cannot keep up (SQLite's `wal_autocheckpoint`, whose
+/// default of 1,000 would fold it in on the Ledger's thread every 4 MiB).
+const WAL_BOUND_PAGES: i64 = 16_384;
 
 /// Ids per statement when looking members up: well below SQLite's limit
 /// of 32,766 bound parameters.
@@ -190,6 +202,58 @@ pub struct RunRow {
 pub struct LedgerStore {
     conn: Connection,
     path: PathBuf,
+    /// Set when open to write by the Ledger ([`LedgerStore::open`]).
+    checkpointer: Option<Checkpointer>,
+}
+
+impl Drop for LedgerStore {
+    fn drop(&mut self) {
+        // Its connection closes first, so that the writer's is the last:
+        // SQLite then folds the log into the file and removes it.
+        self.checkpointer.take();
+    }
+}
+
+/// A thread with a connection of its own that folds the write-ahead log
+/// into the ledger file every [`CHECKPOINT_EVERY`] (a `PASSIVE`
+/// checkpoint, which never waits for the writer nor makes it wait). It
+/// takes the checkpoints' writes and fsyncs off the Ledger's thread, so a
+/// slow disk does not hold up the page look-ups a sync waits for.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts it on the ledger at `path`. Errors: the file cannot be opened
+    /// a second time (then the writer's own checkpoints, past
+    /// [`WAL_BOUND_PAGES`], still keep the log bounded).
+    fn start(path: &Path) -> Result<Checkpointer, rusqlite::Error> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    // Busy or failed: the next one, or the writer's bound, folds it in.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LedgerStore {
@@ -240,9 +304,20 @@ impl LedgerStore {
         conn.execute_batch(SCHEMA).map_err(error)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(error)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BOUND_PAGES)
+            .map_err(error)?;
+        let checkpointer = match Checkpointer::start(path) {
+            Ok(checkpointer) => Some(checkpointer),
+            // Without it, the writer folds the log in by the default rule.
+            Err(_) => {
+                conn.pragma_update(None, "wal_autocheckpoint", 1000).map_err(error)?;
+                None
+            }
+        };
         Ok(LedgerStore {
             conn,
             path: path.to_owned(),
+            checkpointer,
         })
     }
 
@@ -275,6 +350,7 @@ impl LedgerStore {
         Ok(LedgerStore {
             conn,
             path: path.clone(),
+            checkpointer: None,
         })
     }
 
@@ -299,6 +375,7 @@ impl LedgerStore {
         Ok(LedgerStore {
             conn,
             path: path.clone(),
+            checkpointer: None,
         })
     }
 
@@ -324,11 +401,12 @@ impl LedgerStore {
 
     /// For each `(member_id, hash)` of list `list_id`, whether the ledger
     /// holds that member with that hash: the record is what Ometria last
-    /// accepted, and need not be pushed. Members found get `last_seen =
-    /// now`. One call per page: `records` is at most a page long.
-    pub fn unchanged(&mut self, list_id: &str, now: i64, records: &[(&str, u64)]) -> Result<Vec<bool>, LedgerError> {
+    /// accepted, and need not be pushed. One call per page: `records` is
+    /// at most a page long. It only reads: a re-read of an unchanged list
+    /// writes nothing (a member's `last_seen` is moved by a push Ometria
+    /// accepts and by a reconciliation that finds it, [`Self::mark_seen`]).
+    pub fn unchanged(&self, list_id: &str, records: &[(&str, u64)]) -> Result<Vec<bool>, LedgerError> {
         let mut known = std::collections::HashMap::with_capacity(records.len());
-        let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
         for chunk in records.chunks(IDS_PER_STATEMENT) {
             let marks = vec!["?"; chunk.len()].join(",");
             // A member whose push answer was lost is not taken as known
@@ -338,32 +416,18 @@ impl LedgerStore {
                  AND {}",
                 settled()
             );
-            let update = format!("UPDATE members SET last_seen = ? WHERE list_id = ? AND member_id IN ({marks})");
+            let mut statement = self.conn.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
             let ids = chunk.iter().map(|(id, _)| *id);
-            let known_before = known.len();
-            {
-                let mut statement = tx.prepare_cached(&select).map_err(|e| error_at(&self.path, e))?;
-                let rows = statement
-                    .query_map(params_from_iter(std::iter::once(list_id).chain(ids.clone())), |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                    })
-                    .map_err(|e| error_at(&self.path, e))?;
-                for row in rows {
-                    let (id, hash) = row.map_err(|e| error_at(&self.path, e))?;
-                    known.insert(id, hash as u64);
-                }
-            }
-            if known.len() == known_before {
-                // None of them is known (a first LOAD): nothing to mark seen.
-                continue;
-            }
-            let mut statement = tx.prepare_cached(&update).map_err(|e| error_at(&self.path, e))?;
-            let now_text = now.to_string();
-            statement
-                .execute(params_from_iter([now_text.as_str(), list_id].into_iter().chain(ids)))
+            let rows = statement
+                .query_map(params_from_iter(std::iter::once(list_id).chain(ids)), |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
                 .map_err(|e| error_at(&self.path, e))?;
+            for row in rows {
+                let (id, hash) = row.map_err(|e| error_at(&self.path, e))?;
+                known.insert(id, hash as u64);
+            }
         }
-        tx.commit().map_err(|e| error_at(&self.path, e))?;
         Ok(records.iter().map(|(id, hash)| known.get(*id) == Some(hash)).collect())
     }
 
@@ -479,13 +543,16 @@ impl LedgerStore {
     }
 
     /// Marks the members `ids` of list `list_id` as seen by the
-    /// reconciliation `stamp` (a number no earlier reconciliation of the
-    /// list used, its `T0` say). Ids the ledger does not hold are ignored.
+    /// reconciliation `stamp` (its `T0` in unix seconds, which no earlier
+    /// reconciliation of the list used), which is also their `last_seen`.
+    /// Ids the ledger does not hold are ignored.
     pub fn mark_seen(&mut self, list_id: &str, stamp: i64, ids: &[&str]) -> Result<(), LedgerError> {
         let tx = self.conn.transaction().map_err(|e| error_at(&self.path, e))?;
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let update = format!("UPDATE members SET seen_stamp = ? WHERE list_id = ? AND member_id IN ({marks})");
+            let update = format!(
+                "UPDATE members SET seen_stamp = ?1, last_seen = ?1 WHERE list_id = ?2 AND member_id IN ({marks})"
+            );
             let stamp_text = stamp.to_string();
             tx.prepare_cached(&update)
                 .and_then(|mut s| {
@@ -772,17 +839,14 @@ mod tests {
             .record_accepted("L", 100, &[accepted("a", 1), accepted("b", 2)])
             .unwrap();
         ledger.mark_uncertain("L", 100, &["a", "never"]).unwrap();
-        assert_eq!(
-            ledger.unchanged("L", 200, &[("a", 1), ("b", 2)]).unwrap(),
-            [false, true]
-        );
+        assert_eq!(ledger.unchanged("L", &[("a", 1), ("b", 2)]).unwrap(), [false, true]);
         // Taken again soon after: the lost push may still land later.
         ledger.record_accepted("L", 200, &[accepted("a", 1)]).unwrap();
-        assert_eq!(ledger.unchanged("L", 300, &[("a", 1)]).unwrap(), [false]);
+        assert_eq!(ledger.unchanged("L", &[("a", 1)]).unwrap(), [false]);
         // Taken once that push can no longer land over it.
         let later = 100 + LATE_WRITE_SECONDS;
         ledger.record_accepted("L", later, &[accepted("a", 1)]).unwrap();
-        assert_eq!(ledger.unchanged("L", later, &[("a", 1)]).unwrap(), [true]);
+        assert_eq!(ledger.unchanged("L", &[("a", 1)]).unwrap(), [true]);
     }
 
     #[test]
@@ -833,15 +897,15 @@ mod tests {
         ledger
             .record_accepted("L", 100, &[accepted("a", 1), accepted("b", 2)])
             .unwrap();
-        let seen = ledger.unchanged("L", 200, &[("a", 1), ("b", 3), ("c", 1)]).unwrap();
+        let seen = ledger.unchanged("L", &[("a", 1), ("b", 3), ("c", 1)]).unwrap();
         assert_eq!(seen, [true, false, false]);
         // Another list's member of the same id is another member.
-        assert_eq!(ledger.unchanged("M", 200, &[("a", 1)]).unwrap(), [false]);
+        assert_eq!(ledger.unchanged("M", &[("a", 1)]).unwrap(), [false]);
         ledger.record_accepted("L", 300, &[accepted("b", 3)]).unwrap();
-        assert_eq!(ledger.unchanged("L", 300, &[("b", 3)]).unwrap(), [true]);
+        assert_eq!(ledger.unchanged("L", &[("b", 3)]).unwrap(), [true]);
         assert_eq!(ledger.count_members("L").unwrap(), 2);
         assert_eq!(ledger.forget_list("L").unwrap(), 2);
-        assert_eq!(ledger.unchanged("L", 300, &[("a", 1)]).unwrap(), [false]);
+        assert_eq!(ledger.unchanged("L", &[("a", 1)]).unwrap(), [false]);
     }
 
     #[test]
@@ -852,7 +916,7 @@ mod tests {
         ledger.record_accepted("L", 1, &many).unwrap();
         let ids: Vec<String> = (0..1200).map(|i| format!("m{i}")).collect();
         let asked: Vec<(&str, u64)> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u64)).collect();
-        assert!(ledger.unchanged("L", 2, &asked).unwrap().iter().all(|u| *u));
+        assert!(ledger.unchanged("L", &asked).unwrap().iter().all(|u| *u));
     }
 
     #[test]
@@ -872,6 +936,69 @@ mod tests {
         assert_eq!(rest[0].member_id, "e");
         ledger.remove("L", &["b", "d", "e"]).unwrap();
         assert_eq!(ledger.count_members("L").unwrap(), 3);
+    }
+
+    fn last_seen(ledger: &LedgerStore, id: &str) -> i64 {
+        ledger
+            .conn
+            .query_row("SELECT last_seen FROM members WHERE member_id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_look_up_writes_nothing_and_a_reconciliation_that_finds_a_member_moves_its_last_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        ledger
+            .record_accepted("L", 10, &[accepted("a", 1), accepted("b", 2)])
+            .unwrap();
+        assert_eq!(last_seen(&ledger, "a"), 10);
+        let changes = ledger.conn.total_changes();
+        assert_eq!(ledger.unchanged("L", &[("a", 1), ("b", 2)]).unwrap(), [true, true]);
+        assert_eq!(
+            ledger.conn.total_changes(),
+            changes,
+            "a re-read of unchanged members wrote rows"
+        );
+        ledger.mark_seen("L", 50, &["a"]).unwrap();
+        assert_eq!((last_seen(&ledger, "a"), last_seen(&ledger, "b")), (50, 10));
+        ledger.record_accepted("L", 70, &[accepted("b", 3)]).unwrap();
+        assert_eq!(last_seen(&ledger, "b"), 70);
+    }
+
+    #[test]
+    fn writes_reach_the_ledger_file_itself_while_the_ledger_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = LedgerStore::open(dir.path(), 0).unwrap();
+        ledger.record_accepted("L", 10, &[accepted("a", 1)]).unwrap();
+        // The file alone, without its write-ahead log: what a checkpoint
+        // has folded in. Far below the writer's own bound, so only the
+        // checkpointer's thread can have done it.
+        let encoded = percent_encoding::utf8_percent_encode(&ledger.path().to_string_lossy(), URI_PATH).to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let file = Connection::open_with_flags(
+                format!("file:{encoded}?immutable=1"),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .unwrap();
+            let folded: Option<i64> = file
+                .query_row("SELECT COUNT(*) FROM members WHERE member_id = 'a'", [], |row| {
+                    row.get(0)
+                })
+                .ok();
+            if folded == Some(1) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the write never reached the file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            dir.path().join(format!("{LEDGER_FILE_NAME}-wal")).exists(),
+            "the writer is still open"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Handler<LookUpUnchanged> for Ledger {
     type Result = Result<Vec<bool>, LedgerError>;
     fn handle(&mut self, m: LookUpUnchanged, _: &mut Self::Context) -> Self::Result {
         let records: Vec<(&str, u64)> = m.records.iter().map(|(id, hash)| (id.as_str(), *hash)).collect();
-        self.store()?.unchanged(&m.list_id, m.now, &records)
+        self.store()?.unchanged(&m.list_id, &records)
     }
 }
 

@@ -472,7 +472,6 @@ impl ListSync {
         self.lookups_pending += 1;
         let message = LookUpUnchanged {
             list_id: self.job.entry.ledger_key(),
-            now: Utc::now().timestamp(),
             records: records.iter().map(|(_, m)| (m.member_id.clone(), m.hash)).collect(),
         };
         let answer = self

@@ -160,8 +160,6 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[rtype(result = "Result<Vec<bool>, LedgerError>")]
 pub struct LookUpUnchanged {
     pub list_id: String,
-    /// Unix seconds: members found are marked seen now.
-    pub now: i64,
     pub records: Vec<(String, u64)>,
 }
 
