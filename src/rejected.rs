@@ -10,8 +10,9 @@
 //!
 //! Or it may refuse the whole push (400, 413, 422) for what one record
 //! holds, storing nothing. Then both halves are pushed, level by level,
-//! until the parts refused are single records ([`deliver`]): about two
-//! pushes per halving, 15 for one such record in a batch of 100, while the
+//! until the parts refused are single records, each pushed alone once more
+//! so that a passing refusal costs no good record ([`deliver`]): about two
+//! pushes per halving, 16 for one such record in a batch of 100, while the
 //! other parts are written.
 //!
 //! A refusal that every record gets, alone or together, is no record's
@@ -61,7 +62,8 @@ pub const COUNTED_AS_REJECTED: &str = "Ometria counted it as rejected";
 /// few bad records among its only batch; an endpoint refusing everything
 /// costs 63 pushes per batch in flight before the sync fails.
 /// With evidence, a search goes on to the end: at most 2n − 1 pushes for
-/// n records, however many are refused.
+/// n records, however many are refused, and one more per record refused
+/// alone.
 pub const REFUSED_PUSHES_WITHOUT_EVIDENCE: u32 = 63;
 
 /// How long a record Ometria took, anywhere in the process, stays evidence
@@ -163,8 +165,9 @@ impl Delivery {
 ///
 /// A push refused for its content ([`refused_for_content`]: 400, 413, 422)
 /// is split in halves, and both pushed, breadth first, so that the parts
-/// without a bad record are taken early; a single record refused is kept
-/// aside with Ometria's message. A part taken with `rejected > 0` is
+/// without a bad record are taken early; a single record refused is
+/// pushed alone once more, after the other parts, and kept aside with
+/// Ometria's message if refused again. A part taken with `rejected > 0` is
 /// searched by [`isolate`].
 ///
 /// `evidence()` says whether there is [`Evidence`] from elsewhere that
@@ -192,8 +195,9 @@ where
     let mut refused_alone = vec![];
     let mut last_refusal = None;
     let mut made = 0;
-    let mut parts = VecDeque::from([batch]);
-    while let Some(part) = parts.pop_front() {
+    // Each part, and whether it is a record already refused alone once.
+    let mut parts = VecDeque::from([(batch, false)]);
+    while let Some((part, refused_once)) = parts.pop_front() {
         made += 1;
         match counted(part.to_vec()).await {
             Ok(outcome) => {
@@ -213,15 +217,20 @@ where
                 if made >= REFUSED_PUSHES_WITHOUT_EVIDENCE && !taken && !evidence() {
                     return Err(not_a_record(e, SEARCH_GAVE_UP));
                 }
-                if let [record] = part {
-                    refused_alone.push(Rejection {
+                match part {
+                    // Pushed alone once more, after the other parts, before
+                    // it is kept aside: a passing refusal must not cost a
+                    // good record.
+                    [_] if !refused_once => parts.push_back((part, true)),
+                    [record] => refused_alone.push(Rejection {
                         record: record.clone(),
                         reason: refusal_reason(&e),
-                    });
-                } else {
-                    let (first, second) = part.split_at(part.len() / 2);
-                    parts.push_back(first);
-                    parts.push_back(second);
+                    }),
+                    _ => {
+                        let (first, second) = part.split_at(part.len() / 2);
+                        parts.push_back((first, false));
+                        parts.push_back((second, false));
+                    }
                 }
                 last_refusal = Some(e);
             }
@@ -555,18 +564,51 @@ mod tests {
                 format!("Ometria refused a push of this record alone with HTTP {status}: Payload invalid: lastname is not text.")
             );
             // The whole batch, then two parts per halving: 100 → 50 → 25 →
-            // 13 → 7 → 4 → 2 → 1.
-            assert_eq!((d.pushes, *calls.borrow()), (15, 15));
+            // 13 → 7 → 4 → 2 → 1; then the record alone once more.
+            assert_eq!((d.pushes, *calls.borrow()), (16, 16));
         }
-        // Wherever the record is, at most 2 pushes per halving.
+        // Wherever the record is, at most 2 pushes per halving, and one more.
         for at in 0..100 {
             let calls = RefCell::new(0);
             let d = deliver(&batch(100), refusing(400, &[at], &[], &calls), || false)
                 .await
                 .unwrap();
             assert_eq!(ids(&d.rejected), [at]);
-            assert!(d.pushes <= 15, "{} pushes for record {at}", d.pushes);
+            assert!(d.pushes <= 16, "{} pushes for record {at}", d.pushes);
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_record_refused_alone_once_is_pushed_alone_again_before_it_is_kept_aside() {
+        // Ometria refuses any push holding record 42, and the first push
+        // of record 41 alone (a passing refusal; the split of 100 reaches
+        // [41, 42], then each alone): 41 is written, not lost.
+        let glitched = RefCell::new(false);
+        let calls = RefCell::new(0);
+        let mut refuse = refusing(400, &[42], &[], &calls);
+        let push = |part: Vec<Bytes>| {
+            let alone_41 = part.len() == 1 && part[0][..] == *br#"{"id":"r41"}"#;
+            if alone_41 && !glitched.replace(true) {
+                return std::future::ready(Err(ApiError::from_status(
+                    crate::api::Api::Ometria,
+                    awc::http::StatusCode::BAD_REQUEST,
+                    None,
+                    b"",
+                    |_| "",
+                )));
+            }
+            refuse(part)
+        };
+        let d = deliver(&batch(100), push, || true).await.unwrap();
+        assert!(*glitched.borrow(), "41 was never pushed alone");
+        assert_eq!(ids(&d.rejected), [42]);
+        assert_eq!(
+            d.outcome,
+            PushOutcome {
+                accepted: 99,
+                rejected: 1
+            }
+        );
     }
 
     #[actix_rt::test]
@@ -681,13 +723,17 @@ mod tests {
                 rejected: 20
             }
         );
-        assert_eq!(d.pushes, 127, "every part holding one is split");
-        // Every record refused alone: the whole tree, 2n − 1 pushes.
+        assert_eq!(
+            d.pushes,
+            127 + 20,
+            "every part holding one is split, each record pushed alone twice"
+        );
+        // Every record refused alone: the whole tree, 2n − 1 pushes, and n.
         let all: Vec<usize> = (0..100).collect();
         let d = deliver(&batch(100), refusing(400, &all, &[], &calls), || true)
             .await
             .unwrap();
-        assert_eq!((ids(&d.rejected), d.outcome.accepted, d.pushes), (all.clone(), 0, 199));
+        assert_eq!((ids(&d.rejected), d.outcome.accepted, d.pushes), (all.clone(), 0, 299));
         // Evidence that comes during the search (another Writer's push
         // taken) lets it go on.
         *calls.borrow_mut() = 0;
@@ -706,7 +752,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(refused_with(&e, EVERY_RECORD_REFUSED), "{e}");
-        assert_eq!(*calls.borrow(), 9, "2n − 1 pushes");
+        assert_eq!(*calls.borrow(), 9 + 5, "2n − 1 pushes, and each record alone once more");
         // One record alone: refused, and no evidence.
         assert!(deliver(&batch(1), refusing(400, &[0], &[], &calls), || false)
             .await
@@ -720,7 +766,7 @@ mod tests {
         let d = deliver(&batch(1), refusing(400, &[0], &[], &calls), || true)
             .await
             .unwrap();
-        assert_eq!((ids(&d.rejected), d.outcome.rejected, d.pushes), (vec![0], 1, 1));
+        assert_eq!((ids(&d.rejected), d.outcome.rejected, d.pushes), (vec![0], 1, 2));
         let d = deliver(&batch(5), refusing(400, &all, &[], &calls), || true)
             .await
             .unwrap();

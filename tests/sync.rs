@@ -605,10 +605,11 @@ async fn a_batch_refused_whole_for_one_record_is_split_and_only_that_record_is_k
         assert!(log.contains("rejected=1 skipped=0"), "{log}");
 
         // The cost: two pushes per halving of 100 (100 → 50 → 25 → 13 → 7
-        // → 4 → 2 → 1), besides the three batches.
+        // → 4 → 2 → 1) and the record alone once more, besides the three
+        // batches.
         let pushes = apis.pushes();
         let holding = pushes.iter().filter(|p| p.ids.iter().any(|id| id == "u000042")).count();
-        assert_eq!((holding, pushes.len()), (8, 3 + 14), "{pushes:?}");
+        assert_eq!((holding, pushes.len()), (9, 3 + 15), "{pushes:?}");
         assert!(pushes.iter().all(|p| p.status == 200 || p.status == status));
     }
 }
@@ -617,9 +618,10 @@ async fn a_batch_refused_whole_for_one_record_is_split_and_only_that_record_is_k
 async fn a_push_refused_whatever_it_holds_fails_the_sync_after_a_bounded_search() {
     // With no record ever taken, a batch of 100 gets the first six levels
     // of the split, 63 pushes; a small batch of 5 is split to single
-    // records, 9 pushes. 250 members make three batches, pushed at once
-    // by 8 Writers: at most 63 pushes each.
-    for (members, most) in [(100, 63), (5, 9), (250, 189)] {
+    // records, 9 pushes, each record then pushed alone once more, 5.
+    // 250 members make three batches, pushed at once by 8 Writers: at
+    // most 63 pushes each.
+    for (members, most) in [(100, 63), (5, 14), (250, 189)] {
         let ometria = FakeOmetria {
             refusals: Refusals {
                 every_push: true,
@@ -721,8 +723,9 @@ async fn twenty_refused_records_of_one_batch_are_all_found_once_ometria_took_ano
     let (pushes, entry) = sync_with_refused_records(250, &every_fifth_of_the_second_batch()).await;
     assert_eq!(entry["total_updates"], 250);
     // The first and last batch once each, the second searched to the end:
-    // every part holding a refused record is split, 127 pushes.
-    assert_eq!(pushes, 1 + 127 + 1);
+    // every part holding a refused record is split, 127 pushes, and each
+    // refused record is pushed alone once more, 20.
+    assert_eq!(pushes, 1 + 127 + 20 + 1);
 }
 
 #[actix_rt::test]
@@ -844,7 +847,7 @@ async fn a_sync_whose_only_record_is_refused_fails_unless_ometria_took_a_record_
         "{log}"
     );
     assert!(rejected_lines(dir.path(), "P").is_empty());
-    assert_eq!(apis.pushes().len(), 1);
+    assert_eq!(apis.pushes().len(), 2, "the record, alone, twice");
 
     // The same sync in a daemon that has just loaded another list: Ometria
     // takes records, so this one is the record's fault. It is kept aside
