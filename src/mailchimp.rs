@@ -177,7 +177,12 @@ pub struct MergeFields<'a> {
     pub LNAME: Option<Cow<'a, str>>,
 }
 
-/// A string (a number is taken as its text), or `None` for anything else.
+/// The key under which serde_json, with its `arbitrary_precision` feature
+/// (Cargo.toml), hands a number to a visitor as a map: the number's text.
+const ARBITRARY_PRECISION_NUMBER: &str = "$serde_json::private::Number";
+
+/// A string, a number as written or `true`/`false` as text (as a mapped
+/// text field takes them, docs/mapping.md), or `None` for anything else.
 fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Text;
     impl<'de> Visitor<'de> for Text {
@@ -206,13 +211,26 @@ fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
         }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(if v { "true" } else { "false" })))
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            // Objects (and, from a `Value`, arbitrary-precision numbers).
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(None)
+            // A number other than an integer of 64 bits comes as a map of
+            // one entry under serde_json's arbitrary-precision token, the
+            // number as written (`1.5`, `1e3`, `99999999999999999999`);
+            // anything else is an object, which is no text.
+            let mut number = None;
+            let mut first = true;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if first && key == ARBITRARY_PRECISION_NUMBER {
+                    number = Some(Cow::Owned(map.next_value::<String>()?));
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                    number = None;
+                }
+                first = false;
+            }
+            Ok(number)
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -749,6 +767,33 @@ mod tests {
         assert_eq!(page.members[0].merge_fields.LNAME.as_deref(), Some("42"));
         assert_eq!(page.members[1], Member::default());
         assert_eq!(page.members[2], Member::default());
+    }
+
+    #[test]
+    fn a_name_of_any_scalar_form_is_read_as_its_text() {
+        for (written, text) in [
+            ("42", Some("42")),
+            ("-7", Some("-7")),
+            ("1.5", Some("1.5")),
+            ("1200.50", Some("1200.50")),
+            ("1e3", Some("1e+3")),
+            ("99999999999999999999999", Some("99999999999999999999999")),
+            ("true", Some("true")),
+            ("false", Some("false")),
+            (r#""Zo\u00eb""#, Some("Zoë")),
+            ("null", None),
+            (r#"{"a": 1}"#, None),
+            (r#"{"$serde_json::private::Number": "1", "b": 2}"#, None),
+            ("[1]", None),
+        ] {
+            let body = format!(
+                r#"{{"members": [{{"merge_fields": {{"FNAME": {written}, "LNAME": "x"}}}}], "total_items": 1}}"#
+            );
+            let page = MemberPage::parse(body.as_bytes()).unwrap();
+            let fields = &page.members[0].merge_fields;
+            assert_eq!(fields.FNAME.as_deref(), text, "{written}");
+            assert_eq!(fields.LNAME.as_deref(), Some("x"), "{written}");
+        }
     }
 
     #[test]

@@ -257,6 +257,7 @@ fn property(source: &SourcePath, value: &Value) -> Converted {
         (Some(Special::Tags), Value::Array(tags)) => Converted::Sent(Value::Array(
             tags.iter()
                 .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .filter(|n| !n.is_empty())
                 .map(|n| Value::String(n.into()))
                 .collect(),
         )),
@@ -273,8 +274,21 @@ fn property(source: &SourcePath, value: &Value) -> Converted {
             Converted::Sent(Value::Object(map))
         }
         (Some(_), _) => Converted::Dropped,
+        // A number Ometria could not hold as a double (`1e400`) is no value.
+        (None, value) if !finite_numbers(value) => Converted::Dropped,
         (None, Value::Object(parts)) if source.merge_tag().is_some() && source.parts().len() == 2 => address(parts),
         (None, value) => Converted::Sent(value.clone()),
+    }
+}
+
+/// Whether every number in `value` is a finite double (JSON numbers, as
+/// Ometria reads them); serde_json keeps them as written, of any size.
+fn finite_numbers(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+        Value::Array(items) => items.iter().all(finite_numbers),
+        Value::Object(map) => map.values().all(finite_numbers),
+        _ => true,
     }
 }
 
@@ -551,6 +565,26 @@ mod tests {
             sent(json!(["VIP", "2024"]))
         );
         assert_eq!(run("properties.tags", "tags", json!([])), sent(json!([])));
+        // A tag without a name, or with an empty one, is left out.
+        assert_eq!(
+            run(
+                "properties.tags",
+                "tags",
+                json!([{"name": ""}, {"id": 3}, {"name": "A"}])
+            ),
+            sent(json!(["A"]))
+        );
+        // A number no double holds is dropped, alone or inside a value.
+        for huge in ["1e400", "-1e400", r#"{"points": 1e400}"#, "[1, 1e999]"] {
+            let value: Value = serde_json::from_str(huge).unwrap();
+            assert_eq!(
+                run("properties.x", "merge_fields.X", value),
+                Converted::Dropped,
+                "{huge}"
+            );
+        }
+        let big: Value = serde_json::from_str("12345678901234567890123").unwrap();
+        assert_eq!(run("properties.x", "merge_fields.X", big.clone()), sent(big));
         assert_eq!(run("properties.tags", "tags.name", json!(["a"])), sent(json!(["a"])));
         assert_eq!(
             run(
