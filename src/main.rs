@@ -140,7 +140,17 @@ fn main() -> ExitCode {
     };
     let system = actix_rt::System::new();
     match system.block_on(importer::run(&config, mode, Signals::Handle, log.clone())) {
-        Ok(summary) if mode == RunMode::Once && !summary.all_recorded() => ExitCode::FAILURE,
+        Ok(summary) if mode == RunMode::Once && !summary.all_recorded() => {
+            if summary.invalid > 0 {
+                let (entries, were, they_are) = match summary.invalid {
+                    1 => ("entry", "was", "it is"),
+                    _ => ("entries", "were", "they are"),
+                };
+                error!(log, "controller: {} {entries} of the state file {were} skipped as invalid (the WARNING lines above say what to fix): `once` exits 1 until {they_are} fixed.",
+                    summary.invalid);
+            }
+            ExitCode::FAILURE
+        }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             error!(log, "controller: {e}");

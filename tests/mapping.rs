@@ -707,7 +707,12 @@ async fn an_invalid_mapping_skips_only_its_entry() {
 
     let out = once_exits(importer_command(dir.path(), Some(&apis)), Duration::from_secs(30)).await;
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    // GOOD synced, but a cron job must hear of the two skipped.
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("ERROR |ometria_importer| controller: 2 entries of the state file were skipped as invalid (the WARNING lines above say what to fix): `once` exits 1 until they are fixed."),
+        "{log}"
+    );
     assert!(
         log.contains(
             "state: entry at index 0 (list_id \"BAD\"), field \"fields\": \"phone\" is not an Ometria contact field; \
@@ -751,7 +756,14 @@ async fn a_property_inside_one_the_importer_writes_cannot_be_mapped() {
     let (log, buffer) = capture_log();
     let summary = run_once(&apis.config(dir.path()), log).await;
     let text = buffer.contents();
-    assert_eq!(summary, RunSummary::default(), "{text}");
+    assert_eq!(
+        summary,
+        RunSummary {
+            invalid: 1,
+            ..RunSummary::default()
+        },
+        "{text}"
+    );
     assert_eq!(apis.pushed(), Vec::<Value>::new(), "{text}");
     assert!(apis.mailchimp_queries().await.is_empty());
     assert!(

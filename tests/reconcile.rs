@@ -368,3 +368,70 @@ async fn a_list_where_a_tenth_vanished_has_nobody_opted_out() {
         .collect();
     assert_eq!(results, [("RECONCILE", "succeeded"), ("RECONCILE", "failed")]);
 }
+
+/// A server (or proxy) that drops or mangles the `unique_email_id` of the
+/// members at page places 10, 20, 30 and 40, each in one way.
+fn mangle_ids(_: &[FakeMember], page: &mut [Value]) {
+    for (at, member) in page.iter_mut().enumerate() {
+        let id = member["unique_email_id"].as_str().unwrap_or_default().to_owned();
+        match at {
+            10 => drop(member.as_object_mut().unwrap().remove("unique_email_id")),
+            20 => member["unique_email_id"] = Value::Null,
+            30 => member["unique_email_id"] = json!(""),
+            40 => member["unique_email_id"] = json!(format!(" {id}")),
+            _ => {}
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn members_read_without_a_usable_id_have_nobody_opted_out() {
+    // Three members really deleted; four live ones come back without an
+    // id the ledger could know them by: any of them may be one it holds.
+    // Seven of 200 is within the fraction guard, so it is not what stops it.
+    let all = members(200);
+    let mut mailchimp = FakeMailchimp::default().with_list(LIST, all[..197].to_vec());
+    mailchimp.edit = Some(mangle_ids);
+    let apis = Apis::start(mailchimp, FakeOmetria::default()).await;
+    let (dir, _) = state_with(json!({}));
+    seed_ledger(dir.path(), LIST, &all);
+    let (log, buffer) = capture_log();
+
+    let summary = run_once(&apis.config(dir.path()), log).await;
+
+    assert_eq!(
+        (summary.reconciled, summary.reconcile_failed, summary.deleted),
+        (0, 1, 0)
+    );
+    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
+    assert_eq!(ledger_count(dir.path()), 200);
+    let text = buffer.contents();
+    assert!(
+        text.contains("4 members came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so nothing was opted out"),
+        "{text}"
+    );
+}
+
+#[actix_rt::test]
+async fn members_changed_by_a_mailchimp_clock_ahead_of_ours_are_not_taken_for_deleted() {
+    // Mailchimp's clock is two minutes ahead: two members it changed a
+    // minute ago, by its clock, have a `last_changed` ahead of ours.
+    let all = members(100);
+    let mut live = all[..97].to_vec();
+    for m in &mut live[40..42] {
+        m.last_changed = Utc::now() + chrono::Duration::seconds(60);
+    }
+    let mut mailchimp = FakeMailchimp::default().with_list(LIST, live);
+    mailchimp.clock_offset = Some(chrono::Duration::seconds(120));
+    let apis = Apis::start(mailchimp, FakeOmetria::default()).await;
+    let (dir, _) = state_with(json!({}));
+    seed_ledger(dir.path(), LIST, &all);
+    let (log, buffer) = capture_log();
+
+    let summary = run_once(&apis.config(dir.path()), log).await;
+
+    assert_eq!((summary.reconciled, summary.deleted), (1, 3), "{}", buffer.contents());
+    let ids: Vec<Value> = apis.pushed().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!(all[97].id), json!(all[98].id), json!(all[99].id)]);
+    assert_eq!(ledger_count(dir.path()), 97);
+}

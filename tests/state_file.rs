@@ -152,6 +152,9 @@ async fn invalid_entries_are_skipped_with_a_warning_and_kept_in_the_file() {
     let (log, buffer) = capture_log();
     let summary = run_once(&apis.config(dir.path()), log).await;
     assert_eq!(summary.succeeded, 1);
+    // The valid entry synced; `once` still exits 1 for the two skipped.
+    assert_eq!(summary.invalid, 2);
+    assert!(!summary.all_recorded());
     let state = read_json(&file);
     assert_eq!(state[0], json!({"worker_count": 2}));
     assert_eq!(state[1], json!({"list_id": "L", "items_per_request": 5000}));

@@ -92,13 +92,21 @@ pub struct RunSummary {
     pub reconcile_failed: usize,
     /// Members deleted in Mailchimp that the run's reconciliations handled.
     pub deleted: u64,
+    /// Entries of the state file skipped as invalid at the last tick, each
+    /// named by a WARNING (SPEC §2): a `once` with one is no success.
+    pub invalid: usize,
 }
 
 impl RunSummary {
-    /// Whether every sync and reconciliation of the run succeeded and every
-    /// sync was recorded: the exit code of `once`.
+    /// Whether every sync and reconciliation of the run succeeded, every
+    /// sync was recorded and no entry was skipped as invalid: the exit
+    /// code of `once`.
     pub fn all_recorded(&self) -> bool {
-        self.failed == 0 && self.abandoned == 0 && self.unwritten == 0 && self.reconcile_failed == 0
+        self.failed == 0
+            && self.abandoned == 0
+            && self.unwritten == 0
+            && self.reconcile_failed == 0
+            && self.invalid == 0
     }
 }
 
@@ -276,9 +284,12 @@ impl Controller {
         // ledger that cannot answer reconciles nothing; reconciliations are
         // planned at ticks only).
         let views = async move {
-            let entries = match find {
-                None => state_keeper.send(LoadEntries).await?,
-                Some(find) => state_keeper.send(find).await?,
+            let (entries, invalid) = match find {
+                None => {
+                    let loaded = state_keeper.send(LoadEntries).await?;
+                    (loaded.entries, Some(loaded.invalid))
+                }
+                Some(find) => (state_keeper.send(find).await?, None),
             };
             let reconciled: Vec<(String, u32, String)> = entries
                 .iter()
@@ -312,7 +323,7 @@ impl Controller {
                     _ => HashSet::new(),
                 },
             };
-            Ok::<_, MailboxError>((entries, statuses, remaps))
+            Ok::<_, MailboxError>((entries, invalid, statuses, remaps))
         };
         let load = views
             .into_actor(self)
@@ -321,7 +332,10 @@ impl Controller {
                     controller.tick_unanswered = false;
                 }
                 match views {
-                    Ok((entries, statuses, remaps)) => {
+                    Ok((entries, invalid, statuses, remaps)) => {
+                        if let Some(invalid) = invalid {
+                            controller.summary.invalid = invalid;
+                        }
                         let statuses = statuses
                             .into_iter()
                             .map(|s| {

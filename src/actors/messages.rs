@@ -38,8 +38,17 @@ pub struct Shutdown {
 /// results not yet written applied. Costs a read and a scan of the whole
 /// file: once a tick, never once a sync (issue 19).
 #[derive(Message)]
-#[rtype(result = "Vec<Entry>")]
+#[rtype(result = "LoadedEntries")]
 pub struct LoadEntries;
+
+/// What [`LoadEntries`] answers.
+#[derive(Debug, Default)]
+pub struct LoadedEntries {
+    /// The valid entries, in file order.
+    pub entries: Vec<Entry>,
+    /// Entries skipped as invalid (each has its WARNING; SPEC §2).
+    pub invalid: usize,
+}
 
 /// Controller → StateKeeper: the valid entries a selection names, from the
 /// last good view with the results not yet written applied (the file is

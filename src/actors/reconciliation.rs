@@ -41,13 +41,18 @@ use crate::sync::{
     check_deletions, start_time, tail_window, Bounds, MemberKey, PageRequest, PageVerdict, Pass, SweepPlan, Why,
     Window, MAX_TAIL_READS, RECONCILE_COUNT, RECONCILE_KIND, UNSEEN_PAGE,
 };
-use crate::transform::deleted_records;
+use crate::transform::{deleted_records, ometria_id};
 
 /// One page of ids, read and already marked seen in the ledger.
 struct IdPage {
     request: PageRequest,
     total_items: u64,
     keys: Vec<MemberKey>,
+    /// Its members without a usable `unique_email_id` (missing, empty, or
+    /// one a sync would not send: see [`ometria_id`]).
+    unidentified: u64,
+    /// Mailchimp's clock when it answered (its `Date` header).
+    answered_at: Option<DateTime<Utc>>,
 }
 
 /// Why a page could not be had: Mailchimp's error, or the ledger's.
@@ -71,6 +76,12 @@ pub struct Reconciliation {
     tails: u32,
     /// Members the pages of the current window held.
     read_in_window: u64,
+    /// Members read without a usable `unique_email_id`: any of them may be
+    /// a member the ledger holds, so none can be found deleted.
+    unidentified: u64,
+    /// The latest `Date` Mailchimp answered with: a tail ends no earlier,
+    /// so members changed by a Mailchimp clock ahead of ours are seen.
+    mailchimp_clock: Option<DateTime<Utc>>,
     /// Reads in flight, and how many may be.
     reading: usize,
     readers: usize,
@@ -122,6 +133,8 @@ impl Reconciliation {
             plan,
             tails: 0,
             read_in_window: 0,
+            unidentified: 0,
+            mailchimp_clock: None,
             reading: 0,
             readers,
             outcomes: Outcomes::default(),
@@ -160,7 +173,8 @@ impl Reconciliation {
         let tail_wanted = self.tails == 0 || self.read_in_window > 0;
         if tail_wanted && self.tails < MAX_TAIL_READS {
             self.tails += 1;
-            let (since, before) = tail_window(self.window.before.timestamp(), Utc::now());
+            let now = Utc::now().max(self.mailchimp_clock.unwrap_or_default());
+            let (since, before) = tail_window(self.window.before.timestamp(), now);
             self.window = Window {
                 since: DateTime::from_timestamp(since, 0),
                 before,
@@ -191,11 +205,11 @@ impl Reconciliation {
                     |attempt| {
                         let (client, limit, list_id) = (&client, &limit, &list_id);
                         async move {
-                            let (body, _) = {
+                            let (body, answered_at) = {
                                 let _connection = limit.acquire().await;
                                 client.member_ids_page(list_id, &window, request, attempt).await?
                             };
-                            read_ids(&body, request)
+                            read_ids(&body, request, answered_at)
                         }
                     },
                     |e, n, wait| {
@@ -211,11 +225,10 @@ impl Reconciliation {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            // Members without a unique_email_id are no contact of the ledger.
             let ids: Vec<String> = page
                 .keys
                 .iter()
-                .filter(|k| !k.id.is_empty() && !k.id.starts_with("email:"))
+                .filter(|k| usable_id(&k.id))
                 .map(|k| k.id.clone())
                 .collect();
             if !ids.is_empty() {
@@ -247,6 +260,8 @@ impl Reconciliation {
         self.pages += 1;
         self.members_read += page.keys.len() as u64;
         self.read_in_window += page.keys.len() as u64;
+        self.unidentified += page.unidentified;
+        self.mailchimp_clock = self.mailchimp_clock.max(page.answered_at);
         let (verdict, _) = self.plan.page_read(page.request, page.total_items, &page.keys);
         let key = &self.entry.key;
         match verdict {
@@ -283,6 +298,15 @@ impl Reconciliation {
     /// Every window was read: how many members the ledger holds that
     /// Mailchimp did not return, against the guard.
     fn weigh(&mut self, ctx: &mut Context<Self>) {
+        if self.unidentified > 0 {
+            let e = format!(
+                "{} members came without a usable unique_email_id (missing, empty, or with a space, a control or an \
+                 invisible character): any of them may be a member the ledger holds, so nothing was opted out; \
+                 their syncs name them in a WARNING",
+                self.unidentified
+            );
+            return self.fail(e, false, ctx);
+        }
         let (ledger, list_id, stamp) = (self.deps.ledger.clone(), self.entry.ledger_key(), self.stamp);
         let counts = async move {
             let members = ledger
@@ -505,14 +529,24 @@ fn describe(why: &Why) -> String {
 
 /// The ids of one page (and what the paging checks need), read repaired
 /// if only a member's text keeps it from parsing, as a sync's pages are.
-fn read_ids(body: &[u8], request: PageRequest) -> Result<IdPage, ApiError> {
+fn read_ids(body: &[u8], request: PageRequest, answered_at: Option<DateTime<Utc>>) -> Result<IdPage, ApiError> {
     with_page(body, |page, _, _| {
+        let keys: Vec<MemberKey> = page.members.iter().map(|member| member.key()).collect();
         Ok(IdPage {
             request,
             total_items: page.total_items,
-            keys: page.members.iter().map(|member| member.key()).collect(),
+            unidentified: keys.iter().filter(|k| !usable_id(&k.id)).count() as u64,
+            keys,
+            answered_at,
         })
     })
+}
+
+/// Whether `id`, a page member's key, is a `unique_email_id` a sync would
+/// have sent (and the ledger could hold): not missing (a key made of the
+/// address, `email:…`) and valid for Ometria ([`ometria_id`]).
+fn usable_id(id: &str) -> bool {
+    !id.is_empty() && !id.starts_with("email:") && ometria_id(id).is_ok()
 }
 
 impl Actor for Reconciliation {
@@ -593,5 +627,25 @@ impl Handler<CancelSync> for Reconciliation {
             }
         }
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_id;
+
+    #[test]
+    fn only_an_id_a_sync_would_send_is_usable() {
+        assert!(usable_id("8a25ff1d98"));
+        for id in [
+            "",
+            "email:a@x.io",
+            " 8a25ff1d98",
+            "8a25ff1d98\n",
+            "8a25\u{200b}ff1d98",
+            "8a25\u{fffd}",
+        ] {
+            assert!(!usable_id(id), "{id:?}");
+        }
     }
 }

@@ -26,8 +26,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
-use super::messages::{FindEntries, Flush, LoadEntries, SyncFinished};
-use crate::state::{format_timestamp, Entry, Fingerprint, PatchOutcome, StateDocument, StateFile, SyncRecord};
+use super::messages::{FindEntries, Flush, LoadEntries, LoadedEntries, SyncFinished};
+use crate::state::{
+    format_timestamp, Consequence, Entry, Fingerprint, PatchOutcome, StateDocument, StateFile, SyncRecord,
+};
 use crate::telemetry::metrics::Metrics;
 
 /// How often results held in memory are tried again while the file
@@ -239,7 +241,15 @@ impl Handler<LoadEntries> for StateKeeper {
         if !self.pending.is_empty() {
             self.schedule_write(PENDING_RETRY_INTERVAL, ctx);
         }
-        MessageResult(self.view.entries().entries)
+        let scan = self.view.entries();
+        MessageResult(LoadedEntries {
+            invalid: scan
+                .warnings
+                .iter()
+                .filter(|w| w.consequence == Consequence::Skipped)
+                .count(),
+            entries: scan.entries,
+        })
     }
 }
 
@@ -429,7 +439,7 @@ mod tests {
         assert_eq!(metrics.state_file_writes.get(), 0);
         assert!(read(&path)[1].get("latest_timestamp").is_none());
         // A tick writes what waits, then answers from the file.
-        let all = keeper.send(LoadEntries).await.unwrap();
+        let all = keeper.send(LoadEntries).await.unwrap().entries;
         assert_eq!(all[1].cursor, Some(t0));
         assert_eq!(metrics.state_file_writes.get(), 1);
         assert_eq!(read(&path)[1]["total_updates"], 1);
