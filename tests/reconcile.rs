@@ -407,7 +407,7 @@ async fn members_read_without_a_usable_id_have_nobody_opted_out() {
     assert_eq!(ledger_count(dir.path()), 200);
     let text = buffer.contents();
     assert!(
-        text.contains("4 members came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so nothing was opted out"),
+        text.contains("4 members came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so none can be taken as deleted (the list's syncs name them in a WARNING); nothing was opted out"),
         "{text}"
     );
 }
@@ -434,4 +434,49 @@ async fn members_changed_by_a_mailchimp_clock_ahead_of_ours_are_not_taken_for_de
     let ids: Vec<Value> = apis.pushed().iter().map(|r| r["id"].clone()).collect();
     assert_eq!(ids, [json!(all[97].id), json!(all[98].id), json!(all[99].id)]);
     assert_eq!(ledger_count(dir.path()), 97);
+}
+
+/// A proxy serving a stale first page: every request for the default
+/// pass's window from offset 0 gets no members and `total_items` 0; the
+/// others reach Mailchimp.
+#[derive(Clone)]
+struct StaleFirstPage(FakeMailchimp);
+
+impl Respond for StaleFirstPage {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<_, _> = request.url.query_pairs().into_owned().collect();
+        let first = q.get("offset").map_or(true, |o| o == "0");
+        if first && !q.contains_key("status") && !q.contains_key("since_last_changed") {
+            return ResponseTemplate::new(200).set_body_json(json!({"members": [], "total_items": 0}));
+        }
+        self.0.respond(request)
+    }
+}
+
+#[actix_rt::test]
+async fn members_a_stale_first_page_hides_are_not_taken_for_deleted() {
+    // 2,500 members, 3 deleted; the first 1,000 of the window are hidden
+    // from every request for its first page, whatever the reader tries.
+    // The guard is raised so that it is not what stops it.
+    let all = members(2503);
+    let apis = apis_behind(StaleFirstPage(
+        FakeMailchimp::default().with_list(LIST, all[..2500].to_vec()),
+    ))
+    .await;
+    let (dir, _) = state_with(json!({}));
+    seed_ledger(dir.path(), LIST, &all);
+    let mut config = apis.config(dir.path());
+    config.max_delete_fraction = 0.9;
+    let (log, buffer) = capture_log();
+
+    let summary = run_once(&config, log).await;
+
+    let text = buffer.contents();
+    assert_eq!((summary.reconciled, summary.reconcile_failed, summary.deleted), (0, 1, 0), "{text}");
+    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
+    assert_eq!(ledger_count(dir.path()), 2503);
+    assert!(
+        text.contains("Mailchimp's answers did not add up: its pages said the list held 2500 more members than its last reads of them returned, and only 0 changed since the reconciliation started (members deleted meanwhile, or a server or proxy answering some requests with fewer members than others); nothing was opted out"),
+        "{text}"
+    );
 }

@@ -76,6 +76,11 @@ pub struct Reconciliation {
     tails: u32,
     /// Members the pages of the current window held.
     read_in_window: u64,
+    /// Members the first window's pages said it held and its last reads
+    /// did not find ([`SweepPlan::shortfall`]), and the distinct members
+    /// the tails read: every one of the former must be among the latter.
+    shortfall: u64,
+    tail_members: u64,
     /// Members read without a usable `unique_email_id`: any of them may be
     /// a member the ledger holds, so none can be found deleted.
     unidentified: u64,
@@ -133,6 +138,8 @@ impl Reconciliation {
             plan,
             tails: 0,
             read_in_window: 0,
+            shortfall: 0,
+            tail_members: 0,
             unidentified: 0,
             mailchimp_clock: None,
             reading: 0,
@@ -167,6 +174,11 @@ impl Reconciliation {
         }
         if self.reading > 0 || !self.plan.is_complete() {
             return;
+        }
+        if self.tails == 0 {
+            self.shortfall = self.plan.shortfall();
+        } else {
+            self.tail_members += self.plan.members_read();
         }
         // The first window, and a tail that still held members, leave a
         // window after them where members that changed meanwhile went.
@@ -298,11 +310,20 @@ impl Reconciliation {
     /// Every window was read: how many members the ledger holds that
     /// Mailchimp did not return, against the guard.
     fn weigh(&mut self, ctx: &mut Context<Self>) {
+        if self.shortfall > self.tail_members {
+            let e = format!(
+                "Mailchimp's answers did not add up: its pages said the list held {} more members than its last \
+                 reads of them returned, and only {} changed since the reconciliation started (members deleted \
+                 meanwhile, or a server or proxy answering some requests with fewer members than others)",
+                self.shortfall, self.tail_members
+            );
+            return self.fail(e, false, ctx);
+        }
         if self.unidentified > 0 {
             let e = format!(
                 "{} members came without a usable unique_email_id (missing, empty, or with a space, a control or an \
-                 invisible character): any of them may be a member the ledger holds, so nothing was opted out; \
-                 their syncs name them in a WARNING",
+                 invisible character): any of them may be a member the ledger holds, so none can be taken as \
+                 deleted (the list's syncs name them in a WARNING)",
                 self.unidentified
             );
             return self.fail(e, false, ctx);

@@ -170,6 +170,10 @@ struct PassPlan {
     reopened: bool,
     /// The members its last sweep read, once it is done.
     read: Option<DistinctIds>,
+    /// The most members any page of it said the whole window holds
+    /// (`total_items` of a page over the window itself, not a keyset
+    /// page's part of it), over every sweep.
+    most_told: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -207,6 +211,7 @@ impl SweepPlan {
                     done: false,
                     reopened: false,
                     read: None,
+                    most_told: 0,
                 }
             })
             .collect();
@@ -264,6 +269,11 @@ impl SweepPlan {
         total_items: u64,
         members: &[MemberKey],
     ) -> (PageVerdict, Vec<bool>) {
+        if request.since.is_none() && request.before.is_none() {
+            if let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) {
+                p.most_told = p.most_told.max(total_items.saturating_sub(p.start));
+            }
+        }
         let (verdict, fresh) = if request.keyed {
             let read = self.keyset_page_read(request, total_items, members);
             if read.shifted {
@@ -350,6 +360,31 @@ impl SweepPlan {
 
     pub fn is_complete(&self) -> bool {
         self.passes.iter().all(|p| p.done)
+    }
+
+    /// Once complete: the distinct members the passes' last sweeps read.
+    pub fn members_read(&mut self) -> u64 {
+        self.passes
+            .iter_mut()
+            .filter_map(|p| p.read.as_mut().map(DistinctIds::count))
+            .sum()
+    }
+
+    /// Once complete: how many fewer members the passes' last sweeps read
+    /// than their pages ever said the window held. The window only
+    /// shrinks while it is read, so each of these left it during the read
+    /// (changed after `T0`, or deleted) — or a server answering one kind of
+    /// request differently from another hid them (a stale first page, a
+    /// `count` it serves short): a reconciliation checks them against the
+    /// members it then finds changed after `T0`.
+    pub fn shortfall(&mut self) -> u64 {
+        self.passes
+            .iter_mut()
+            .map(|p| {
+                let read = p.read.as_mut().map_or(0, DistinctIds::count);
+                p.most_told.saturating_sub(read)
+            })
+            .sum()
     }
 
     /// Members the current sweeps will read, once every pass knows its
