@@ -85,6 +85,15 @@ async fn a_broken_mailchimp_never_lets_a_sync_pass_with_a_member_missing() {
         (PagingBug::ShortPages, End::Failed, "(5 pages short in all)"),
         (PagingBug::IgnoresSort, End::Failed, "out of last_changed order"),
         (PagingBug::IgnoresStatus, End::Failed, "dropping the status parameter"),
+        // Every request for offset 0 answered empty: the keyset walk, which
+        // starts there, reads nothing, and a page of another shape says so.
+        (
+            PagingBug::StaleFirstPage,
+            End::Failed,
+            "answers some requests with fewer members than others: the one-by-one sweep read 0 members, but a page asked for with count=50 at offset 1 afterwards said the window holds",
+        ),
+        // Requests of count 1 or 1000 served short: the sweeps of 50 are not.
+        (PagingBug::HidesForCounts, End::Synced, "sync: completed"),
     ];
     for (bug, end, says) in expected {
         for seed in 1..=2 {

@@ -472,7 +472,11 @@ async fn members_a_stale_first_page_hides_are_not_taken_for_deleted() {
     let summary = run_once(&config, log).await;
 
     let text = buffer.contents();
-    assert_eq!((summary.reconciled, summary.reconcile_failed, summary.deleted), (0, 1, 0), "{text}");
+    assert_eq!(
+        (summary.reconciled, summary.reconcile_failed, summary.deleted),
+        (0, 1, 0),
+        "{text}"
+    );
     assert_eq!(apis.pushes().len(), 0, "nobody opted out");
     assert_eq!(ledger_count(dir.path()), 2503);
     assert!(

@@ -233,6 +233,13 @@ pub enum PagingBug {
     /// `status` is dropped: the archived pass gets the members Mailchimp
     /// returns by default, and archived members are never returned.
     IgnoresStatus,
+    /// A cache serves a stale, empty first page: every request for the
+    /// members (not archived) at offset 0 gets no members and
+    /// `total_items` 0; the others reach Mailchimp.
+    StaleFirstPage,
+    /// Requests with `count` 1 or 1000 are served short, consistently: they
+    /// see only the oldest two thirds of the window, `total_items` included.
+    HidesForCounts,
 }
 
 impl PagingBug {
@@ -244,7 +251,20 @@ impl PagingBug {
             PagingBug::SkipsAtEdges => (offset + 1, count),
             PagingBug::ShortPages => (offset, count.saturating_sub(1)),
             PagingBug::IgnoresCount => (offset, 10),
-            PagingBug::IgnoresSort | PagingBug::IgnoresStatus => (offset, count),
+            PagingBug::IgnoresSort
+            | PagingBug::IgnoresStatus
+            | PagingBug::StaleFirstPage
+            | PagingBug::HidesForCounts => (offset, count),
+        }
+    }
+
+    /// How many of a window of `len` members a request sees: all of them,
+    /// or fewer under a bug that serves some requests short.
+    fn visible(self, query: &Query, len: usize) -> usize {
+        match self {
+            PagingBug::StaleFirstPage if query.offset == 0 && query.status == StatusFilter::Default => 0,
+            PagingBug::HidesForCounts if query.count == 1 || query.count >= 1000 => len * 2 / 3,
+            _ => len,
         }
     }
 }
@@ -287,6 +307,7 @@ fn page(audience: &Audience, query: &Query, ties: Option<&mut fastrand::Rng>, bu
         StatusFilter::Default | StatusFilter::Only(Status::Archived) if by_last_changed => {
             let archived = query.status != StatusFilter::Default && bug != Some(PagingBug::IgnoresStatus);
             let slice = audience.slice(archived, query.since, query.before);
+            let slice = &slice[..bug.map_or(slice.len(), |b| b.visible(query, slice.len()))];
             let (offset, count) = bug.map_or((query.offset, query.count), |b| b.positions(query.offset, query.count));
             let page = match ties {
                 _ if query.descending => slice.iter().rev().skip(offset).take(count).collect(),

@@ -74,6 +74,16 @@ pub enum PagingFault {
     /// The member `id`, whose status is not `archived` (or not given), in
     /// an answer to `status=archived`.
     NotArchived { id: String },
+    /// After a keyset walk found `found` members, a page of another shape
+    /// (`count`, at `offset`) said the window holds `told`, more: the walk's
+    /// requests were answered with fewer members than others, as a window
+    /// that only shrinks cannot explain.
+    Disagreeing {
+        found: u64,
+        told: u64,
+        offset: u64,
+        count: u32,
+    },
 }
 
 impl PagingFault {
@@ -87,7 +97,7 @@ impl PagingFault {
 
     fn rank(&self) -> u8 {
         match self {
-            PagingFault::Miscount { .. } | PagingFault::Duplicated { .. } => 0,
+            PagingFault::Miscount { .. } | PagingFault::Duplicated { .. } | PagingFault::Disagreeing { .. } => 0,
             PagingFault::Short { .. } | PagingFault::Overfull { .. } => 1,
             PagingFault::OutOfOrder { .. } => 2,
             PagingFault::OutsideWindow { .. } => 3,
@@ -108,6 +118,7 @@ impl PagingFault {
             PagingFault::Short { .. } => "short_page",
             PagingFault::Overfull { .. } => "overfull_page",
             PagingFault::NotArchived { .. } => "not_archived",
+            PagingFault::Disagreeing { .. } => "disagreeing_pages",
         }
     }
 }
@@ -145,6 +156,17 @@ impl fmt::Display for PagingFault {
                 f,
                 "Mailchimp returned member \"{id}\" at two offsets of one sweep while the list did not \
                  change (something between us and Mailchimp may be dropping the offset parameter)"
+            ),
+            PagingFault::Disagreeing {
+                found,
+                told,
+                offset,
+                count,
+            } => write!(
+                f,
+                "Mailchimp (or something between us and it: a cache serving stale pages, say) answers some \
+                 requests with fewer members than others: the one-by-one sweep read {found} members, but a page \
+                 asked for with count={count} at offset {offset} afterwards said the window holds {told}"
             ),
             PagingFault::Miscount { read, total } => write!(
                 f,

@@ -729,12 +729,69 @@ mod tests {
     }
 
     /// Answers the request that counts the window at the end of a keyset
-    /// walk: it holds `total` members now.
+    /// walk (it holds `total` members now), then the page of another shape
+    /// that checks it (saying the same).
     fn recount(plan: &mut SweepPlan, total: u64) -> PageVerdict {
         let r = plan.next_request().expect("the window is counted");
         assert!(r.recount && r.keyed && r.count == 1, "{r:?}");
         assert_eq!((r.since, r.before), (None, None));
-        plan.page_read(r, total, &[]).0
+        let verdict = plan.page_read(r, total, &[]).0;
+        if verdict != PageVerdict::Continue || plan.is_complete() {
+            return verdict;
+        }
+        probe(plan, total, total)
+    }
+
+    /// Answers the page of another shape asked for after a keyset walk
+    /// that found `found` members: the window holds `told`.
+    fn probe(plan: &mut SweepPlan, found: u64, told: u64) -> PageVerdict {
+        let r = plan.next_request().expect("the count is checked");
+        assert!(r.recount && r.keyed && r.count == plan.count, "{r:?}");
+        assert_eq!((r.since, r.before, r.offset), (None, None, found.max(1)));
+        plan.page_read(r, told, &[]).0
+    }
+
+    #[test]
+    fn a_keyset_walk_that_another_kind_of_page_contradicts_fails() {
+        // The walk and its recount find 5 (or none); a page of the pass's
+        // own count, past the end, says one more: some requests are
+        // answered short.
+        for found in [5, 0] {
+            let mut plan = keyset_plan(10);
+            let r = plan.next_request().unwrap();
+            let page: Vec<MemberKey> = (0..found).map(|i| key(10 + i as i64, &format!("m{i}"))).collect();
+            plan.page_read(r, found, &page);
+            let r = plan.next_request().expect("the window is counted");
+            assert_eq!(plan.page_read(r, found, &[]).0, PageVerdict::Continue);
+            let verdict = probe(&mut plan, found, found + 1);
+            let PageVerdict::Unstable {
+                fault: Some(fault),
+                reason,
+                ..
+            } = verdict
+            else {
+                panic!("{verdict:?}")
+            };
+            assert_eq!(fault.kind(), "disagreeing_pages");
+            assert!(
+                reason.contains(&format!(
+                    "answers some requests with fewer members than others: the one-by-one sweep read {found} \
+                     members, but a page asked for with count=10 at offset {} afterwards said the window holds {}",
+                    found.max(1),
+                    found + 1
+                )),
+                "{reason}"
+            );
+            assert!(!plan.is_complete());
+        }
+        // Fewer is a window that shrank meanwhile: done.
+        let mut plan = keyset_plan(3);
+        let r = plan.next_request().unwrap();
+        plan.page_read(r, 2, &[key(10, "a"), key(11, "b")]);
+        let r = plan.next_request().unwrap();
+        plan.page_read(r, 2, &[]);
+        assert_eq!(probe(&mut plan, 2, 1), PageVerdict::Continue);
+        assert!(plan.is_complete());
     }
 
     #[test]
