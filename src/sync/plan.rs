@@ -319,7 +319,8 @@ impl SweepPlan {
                 pass: Pass::Archived,
                 reason: format!(
                     "{both} members were read both as archived and as not, in each of {} reads: members keep \
-                     being archived or unarchived while the list is read",
+                     being archived or unarchived while the list is read, or something between us and Mailchimp \
+                     (a cache) answers one pass with the other's members",
                     self.moved_rereads + 1
                 ),
                 fault: None,

@@ -248,8 +248,8 @@ impl KeysetSweep {
         } else if run.pages > RUN_ROUNDS * (total_items / count + 1) {
             return Err(format!(
                 "{total_items} members changed in one second were read {} pages over without \
-                 seeing each of them: the list kept changing, or Mailchimp returned them in a \
-                 different order on every request",
+                 seeing each of them: the list kept changing, Mailchimp returned them in a \
+                 different order on every request, or something between us and it drops the offset parameter",
                 run.pages
             ));
         }
