@@ -123,6 +123,18 @@ pub struct LedgerError {
     pub source: rusqlite::Error,
 }
 
+impl LedgerError {
+    /// Whether SQLite found the file damaged (`SQLITE_CORRUPT`) or not a
+    /// database at all (`SQLITE_NOTADB`): what is in it can no longer be
+    /// trusted, so it is moved aside ([`LedgerStore::start_afresh`]).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }
+}
+
 /// The hash kept for a record: xxh3-64 of its bytes as sent to Ometria.
 pub fn record_hash(record: &[u8]) -> u64 {
     xxh3_64(record)
@@ -266,20 +278,40 @@ impl LedgerStore {
         let path = dir.join(LEDGER_FILE_NAME);
         match Self::open_at(&path) {
             Ok(store) => Ok((store, None)),
-            Err(_) if path.exists() => {
-                let aside = dir.join(format!("{LEDGER_FILE_NAME}.unreadable-{now}"));
-                std::fs::rename(&path, &aside).map_err(|e| LedgerError {
-                    path: path.clone(),
-                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-                })?;
-                for suffix in ["-wal", "-shm"] {
-                    let side = dir.join(format!("{LEDGER_FILE_NAME}{suffix}"));
-                    let _ = std::fs::rename(&side, dir.join(format!("{LEDGER_FILE_NAME}.unreadable-{now}{suffix}")));
-                }
-                Ok((Self::open_at(&path)?, Some(aside)))
-            }
+            Err(_) if path.exists() => Self::start_afresh(dir, now),
             Err(e) => Err(e),
         }
+    }
+
+    /// Moves `<dir>/ledger.sqlite3` (with its `-wal` and `-shm`) aside, to
+    /// `ledger.sqlite3.unreadable-<now>` (`-<now>-2`, `-3`… if taken, so
+    /// that no file moved aside is ever replaced), and opens a new one.
+    /// Returns it and where the old one went. Errors: the file cannot be
+    /// moved, or the folder cannot hold a database.
+    pub fn start_afresh(dir: &Path, now: i64) -> Result<(LedgerStore, Option<PathBuf>), LedgerError> {
+        let path = dir.join(LEDGER_FILE_NAME);
+        let taken = |name: &str| {
+            ["", "-wal", "-shm"]
+                .iter()
+                .any(|s| dir.join(format!("{name}{s}")).exists())
+        };
+        let name = (1..)
+            .map(|n| match n {
+                1 => format!("{LEDGER_FILE_NAME}.unreadable-{now}"),
+                n => format!("{LEDGER_FILE_NAME}.unreadable-{now}-{n}"),
+            })
+            .find(|name| !taken(name))
+            .expect("some name is free");
+        let aside = dir.join(&name);
+        std::fs::rename(&path, &aside).map_err(|e| LedgerError {
+            path: path.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        for suffix in ["-wal", "-shm"] {
+            let side = dir.join(format!("{LEDGER_FILE_NAME}{suffix}"));
+            let _ = std::fs::rename(&side, dir.join(format!("{name}{suffix}")));
+        }
+        Ok((Self::open_at(&path)?, Some(aside)))
     }
 
     fn open_at(path: &Path) -> Result<LedgerStore, LedgerError> {

@@ -445,7 +445,7 @@ struct StaleFirstPage(FakeMailchimp);
 impl Respond for StaleFirstPage {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let q: std::collections::HashMap<_, _> = request.url.query_pairs().into_owned().collect();
-        let first = q.get("offset").map_or(true, |o| o.parse::<u64>().unwrap() < 1000);
+        let first = q.get("offset").is_none_or(|o| o.parse::<u64>().unwrap() < 1000);
         if first && !q.contains_key("status") && !q.contains_key("since_last_changed") {
             return ResponseTemplate::new(200).set_body_json(json!({"members": [], "total_items": 0}));
         }
