@@ -68,10 +68,12 @@ pub struct EntryKey {
 
 impl fmt::Display for EntryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Escaped: a list id read from the file never writes a log line of its own.
+        let id = self.list_id.escape_debug();
         if self.rank == 0 {
-            write!(f, "\"{}\"", self.list_id)
+            write!(f, "\"{id}\"")
         } else {
-            write!(f, "\"{}\" (#{})", self.list_id, self.rank + 1)
+            write!(f, "\"{id}\" (#{})", self.rank + 1)
         }
     }
 }
@@ -151,7 +153,7 @@ impl fmt::Display for EntryWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "entry at index {}", self.index)?;
         if let Some(list_id) = &self.list_id {
-            write!(f, " (list_id \"{list_id}\")")?;
+            write!(f, " (list_id \"{}\")", list_id.escape_debug())?;
         }
         if let Some(field) = self.field {
             write!(f, ", field \"{field}\"")?;
@@ -240,6 +242,13 @@ pub(super) fn read_entry(
                 Some(id),
                 Some(FIELD_LIST_ID),
                 "has spaces around it; remove them".into(),
+            ));
+        }
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            return Err(skip(
+                Some(id),
+                Some(FIELD_LIST_ID),
+                "holds a control character; a Mailchimp list id is letters and digits".into(),
             ));
         }
         Some(Value::String(id)) => id.as_str(),
@@ -490,6 +499,7 @@ mod tests {
             (json!({"list_id": "  "}), "entry at index 0, field \"list_id\": must not be empty; entry skipped until it is fixed"),
             (json!({"list_id": " a1"}), "entry at index 0 (list_id \" a1\"), field \"list_id\": has spaces around it; remove them; entry skipped until it is fixed"),
             (json!({"list_id": 12}), "entry at index 0, field \"list_id\": must be a string, found 12; entry skipped until it is fixed"),
+            (json!({"list_id": "a1\n2026-12-02 ERROR x"}), "entry at index 0 (list_id \"a1\\n2026-12-02 ERROR x\"), field \"list_id\": holds a control character; a Mailchimp list id is letters and digits; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "start_offset": -1}), "entry at index 0 (list_id \"a1\"), field \"start_offset\": must be a whole number ≥ 0, found -1; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "items_per_request": 0}), "entry at index 0 (list_id \"a1\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 0; entry skipped until it is fixed"),
             (json!({"list_id": "a1", "items_per_request": 1001}), "entry at index 0 (list_id \"a1\"), field \"items_per_request\": must be a whole number from 1 to 1000, found 1001; entry skipped until it is fixed"),
