@@ -407,7 +407,7 @@ async fn members_read_without_a_usable_id_have_nobody_opted_out() {
     assert_eq!(ledger_count(dir.path()), 200);
     let text = buffer.contents();
     assert!(
-        text.contains("4 members came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so none can be taken as deleted (the list's syncs name them in a WARNING); nothing was opted out"),
+        text.contains("4 members read came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so none can be taken as deleted (the list's syncs name them in a WARNING); nothing was opted out"),
         "{text}"
     );
 }
