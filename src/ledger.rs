@@ -278,7 +278,7 @@ impl LedgerStore {
         let path = dir.join(LEDGER_FILE_NAME);
         match Self::open_at(&path) {
             Ok(store) => Ok((store, None)),
-            Err(_) if path.exists() => Self::start_afresh(dir, now),
+            Err(_) if path.exists() => Self::start_afresh(dir, now).map(|(store, aside)| (store, Some(aside))),
             Err(e) => Err(e),
         }
     }
@@ -288,7 +288,7 @@ impl LedgerStore {
     /// that no file moved aside is ever replaced), and opens a new one.
     /// Returns it and where the old one went. Errors: the file cannot be
     /// moved, or the folder cannot hold a database.
-    pub fn start_afresh(dir: &Path, now: i64) -> Result<(LedgerStore, Option<PathBuf>), LedgerError> {
+    pub fn start_afresh(dir: &Path, now: i64) -> Result<(LedgerStore, PathBuf), LedgerError> {
         let path = dir.join(LEDGER_FILE_NAME);
         let taken = |name: &str| {
             ["", "-wal", "-shm"]
@@ -311,7 +311,7 @@ impl LedgerStore {
             let side = dir.join(format!("{LEDGER_FILE_NAME}{suffix}"));
             let _ = std::fs::rename(&side, dir.join(format!("{name}{suffix}")));
         }
-        Ok((Self::open_at(&path)?, Some(aside)))
+        Ok((Self::open_at(&path)?, aside))
     }
 
     fn open_at(path: &Path) -> Result<LedgerStore, LedgerError> {

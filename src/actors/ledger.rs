@@ -77,7 +77,7 @@ impl Ledger {
         self.store = match LedgerStore::start_afresh(dir, chrono::Utc::now().timestamp()) {
             Ok((store, aside)) => {
                 error!(log, "ledger: {e}; moved it to {} and started a new one: every list's next sync pushes all its members once.",
-                    aside.map_or_else(|| "(nowhere)".into(), |a| a.display().to_string()));
+                    aside.display());
                 Ok(store)
             }
             Err(again) => {
