@@ -15,7 +15,7 @@ use crate::api::{http_client, ApiError};
 use crate::config::{Config, OmetriaApi, Settings};
 use crate::mailchimp::{page_total_items, MailchimpClient, MergeField, MEMBER_FIELDS};
 use crate::retry::{Outcomes, RetryPolicy};
-use crate::state::{format_for_log, Consequence, StateFile};
+use crate::state::{format_for_log, StateFile};
 use crate::sync::{decide, Decision, PageRequest, Pass, SyncKind, Window};
 use crate::telemetry::metrics::Metrics;
 
@@ -71,14 +71,10 @@ pub fn run(settings: &Settings, online: bool, now: DateTime<Utc>, out: &mut dyn 
         scan.entries.len()
     )?;
     for w in &scan.warnings {
-        let level = if w.consequence == Consequence::Skipped {
-            "error"
-        } else {
-            "warning"
-        };
+        let level = if w.skips_entry() { "error" } else { "warning" };
         writeln!(out, "{level}: {w}")?;
-        problems += usize::from(w.consequence == Consequence::Skipped);
-        warnings += usize::from(w.consequence != Consequence::Skipped);
+        problems += usize::from(w.skips_entry());
+        warnings += usize::from(!w.skips_entry());
     }
     // Checked whole, even the mappings no entry names yet.
     for problem in document.mappings().problems() {

@@ -27,7 +27,7 @@ use crate::actors::planner::{PlanResult, Planner};
 use crate::actors::state_keeper::StateKeeper;
 use crate::config::{PlanArgs, Settings};
 use crate::ledger::{LedgerStore, LEDGER_FILE_NAME};
-use crate::state::{Consequence, Entry, EntryKey, StateFile};
+use crate::state::{Entry, EntryKey, StateFile};
 use crate::sync::{decide, Decision, SyncKind};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -71,7 +71,7 @@ pub fn run(
         }
     };
     let scan = document.entries();
-    for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
+    for w in scan.warnings.iter().filter(|w| w.skips_entry()) {
         writeln!(say, "skipped: {w}")?;
     }
     let remaps = remapped_entries(&config.state_dir, &scan.entries);

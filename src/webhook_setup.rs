@@ -24,7 +24,7 @@ use crate::config::{Settings, WebhookSecret, WebhooksAction, WebhooksArgs};
 use crate::mailchimp::webhooks::{Webhook, WANTED_EVENTS, WANTED_SOURCES};
 use crate::mailchimp::MailchimpClient;
 use crate::retry::{Outcomes, RetryPolicy};
-use crate::state::{Consequence, StateFile};
+use crate::state::StateFile;
 use crate::telemetry::metrics::Metrics;
 
 /// Exit code for settings or a state file to fix first.
@@ -98,7 +98,7 @@ pub fn run(settings: &Settings, args: &WebhooksArgs, out: &mut dyn Write) -> io:
         )?;
     }
     let scan = document.entries();
-    for w in scan.warnings.iter().filter(|w| w.consequence == Consequence::Skipped) {
+    for w in scan.warnings.iter().filter(|w| w.skips_entry()) {
         say(out, &format!("skipped: {w}"))?;
     }
     let mut list_ids: Vec<&str> = vec![];

@@ -27,9 +27,7 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use super::messages::{FindEntries, Flush, LoadEntries, LoadedEntries, SyncFinished};
-use crate::state::{
-    format_timestamp, Consequence, Entry, Fingerprint, PatchOutcome, StateDocument, StateFile, SyncRecord,
-};
+use crate::state::{format_timestamp, Entry, Fingerprint, PatchOutcome, StateDocument, StateFile, SyncRecord};
 use crate::telemetry::metrics::Metrics;
 
 /// How often results held in memory are tried again while the file
@@ -243,11 +241,7 @@ impl Handler<LoadEntries> for StateKeeper {
         }
         let scan = self.view.entries();
         MessageResult(LoadedEntries {
-            invalid: scan
-                .warnings
-                .iter()
-                .filter(|w| w.consequence == Consequence::Skipped)
-                .count(),
+            invalid: scan.warnings.iter().filter(|w| w.skips_entry()).count(),
             entries: scan.entries,
         })
     }

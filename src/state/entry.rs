@@ -139,6 +139,13 @@ pub struct EntryWarning {
     pub consequence: Consequence,
 }
 
+impl EntryWarning {
+    /// Whether the entry is skipped until it is fixed (an invalid entry).
+    pub fn skips_entry(&self) -> bool {
+        self.consequence == Consequence::Skipped
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consequence {
     /// The entry is not synced until it is fixed.
