@@ -90,7 +90,7 @@ async fn a_broken_mailchimp_never_lets_a_sync_pass_with_a_member_missing() {
         (
             PagingBug::StaleFirstPage,
             End::Failed,
-            "answers some requests with fewer members than others: the one-by-one sweep read 0 members, but a page asked for with count=50 at offset 1 afterwards said the window holds",
+            "answers some requests with fewer members than others: the pass's reads found 0 members, but a page asked for with count=50 at offset 1 afterwards said the window holds",
         ),
         // Requests of count 1 or 1000 served short: the sweeps of 50 are not.
         (PagingBug::HidesForCounts, End::Synced, "sync: completed"),

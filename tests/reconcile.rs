@@ -79,7 +79,8 @@ async fn a_member_deleted_in_mailchimp_is_opted_out_and_leaves_the_ledger() {
     assert_eq!(ledger_count(dir.path()), 97);
     // The cursor is never a reconciliation's: not one byte of the file moved.
     assert_eq!(std::fs::read(&file).unwrap(), before);
-    // Only ids, 1,000 a page, every member changed before T0.
+    // Only ids, 1,000 a page, every member changed before T0; each pass
+    // read in full is checked by one page of another size, past its end.
     let queries = apis.mailchimp_queries().await;
     assert!(!queries.is_empty());
     for q in &queries {
@@ -87,9 +88,19 @@ async fn a_member_deleted_in_mailchimp_is_opted_out_and_leaves_the_ledger() {
             q["fields"],
             "members.unique_email_id,members.last_changed,members.status,total_items"
         );
-        assert_eq!(q["count"], "1000");
+        assert!(q["count"] == "1000" || q["count"] == "100", "{q:?}");
         assert!(q.contains_key("before_last_changed"), "{q:?}");
     }
+    let checks: Vec<(Option<&str>, &str)> = queries
+        .iter()
+        .filter(|q| q["count"] == "100" && !q.contains_key("since_last_changed"))
+        .map(|q| (q.get("status").map(String::as_str), q["offset"].as_str()))
+        .collect();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(
+        checks.contains(&(None, "97")) && checks.contains(&(Some("archived"), "1")),
+        "{checks:?}"
+    );
     assert!(queries.iter().any(|q| !q.contains_key("since_last_changed")));
     assert!(queries
         .iter()
@@ -482,6 +493,67 @@ async fn members_a_stale_first_page_hides_are_not_taken_for_deleted() {
     assert_eq!(ledger_count(dir.path()), 2503);
     assert!(
         text.contains("Mailchimp's answers did not add up: its pages said the list held 2500 more members than its last reads of them returned, and only 0 changed since the reconciliation started (members deleted meanwhile, or a server or proxy answering some requests with fewer members than others); nothing was opted out"),
+        "{text}"
+    );
+}
+
+/// A server (or proxy) serving every request of `count` 1 or 1,000 short,
+/// consistently: those see only the oldest 97 % of the window,
+/// `total_items` included. Requests of another size see it all.
+#[derive(Clone)]
+struct ShortForCounts(FakeMailchimp);
+
+impl Respond for ShortForCounts {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<_, _> = request.url.query_pairs().into_owned().collect();
+        let time = |name: &str| {
+            q.get(name)
+                .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
+        };
+        let (since, before) = (time("since_last_changed"), time("before_last_changed"));
+        let archived = q.get("status").map(String::as_str) == Some("archived");
+        let lists = self.0.lists.lock().unwrap();
+        let mut window: Vec<&FakeMember> = lists[LIST]
+            .iter()
+            .filter(|m| (m.status == "archived") == archived)
+            .filter(|m| since.is_none_or(|s| m.last_changed > s) && before.is_none_or(|b| m.last_changed < b))
+            .collect();
+        window.sort_by_key(|m| (m.last_changed, m.id.clone()));
+        let count: usize = q["count"].parse().unwrap();
+        if count == 1 || count == 1000 {
+            window.truncate(window.len() * 97 / 100);
+        }
+        let offset: usize = q["offset"].parse().unwrap();
+        let page: Vec<Value> = window.iter().skip(offset).take(count).map(|m| m.to_json()).collect();
+        ResponseTemplate::new(200).set_body_json(json!({"members": page, "total_items": window.len()}))
+    }
+}
+
+#[actix_rt::test]
+async fn members_hidden_from_every_page_of_the_reconciliations_size_are_not_taken_for_deleted() {
+    // 200 members, 3 deleted; pages of 1,000 hide the newest 3 % of the
+    // rest consistently, so nine would look deleted, within the guard.
+    let all = members(203);
+    let apis = apis_behind(ShortForCounts(
+        FakeMailchimp::default().with_list(LIST, all[..200].to_vec()),
+    ))
+    .await;
+    let (dir, _) = state_with(json!({}));
+    seed_ledger(dir.path(), LIST, &all);
+    let (log, buffer) = capture_log();
+
+    let summary = run_once(&apis.config(dir.path()), log).await;
+
+    let text = buffer.contents();
+    assert_eq!(
+        (summary.reconciled, summary.reconcile_failed, summary.deleted),
+        (0, 1, 0),
+        "{text}"
+    );
+    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
+    assert_eq!(ledger_count(dir.path()), 203);
+    assert!(
+        text.contains("answers some requests with fewer members than others: the pass's reads found 194 members, but a page asked for with count=100 at offset 194 afterwards said the window holds 200"),
         "{text}"
     );
 }

@@ -543,10 +543,14 @@ impl Reconciliation {
 /// The paging plan of one window of ids: both passes, 1,000 a page, the
 /// members pass reading `blind_pages` before it knows `total_items`.
 fn id_plan(window: &Window, blind_pages: u32) -> SweepPlan {
-    SweepPlan::new(0, RECONCILE_COUNT, &[(Pass::Members, blind_pages), (Pass::Archived, 1)]).within(Bounds {
-        since: window.since.map(|t| t.timestamp()),
-        before: Some(window.before.timestamp()),
-    })
+    SweepPlan::new(0, RECONCILE_COUNT, &[(Pass::Members, blind_pages), (Pass::Archived, 1)])
+        .within(Bounds {
+            since: window.since.map(|t| t.timestamp()),
+            before: Some(window.before.timestamp()),
+        })
+        // Every page is of one size: a page of another checks each pass,
+        // so that members hidden from that size are not opted out.
+        .checking_every_pass()
 }
 
 /// Why a window is read again, for the log.

@@ -74,8 +74,8 @@ pub enum PagingFault {
     /// The member `id`, whose status is not `archived` (or not given), in
     /// an answer to `status=archived`.
     NotArchived { id: String },
-    /// After a keyset walk found `found` members, a page of another shape
-    /// (`count`, at `offset`) said the window holds `told`, more: the walk's
+    /// After a pass's reads found `found` members, a page of another shape
+    /// (`count`, at `offset`) said the window holds `told`, more: the pass's
     /// requests were answered with fewer members than others, as a window
     /// that only shrinks cannot explain.
     Disagreeing {
@@ -165,7 +165,7 @@ impl fmt::Display for PagingFault {
             } => write!(
                 f,
                 "Mailchimp (or something between us and it: a cache serving stale pages, say) answers some \
-                 requests with fewer members than others: the one-by-one sweep read {found} members, but a page \
+                 requests with fewer members than others: the pass's reads found {found} members, but a page \
                  asked for with count={count} at offset {offset} afterwards said the window holds {told}"
             ),
             PagingFault::Miscount { read, total } => write!(

@@ -62,6 +62,42 @@ pub const RUN_ROUNDS: u64 = 30;
 /// in both (see [`Why::Moved`]) before the sync fails.
 pub const MOVED_REREADS: u32 = 2;
 
+/// Members asked for by a check page ([`CheckPage`]) when the sweeps' own
+/// count is Mailchimp's largest: any other size will do, as long as it is
+/// not the one every other request used.
+const CHECK_PAGE_COUNT: u32 = 100;
+
+/// The `count` of a check page for sweeps of `count`: another size.
+fn check_count(count: u32) -> u32 {
+    if count >= KEYSET_COUNT {
+        CHECK_PAGE_COUNT
+    } else {
+        count
+    }
+}
+
+/// The page that checks a pass read in full against a request of another
+/// shape: its `count` ([`check_count`]) at an offset past the end, never
+/// 0, whose `total_items` must not say the window holds more than the
+/// pass found. The window only shrinks while it is read, so more shows a
+/// server (or a cache in front of it) answering some requests with fewer
+/// members than others — all of them consistently, where no other check
+/// can see it. A keyset sweep always ends with one; with
+/// [`SweepPlan::checking_every_pass`], every pass does (a reconciliation,
+/// whose every other page is of one size, and which would opt out the
+/// members hidden).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CheckPage {
+    #[default]
+    NotYet,
+    Due {
+        found: u64,
+    },
+    Asked {
+        found: u64,
+    },
+}
+
 /// How many times a keyset sweep asks again for a page shorter than its
 /// `total_items` implies before it gives up.
 pub const KEYSET_REREADS: u32 = 4;
@@ -174,6 +210,8 @@ struct PassPlan {
     /// (`total_items` of a page over the window itself, not a keyset
     /// page's part of it), over every sweep.
     most_told: u64,
+    /// Its offset sweep's check page, with [`SweepPlan::checking_every_pass`].
+    check: CheckPage,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +227,8 @@ pub struct SweepPlan {
     hasher: RandomState,
     /// Times both passes were read again for members read in both.
     moved_rereads: u32,
+    /// Whether an offset sweep read in full ends with a [`CheckPage`] too.
+    checks_every_pass: bool,
 }
 
 impl SweepPlan {
@@ -212,6 +252,7 @@ impl SweepPlan {
                     reopened: false,
                     read: None,
                     most_told: 0,
+                    check: CheckPage::NotYet,
                 }
             })
             .collect();
@@ -222,6 +263,16 @@ impl SweepPlan {
             passes,
             hasher,
             moved_rereads: 0,
+            checks_every_pass: false,
+        }
+    }
+
+    /// The plan with every pass ending with a [`CheckPage`], not only those
+    /// read by a keyset sweep.
+    pub fn checking_every_pass(self) -> SweepPlan {
+        SweepPlan {
+            checks_every_pass: true,
+            ..self
         }
     }
 
@@ -237,6 +288,22 @@ impl SweepPlan {
     pub fn next_request(&mut self) -> Option<PageRequest> {
         let count = self.count;
         for p in self.passes.iter_mut().filter(|p| !p.done) {
+            match p.check {
+                CheckPage::Due { found } => {
+                    p.check = CheckPage::Asked { found };
+                    return Some(PageRequest {
+                        pass: p.pass,
+                        offset: p.start.saturating_add(found.max(1)),
+                        count: check_count(count),
+                        since: None,
+                        before: None,
+                        keyed: false,
+                        recount: true,
+                    });
+                }
+                CheckPage::Asked { .. } => continue,
+                CheckPage::NotYet => {}
+            }
             let base = PageRequest {
                 pass: p.pass,
                 offset: p.start,
@@ -274,7 +341,9 @@ impl SweepPlan {
                 p.most_told = p.most_told.max(total_items.saturating_sub(p.start));
             }
         }
-        let (verdict, fresh) = if request.keyed {
+        let (verdict, fresh) = if request.recount && !request.keyed {
+            (self.check_page_read(request, total_items), vec![false; members.len()])
+        } else if request.keyed {
             let read = self.keyset_page_read(request, total_items, members);
             if read.shifted {
                 self.reopen_others(request.pass);
@@ -296,6 +365,34 @@ impl SweepPlan {
             }
         }
         (verdict, fresh)
+    }
+
+    /// Records the answer to a pass's [`CheckPage`].
+    fn check_page_read(&mut self, request: PageRequest, total_items: u64) -> PageVerdict {
+        let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
+            return PageVerdict::Continue;
+        };
+        let CheckPage::Asked { found } = p.check else {
+            // Asked before the pass was read again: it checks nothing now.
+            return PageVerdict::Continue;
+        };
+        let told = total_items.saturating_sub(p.start);
+        if told > found {
+            let fault = PagingFault::Disagreeing {
+                found,
+                told,
+                offset: request.offset,
+                count: request.count,
+            };
+            return PageVerdict::Unstable {
+                pass: p.pass,
+                reason: fault.to_string(),
+                fault: Some(fault),
+            };
+        }
+        p.check = CheckPage::NotYet;
+        p.done = true;
+        PageVerdict::Continue
     }
 
     /// A member read in both passes moved between them while the list was
@@ -330,6 +427,7 @@ impl SweepPlan {
         for p in &mut self.passes {
             p.done = false;
             p.read = None;
+            p.check = CheckPage::NotYet;
             p.mode = Mode::Offset(OffsetSweep::new(p.start, DistinctIds::with_hasher(self.hasher.clone())));
         }
         Some(PageVerdict::Resweep {
@@ -351,6 +449,7 @@ impl SweepPlan {
         {
             other.done = false;
             other.reopened = true;
+            other.check = CheckPage::NotYet;
             other.mode = Mode::Offset(OffsetSweep::new(
                 other.start,
                 DistinctIds::with_hasher(self.hasher.clone()),
@@ -776,7 +875,7 @@ mod tests {
             assert_eq!(fault.kind(), "disagreeing_pages");
             assert!(
                 reason.contains(&format!(
-                    "answers some requests with fewer members than others: the one-by-one sweep read {found} \
+                    "answers some requests with fewer members than others: the pass's reads found {found} \
                      members, but a page asked for with count=10 at offset {} afterwards said the window holds {}",
                     found.max(1),
                     found + 1

@@ -153,6 +153,7 @@ impl KeysetSweep {
             self.recount = Recount::Probe { found, asked: true };
             return Some(PageRequest {
                 offset: base.offset.saturating_add(found.max(1)),
+                count: super::check_count(base.count),
                 recount: true,
                 ..keyed
             });

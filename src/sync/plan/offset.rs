@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::super::checks::{check_page, DistinctIds, PagingFault};
-use super::{KeysetSweep, MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
+use super::{CheckPage, KeysetSweep, MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, Why, OFFSET_SWEEPS};
 
 /// The ids of an offset page's members that share their `last_changed`
 /// second with its first member (`lead`) or with its last (`trail`): the
@@ -235,6 +235,7 @@ impl SweepPlan {
         let bounds = self.bounds;
         let count = u64::from(self.count);
         let hasher = self.hasher.clone();
+        let checks_every_pass = self.checks_every_pass;
         let Some(p) = self.passes.iter_mut().find(|p| p.pass == request.pass) else {
             return (PageVerdict::Continue, vec![]);
         };
@@ -310,8 +311,11 @@ impl SweepPlan {
             let expected = total.saturating_sub(start);
             let distinct = o.distinct.count();
             if o.returned == expected && distinct == expected {
-                p.done = true;
                 p.read = Some(std::mem::take(&mut o.distinct));
+                match checks_every_pass {
+                    true => p.check = CheckPage::Due { found: expected },
+                    false => p.done = true,
+                }
                 return (PageVerdict::Continue, fresh);
             }
             o.fault = Some(if o.returned == expected {
