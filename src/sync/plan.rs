@@ -210,7 +210,8 @@ struct PassPlan {
     /// (`total_items` of a page over the window itself, not a keyset
     /// page's part of it), over every sweep.
     most_told: u64,
-    /// Its offset sweep's check page, with [`SweepPlan::checking_every_pass`].
+    /// Its check page: after a keyset sweep, and after an offset sweep
+    /// with [`SweepPlan::checking_every_pass`].
     check: CheckPage,
 }
 
@@ -846,7 +847,7 @@ mod tests {
     /// that found `found` members: the window holds `told`.
     fn probe(plan: &mut SweepPlan, found: u64, told: u64) -> PageVerdict {
         let r = plan.next_request().expect("the count is checked");
-        assert!(r.recount && r.keyed && r.count == plan.count, "{r:?}");
+        assert!(r.recount && !r.keyed && r.count == plan.count, "{r:?}");
         assert_eq!((r.since, r.before, r.offset), (None, None, found.max(1)));
         plan.page_read(r, told, &[]).0
     }

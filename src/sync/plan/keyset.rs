@@ -9,8 +9,8 @@
 //! asked for again (with a `count` of what came, in case something caps
 //! pages) at most [`KEYSET_REREADS`] times; when the walk ends, one more
 //! request counts the window, and the distinct members read must be at
-//! least as many; then a page of another shape (the pass's own `count`,
-//! past the end) must not say the window holds more ([`Recount::Probe`]).
+//! least as many; then a page of another shape must not say the window
+//! holds more (the plan's check page).
 //!
 //! A run longer than a page gets a query of its own, bounded to its second
 //! by `before_last_changed`, whose pages are read concurrently — round
@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::super::checks::{check_page, Bounds, DistinctIds, PagingFault};
-use super::{MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, KEYSET_REREADS, RUN_ROUNDS};
+use super::{CheckPage, MemberKey, Mode, PageRequest, PageVerdict, Pass, SweepPlan, KEYSET_REREADS, RUN_ROUNDS};
 
 #[derive(Clone, Debug)]
 pub(super) struct KeysetSweep {
@@ -69,15 +69,6 @@ pub(super) enum Recount {
     NotYet,
     Due,
     InFlight,
-    /// The recount added up to `found`; a page of another shape (the
-    /// pass's own `count`, at an offset past the end and never 0) is asked
-    /// for its `total_items`, which must not be more: the window only
-    /// shrinks, so a larger one shows requests answered with fewer members
-    /// than others (a stale cached first page, a `count` served short).
-    Probe {
-        found: u64,
-        asked: bool,
-    },
 }
 
 /// A run of members sharing one second longer than a page, read with the
@@ -146,18 +137,6 @@ impl KeysetSweep {
     /// while the sweep waits for a page.
     pub(super) fn next_request(&mut self, base: PageRequest) -> Option<PageRequest> {
         let keyed = PageRequest { keyed: true, ..base };
-        if let Recount::Probe { found, asked } = self.recount {
-            if asked {
-                return None;
-            }
-            self.recount = Recount::Probe { found, asked: true };
-            return Some(PageRequest {
-                offset: base.offset.saturating_add(found.max(1)),
-                count: super::check_count(base.count),
-                recount: true,
-                ..keyed
-            });
-        }
         if self.recount != Recount::NotYet {
             // The walk is over; once every page is in, count the window.
             if self.recount == Recount::InFlight || self.run_in_flight > 0 || self.in_flight {
@@ -301,20 +280,6 @@ impl SweepPlan {
         if request.recount {
             let fresh = vec![false; members.len()];
             let told = total_items.saturating_sub(start);
-            if let Recount::Probe { found, .. } = k.recount {
-                if told > found {
-                    let fault = PagingFault::Disagreeing {
-                        found,
-                        told,
-                        offset: request.offset,
-                        count: request.count,
-                    };
-                    return unstable(fault.to_string(), Some(fault));
-                }
-                p.done = true;
-                p.read = Some(std::mem::take(&mut k.distinct));
-                return KeysetRead::go_on(fresh, false);
-            }
             // The window's size now: every member in it was in it when the
             // walk began (it only shrinks), so every one of them was read.
             let distinct = k.distinct.count();
@@ -325,10 +290,9 @@ impl SweepPlan {
                 };
                 return unstable(fault.to_string(), Some(fault));
             }
-            k.recount = Recount::Probe {
-                found: told,
-                asked: false,
-            };
+            // Then a page of another shape checks that count.
+            p.read = Some(std::mem::take(&mut k.distinct));
+            p.check = CheckPage::Due { found: told };
             return KeysetRead::go_on(fresh, false);
         }
         if request.before.is_some() {
