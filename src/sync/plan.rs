@@ -34,7 +34,9 @@
 //!
 //!
 //! A pass that keeps failing its offset sweeps is read as a keyset sweep
-//! ([`keyset`]).
+//! ([`keyset`]). A keyset sweep — and, in a reconciliation, every pass —
+//! ends with a [`CheckPage`] of another size, which must not say the
+//! window holds more than was found.
 
 use std::collections::hash_map::RandomState;
 
