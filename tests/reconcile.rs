@@ -16,7 +16,7 @@ use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use ometria_importer::ledger::LedgerStore;
-use ometria_importer::RunMode;
+use ometria_importer::{RunMode, RunSummary};
 use support::*;
 
 const LIST: &str = "L1";
@@ -380,6 +380,19 @@ async fn a_list_where_a_tenth_vanished_has_nobody_opted_out() {
     assert_eq!(results, [("RECONCILE", "succeeded"), ("RECONCILE", "failed")]);
 }
 
+/// That the run's reconciliation failed, opted nobody out and left the
+/// ledger's `members` members, saying `why`.
+fn assert_nobody_opted_out(summary: &RunSummary, apis: &Apis, dir: &Path, members: u64, text: &str, why: &str) {
+    assert_eq!(
+        (summary.reconciled, summary.reconcile_failed, summary.deleted),
+        (0, 1, 0),
+        "{text}"
+    );
+    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
+    assert_eq!(ledger_count(dir), members);
+    assert!(text.contains(why), "{text}");
+}
+
 /// A server (or proxy) that drops or mangles the `unique_email_id` of the
 /// members at page places 10, 20, 30 and 40, each in one way.
 fn mangle_ids(_: &[FakeMember], page: &mut [Value]) {
@@ -410,17 +423,8 @@ async fn members_read_without_a_usable_id_have_nobody_opted_out() {
 
     let summary = run_once(&apis.config(dir.path()), log).await;
 
-    assert_eq!(
-        (summary.reconciled, summary.reconcile_failed, summary.deleted),
-        (0, 1, 0)
-    );
-    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
-    assert_eq!(ledger_count(dir.path()), 200);
-    let text = buffer.contents();
-    assert!(
-        text.contains("4 members read came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so none can be taken as deleted (the list's syncs name them in a WARNING); nothing was opted out"),
-        "{text}"
-    );
+    let why = "4 members read came without a usable unique_email_id (missing, empty, or with a space, a control or an invisible character): any of them may be a member the ledger holds, so none can be taken as deleted (the list's syncs name them in a WARNING); nothing was opted out";
+    assert_nobody_opted_out(&summary, &apis, dir.path(), 200, &buffer.contents(), why);
 }
 
 #[actix_rt::test]
@@ -483,18 +487,8 @@ async fn members_a_stale_first_page_hides_are_not_taken_for_deleted() {
 
     let summary = run_once(&config, log).await;
 
-    let text = buffer.contents();
-    assert_eq!(
-        (summary.reconciled, summary.reconcile_failed, summary.deleted),
-        (0, 1, 0),
-        "{text}"
-    );
-    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
-    assert_eq!(ledger_count(dir.path()), 2503);
-    assert!(
-        text.contains("Mailchimp's answers did not add up: its pages said the list held 2500 more members than its last reads of them returned, and only 0 changed since the reconciliation started (members deleted meanwhile, or a server or proxy answering some requests with fewer members than others); nothing was opted out"),
-        "{text}"
-    );
+    let why = "Mailchimp's answers did not add up: its pages said the list held 2500 more members than its last reads of them returned, and only 0 changed since the reconciliation started (members deleted meanwhile, or a server or proxy answering some requests with fewer members than others); nothing was opted out";
+    assert_nobody_opted_out(&summary, &apis, dir.path(), 2503, &buffer.contents(), why);
 }
 
 /// A server (or proxy) serving every request of `count` 1 or 1,000 short,
@@ -544,16 +538,6 @@ async fn members_hidden_from_every_page_of_the_reconciliations_size_are_not_take
 
     let summary = run_once(&apis.config(dir.path()), log).await;
 
-    let text = buffer.contents();
-    assert_eq!(
-        (summary.reconciled, summary.reconcile_failed, summary.deleted),
-        (0, 1, 0),
-        "{text}"
-    );
-    assert_eq!(apis.pushes().len(), 0, "nobody opted out");
-    assert_eq!(ledger_count(dir.path()), 203);
-    assert!(
-        text.contains("answers some requests with fewer members than others: the pass's reads found 194 members, but a page asked for with count=100 at offset 194 afterwards said the window holds 200"),
-        "{text}"
-    );
+    let why = "answers some requests with fewer members than others: the pass's reads found 194 members, but a page asked for with count=100 at offset 194 afterwards said the window holds 200";
+    assert_nobody_opted_out(&summary, &apis, dir.path(), 203, &buffer.contents(), why);
 }
